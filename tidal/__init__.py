@@ -1,0 +1,3 @@
+"""Tidal: elastic model serving on spot and on-demand capacity."""
+
+__version__ = "0.1.0"

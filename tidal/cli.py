@@ -1,0 +1,59 @@
+"""The `tidal` command line: a registry of subcommands, each in the module of its concept."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from tidal import __version__
+from tidal.errors import TidalError, UserError
+
+# Subcommand -> module. Each module defines `add_arguments(parser)` and `run(args) -> int`,
+# and is imported only when its command runs, so `tidal --help` stays fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "model-server": ("tidal.server.main", "run one model server (TF Serving's flags)"),
+    "simulate": ("tidal.sim.cli", "simulate capacity policies on spot-availability traces"),
+    "demo": ("tidal.demo", "run the seed's procedure end to end on this machine"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit 2, never a traceback
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="tidal", description="Elastic model serving on spot and on-demand capacity.")
+    parser.add_argument("--version", action="version", version=f"tidal {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except (UserError, TidalError) as exc:
+        print(f"tidal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
