@@ -1,0 +1,49 @@
+"""Shared test fixtures: loading the sample-model builders in examples/ and building them once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = REPO_ROOT / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import `examples/<name>/build.py` by file path (examples/ is not an installed package)."""
+    module_name = f"tidal_example_{name}_build"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = EXAMPLES_DIR / name / "build.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no builder at {path}")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered before exec so dataclasses and pickling inside the builder can find it.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+@pytest.fixture(scope="session")
+def half_plus_two_base(tmp_path_factory) -> Path:
+    """Model base path holding half_plus_two version 123 (`<base>/123/model.onnx`)."""
+    base = tmp_path_factory.mktemp("half_plus_two")
+    load_example("half_plus_two").build(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def sentiment_base(tmp_path_factory) -> Path:
+    """Model base path holding the sentiment classifier version 1623831335."""
+    base = tmp_path_factory.mktemp("sentiment")
+    load_example("sentiment").build(base)
+    return base
