@@ -1,0 +1,202 @@
+"""A node pool's capacity decisions (pure): how many nodes it needs, and a capacity Plan turned into Launch/Terminate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tidal.capacity.catalog import Catalog, CapacityType, InstanceType
+from tidal.capacity.policies.types import Observation, Plan, ZoneView
+from tidal.scheduling import Resources, nodes_needed
+from tidal.spec import NodePoolSpec
+
+NodeState = Literal["ready", "notified", "terminated"]
+
+
+@dataclass(frozen=True)
+class PoolNode:
+    """What the pool decisions need to know about one of its nodes."""
+    name: str
+    zone: str
+    instance_type: str
+    billing: CapacityType
+    state: NodeState
+    launched_at: float
+    empty_since: float | None = None  # None while a replica is bound to it
+
+
+@dataclass(frozen=True)
+class Launch:
+    pool: str
+    zone: str
+    instance_type: str
+    capacity_type: CapacityType
+
+
+@dataclass(frozen=True)
+class Terminate:
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The pool's target node count and why."""
+    target: int
+    live: int
+    expired_empty: int
+    for_pending: int
+    node_type: str | None
+
+
+def resources_of(t: InstanceType) -> Resources:
+    return Resources(cpu=float(t.vcpu), memory_mib=float(t.memory_gib) * 1024.0, gpus=int(t.gpus))
+
+
+def node_type_for(pool: NodePoolSpec, catalog: Catalog, requests: list[Resources],
+                  capacity_type: CapacityType = "spot") -> InstanceType | None:
+    """The first type, in the pool's multi-zone order, that holds the largest pending replica."""
+    offers = catalog.offerings(pool.instance_types, pool.zones, capacity_type, pool.multi_zone)
+    for offer in offers:
+        t = catalog.get(offer.instance_type)
+        if all(r.fits_in(resources_of(t)) for r in requests):
+            return t
+    return None
+
+
+def live_nodes(nodes: list[PoolNode]) -> list[PoolNode]:
+    """Nodes that count toward the pool's capacity: a node under a reclaim notice does not
+    (the policy sees it as `noticed` and, per its spot-remedy knob, replaces it at once or not)."""
+    return [n for n in nodes if n.state == "ready"]
+
+
+def demand(pool: NodePoolSpec, nodes: list[PoolNode], pending: list[Resources], catalog: Catalog,
+           now: float) -> Demand:
+    """Cluster-autoscaler arithmetic: live nodes, minus nodes empty for `scale_in_after_seconds`,
+    plus the new nodes the pending replicas need, clamped to [min, max]."""
+    live = live_nodes(nodes)
+    expired = [n for n in live if n.state == "ready" and n.empty_since is not None
+               and now - n.empty_since >= pool.scale_in_after_seconds]
+    node_type = node_type_for(pool, catalog, pending) if pending else None
+    extra = 0
+    if pending and node_type is not None:
+        extra = max(0, nodes_needed(pending, resources_of(node_type)))
+    target = len(live) - len(expired) + extra
+    target = max(pool.min_nodes, min(pool.max_nodes, target))
+    return Demand(target, len(live), len(expired), extra, node_type.name if node_type else None)
+
+
+def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list[PoolNode], catalog: Catalog,
+                   now: float, node_type: str | None = None,
+                   unavailable: frozenset[tuple[str, str]] = frozenset()) -> list[Launch | Terminate]:
+    """Diff a Plan against the pool's live nodes.
+
+    Launches fill each deficit with the first offering in the pool's multi-zone
+    order (skipping (type, zone) offerings recently found unavailable). Only
+    empty nodes are terminated, longest-empty first: a busy node is never taken
+    from under its replicas to fix the mix; once the per-kind diff is done, any
+    node empty past the scale-in delay still above the plan's total goes too.
+    """
+    live = live_nodes(nodes)
+    decisions: list[Launch | Terminate] = []
+    terminated: set[str] = set()
+
+    def empties(cands: list[PoolNode]) -> list[PoolNode]:
+        # Notified nodes go by themselves at the end of their notice.
+        e = [n for n in cands if n.state == "ready" and n.empty_since is not None and n.name not in terminated]
+        return sorted(e, key=lambda n: (n.empty_since, n.name))
+
+    def shrink(cands: list[PoolNode], excess: int, why: str) -> None:
+        for n in empties(cands)[:max(0, excess)]:
+            terminated.add(n.name)
+            decisions.append(Terminate(n.name, why))
+
+    # On-demand.
+    od = [n for n in live if n.billing == "on-demand"]
+    if plan.on_demand > len(od):
+        offer = _first_offer(pool, catalog, "on-demand", None, node_type, unavailable)
+        if offer is not None:
+            decisions += [Launch(pool.name, offer[1], offer[0], "on-demand")] * (plan.on_demand - len(od))
+    elif plan.on_demand < len(od):
+        shrink(od, len(od) - plan.on_demand, "the plan holds fewer on-demand nodes")
+
+    # Spot, zone by zone; spot nodes in zones the plan does not name are excess.
+    spot = [n for n in live if n.billing == "spot"]
+    wanted = dict(zip(zones, plan.spot))
+    for zone in list(zones) + sorted({n.zone for n in spot} - set(zones)):
+        want = wanted.get(zone, 0)
+        have = [n for n in spot if n.zone == zone]
+        if want > len(have):
+            offer = _first_offer(pool, catalog, "spot", zone, node_type, unavailable)
+            if offer is not None:
+                decisions += [Launch(pool.name, zone, offer[0], "spot")] * (want - len(have))
+        elif want < len(have):
+            shrink(have, len(have) - want, f"the plan holds fewer spot nodes in {zone}")
+
+    remaining = [n for n in live if n.name not in terminated]
+    launches = sum(1 for d in decisions if isinstance(d, Launch))
+    over = len(remaining) + launches - plan.total
+    if over > 0:
+        expired = [n for n in remaining if n.empty_since is not None
+                   and now - n.empty_since >= pool.scale_in_after_seconds]
+        shrink(expired, over, "empty past the scale-in delay")
+    return decisions
+
+
+def _first_offer(pool: NodePoolSpec, catalog: Catalog, capacity_type: CapacityType, zone: str | None,
+                 node_type: str | None, unavailable: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+    offers = catalog.offerings(pool.instance_types, pool.zones, capacity_type, pool.multi_zone)
+    if node_type is not None:
+        preferred = [o for o in offers if o.instance_type == node_type]
+        # The type that fits the pending replicas first, then the rest in order.
+        offers = preferred + [o for o in offers if o.instance_type != node_type
+                              and _at_least(catalog.get(o.instance_type), catalog.get(node_type))]
+    for o in offers:
+        if zone is not None and o.zone != zone:
+            continue
+        if (o.instance_type, o.zone) in unavailable:
+            continue
+        return o.instance_type, o.zone
+    return None
+
+
+def _at_least(t: InstanceType, ref: InstanceType) -> bool:
+    return t.vcpu >= ref.vcpu and t.memory_gib >= ref.memory_gib and t.gpus >= ref.gpus
+
+
+def pool_zones(pool: NodePoolSpec, catalog: Catalog) -> list[str]:
+    """The zones where the pool can get spot nodes, in its multi-zone order of preference."""
+    seen: list[str] = []
+    for o in catalog.offerings(pool.instance_types, pool.zones, "spot", pool.multi_zone):
+        if o.zone not in seen:
+            seen.append(o.zone)
+    return seen
+
+
+
+def observe(pool: NodePoolSpec, catalog: Catalog, nodes: list[PoolNode], target: int, zones: list[str],
+            node_type: str | None, preempted: dict[str, int], launch_failed: dict[str, int],
+            cold_start_seconds: float, now: float) -> Observation:
+    """The policy's view of a live pool: counts per zone from the nodes table, losses since the last decision."""
+    def is_ready(n: PoolNode) -> bool:
+        return now - n.launched_at >= cold_start_seconds
+
+    views = []
+    for zone in zones:
+        held = [n for n in nodes if n.billing == "spot" and n.zone == zone and n.state == "ready"]
+        noticed = sum(1 for n in nodes if n.billing == "spot" and n.zone == zone and n.state == "notified")
+        views.append(ZoneView(name=zone, held=len(held), ready=sum(1 for n in held if is_ready(n)),
+                              preempted=preempted.get(zone, 0), launch_failed=launch_failed.get(zone, 0),
+                              noticed=noticed, price=_zone_price(pool, catalog, zone, node_type)))
+    od = [n for n in nodes if n.billing == "on-demand" and n.state == "ready"]
+    od_offers = catalog.offerings(pool.instance_types, pool.zones, "on-demand", pool.multi_zone)
+    od_price = min((o.price for o in od_offers if node_type is None or o.instance_type == node_type),
+                   default=min((o.price for o in od_offers), default=1.0))
+    return Observation(target=target, zones=tuple(views), on_demand_held=len(od),
+                       on_demand_ready=sum(1 for n in od if is_ready(n)), on_demand_price=od_price)
+
+
+def _zone_price(pool: NodePoolSpec, catalog: Catalog, zone: str, node_type: str | None) -> float:
+    offers = [o for o in catalog.offerings(pool.instance_types, pool.zones, "spot", pool.multi_zone) if o.zone == zone]
+    preferred = [o.price for o in offers if o.instance_type == node_type]
+    return min(preferred or [o.price for o in offers] or [0.0])

@@ -1,0 +1,23 @@
+"""The capacity policies, one implementation each, and the registry the control plane and the simulator read."""
+
+from __future__ import annotations
+
+from tidal.capacity.policies import ess, even_spread, on_demand, round_robin, spot_only, spothedge
+from tidal.capacity.policies.types import Observation, Plan, PolicyDef, ZoneView
+
+POLICIES: dict[str, PolicyDef] = {
+    "on-demand": PolicyDef("on-demand", on_demand.OnDemandParams, on_demand.initial_state, on_demand.decide,
+                           "on-demand only (the cost baseline)"),
+    "spot-only": PolicyDef("spot-only", spot_only.SpotOnlyParams, spot_only.initial_state, spot_only.decide,
+                           "N+k spot in the cheapest zones, no on-demand"),
+    "even-spread": PolicyDef("even-spread", even_spread.EvenSpreadParams, even_spread.initial_state,
+                             even_spread.decide, "N+k spot, new nodes in the zone holding the fewest"),
+    "round-robin": PolicyDef("round-robin", round_robin.RoundRobinParams, round_robin.initial_state,
+                             round_robin.decide, "N+k spot, new nodes placed round robin over zones"),
+    "spothedge": PolicyDef("spothedge", spothedge.SpotHedgeParams, spothedge.initial_state, spothedge.decide,
+                           "SkyServe's SpotHedge: N+k spot spread over active zones, dynamic on-demand fallback"),
+    "ess": PolicyDef("ess", ess.EssParams, ess.initial_state, ess.decide,
+                     "the seed's node pool: base + percentage on-demand, spot pools, compensate with on-demand"),
+}
+
+__all__ = ["POLICIES", "Observation", "Plan", "PolicyDef", "ZoneView"]

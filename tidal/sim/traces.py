@@ -1,0 +1,72 @@
+"""Spot-availability traces: loading a directory of per-zone JSON files and expanding them to ticks."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tidal.errors import UserError
+
+UNLIMITED = 1_000_000_000  # how a zone available without limit is written
+
+
+@dataclass(frozen=True)
+class SpotTrace:
+    """One directory of traces: zones in sorted file-name order, each a sequence of capacities `gap_seconds` apart."""
+    path: str
+    zones: tuple[str, ...]
+    gap_seconds: float
+    data: tuple[np.ndarray, ...]
+
+
+def load_spot_traces(directory: str) -> SpotTrace:
+    if not os.path.isdir(directory):
+        raise UserError(f"trace directory {directory!r} does not exist")
+    names = sorted(f for f in os.listdir(directory) if f.endswith(".json"))
+    if not names:
+        raise UserError(f"trace directory {directory!r} holds no .json trace files")
+    gaps, data = set(), []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as f:
+                doc = json.load(f)
+            gap = float(doc["metadata"]["gap_seconds"])
+            values = np.asarray(doc["data"], dtype=np.int64)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"bad trace file {path}: expected {{\"metadata\": {{\"gap_seconds\": G}}, "
+                            f"\"data\": [int, ...]}} ({type(exc).__name__}: {exc})") from None
+        if values.ndim != 1 or values.size == 0 or gap <= 0 or (values < 0).any():
+            raise UserError(f"bad trace file {path}: data must be a non-empty list of non-negative ints "
+                            f"and gap_seconds positive")
+        gaps.add(gap)
+        data.append(values)
+    if len(gaps) != 1:
+        raise UserError(f"trace files in {directory!r} disagree on gap_seconds: {sorted(gaps)}")
+    return SpotTrace(directory, tuple(n[:-5] for n in names), gaps.pop(), tuple(data))
+
+
+def expand(trace: SpotTrace, tick_seconds: float) -> list[np.ndarray]:
+    """Each point repeated gap/tick times (the protocol's step 2)."""
+    repeat = int(round(trace.gap_seconds / tick_seconds))
+    if repeat < 1 or abs(repeat * tick_seconds - trace.gap_seconds) > 1e-6 * trace.gap_seconds:
+        raise UserError(f"the trace gap ({trace.gap_seconds:g} s) is not a multiple of the tick ({tick_seconds:g} s)")
+    return [np.repeat(d, repeat) for d in trace.data]
+
+
+def offsets(expanded: list[np.ndarray], ticks: int, repeats: int, seed: int) -> list[int]:
+    """The protocol's offsets: numpy's legacy generator, `seed(s); [randint(0, L - T) for each repeat]`."""
+    shortest = min(len(d) for d in expanded)
+    if shortest <= ticks:
+        raise UserError(f"traces are too short: the shortest zone has {shortest} ticks, a run needs more than {ticks}")
+    rs = np.random.RandomState(seed)  # the legacy global generator's algorithm, without its global state
+    return [int(rs.randint(0, shortest - ticks)) for _ in range(repeats)]
+
+
+def window(expanded: list[np.ndarray], offset: int, ticks: int) -> np.ndarray:
+    """Capacities (zones x ticks) for one repeat: zone z at tick t is trace_z[(t + offset) mod len_z]."""
+    t = np.arange(ticks)
+    return np.stack([d[(t + offset) % len(d)] for d in expanded])
