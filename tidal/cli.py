@@ -14,6 +14,7 @@ from tidal.errors import TidalError, UserError
 # and is imported only when its command runs, so `tidal --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
     "model-server": ("tidal.server.main", "run one model server (TF Serving's flags)"),
+    "gateway": ("tidal.gateway.cli", "run the gateway on its own, with services from a routes file"),
     "simulate": ("tidal.sim.cli", "simulate capacity policies on spot-availability traces"),
     "demo": ("tidal.demo", "run the seed's procedure end to end on this machine"),
 }

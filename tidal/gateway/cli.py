@@ -1,0 +1,86 @@
+"""`tidal gateway`: run the gateway on its own, with its services read from a routes file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from tidal.errors import UserError
+
+EXAMPLE = """\
+example routes file (YAML):
+  port: 8501
+  services:
+    - name: half-plus-two
+      models: [half_plus_two]          # /v1/models/half_plus_two:predict goes here
+      replicas:
+        - {id: r0, host: 127.0.0.1, port: 9001}
+        - {id: r1, host: 127.0.0.1, port: 9002}
+
+  tidal gateway --routes routes.yaml
+  curl -d '{"instances": [1.0]}' localhost:8501/v1/models/half_plus_two:predict
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLE
+    parser.add_argument("--routes", required=True, help="YAML or JSON file with the services and their replicas")
+    parser.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: the file's, else 8501; 0 picks one)")
+
+
+def load_routes(path: str):
+    from tidal.gateway.config import RoutesFile
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read routes file {path}: {exc.strerror or exc}") from exc
+    try:
+        return RoutesFile.model_validate(yaml.safe_load(text) or {})
+    except yaml.YAMLError as exc:
+        raise UserError(f"routes file {path} is not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"routes file {path}: {where}: {first['msg']}") from exc
+
+
+async def _serve(routes, host: str, port: int) -> None:
+    from tidal.gateway.proxy import Gateway
+    gw = Gateway(host, port, settings=routes.settings)
+    for s in routes.services:
+        gw.set_service(s.name, s.replicas, s.hosts, s.models, deadline_seconds=s.deadline_seconds)
+    await gw.start()
+    print(f"tidal gateway listening on http://{host}:{gw.port} ({len(routes.services)} services; "
+          f"metrics at /-/metrics)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gw.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    routes = load_routes(args.routes)
+    host = args.host or routes.host
+    port = routes.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        runner = asyncio.run
+    try:
+        runner(_serve(routes, host, port))
+    except OSError as exc:
+        print(f"tidal gateway: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,65 @@
+"""The gateway's configuration, declared once: replica endpoints, services, proxy limits, routes file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ReplicaState = Literal["ready", "draining"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class ReplicaEndpoint(BaseModel):
+    """One replica of a service, as the control plane knows it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=253)
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    # "draining": finish the requests in flight, take no new ones.
+    state: ReplicaState = "ready"
+
+
+class ServiceConfig(BaseModel):
+    """A service behind the gateway: its replicas and the names it is reached by."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=_NAME, max_length=253)
+    replicas: tuple[ReplicaEndpoint, ...] = ()
+    hosts: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    # None: the gateway's default deadline.
+    deadline_seconds: float | None = Field(default=None, gt=0)
+
+
+class GatewaySettings(BaseModel):
+    """How the gateway proxies; the same for every service unless a service overrides it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    domain: str = "localhost"
+    path_prefix: str = Field(default="/services/", pattern=r"^/.*/$")
+    deadline_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    # After a connection failure a replica is skipped for this long (while others are ready).
+    eject_seconds: float = Field(default=2.0, ge=0)
+    connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    max_idle_connections_per_replica: int = Field(default=256, ge=1)
+    bucket_seconds: float = Field(default=1.0, gt=0)
+    max_window_seconds: float = Field(default=300.0, gt=0)
+    drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
+
+class RoutesFile(BaseModel):
+    """The file `tidal gateway --routes` reads (YAML or JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8501, ge=0, le=65535)
+    settings: GatewaySettings = GatewaySettings()
+    services: list[ServiceConfig] = []
