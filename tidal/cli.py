@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-server": ("tidal.server.main", "run one model server (TF Serving's flags)"),
     "gateway": ("tidal.gateway.cli", "run the gateway on its own, with services from a routes file"),
     "simulate": ("tidal.sim.cli", "simulate capacity policies on spot-availability traces"),
+    "bench": ("tidal.bench.cli", "stress-test a model endpoint: open-loop rate or profile, or fixed concurrency"),
     "demo": ("tidal.demo", "run the seed's procedure end to end on this machine"),
 }
 

@@ -1,0 +1,88 @@
+"""A real tidal HttpServer on 127.0.0.1, in its own thread and loop, standing in for a model server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import orjson
+import pytest
+
+from tidal.http.server import HttpServer, Response
+
+TF_METADATA = orjson.dumps({
+    "model_spec": {"name": "m", "signature_name": "", "version": "1"},
+    "metadata": {"signature_def": {"signature_def": {"serving_default": {
+        "inputs": {"x": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "3"}]}}},
+        "outputs": {}, "method_name": "tensorflow/serving/predict"}}}}})
+V2_METADATA = orjson.dumps({"name": "m", "versions": ["1"], "platform": "onnxruntime_onnx",
+                            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}], "outputs": []})
+
+
+class FakeModelServer:
+    """Answers metadata and inference for model `m` (input x: FP32 [-1, 3]); can stall all answers for a while."""
+
+    def __init__(self) -> None:
+        self.server: HttpServer | None = None
+        self.loop = asyncio.new_event_loop()
+        self.stall_until = 0.0  # time.monotonic() before which no request is answered
+        self.delay = 0.0
+        self.requests = 0
+        self.bodies: list[bytes] = []
+
+    def handle(self, req):
+        if req.method == "GET" and req.path == "/v1/models/m/metadata":
+            return Response(200, TF_METADATA)
+        if req.method == "GET" and req.path == "/v2/models/m":
+            return Response(200, V2_METADATA)
+        if req.method != "POST" or req.path not in ("/v1/models/m:predict", "/v2/models/m/infer"):
+            return Response(404, b'{"error": "not found"}')
+        self.requests += 1
+        if len(self.bodies) < 5:
+            self.bodies.append(req.body)
+        try:
+            doc = orjson.loads(req.body)
+            rows = doc["inputs"]["x"] if req.path.startswith("/v1") else doc["inputs"][0]["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+            return Response(400, b'{"error": "bad body"}')
+        answer = Response(200, orjson.dumps({"predictions": [sum(r) for r in rows] if req.path.startswith("/v1")
+                                             else rows}))
+        wait = max(self.delay, self.stall_until - time.monotonic())
+        if wait > 0:
+            return self._later(wait, answer)
+        return answer
+
+    async def _later(self, seconds: float, answer: Response) -> Response:
+        await asyncio.sleep(seconds)
+        return answer
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.server = HttpServer(self.handle, "127.0.0.1", 0)
+            self.loop.run_until_complete(self.server.start())
+            ready.set()
+            self.loop.run_forever()
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+def model_server():
+    s = FakeModelServer()
+    s.start()
+    yield s
+    s.stop()

@@ -1,0 +1,134 @@
+"""End to end against a real HttpServer: counts, rates, errors, and no coordinated omission."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import orjson
+import pytest
+
+from tidal.bench.config import BenchConfig
+from tidal.bench.payload import encode, parse_target
+from tidal.bench.profile import Constant
+from tidal.bench.runner import Bench
+from tidal.cli import main
+
+BODY = b'{"inputs": {"x": [[1.0, 2.0, 3.0]]}}'
+
+
+def request_for(server, path="/v1/models/m:predict") -> tuple[str, int, bytes]:
+    target = parse_target(server.url + path, None, None)
+    return target.host, target.port, encode(target, "POST", BODY)
+
+
+def run(config: BenchConfig, host: str, port: int, request: bytes, **kw):
+    return asyncio.run(Bench(config, host, port, request, **kw).run())
+
+
+def test_closed_loop_sends_exactly_the_count(model_server):
+    r = run(BenchConfig(concurrency=4, requests=300), *request_for(model_server))
+    assert (r.sent, r.answered, r.errors) == (300, 300, 0)
+    assert r.status == {200: 300}
+    assert model_server.requests == 300
+    assert r.mode == "closed" and r.throughput > 0
+    lat = r.latency_ms
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+
+
+def test_open_loop_holds_the_rate(model_server):
+    r = run(BenchConfig(profile=Constant(rate=200), duration=1.5), *request_for(model_server))
+    assert r.sent == 300 and r.answered == 300 and r.errors == 0
+    assert r.throughput == pytest.approx(200, rel=0.1)
+    assert r.target_rate == 200
+
+
+def test_a_stall_shows_in_open_loop_latency(model_server):
+    """The server answers nothing for 1.5 s. Open loop keeps sending on schedule, so every request due during
+    the stall waits for its end: latency from the due time spreads over [0, 1] s. A closed loop with one
+    worker would see a single slow request among hundreds of fast ones."""
+    host, port, request = request_for(model_server)
+    model_server.stall_until = time.monotonic() + 1.5
+
+    async def stalled():
+        bench = Bench(BenchConfig(profile=Constant(rate=100), duration=2.0, timeout=5), host, port, request)
+        return await bench.run()
+    # The stall covers [0, 1.5) of a 2 s run: the request due at t waits 1.5 - t.
+    r = asyncio.run(stalled())
+    assert r.answered == 200 and r.errors == 0
+    # 150 of 200 requests are due in the stall; the median one (t=1.0) waits ~0.5 s.
+    assert r.latency_ms["p50"] == pytest.approx(500, abs=120)
+    assert r.latency_ms["max"] == pytest.approx(1500, abs=150)
+
+    model_server.stall_until = time.monotonic() + 1.0
+    closed = run(BenchConfig(concurrency=1, duration=2.0, timeout=5), host, port, request)
+    assert closed.latency_ms["max"] >= 900
+    assert closed.latency_ms["p50"] < 50  # what a coordinated-omission tool reports for the same stall
+
+
+def test_errors_are_counted_by_status_and_kind(model_server):
+    r = run(BenchConfig(concurrency=2, requests=20), *request_for(model_server, "/v1/models/nope:predict"))
+    assert r.errors == 20 and r.status == {404: 20}
+
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    r = run(BenchConfig(concurrency=2, requests=10), "127.0.0.1", free, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert r.errors == 10 and r.answered == 0 and r.failures == {"connect": 10}
+
+
+def test_progress_reports_rates_and_replicas(model_server):
+    snaps = []
+
+    async def replicas():
+        return "2/3 (1 on-demand, 1 spot)"
+    r = run(BenchConfig(profile=Constant(rate=100), duration=1.3, interval=0.25), *request_for(model_server),
+            on_progress=snaps.append, replicas=replicas)
+    assert len(snaps) >= 4
+    assert snaps[-1].replicas == "2/3 (1 on-demand, 1 spot)"
+    assert snaps[-1].target_rate == 100
+    assert sum(s.answered_rate for s in snaps[1:]) / len(snaps[1:]) == pytest.approx(100, rel=0.25)
+    assert len(r.timeline) == len(snaps) and r.timeline[-1]["replicas"] == snaps[-1].replicas
+
+
+def test_cli_json_with_a_sample_from_metadata(model_server, capsys):
+    assert main(["bench", model_server.url, "-m", "m", "-n", "50", "-c", "5", "-o", "json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    for key in ("requests", "errors", "duration", "throughput", "latency_ms", "status"):
+        assert key in doc
+    assert doc["requests"] == 50 and doc["errors"] == 0 and doc["status"] == {"200": 50}
+    assert set(doc["latency_ms"]) >= {"p50", "p90", "p99", "p999", "max"}
+    # The body was built from the metadata: x is FP32 [-1, 3], batch 1.
+    x = orjson.loads(model_server.bodies[0])["inputs"]["x"]
+    assert len(x) == 1 and len(x[0]) == 3
+
+
+def test_cli_v2_open_loop_table(model_server, capsys, tmp_path):
+    assert main(["bench", model_server.url, "-m", "m", "--protocol", "v2", "--batch", "2",
+                 "--rate", "100", "-d", "0.5s"]) == 0
+    out = capsys.readouterr().out
+    assert "open loop, 100.0 requests/s" in out and "50 sent, 50 answered" in out and "200: 50" in out
+    assert "/v2/models/m/infer" in out
+    assert orjson.loads(model_server.bodies[0])["inputs"][0]["shape"] == [2, 3]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rate", "-5"], "--rate must be positive"),
+    (["--profile", "wave:3"], "unknown profile kind"),
+    (["-d", "forever"], "bad duration"),
+    (["-H", "nocolon"], "bad header"),
+    (["--body", "/nonexistent.json"], "cannot read body"),
+])
+def test_cli_errors_are_one_line(model_server, capsys, argv, message):
+    assert main(["bench", model_server.url, "-m", "m", "-n", "1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_unreachable_metadata_is_a_clear_error(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    assert main(["bench", f"http://127.0.0.1:{free}", "-m", "m", "-n", "1"]) == 2
+    assert "cannot reach" in capsys.readouterr().err

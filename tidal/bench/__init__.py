@@ -1,0 +1,1 @@
+"""The load generator behind `tidal bench`: open-loop profiles, closed-loop concurrency, HDR latency."""

@@ -1,0 +1,273 @@
+"""Drives one bench run: sends pre-encoded requests open-loop on a schedule or closed-loop, and measures them.
+
+Latency is measured from when a request was due, not from when it was written:
+in open loop a request that waits for a free connection, or behind a slow
+event loop, carries that wait in its latency, so a stalling server cannot hide
+behind the load generator slowing down (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
+
+from tidal.bench.config import BenchConfig
+from tidal.bench.histogram import LatencyHistogram
+from tidal.bench.profile import Constant, Schedule, Sine, natural_duration
+from tidal.clock import Clock, RealClock
+from tidal.http.client import ConnectFailed, ConnectionLost, HttpClient, Timeout
+
+
+class Stats:
+    """Counters and histograms, updated on the hot path; `interval` is reset at every progress report."""
+
+    __slots__ = ("sent", "answered", "errors", "status", "failures", "total", "interval", "in_flight")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.answered = 0
+        self.errors = 0
+        self.status: Counter[int] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.total = LatencyHistogram()
+        self.interval = LatencyHistogram()
+        self.in_flight = 0
+
+    def answer(self, status: int, latency: float) -> None:
+        self.answered += 1
+        self.status[status] += 1
+        if not 200 <= status < 300:
+            self.errors += 1
+        self.total.record(latency)
+        self.interval.record(latency)
+
+    def fail(self, kind: str) -> None:
+        self.errors += 1
+        self.failures[kind] += 1
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the live display shows once per interval."""
+
+    elapsed: float
+    sent: int
+    answered: int
+    errors: int
+    in_flight: int
+    sent_rate: float
+    answered_rate: float
+    target_rate: Optional[float]
+    p50_ms: float
+    p99_ms: float
+    replicas: Optional[str] = None
+
+
+@dataclass
+class Result:
+    mode: str
+    sent: int
+    answered: int
+    errors: int
+    duration: float
+    status: dict[int, int]
+    failures: dict[str, int]
+    latency_ms: dict[str, float]
+    target_rate: Optional[float] = None
+    concurrency: Optional[int] = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    target: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return self.answered / self.duration if self.duration > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable `-o json` shape: requests, errors, duration, throughput, latency_ms, status (+ extras)."""
+        return {
+            "requests": self.sent,
+            "answered": self.answered,
+            "errors": self.errors,
+            "duration": round(self.duration, 3),
+            "throughput": round(self.throughput, 2),
+            "latency_ms": self.latency_ms,
+            "status": {str(k): v for k, v in sorted(self.status.items())},
+            "failures": dict(sorted(self.failures.items())),
+            "target": self.target,
+            "mode": self.mode,
+            "target_rate": self.target_rate,
+            "concurrency": self.concurrency,
+            "timeline": self.timeline,
+        }
+
+
+ReplicasHook = Callable[[], Awaitable[Optional[str]]]
+
+
+def schedule_for(config: BenchConfig) -> Schedule:
+    """The open-loop schedule: over the given duration, else the profile's own, else long enough for the count."""
+    profile = config.profile
+    duration = config.duration or natural_duration(profile)
+    if duration is None:
+        # Only a request count bounds the run; C(t) >= mean*t - amplitude*period/pi for a sine.
+        mean = profile.rate if isinstance(profile, Constant) else profile.mean
+        slack = profile.amplitude * profile.period / 3.14159 if isinstance(profile, Sine) else 0.0
+        duration = (config.requests + slack) / mean + 1.0
+    return Schedule(profile, duration)
+
+
+class Bench:
+    """One run against one target. Build it, then `await run()`."""
+
+    def __init__(self, config: BenchConfig, host: str, port: int, request: bytes, *,
+                 clock: Clock | None = None, client: HttpClient | None = None,
+                 on_progress: Callable[[Snapshot], None] | None = None,
+                 replicas: ReplicasHook | None = None) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.request = request
+        self.clock = clock or RealClock()
+        limit = config.connections if config.open_loop else config.concurrency
+        self.client = client or HttpClient(max_idle_per_host=limit)
+        self._own_client = client is None
+        self.on_progress = on_progress
+        self.replicas = replicas
+        self.stats = Stats()
+        self.schedule = schedule_for(config) if config.open_loop else None
+        self._start = 0.0
+        self._replicas_text: Optional[str] = None
+
+    async def run(self) -> Result:
+        self.stats = Stats()
+        self._timeline: list[dict[str, Any]] = []
+        self._start = self.clock.monotonic()
+        progress = asyncio.ensure_future(self._progress())
+        try:
+            if self.schedule is not None:
+                await self._open_loop()
+            else:
+                await self._closed_loop()
+        finally:
+            progress.cancel()
+            try:
+                await progress
+            except asyncio.CancelledError:
+                pass
+            if self._own_client:
+                self.client.close()
+        elapsed = self.clock.monotonic() - self._start
+        s = self.stats
+        if self.schedule is not None:
+            mode, rate, conc = "open", round(self.schedule.total / self.schedule.duration, 3), None
+        else:
+            mode, rate, conc = "closed", None, self.config.concurrency
+        return Result(mode, s.sent, s.answered, s.errors, elapsed, dict(s.status), dict(s.failures),
+                      s.total.summary_ms(), rate, conc, self._timeline)
+
+    # -- the two loops
+    async def _open_loop(self) -> None:
+        cfg, stats, clock, schedule = self.config, self.stats, self.clock, self.schedule
+        slots = asyncio.Semaphore(cfg.connections)
+        tasks: set[asyncio.Task] = set()
+        start, n, limit = self._start, 0, cfg.requests
+        while limit is None or n < limit:
+            offset = schedule.time_of(n)
+            if offset is None:
+                break
+            due = start + offset
+            now = clock.monotonic()
+            while now < due:
+                await clock.sleep(due - now)
+                now = clock.monotonic()
+            stats.sent += 1
+            task = asyncio.ensure_future(self._send_when_free(slots, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        await self._finish(tasks)
+
+    async def _send_when_free(self, slots: asyncio.Semaphore, due: float) -> None:
+        async with slots:
+            if self.clock.monotonic() - due > self.config.timeout:
+                self.stats.fail("timeout")  # waited a whole timeout for a connection: it would be late anyway
+                return
+            await self._exchange(due)
+
+    async def _closed_loop(self) -> None:
+        cfg = self.config
+        end = self._start + cfg.duration if cfg.duration else None
+        workers = [asyncio.ensure_future(self._worker(end)) for _ in range(cfg.concurrency)]
+        await self._finish(set(workers))
+
+    async def _worker(self, end: float | None) -> None:
+        stats, clock, limit = self.stats, self.clock, self.config.requests
+        while True:
+            now = clock.monotonic()
+            if end is not None and now >= end:
+                return
+            if limit is not None and stats.sent >= limit:
+                return
+            stats.sent += 1
+            await self._exchange(now)
+
+    async def _finish(self, tasks: set[asyncio.Task]) -> None:
+        """Let requests in flight complete, up to one timeout; what is still out then is a timeout."""
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.config.timeout + 1.0)
+        for t in pending:
+            t.cancel()
+            self.stats.fail("timeout")
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _exchange(self, due: float) -> None:
+        stats = self.stats
+        stats.in_flight += 1
+        try:
+            resp = await self.client.request_raw(self.host, self.port, self.request, self.config.timeout)
+        except Timeout:
+            stats.fail("timeout")
+        except ConnectFailed:
+            stats.fail("connect")
+        except ConnectionLost:
+            stats.fail("connection lost")
+        except OSError:
+            stats.fail("socket")
+        else:
+            stats.answer(resp.status, self.clock.monotonic() - due)
+        finally:
+            stats.in_flight -= 1
+
+    # -- live progress
+    async def _progress(self) -> None:
+        poller = None
+        last_t, last_sent, last_answered = self._start, 0, 0
+        while True:
+            await self.clock.sleep(self.config.interval)
+            if self.replicas is not None and (poller is None or poller.done()):
+                poller = asyncio.ensure_future(self._poll_replicas())
+            now = self.clock.monotonic()
+            s = self.stats
+            dt = max(1e-9, now - last_t)
+            elapsed = now - self._start
+            target = self.schedule.rate_at(elapsed) if self.schedule is not None else None
+            snap = Snapshot(elapsed, s.sent, s.answered, s.errors, s.in_flight,
+                            (s.sent - last_sent) / dt, (s.answered - last_answered) / dt, target,
+                            s.interval.percentile_ms(50), s.interval.percentile_ms(99), self._replicas_text)
+            s.interval.reset()
+            last_t, last_sent, last_answered = now, s.sent, s.answered
+            self._timeline.append({"t": round(elapsed, 3), "sent_rate": round(snap.sent_rate, 2),
+                                   "answered_rate": round(snap.answered_rate, 2), "errors": snap.errors,
+                                   "p50_ms": snap.p50_ms, "p99_ms": snap.p99_ms, "replicas": snap.replicas})
+            if self.on_progress is not None:
+                self.on_progress(snap)
+
+    async def _poll_replicas(self) -> None:
+        try:
+            self._replicas_text = await asyncio.wait_for(self.replicas(), self.config.interval)
+        except Exception:  # the display must never stop the run; the last known value stays
+            pass
