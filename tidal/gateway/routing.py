@@ -18,6 +18,7 @@ from typing import Iterable
 from tidal.errors import AlreadyExists
 
 _MODEL_PREFIXES = ("/v1/models/", "/v2/models/")
+_SEEN_HOSTS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class RouteTable:
     models: dict[str, str] = field(default_factory=dict)
     names: frozenset[str] = frozenset()
     prefix: str = "/services/"
+    # Host header as sent -> service or None; a memo of `normalize_host` lookups, since
+    # clients send the same few Host values over and over.
+    seen_hosts: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 
 
 def normalize_host(host: str) -> str:
@@ -88,9 +92,13 @@ def model_in_path(path: str) -> str | None:
 def resolve(table: RouteTable, host: str | None, path: str) -> tuple[str, str] | None:
     """(service, upstream path) for a request, or None when no service matches."""
     if host:
-        name = table.hosts.get(host)
-        if name is None:
+        seen = table.seen_hosts
+        if host in seen:
+            name = seen[host]
+        else:
             name = table.hosts.get(normalize_host(host))
+            if len(seen) < _SEEN_HOSTS_MAX:
+                seen[host] = name
         if name is not None:
             return name, path
     prefix = table.prefix

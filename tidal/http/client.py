@@ -121,6 +121,11 @@ class _ClientConnection(asyncio.Protocol):
         return self.waiter
 
 
+def _expire(fut: asyncio.Future, host: str, port: int, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(Timeout(f"no response from {host}:{port} within {timeout}s"))
+
+
 def build_request(method: str, host: str, path: str, body: bytes,
                   headers: list[tuple[str, str]] | None = None) -> bytes:
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers) if headers else ""
@@ -165,17 +170,21 @@ class HttpClient:
 
     async def _exchange(self, conn: _ClientConnection, host: str, port: int, data: bytes,
                         timeout: float | None) -> ClientResponse:
+        timer = None
         try:
             fut = conn.send(data)
-            resp = await (fut if timeout is None else asyncio.wait_for(fut, timeout))
-        except asyncio.TimeoutError as exc:
-            conn.closed = True
-            conn.transport.close()
-            raise Timeout(f"no response from {host}:{port} within {timeout}s") from exc
+            # A timer on the loop rather than asyncio.wait_for: wait_for adds a future, a task
+            # wake-up and callbacks to every request, which a proxy on the hot path feels.
+            if timeout is not None:
+                timer = asyncio.get_running_loop().call_later(timeout, _expire, fut, host, port, timeout)
+            resp = await fut
         except BaseException:
             conn.closed = True
             conn.transport.close()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if conn.keep_alive and not conn.closed:
             pool = self._idle.setdefault((host, port), deque())
             if len(pool) < self.max_idle_per_host:
