@@ -1,0 +1,260 @@
+"""Dynamic batching: requests to one signature are stacked along the batch dimension, run once, and split back."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from tidal.clock import Clock
+from tidal.errors import InvalidArgument, ResourceExhausted, TidalError
+from tidal.models.config import BatchingOptions
+from tidal.models.executor import ModelExecutor
+from tidal.models.signatures import Signature
+
+log = logging.getLogger(__name__)
+
+OnBatch = Callable[[str, int, int, float], None]
+RunFn = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class _Task:
+    __slots__ = ("inputs", "rows", "key", "future", "enqueued")
+
+    def __init__(self, inputs, rows, key, future, enqueued) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.enqueued = enqueued
+
+
+class _Unsplittable(Exception):
+    """A batched run's outputs do not follow the batch dimension, so they cannot be split."""
+
+
+def batch_rows(inputs: dict[str, np.ndarray]) -> int:
+    """The common size of the 0th dimension; InvalidArgument when the inputs disagree."""
+    rows = -1
+    for arr in inputs.values():
+        n = arr.shape[0]
+        if rows < 0:
+            rows = n
+        elif n != rows:
+            raise InvalidArgument("Batching Run() input tensors must have equal 0th-dimension size.")
+    return rows
+
+
+def padded_size(rows: int, allowed: tuple[int, ...]) -> int:
+    """The smallest allowed batch size holding `rows` (rows itself when no sizes are set)."""
+    if not allowed:
+        return rows
+    i = bisect.bisect_left(allowed, rows)
+    return allowed[i] if i < len(allowed) else rows
+
+
+def stack(parts: list[dict[str, np.ndarray]], pad_variable_length: bool) -> dict[str, np.ndarray]:
+    """Concatenate requests along dimension 0, padding other dimensions to the largest when asked."""
+    out: dict[str, np.ndarray] = {}
+    for name in parts[0]:
+        arrays = [p[name] for p in parts]
+        if pad_variable_length:
+            widest = tuple(max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim))
+            fill = "" if arrays[0].dtype == object else 0
+            arrays = [a if a.shape[1:] == widest else
+                      np.pad(a, [(0, 0)] + [(0, w - s) for s, w in zip(a.shape[1:], widest)], constant_values=fill)
+                      for a in arrays]
+        out[name] = np.concatenate(arrays, axis=0)
+    return out
+
+
+def pad_rows(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Repeat the last row up to `size` rows (results of padding rows are dropped)."""
+    out = {}
+    for name, arr in inputs.items():
+        extra = size - arr.shape[0]
+        out[name] = arr if extra <= 0 else np.concatenate([arr, np.repeat(arr[-1:], extra, axis=0)], axis=0)
+    return out
+
+
+def split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    """Cut batched outputs back into one dict per request."""
+    total = sum(sizes)
+    for name, arr in outputs.items():
+        if not isinstance(arr, np.ndarray) or arr.ndim == 0 or arr.shape[0] < total:
+            raise _Unsplittable(name)
+    results: list[dict[str, np.ndarray]] = []
+    start = 0
+    for n in sizes:
+        results.append({name: arr[start:start + n] for name, arr in outputs.items()})
+        start += n
+    return results
+
+
+class Batcher:
+    """Batches one signature of one model version.
+
+    A request that finds the batcher idle runs at once; requests that arrive while a batch
+    runs wait in the queue and form the next batch (up to max_batch_size rows, only with
+    requests whose non-batch dimensions match). When some batches run but a thread is free,
+    a partial batch waits up to batch_timeout_micros for company. A queue holding
+    max_enqueued_batches full batches turns new requests away with ResourceExhausted.
+    """
+
+    def __init__(self, model: str, version: int, signature: Signature, run: RunFn, *,
+                 options: BatchingOptions, executor: ModelExecutor, clock: Clock,
+                 on_batch: OnBatch | None = None) -> None:
+        self.model = model
+        self.version = version
+        self.signature = signature
+        self._sig_name = signature.name
+        self._run = run
+        self._options = options
+        self._max = options.max_batch_size
+        self._capacity = options.max_batch_size * options.max_enqueued_batches
+        self._timeout = options.batch_timeout_micros / 1e6
+        self._pad = options.pad_variable_length_inputs
+        self._allowed = options.allowed_batch_sizes
+        self._executor = executor
+        self._threads = executor.threads
+        self._clock = clock
+        self._on_batch = on_batch
+        self._queue: deque[_Task] = deque()
+        self._queued_rows = 0
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._splittable = True
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def _key(self, inputs: dict[str, np.ndarray]) -> tuple:
+        if self._pad:
+            return tuple((a.ndim, a.dtype) for a in inputs.values())
+        return tuple((a.shape[1:], a.dtype) for a in inputs.values())
+
+    async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = batch_rows(inputs)
+        if rows > self._max or not self._splittable:
+            # Too big to share a batch: it runs alone, like an unbatched request.
+            return await self._executor.call(self._run, self._sig_name, inputs)
+        if self._running == 0 and not self._queue:
+            self._running = 1
+            try:
+                if self._on_batch is not None:
+                    self._on_batch(self.model, self.version, rows, 0.0)
+                if self._allowed and padded_size(rows, self._allowed) != rows:
+                    outputs = await self._executor.call(self._run, self._sig_name,
+                                                        pad_rows(inputs, padded_size(rows, self._allowed)))
+                    return {k: v[:rows] for k, v in outputs.items()}
+                return await self._executor.call(self._run, self._sig_name, inputs)
+            finally:
+                self._running = 0
+                if self._queue:
+                    self._dispatch()
+        if self._queued_rows + rows > self._capacity:
+            raise ResourceExhausted("The batch scheduling queue to which this task was submitted is full")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Task(inputs, rows, self._key(inputs), future, self._clock.monotonic()))
+        self._queued_rows += rows
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._queue and self._running < self._threads:
+            if self._running and self._timeout > 0 and self._queued_rows < self._max:
+                wait = self._queue[0].enqueued + self._timeout - self._clock.monotonic()
+                if wait > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+                    return
+            batch = self._take()
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._run_batch(batch))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _take(self) -> list[_Task]:
+        head = self._queue.popleft()
+        batch = [head]
+        rows = head.rows
+        if self._queue and rows < self._max:
+            keep: deque[_Task] = deque()
+            while self._queue:
+                task = self._queue.popleft()
+                if task.key == head.key and rows + task.rows <= self._max:
+                    batch.append(task)
+                    rows += task.rows
+                else:
+                    keep.append(task)
+                    if rows >= self._max:
+                        break
+            keep.extend(self._queue)
+            self._queue = keep
+        self._queued_rows -= rows
+        return batch
+
+    async def _run_batch(self, batch: list[_Task]) -> None:
+        try:
+            batch = [t for t in batch if not t.future.done()]  # the client went away
+            if not batch:
+                return
+            sizes = [t.rows for t in batch]
+            total = sum(sizes)
+            if self._on_batch is not None:
+                self._on_batch(self.model, self.version, total, self._clock.monotonic() - batch[0].enqueued)
+            try:
+                if len(batch) == 1 and not self._allowed:
+                    outputs = await self._executor.call(self._run, self._sig_name, batch[0].inputs)
+                    _resolve(batch[0], outputs)
+                    return
+                inputs = stack([t.inputs for t in batch], self._pad)
+                size = padded_size(total, self._allowed)
+                if size != total:
+                    inputs = pad_rows(inputs, size)
+                outputs = await self._executor.call(self._run, self._sig_name, inputs)
+                for task, part in zip(batch, split(outputs, sizes)):
+                    _resolve(task, part)
+            except _Unsplittable as e:
+                log.warning("model %s version %s: output %r does not follow the batch dimension; "
+                            "running its requests one by one from now on", self.model, self.version, str(e))
+                self._splittable = False
+                await self._one_by_one(batch)
+            except InvalidArgument as e:
+                if len(batch) == 1:
+                    _fail(batch[0], e)
+                else:
+                    # One bad request must not fail its neighbours: find it by running each alone.
+                    await self._one_by_one(batch)
+            except Exception as e:
+                for task in batch:
+                    _fail(task, e)
+        finally:
+            self._running -= 1
+            self._dispatch()
+
+    async def _one_by_one(self, batch: list[_Task]) -> None:
+        for task in batch:
+            try:
+                _resolve(task, await self._executor.call(self._run, self._sig_name, task.inputs))
+            except Exception as e:
+                _fail(task, e)
+
+
+def _resolve(task: _Task, outputs: dict[str, np.ndarray]) -> None:
+    if not task.future.done():
+        task.future.set_result(outputs)
+
+
+def _fail(task: _Task, error: BaseException) -> None:
+    if not task.future.done():
+        if not isinstance(error, TidalError):
+            log.exception("batch failed", exc_info=error)
+        task.future.set_exception(error)

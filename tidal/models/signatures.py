@@ -1,0 +1,137 @@
+"""Tensor and signature descriptions shared by runtimes, the batcher and the protocol adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PREDICT = "tensorflow/serving/predict"
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+
+DEFAULT_SIGNATURE = "serving_default"
+# TF estimators export their classify/regress signatures under these names; Tidal does too.
+CLASSIFY_SIGNATURE = "classification"
+REGRESS_SIGNATURE = "regression"
+
+# V2 datatype -> numpy dtype. BYTES tensors are numpy object arrays (of str or bytes).
+V2_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+
+NUMPY_TO_V2: dict[np.dtype, str] = {v: k for k, v in V2_TO_NUMPY.items()}
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """The V2 name of a numpy dtype (strings of any width are BYTES)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in ("U", "S", "O"):
+        return "BYTES"
+    try:
+        return NUMPY_TO_V2[dtype]
+    except KeyError:
+        raise ValueError(f"no V2 datatype for numpy dtype {dtype}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return V2_TO_NUMPY[self.datatype]
+
+    @property
+    def batched(self) -> bool:
+        """True when the first dimension is variable, so requests can be stacked along it."""
+        return len(self.shape) > 0 and self.shape[0] == -1
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    name: str
+    method: str
+    inputs: dict[str, TensorSpec] = field(default_factory=dict)
+    outputs: dict[str, TensorSpec] = field(default_factory=dict)
+
+    @property
+    def batchable(self) -> bool:
+        """Every input has a variable first dimension (so every output is assumed to follow it)."""
+        return bool(self.inputs) and all(spec.batched for spec in self.inputs.values())
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def conform(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check request tensors against a signature and convert their dtypes; InvalidArgument on a mismatch.
+
+    Integers are accepted for float inputs and narrower/wider types of the same kind are
+    converted; floats for integer inputs, numbers for strings and strings for numbers are not.
+    """
+    from tidal.errors import InvalidArgument
+
+    specs = signature.inputs
+    if len(inputs) != len(specs) or any(name not in specs for name in inputs):
+        unknown = sorted(n for n in inputs if n not in specs)
+        missing = sorted(n for n in specs if n not in inputs)
+        parts = []
+        if unknown:
+            parts.append("unknown input " + ", ".join(repr(n) for n in unknown))
+        if missing:
+            parts.append("missing input " + ", ".join(repr(n) for n in missing))
+        raise InvalidArgument(
+            f"{'; '.join(parts)} for signature '{signature.name}' (expected inputs: "
+            f"{', '.join(repr(n) for n in specs)})")
+    out: dict[str, np.ndarray] = {}
+    for name, spec in specs.items():
+        arr = inputs[name]
+        if not isinstance(arr, np.ndarray):
+            arr = np.asarray(arr)
+        want = spec.dtype
+        if arr.dtype != want:
+            kind = arr.dtype.kind
+            if spec.datatype == "BYTES":
+                if kind not in "USO":
+                    raise InvalidArgument(
+                        f"input '{name}' expects BYTES (strings), got {_kind_name(arr.dtype)} values")
+                arr = arr.astype(object)
+            elif kind in "biuf" and (np.can_cast(arr.dtype, want, "same_kind") or (kind == "b" and want.kind in "iu")):
+                arr = arr.astype(want)
+            else:
+                raise InvalidArgument(
+                    f"input '{name}' expects {spec.datatype}, got {_kind_name(arr.dtype)} values")
+        shape = arr.shape
+        if len(shape) != len(spec.shape):
+            raise InvalidArgument(
+                f"input '{name}' expects rank {len(spec.shape)} (shape {_dims(spec.shape)}), "
+                f"got rank {len(shape)} (shape {_dims(shape)})")
+        for got, expected in zip(shape, spec.shape):
+            if expected >= 0 and got != expected:
+                raise InvalidArgument(f"input '{name}' expects shape {_dims(spec.shape)}, got {_dims(shape)}")
+        out[name] = arr
+    return out
+
+
+def _kind_name(dtype: np.dtype) -> str:
+    if dtype.kind in "USO":
+        return "string" if dtype.kind in "US" else "mixed/object"
+    try:
+        return v2_datatype(dtype)
+    except ValueError:
+        return str(dtype)
