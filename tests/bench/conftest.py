@@ -44,10 +44,11 @@ class FakeModelServer:
         try:
             doc = orjson.loads(req.body)
             rows = doc["inputs"]["x"] if req.path.startswith("/v1") else doc["inputs"][0]["data"]
+            if req.path.startswith("/v2") and doc["inputs"][0]["name"] not in ("x", "text"):
+                raise KeyError("unknown input")
         except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
             return Response(400, b'{"error": "bad body"}')
-        answer = Response(200, orjson.dumps({"predictions": [sum(r) for r in rows] if req.path.startswith("/v1")
-                                             else rows}))
+        answer = Response(200, orjson.dumps({"predictions": rows}))
         wait = max(self.delay, self.stall_until - time.monotonic())
         if wait > 0:
             return self._later(wait, answer)

@@ -113,12 +113,26 @@ def test_cli_v2_open_loop_table(model_server, capsys, tmp_path):
     assert orjson.loads(model_server.bodies[0])["inputs"][0]["shape"] == [2, 3]
 
 
+def test_cli_sample_model_inputs(model_server, capsys):
+    assert main(["bench", model_server.url, "-m", "m", "--sample", "half_plus_two", "--batch", "2",
+                 "-n", "3", "-o", "json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["status"] == {"200": 3}
+    assert orjson.loads(model_server.bodies[0]) == {"inputs": {"x": [1.0, 2.0]}}
+    assert main(["bench", model_server.url + "/v2/models/m/infer", "--sample", "sentiment", "--batch", "3",
+                 "-n", "1", "-o", "json"]) == 0
+    text = orjson.loads(model_server.bodies[-1])["inputs"][0]
+    assert text["name"] == "text" and text["datatype"] == "BYTES" and text["shape"] == [3]
+    assert all(isinstance(t, str) and len(t) > 5 for t in text["data"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--rate", "-5"], "--rate must be positive"),
     (["--profile", "wave:3"], "unknown profile kind"),
     (["-d", "forever"], "bad duration"),
     (["-H", "nocolon"], "bad header"),
     (["--body", "/nonexistent.json"], "cannot read body"),
+    (["--batch", "0"], "--batch must be positive"),
+    (["-c", "0"], "--concurrency must be positive"),
 ])
 def test_cli_errors_are_one_line(model_server, capsys, argv, message):
     assert main(["bench", model_server.url, "-m", "m", "-n", "1", *argv]) == 2

@@ -10,10 +10,12 @@ from typing import Optional
 import orjson
 
 from tidal.bench.config import BenchConfig
-from tidal.bench.payload import encode, inputs_from_metadata, metadata_path, parse_target, read_body, sample_body
+from tidal.bench.payload import (encode, inputs_from_metadata, metadata_path, parse_target, read_body, sample_body,
+                                 tensors_body)
 from tidal.bench.profile import PROFILE_HELP, Constant, natural_duration, parse_duration, parse_profile
 from tidal.bench.report import progress_line, summary_table
 from tidal.bench.runner import Bench, ReplicasHook, Result
+from tidal.bench.samples import SAMPLES, sample_inputs
 from tidal.errors import UserError
 from tidal.http.client import ClientError, HttpClient
 
@@ -21,6 +23,7 @@ EXAMPLES = """examples:
   tidal bench http://127.0.0.1:8501 -m half_plus_two --rate 200 -d 30s
   tidal bench http://127.0.0.1:8501/v1/models/half_plus_two:predict --body req.json -c 16 -n 10000
   tidal bench http://127.0.0.1:8501 -m half_plus_two --protocol v2 --profile ramp:10..300/1m -o json
+  tidal bench http://127.0.0.1:8501 -m sentiment --sample sentiment --batch 8 --rate 50
   tidal bench http://127.0.0.1:8501 -m half_plus_two --profile trace:rates.csv --replicas-url URL
 
 """ + PROFILE_HELP
@@ -34,8 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-version", help="a specific model version")
     p.add_argument("--signature", default="serving_default", help="signature for a sample body (TF Serving)")
     p.add_argument("--batch", type=int, default=1, help="rows per request in a sample body (default 1)")
-    p.add_argument("--body", metavar="FILE", help="request body file ('-' for stdin); default: a sample built "
-                   "from the model's metadata")
+    body = p.add_mutually_exclusive_group()
+    body.add_argument("--body", metavar="FILE", help="request body file ('-' for stdin); default: a sample built "
+                      "from the model's metadata")
+    body.add_argument("--sample", choices=sorted(SAMPLES), help="the inputs of one of Tidal's sample models")
     p.add_argument("-X", "--method", help="HTTP method (default: POST with a body, else GET)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra header")
     load = p.add_mutually_exclusive_group()
@@ -131,6 +136,10 @@ async def prepare(args: argparse.Namespace) -> tuple[str, int, bytes, str]:
     headers = _headers(args.header)
     if args.body:
         body = read_body(args.body)
+    elif args.sample:
+        if target.protocol is None:
+            raise UserError("--sample needs a model: pass --model NAME or a :predict / /infer URL")
+        body = tensors_body(sample_inputs(args.sample, args.batch), target.protocol, args.signature)
     elif target.protocol is None or (args.method and args.method.upper() in ("GET", "HEAD", "DELETE")):
         body = b""
     else:

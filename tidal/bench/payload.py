@@ -141,25 +141,31 @@ def sample_body(inputs: list[InputSpec], protocol: Protocol, batch: int = 1, sig
     if not inputs:
         raise UserError("the model declares no inputs; pass a body with --body FILE")
     rng = np.random.default_rng(seed)
-    if protocol == "v2":
-        tensors = []
-        for spec in inputs:
-            value = sample_tensor(spec, batch, rng)
-            if isinstance(value, list):
-                shape = _shape_for(spec, batch)
-                data = [v.decode() for v in value]
-            else:
-                shape, data = list(value.shape), value.reshape(-1).tolist()
-            tensors.append({"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": data})
-        return orjson.dumps({"inputs": tensors})
-    columns: dict[str, Any] = {}
+    tensors = {}
     for spec in inputs:
         value = sample_tensor(spec, batch, rng)
         if isinstance(value, list):
-            b64 = [{"b64": base64.b64encode(v).decode()} for v in value]
-            columns[spec.name] = np.array(b64, dtype=object).reshape(_shape_for(spec, batch)).tolist()
+            value = np.array(value, dtype=object).reshape(_shape_for(spec, batch))
+        tensors[spec.name] = (spec.datatype, value)
+    return tensors_body(tensors, protocol, signature)
+
+
+def tensors_body(tensors: dict[str, tuple[str, np.ndarray]], protocol: Protocol, signature: str | None = None) -> bytes:
+    """Encode named tensors (V2 datatype, array; BYTES as an object array of bytes or str) as a request."""
+    if protocol == "v2":
+        out = []
+        for name, (datatype, value) in tensors.items():
+            data = [v.decode() if isinstance(v, bytes) else v for v in value.reshape(-1).tolist()]
+            out.append({"name": name, "shape": list(value.shape), "datatype": datatype, "data": data})
+        return orjson.dumps({"inputs": out})
+    columns: dict[str, Any] = {}
+    for name, (datatype, value) in tensors.items():
+        if datatype == "BYTES":
+            b64 = [{"b64": base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode()}
+                   for v in value.reshape(-1).tolist()]
+            columns[name] = np.array(b64, dtype=object).reshape(value.shape).tolist()
         else:
-            columns[spec.name] = value.tolist()
+            columns[name] = value.tolist()
     body: dict[str, Any] = {"inputs": columns}
     if signature and signature != "serving_default":
         body["signature_name"] = signature
