@@ -1,0 +1,102 @@
+"""JSON <-> numpy codecs: the fast path agrees with the exact one; encoding keeps TF Serving's forms."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tidal.errors import InvalidArgument
+from tidal.server import tensors
+
+DTYPES = [tensors.BY_V2[n] for n in ("FP32", "FP64", "FP16", "INT64", "INT32", "INT8", "UINT8", "UINT64", "BOOL")]
+
+scalars = st.one_of(
+    st.integers(min_value=-(2 ** 63), max_value=2 ** 64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.booleans(), st.none(), st.text(max_size=3))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4), max_leaves=20)
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except InvalidArgument:
+        return ("error", None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=values, dt=st.sampled_from(DTYPES), integral=st.booleans())
+def test_fast_path_agrees_with_exact_path(value, dt, integral):
+    body = orjson.dumps(value)
+    fast = _outcome(lambda: tensors.json_to_tensor(value, dt, body, integral_floats=integral))
+    exact = _outcome(lambda: tensors.exact_tensor(value, dt, integral_floats=integral))
+    assert fast[0] == exact[0], (value, dt.v2)
+    if fast[0] == "ok":
+        assert fast[1].dtype == exact[1].dtype and fast[1].shape == exact[1].shape
+        np.testing.assert_array_equal(fast[1], exact[1])
+
+
+CASES = [
+    # name, value, datatype, integral floats, expected array or error substring
+    ("floats", [[1.0, 2.5], [3, 4]], "FP32", False, np.array([[1, 2.5], [3, 4]], np.float32)),
+    ("scalar", 7, "INT64", False, np.array(7, np.int64)),
+    ("empty", [[]], "INT32", False, np.zeros((1, 0), np.int32)),
+    ("integral floats for ints (V2)", [0.0, 1.0], "INT64", True, np.array([0, 1], np.int64)),
+    ("integral floats refused (TF)", [0.0, 1.0], "INT64", False, "is not of expected type: int64"),
+    ("fraction for ints", [0.5], "INT64", True, "JSON Value: 0.5 Type: Number is not of expected type: int64"),
+    ("out of range int8", [300], "INT8", False, "JSON Value: 300 Type: Number is not of expected type: int8"),
+    ("negative uint", [-1], "UINT64", False, "is not of expected type: uint64"),
+    ("bools", [True, False], "BOOL", False, np.array([True, False])),
+    ("number for bool", [1], "BOOL", False, "JSON Value: 1 Type: Number is not of expected type: bool"),
+    ("strings", ["a", "b"], "BYTES", False, np.array(["a", "b"], dtype=object)),
+    ("b64", [{"b64": "aGk="}], "BYTES", False, np.array([b"hi"], dtype=object)),
+    ("number for string", [1], "BYTES", False, "JSON Value: 1 Type: Number is not of expected type: string"),
+    ("lossy float16", [70000.0], "FP16", False, "to half without loss of precision"),
+    ("too deep", [[1.0], [[2.0]]], "FP32", False, "Encountered list at unexpected level: 2 expected < 2"),
+]
+
+
+@pytest.mark.parametrize("name,value,dt,integral,expected", CASES, ids=[c[0] for c in CASES])
+def test_decode_cases(name, value, dt, integral, expected):
+    body = orjson.dumps(value)
+    if isinstance(expected, str):
+        with pytest.raises(InvalidArgument, match=expected.replace("(", r"\(").replace("[", r"\[")):
+            tensors.json_to_tensor(value, tensors.BY_V2[dt], body, integral_floats=integral)
+    else:
+        got = tensors.json_to_tensor(value, tensors.BY_V2[dt], body, integral_floats=integral)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_parse_json_errors_and_constants():
+    with pytest.raises(InvalidArgument, match="The document is empty"):
+        tensors.parse_json(b"")
+    with pytest.raises(InvalidArgument, match=r"JSON Parse error: .* at offset: \d+"):
+        tensors.parse_json(b'{"a": ')
+    doc = tensors.parse_json(b'{"x": [NaN, -Infinity]}')
+    assert np.isnan(doc["x"][0]) and doc["x"][1] == -np.inf
+    with pytest.raises(InvalidArgument):
+        tensors.parse_json(b"[" * 100_000)  # deep nesting is an error, not a crash
+
+
+@pytest.mark.parametrize("arr,text", [
+    (np.array([0.2, 3.0], np.float32), "[0.2,3.0]"),
+    (np.array([[1, 2]], np.int64), "[[1,2]]"),
+    (np.array([np.nan, np.inf, -np.inf, 0.1], np.float32), "[NaN,Infinity,-Infinity,0.1]"),
+    (np.array([True]), "[true]"),
+    (np.array(["a", b"b"], dtype=object), '["a","b"]'),
+    (np.zeros((2, 0), dtype=object), "[[],[]]"),
+    (np.array([[b"x"], [b"y"]], dtype=object), '[["x"],["y"]]'),
+])
+def test_encode(arr, text):
+    assert tensors.dumps(tensors.jsonable(arr)).decode() == text
+
+
+def test_encode_b64():
+    out = tensors.dumps(tensors.jsonable(np.array([b"\x00\x01"], dtype=object), as_b64=True))
+    assert json.loads(out) == [{"b64": "AAE="}]

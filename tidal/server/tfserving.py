@@ -1,0 +1,471 @@
+"""TF Serving's REST API (/v1/models/...) as a thin adapter over the model manager.
+
+Routes, messages and status codes follow tensorflow/serving's
+http_rest_api_handler.cc, http_rest_api_util.cc and util/json_tensor.cc; where
+its docs and its code disagree, the code wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from urllib.parse import unquote
+
+import numpy as np
+
+from tidal.errors import FailedPrecondition, InvalidArgument, TidalError
+from tidal.http.server import Request, Response, error_response
+from tidal.server import tensors
+from tidal.server.metrics import ServerMetrics
+from tidal.server.tensors import dumps, is_b64, json_text, json_to_tensor
+
+log = logging.getLogger(__name__)
+
+PREDICT = "tensorflow/serving/predict"
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+DEFAULT_SIGNATURE = "serving_default"
+# Where TF estimators (and Tidal's runtimes) put classify/regress signatures besides the default.
+_METHOD_SIGNATURE = {CLASSIFY: "classification", REGRESS: "regression"}
+
+_PREDICT_RE = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
+_STATUS_RE = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I)
+_INT64_MAX = (1 << 63) - 1
+
+
+class Route:
+    """A parsed /v1 path: what to do and for which model spec."""
+
+    __slots__ = ("action", "name", "version", "label")
+
+    def __init__(self, action: str, name: str, version: int | None, label: str | None) -> None:
+        self.action = action  # predict | classify | regress | status | metadata
+        self.name = name
+        self.version = version
+        self.label = label
+
+
+def parse_route(method: str, path: str) -> Route:
+    """Match a /v1 path like TF Serving (case-insensitive); InvalidArgument when it does not."""
+    if method == "POST":
+        m = _PREDICT_RE.fullmatch(path)
+        action = m.group(4).lower() if m else ""
+    elif method == "GET":
+        m = _STATUS_RE.fullmatch(path)
+        action = "metadata" if m and m.group(4) else "status"
+    else:
+        m = None
+    if m is None:
+        raise InvalidArgument(f"Malformed request: {method} {path}")
+    name = unquote(m.group(1)) if m.group(1) else ""
+    version = None
+    if m.group(2):
+        version = int(m.group(2))
+        if version > _INT64_MAX:
+            raise InvalidArgument(f"Failed to convert version: {m.group(2)} to numeric.")
+    label = unquote(m.group(3)) if m.group(3) else None
+    if not name:
+        raise InvalidArgument("Missing model name in request.")
+    return Route(action, name, version, label)
+
+
+# -- predict: JSON -> tensors -> JSON ---------------------------------------------
+
+def _signature(servable, doc: dict, method: str | None = None):
+    name = doc.get("signature_name")
+    if name is not None and type(name) is not str:
+        raise InvalidArgument(
+            f"JSON Value: {json_text(doc)} not formatted correctly. 'signature_name' key must be a string value.")
+    sigs = servable.signatures
+    if not name:
+        name = DEFAULT_SIGNATURE
+        if method is not None:
+            default = sigs.get(name)
+            alt = _METHOD_SIGNATURE.get(method)
+            if (default is None or default.method != method) and alt in sigs and sigs[alt].method == method:
+                name = alt
+    sig = sigs.get(name)
+    if sig is None:
+        raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
+    return sig
+
+
+def decode_instances(instances, specs: dict, body: bytes) -> dict[str, np.ndarray]:
+    """Row format: one element per example, a value (single input) or an object keyed by input name."""
+    first = instances[0]
+    first_is_object = type(first) is dict and not is_b64(first)
+    if type(first) is not dict and len(specs) > 1:
+        raise InvalidArgument("instances is a plain list, but expecting list of objects as multiple "
+                              "input tensors required as per tensorinfo_map")
+    if not first_is_object:
+        name, spec = next(iter(specs.items()))
+        fast = tensors._fast_tensor(instances, tensors.BY_V2[spec.datatype], body, False)
+        if fast is not None and fast.ndim >= 1:
+            return {name: fast}
+        return {name: _exact_rows(instances, specs, False)[name]}
+    names = set(specs)
+    if all(type(e) is dict and e.keys() == names for e in instances):
+        out = {}
+        for name, spec in specs.items():
+            col = [e[name] for e in instances]
+            fast = tensors._fast_tensor(col, tensors.BY_V2[spec.datatype], body, False)
+            if fast is None:
+                return _exact_rows(instances, specs, True)
+            out[name] = fast
+        return out
+    return _exact_rows(instances, specs, True)
+
+
+def _shape_text(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _exact_rows(instances: list, specs: dict, objects: bool) -> dict[str, np.ndarray]:
+    """The row format element by element, with TF Serving's messages (FillTensorMapFromInstancesList)."""
+    shapes: dict[str, tuple] = {}
+    rows: dict[str, list[np.ndarray]] = {}
+    names = sorted(specs)
+
+    def add(item, name: str) -> np.ndarray:
+        if name not in specs:
+            raise InvalidArgument(f"JSON object: does not have named input: {name}")
+        arr = tensors.exact_tensor(item, tensors.BY_V2[specs[name].datatype])
+        if name not in shapes:
+            shapes[name] = arr.shape
+        elif arr.size != int(np.prod(shapes[name])):
+            raise InvalidArgument(f"Expecting tensor size: {int(np.prod(shapes[name]))} but got: {arr.size}")
+        elif arr.shape != shapes[name]:
+            raise InvalidArgument(f"Expecting shape {_shape_text(shapes[name])} but got: {_shape_text(arr.shape)}")
+        return arr
+
+    for i, elem in enumerate(instances):
+        is_object = type(elem) is dict and not is_b64(elem)
+        if objects:
+            if not is_object:
+                raise InvalidArgument(f"Expecting object but got list at item {i} of input list")
+            for key, value in elem.items():
+                try:
+                    rows.setdefault(key, []).append(add(value, key))
+                except InvalidArgument as exc:
+                    raise InvalidArgument(f"Failed to process element: {i} key: {key} of 'instances' list. "
+                                          f"Error: INVALID_ARGUMENT: {exc.message}") from None
+            if set(elem) != set(names):
+                raise InvalidArgument(f"Failed to process element: {i} of 'instances' list. JSON object: "
+                                      f"{json_text(elem)} keys must be equal to: {','.join(names)}")
+        else:
+            if is_object:
+                raise InvalidArgument(f"Expecting value/list but got object at item {i} of input list")
+            name = next(iter(specs))
+            try:
+                rows.setdefault(name, []).append(add(elem, name))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"Failed to process element: {i} of 'instances' list. "
+                                      f"Error: INVALID_ARGUMENT: {exc.message}") from None
+    return {name: np.stack(parts) for name, parts in rows.items()}
+
+
+def decode_inputs(value, specs: dict, body: bytes) -> dict[str, np.ndarray]:
+    """Columnar format: one tensor, or an object from input name to tensor (FillTensorMapFromInputsMap)."""
+    if type(value) is not dict or is_b64(value):
+        if len(specs) > 1:
+            raise InvalidArgument("inputs is a plain value/list, but expecting an object as multiple input "
+                                  "tensors required as per tensorinfo_map")
+        name, spec = next(iter(specs.items()))
+        return {name: json_to_tensor(value, tensors.BY_V2[spec.datatype], body)}
+    out = {}
+    for name, spec in specs.items():
+        if name not in value:
+            raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
+        out[name] = json_to_tensor(value[name], tensors.BY_V2[spec.datatype], body)
+    return out
+
+
+def decode_predict(doc: dict, sig, body: bytes) -> tuple[dict[str, np.ndarray], bool]:
+    """The request's tensors and whether it used the row format (FillPredictRequestFromJson)."""
+    specs = sig.inputs
+    if not specs:
+        raise InvalidArgument(f"Failed to get input map for signature: {sig.name or 'DEFAULT'}")
+    has_instances = "instances" in doc
+    if has_instances and "inputs" in doc:
+        raise InvalidArgument(f"JSON Value: {json_text(doc)} Not formatted correctly expecting only one of "
+                              "'inputs' or 'instances' keys to exist ")
+    if has_instances:
+        instances = doc["instances"]
+        if type(instances) is not list:
+            raise InvalidArgument(f"JSON Value: {json_text(doc)} Excepting 'instances' to be an list/array")
+        if not instances:
+            raise InvalidArgument(f"JSON Value: {json_text(doc)} No values in 'instances' array")
+        return decode_instances(instances, specs, body), True
+    if "inputs" in doc:
+        return decode_inputs(doc["inputs"], specs, body), False
+    raise InvalidArgument("Missing 'inputs' or 'instances' key")
+
+
+def _is_bytes_output(name: str, arr: np.ndarray) -> bool:
+    return arr.dtype.kind in "OSU" and name.endswith("_bytes")
+
+
+def encode_predict(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
+    """Tensors as TF Serving writes them: `predictions` (row) or `outputs` (columnar)."""
+    if not outputs:
+        raise InvalidArgument("Cannot convert empty tensor map to JSON")
+    if not row_format:
+        if len(outputs) == 1:
+            name, arr = next(iter(outputs.items()))
+            return dumps({"outputs": tensors.jsonable(arr, _is_bytes_output(name, arr))})
+        return dumps({"outputs": {name: tensors.jsonable(arr, _is_bytes_output(name, arr))
+                                  for name, arr in outputs.items()}})
+    batch = -1
+    for name, arr in outputs.items():
+        if arr.ndim == 0:
+            raise InvalidArgument(f"Tensor name: {name} has no shape information ")
+        if batch >= 0 and arr.shape[0] != batch:
+            raise InvalidArgument(f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} "
+                                  f"expecting: {batch}")
+        batch = arr.shape[0]
+    if len(outputs) == 1:
+        name, arr = next(iter(outputs.items()))
+        return dumps({"predictions": tensors.jsonable(arr, _is_bytes_output(name, arr))})
+    columns = {name: tensors.jsonable(arr, _is_bytes_output(name, arr)) for name, arr in outputs.items()}
+    rows = [{name: col[i] for name, col in columns.items()} for i in range(batch)]
+    return dumps({"predictions": rows})
+
+
+# -- classify / regress: tf.Example-style features -> tensors ----------------------
+
+def _feature_value(value, feature: str):
+    """A feature as TF Serving reads it: a value or a flat list of values, always as a list."""
+    items = value if type(value) is list else [value]
+    for v in items:
+        if v is None or type(v) is list or (type(v) is dict and not is_b64(v)):
+            raise InvalidArgument(f"Feature: {feature} has element with unexpected JSON type: {tensors.json_type(v)}")
+    return items
+
+
+def decode_examples(doc: dict, sig, method: str) -> dict[str, np.ndarray]:
+    """`context` + `examples` -> one tensor per signature input, stacked along the examples."""
+    context = doc.get("context", {})
+    if type(context) is not dict:
+        raise InvalidArgument(f"Example must be JSON object but got JSON {tensors.json_type(context)}")
+    if "examples" not in doc:
+        verb = "classify" if method == CLASSIFY else "regress"
+        raise InvalidArgument(f"JSON Value: {json_text(doc)} When method is {verb}, key 'examples' is "
+                              "expected and was not found")
+    examples = doc["examples"]
+    if type(examples) is not list:
+        raise InvalidArgument(f"JSON Value: {json_text(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise InvalidArgument(f"JSON Value: {json_text(doc)} 'examples' value is an empty array")
+    for ex in examples:
+        if type(ex) is not dict:
+            raise InvalidArgument(f"Example must be JSON object but got JSON {tensors.json_type(ex)}")
+    out = {}
+    for name, spec in sig.inputs.items():
+        column = []
+        for i, ex in enumerate(examples):
+            if name in ex:
+                column.append(_feature_value(ex[name], name))
+            elif name in context:
+                column.append(_feature_value(context[name], name))
+            else:
+                raise InvalidArgument(f"Example {i} is missing feature: {name} (the signature's inputs are "
+                                      f"{', '.join(sorted(sig.inputs))})")
+        dt = tensors.BY_V2[spec.datatype]
+        try:
+            arr = tensors.exact_tensor(column, dt, integral_floats=True)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"Feature: {name}: {exc.message}") from None
+        # A one-element feature list fills a scalar slot of a [batch] input.
+        if arr.ndim == len(spec.shape) + 1 and arr.shape[-1] == 1:
+            arr = arr.reshape(arr.shape[:-1])
+        out[name] = arr
+    return out
+
+
+def _label_text(v) -> str:
+    if type(v) is bytes:
+        return v.decode("utf-8", "replace")
+    return str(v)
+
+
+def encode_classify(outputs: dict[str, np.ndarray]) -> bytes:
+    """`results`: per example a list of [label, score] (MakeJsonFromClassificationResult)."""
+    classes = outputs.get("classes")
+    scores = outputs.get("scores")
+    if classes is None and scores is None:
+        for arr in outputs.values():
+            if scores is None and arr.dtype.kind == "f":
+                scores = arr
+            elif classes is None and arr.dtype.kind in "OSUiu":
+                classes = arr
+    if classes is None and scores is None:
+        raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
+    n = (classes if classes is not None else scores).shape[0]
+    if scores is not None:
+        scores = scores.reshape(n, -1).astype(np.float64)
+    if classes is not None:
+        classes = classes.reshape(n, -1)
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        if classes.shape[1] != 1:
+            raise InvalidArgument(f"classes and scores disagree: shapes {classes.shape} and {scores.shape}")
+        scores = scores.max(axis=1, keepdims=True)  # one predicted label: report its (highest) score
+    results = []
+    k = (classes if classes is not None else scores).shape[1]
+    for i in range(n):
+        row = []
+        for j in range(k):
+            label = _label_text(classes[i, j]) if classes is not None else ""
+            score = float(scores[i, j]) if scores is not None else 0.0
+            row.append([label, score])
+        results.append(row)
+    return dumps({"results": results})
+
+
+def encode_regress(outputs: dict[str, np.ndarray]) -> bytes:
+    arr = outputs.get("outputs")
+    if arr is None:
+        if len(outputs) != 1:
+            raise InvalidArgument("a regression signature needs one output (named 'outputs')")
+        arr = next(iter(outputs.values()))
+    if arr.size == 0:
+        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
+    if arr.dtype.kind not in "fiu":
+        raise InvalidArgument(f"regression output is not numeric ({arr.dtype})")
+    return dumps({"results": tensors.jsonable(arr.reshape(-1).astype(np.float32))})
+
+
+# -- status and metadata ------------------------------------------------------------
+
+def _dims_json(shape) -> dict:
+    return {"dim": [{"size": str(d), "name": ""} for d in shape], "unknown_rank": False}
+
+
+def _tensor_info(spec) -> dict:
+    return {"dtype": tensors.BY_V2[spec.datatype].tf, "tensor_shape": _dims_json(spec.shape), "name": spec.name}
+
+
+def metadata_json(servable) -> dict:
+    sigs = {}
+    for name, sig in servable.signatures.items():
+        sigs[name] = {
+            "inputs": {n: _tensor_info(s) for n, s in sig.inputs.items()},
+            "outputs": {n: _tensor_info(s) for n, s in sig.outputs.items()},
+            "method_name": sig.method,
+            "defaults": {},
+        }
+    return {
+        "model_spec": {"name": servable.name, "signature_name": "", "version": str(servable.version)},
+        "metadata": {"signature_def": {"signature_def": sigs}},
+    }
+
+
+def status_json(statuses) -> dict:
+    out = []
+    for st in statuses:
+        state = getattr(st, "state", "UNKNOWN")
+        out.append({
+            "version": str(st.version),
+            "state": getattr(state, "value", state),
+            "status": {"error_code": getattr(st, "error_code", "") or "OK",
+                       "error_message": getattr(st, "error_message", "") or ""},
+        })
+    return {"model_version_status": out}
+
+
+# -- the adapter -------------------------------------------------------------------
+
+class TFServingAPI:
+    """Answers /v1/... requests; records per-request metrics."""
+
+    def __init__(self, manager, metrics: ServerMetrics) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self._routes: dict[tuple[str, str], Route | TidalError] = {}
+
+    def _route(self, method: str, path: str) -> Route:
+        key = (method, path)
+        found = self._routes.get(key)
+        if found is None:
+            try:
+                found = parse_route(method, path)
+            except TidalError as exc:
+                found = exc
+            if len(self._routes) >= 4096:  # bounded: paths are client-chosen
+                self._routes.clear()
+            self._routes[key] = found
+        if type(found) is not Route:
+            raise found
+        return found
+
+    def handle(self, req: Request):
+        t0 = time.perf_counter()
+        try:
+            route = self._route(req.method, req.path)
+        except TidalError as exc:
+            self.metrics.observe_request("", "", "tfs", exc.http_status, time.perf_counter() - t0)
+            return error_response(exc.http_status, exc.message)
+        if route.action in ("predict", "classify", "regress"):
+            return self._infer(req, route, t0)
+        return self._get(route, t0)
+
+    def _get(self, route: Route, t0: float) -> Response:
+        api = route.action
+        model = version = ""
+        try:
+            if api == "metadata":
+                servable = self.manager.resolve(route.name, route.version, route.label)
+                model, version = servable.name, str(servable.version)
+                body = dumps(metadata_json(servable))
+            else:
+                statuses = self.manager.status(route.name, route.version, route.label)
+                model = route.name
+                body = dumps(status_json(statuses))
+            resp = Response(200, body)
+        except TidalError as exc:
+            resp = error_response(exc.http_status, exc.message)
+        except Exception:
+            log.exception("%s failed for model %r", api, route.name)
+            resp = error_response(500, "Internal: unexpected error; see the server log")
+        self.metrics.observe_request(model, version, api, resp.status, time.perf_counter() - t0)
+        return resp
+
+    async def _infer(self, req: Request, route: Route, t0: float) -> Response:
+        action = route.action
+        model = version = ""
+        status = 499
+        try:
+            try:
+                doc = tensors.parse_json(req.body)
+                if type(doc) is not dict:
+                    raise InvalidArgument(f"JSON Value: {json_text(doc)} Is not object")
+                servable = self.manager.resolve(route.name, route.version, route.label)
+                model, version = servable.name, str(servable.version)
+                if action == "predict":
+                    sig = _signature(servable, doc)
+                    inputs, row_format = decode_predict(doc, sig, req.body)
+                    outputs = await servable.predict(sig.name, inputs)
+                    body = encode_predict(outputs, row_format)
+                else:
+                    method = CLASSIFY if action == "classify" else REGRESS
+                    sig = _signature(servable, doc, method)
+                    if sig.method != method:
+                        kind = "classification" if action == "classify" else "regression"
+                        raise FailedPrecondition(
+                            f"Expected {kind} signature method_name to be {method}. Was: {sig.method}")
+                    inputs = decode_examples(doc, sig, method)
+                    outputs = await servable.predict(sig.name, inputs)
+                    body = encode_classify(outputs) if action == "classify" else encode_regress(outputs)
+                resp = Response(200, body)
+            except TidalError as exc:
+                resp = error_response(exc.http_status, exc.message)
+            except Exception:
+                log.exception("%s failed for model %r", action, route.name)
+                resp = error_response(500, "Internal: unexpected error; see the server log")
+            status = resp.status
+            return resp
+        finally:
+            # Also runs when the client went away (CancelledError): counted as 499.
+            self.metrics.observe_request(model, version, action, status, time.perf_counter() - t0)
