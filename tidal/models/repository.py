@@ -154,6 +154,9 @@ class Repository:
             raise
         except Exception as e:  # any store error (network, permissions) is reported, never fatal
             raise Unavailable(f"cannot list model base path {self.display}: {type(e).__name__}: {_short(e)}") from None
+        if (len(entries) == 1 and entries[0].get("type") == "file"
+                and entries[0]["name"].rstrip("/") == self._root.rstrip("/")):
+            raise FailedPrecondition(f"model base path {self.display} is a file, not a directory")
         dirs: dict[int, str] = {}
         for entry in entries:
             if entry.get("type") != "directory":
