@@ -1,0 +1,260 @@
+"""Gateway benchmark: one replica reached directly, through the Tidal gateway, and through nginx, with wrk.
+
+Usage (from the repository root, needs `wrk` and `nginx` on PATH):
+    .venv/bin/python benchmarks/gateway/run.py [--models tiny,minilm] [--concurrency 1,64]
+        [--duration 10] [--rounds 3] [--markdown]
+
+Pinning on a 2-core machine (override with --replica-cpus / --proxy-cpus / --wrk-cpus):
+the replica alone on CPU 0; the proxy under test (gateway or nginx, one at a time) and
+wrk share CPU 1. Direct runs use the same wrk pinning, so the three columns differ only
+in the hop. Each round runs direct, gateway and nginx back to back, and the table gives
+the median round, so the ratios are side by side in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+TARGETS = ("direct", "gateway", "nginx")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready within {timeout}s")
+
+
+def pinned(cpus: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+def build_models(work: Path, models: list[str]) -> dict[str, Path]:
+    out = {}
+    for m in models:
+        name = {"tiny": "half_plus_two", "minilm": "minilm"}[m]
+        base = work / name
+        if not base.exists():
+            script = ROOT / "examples" / name / "build.py"
+            subprocess.run([PY, str(script), "--out", str(base)], check=True, cwd=ROOT)
+        out[m] = base
+    return out
+
+
+def request_body(model: str) -> bytes:
+    if model == "tiny":
+        return b'{"instances": [1.0, 2.0, 5.0]}'
+    sys.path.insert(0, str(ROOT / "examples" / "minilm"))
+    from build import sample_request  # the benchmark input the example defines: batch 1, 128 tokens
+    req = sample_request(1, 128)
+    return json.dumps({"instances": [{k: v[0].tolist() for k, v in req.items()}]}).encode()
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    client_max_body_size 64m;
+    upstream replica {{
+        server 127.0.0.1:{replica_port};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://replica;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering on;
+        }}
+    }}
+}}
+"""
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def parse_wrk(text: str) -> dict:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(m.group(1)) * _UNITS[m.group(2)] * 1e3
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(0) if errors else ""}
+
+
+def run_wrk(url: str, lua: Path, conc: int, duration: float, cpus: str) -> dict:
+    argv = pinned(cpus, ["wrk", "-t1", f"-c{conc}", f"-d{duration}s", "--latency", "-s", str(lua), url])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    res = parse_wrk(out)
+    if res["non2xx"]:
+        raise RuntimeError(f"{url}: {res['non2xx']} non-2xx responses\n{out}")
+    return res
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], log: Path, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+
+def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
+    name = base.name
+    rport, gport, nport = free_port(), free_port(), free_port()
+    procs = Procs()
+    try:
+        env = dict(os.environ)
+        procs.start(pinned(args.replica_cpus, [PY, "-m", "tidal", "model-server", "--rest_api_port", str(rport),
+                                               "--rest_api_host", "127.0.0.1", "--port", "0",
+                                               "--model_name", name, "--model_base_path", str(base)]),
+                    tmp / f"replica-{model}.log", env=env)
+        wait_http(f"http://127.0.0.1:{rport}/v2/health/ready")
+        routes = tmp / f"routes-{model}.json"
+        routes.write_text(json.dumps({"host": "127.0.0.1", "port": gport, "services": [
+            {"name": name, "models": [name], "replicas": [{"id": "r0", "port": rport}]}]}))
+        procs.start(pinned(args.proxy_cpus, [PY, "-m", "tidal", "gateway", "--routes", str(routes)]),
+                    tmp / f"gateway-{model}.log")
+        wait_http(f"http://127.0.0.1:{gport}/-/healthz")
+        ntmp = tmp / f"nginx-{model}"
+        ntmp.mkdir(exist_ok=True)
+        (ntmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=ntmp, replica_port=rport, port=nport))
+        procs.start(pinned(args.proxy_cpus, [args.nginx, "-c", str(ntmp / "nginx.conf"), "-p", str(ntmp)]),
+                    tmp / f"nginx-{model}.log")
+        wait_http(f"http://127.0.0.1:{nport}/v2/health/ready")
+
+        lua = tmp / f"{model}.lua"
+        body_file = tmp / f"{model}.json"
+        body_file.write_bytes(request_body(model))
+        lua.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                       f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+        path = f"/v1/models/{name}:predict"
+        urls = {"direct": f"http://127.0.0.1:{rport}{path}", "gateway": f"http://127.0.0.1:{gport}{path}",
+                "nginx": f"http://127.0.0.1:{nport}{path}"}
+        rows = []
+        for conc in args.concurrency:
+            for t in TARGETS:  # warm pools, caches and the model's first runs
+                run_wrk(urls[t], lua, conc, 1, args.wrk_cpus)
+            rounds = {t: [] for t in TARGETS}
+            for _ in range(args.rounds):
+                for t in TARGETS:
+                    rounds[t].append(run_wrk(urls[t], lua, conc, args.duration, args.wrk_cpus))
+            row = {"model": model, "concurrency": conc}
+            for t in TARGETS:
+                rs = rounds[t]
+                row[t] = {"rps": statistics.median(r["rps"] for r in rs),
+                          "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                          "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                          "rounds": rs}
+            print(json.dumps({k: v if not isinstance(v, dict) else {a: b for a, b in v.items() if a != "rounds"}
+                              for k, v in row.items()}), flush=True)
+            rows.append(row)
+        return rows
+    finally:
+        procs.stop_all()
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | conc | direct req/s | gateway req/s | nginx req/s | gw/direct | gw/nginx "
+             "| direct p50 ms | gateway p50 ms | nginx p50 ms | gw added p50 ms | gateway p99 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        d, g, n = r["direct"], r["gateway"], r["nginx"]
+        lines.append(f"| {r['model']} | {r['concurrency']} | {d['rps']:.0f} | {g['rps']:.0f} | {n['rps']:.0f} "
+                     f"| {g['rps'] / d['rps']:.0%} | {g['rps'] / n['rps']:.0%} | {d['p50_ms']:.3f} | {g['p50_ms']:.3f} "
+                     f"| {n['p50_ms']:.3f} | {g['p50_ms'] - d['p50_ms']:+.3f} | {g['p99_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="tiny,minilm")
+    p.add_argument("--concurrency", default="1,64")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--replica-cpus", default="0")
+    p.add_argument("--proxy-cpus", default="1")
+    p.add_argument("--wrk-cpus", default="1")
+    p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    p.add_argument("--work", help="where models are built and kept (default: a temporary directory)")
+    p.add_argument("--json", help="write the raw results here")
+    p.add_argument("--markdown", action="store_true", help="print the table in Markdown")
+    args = p.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    for tool in ("wrk", args.nginx):
+        if not shutil.which(tool):
+            print(f"error: {tool} not found (apt-get install wrk nginx)", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="tidal-gwbench-") as tmp_s:
+        tmp = Path(tmp_s)
+        work = Path(args.work) if args.work else tmp / "models"
+        work.mkdir(parents=True, exist_ok=True)
+        models = build_models(work, args.models.split(","))
+        rows = []
+        for m, base in models.items():
+            rows += bench_model(m, base, args, tmp)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.markdown:
+        print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
