@@ -1,0 +1,233 @@
+"""`tidal model-server`: one model-server process, started with TF Serving's own flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import re
+import signal
+import sys
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidal.errors import UserError
+
+log = logging.getLogger("tidal.server")
+
+EPILOG = """\
+A TF Serving command line carries over unchanged:
+  tidal model-server --port 8500 --rest_api_port 8501 \\
+      --model_name half_plus_two --model_base_path /models/half_plus_two
+  curl -d '{"instances": [1.0, 2.0]}' localhost:8501/v1/models/half_plus_two:predict
+
+REST serves TF Serving's API (/v1/models/...), the Open Inference Protocol (/v2/...,
+with Triton's binary tensor extension) and Prometheus metrics (/metrics and
+/monitoring/prometheus/metrics). Ready when GET /v2/health/ready answers 200.
+SIGTERM stops accepting, finishes the requests in flight, then exits 0.
+"""
+
+
+class ServerSettings(BaseModel):
+    """Everything the model-server process is told, whichever way it was told."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grpc_port: int = Field(8500, ge=0, le=65535)
+    rest_api_port: int = Field(8501, ge=0, le=65535)
+    rest_api_host: str = "0.0.0.0"
+    model_name: str = "default"
+    model_base_path: str | None = None
+    model_config_file: str | None = None
+    poll_seconds: float = 1.0
+    enable_batching: bool | None = None
+    batching_parameters_file: str | None = None
+    intra_op_threads: int = Field(0, ge=0)
+    inter_op_threads: int = Field(0, ge=0)
+    max_body_bytes: int = Field(64 << 20, gt=0)
+    drain_seconds: float = Field(30.0, ge=0)
+    cache_dir: str | None = None
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "t"):
+        return True
+    if value in ("false", "0", "no", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = parser.add_argument
+    p("--port", type=int, default=8500, metavar="PORT",
+      help="TF Serving's gRPC port; accepted so command lines carry over, but gRPC is not served yet "
+           "(a later issue adds it): use REST")
+    p("--rest_api_port", type=int, default=8501, metavar="PORT", help="REST port (default 8501; 0 picks a free one)")
+    p("--rest_api_host", default="0.0.0.0", metavar="HOST", help="REST address to listen on (default 0.0.0.0)")
+    p("--model_name", default="default", help="name of the model (default 'default'); ignored with --model_config_file")
+    p("--model_base_path", metavar="PATH_OR_URL",
+      help="directory with numeric version subdirectories: a path or an fsspec URL (file://, s3://, oss://, gs://)")
+    p("--model_config_file", metavar="FILE",
+      help="TF Serving's model_config_list text file (several models, version policies, labels)")
+    p("--file_system_poll_wait_seconds", type=float, default=1.0, metavar="N",
+      help="seconds between polls of the base paths for new and removed versions (default 1; 0 polls once)")
+    p("--enable_batching", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+      help="dynamic batching; on by default for models with a batch dimension (--enable_batching=false turns it off)")
+    p("--batching_parameters_file", metavar="FILE",
+      help="TF Serving's BatchingParameters text file (max_batch_size, batch_timeout_micros, ...)")
+    p("--tensorflow_intra_op_parallelism", type=int, default=0, metavar="N",
+      help="threads inside one model run (onnxruntime intra_op_num_threads; 0: the runtime's default)")
+    p("--tensorflow_inter_op_parallelism", type=int, default=0, metavar="N",
+      help="threads across independent operators (onnxruntime inter_op_num_threads; 0: the runtime's default)")
+    p("--rest_api_max_body_bytes", type=int, default=64 << 20, metavar="N",
+      help="largest request body accepted (default 64 MiB); larger ones get 413")
+    p("--drain_seconds", type=float, default=30.0, metavar="N",
+      help="on SIGTERM, how long to wait for requests in flight (default 30)")
+    p("--model_cache_dir", metavar="DIR", help="local cache for versions read from remote stores")
+    # TF Serving flags with no effect here, accepted so existing command lines keep working.
+    for flag in ("--rest_api_num_threads", "--rest_api_timeout_in_ms", "--monitoring_config_file",
+                 "--enable_model_warmup", "--model_config_file_poll_wait_seconds",
+                 "--tensorflow_session_parallelism", "--allow_version_labels_for_unavailable_models"):
+        p(flag, default=None, help=argparse.SUPPRESS)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    if not args.model_config_file and not args.model_base_path:
+        raise UserError("give --model_base_path (with --model_name) or --model_config_file")
+    for name in ("port", "rest_api_port"):
+        value = getattr(args, name)
+        if not 0 <= value <= 65535:
+            raise UserError(f"--{name} must be between 0 and 65535, got {value}")
+    for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must not be negative")
+    if args.rest_api_max_body_bytes <= 0:
+        raise UserError("--rest_api_max_body_bytes must be positive")
+    if args.drain_seconds < 0:
+        raise UserError("--drain_seconds must not be negative")
+    return ServerSettings(
+        grpc_port=args.port, rest_api_port=args.rest_api_port, rest_api_host=args.rest_api_host,
+        model_name=args.model_name, model_base_path=args.model_base_path,
+        model_config_file=args.model_config_file, poll_seconds=args.file_system_poll_wait_seconds,
+        enable_batching=args.enable_batching, batching_parameters_file=args.batching_parameters_file,
+        intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
+        max_body_bytes=args.rest_api_max_body_bytes, drain_seconds=args.drain_seconds,
+        cache_dir=args.model_cache_dir)
+
+
+def redact(url: str) -> str:
+    """A location fit for a log line: any user:password@ part removed."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", url)
+
+
+def model_configs(settings: ServerSettings):
+    from tidal.models.config import ModelConfig, load_model_config_file
+
+    if settings.model_config_file:
+        if settings.model_base_path:
+            log.warning("--model_config_file given: --model_name and --model_base_path are ignored (as in TF Serving)")
+        return load_model_config_file(settings.model_config_file)
+    try:
+        return [ModelConfig(name=settings.model_name, base_path=settings.model_base_path)]
+    except ValueError as exc:
+        raise UserError(f"bad --model_name or --model_base_path: {exc}") from None
+
+
+def batching_options(settings: ServerSettings):
+    from tidal.models.config import BatchingOptions, load_batching_parameters_file
+
+    if settings.enable_batching is False:
+        return BatchingOptions(enabled=False)
+    if settings.batching_parameters_file:
+        return load_batching_parameters_file(settings.batching_parameters_file)
+    return None  # the manager's default: on, with TF Serving's parameters
+
+
+class ModelServer:
+    """The process's parts: manager, metrics, HTTP server. Build, then `await start()`; `await stop()` drains."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        from tidal.http.server import HttpServer
+        from tidal.models.config import RuntimeOptions
+        from tidal.models.manager import ModelManager
+        from tidal.server.app import ModelServerApp
+        from tidal.server.metrics import ServerMetrics
+
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.manager = ModelManager(
+            model_configs(settings), poll_seconds=settings.poll_seconds, batching=batching_options(settings),
+            cache_dir=settings.cache_dir, on_batch=self.metrics.observe_batch,
+            runtime_options=RuntimeOptions(intra_op_threads=settings.intra_op_threads,
+                                           inter_op_threads=settings.inter_op_threads))
+        self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes)
+        self.http = HttpServer(self.app, settings.rest_api_host, settings.rest_api_port,
+                               max_body=settings.max_body_bytes)
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    async def start(self) -> None:
+        # Listen first so liveness answers while the models load; readiness waits for them.
+        await self.http.start()
+        log.info("REST API on http://%s:%d (TF Serving /v1, V2 /v2, metrics /metrics)",
+                 self.settings.rest_api_host, self.http.port)
+        await self.manager.start()
+        for name in self.manager.model_names():
+            versions = [s.version for s in self.manager.status(name)] if _has_status(self.manager, name) else []
+            log.info("model %s from %s: versions %s", name, redact(self.manager.config(name).base_path),
+                     versions or "none yet")
+
+    async def stop(self) -> None:
+        log.info("stopping: draining %d requests in flight", self.http.in_flight)
+        await self.http.stop(self.settings.drain_seconds)
+        await self.manager.stop()
+        log.info("stopped")
+
+
+def _has_status(manager, name: str) -> bool:
+    from tidal.errors import NotFound
+    try:
+        manager.status(name)
+        return True
+    except NotFound:
+        return False
+
+
+async def serve(settings: ServerSettings) -> None:
+    server = ModelServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    # Long-lived objects from loading need no more collector passes; fewer, cheaper passes on the hot path.
+    gc.collect()
+    gc.freeze()
+    await stop.wait()
+    await server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+    if settings.grpc_port:
+        log.info("gRPC (--port %d) is not served yet; the REST API serves everything", settings.grpc_port)
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        runner = asyncio.run
+    try:
+        runner(serve(settings))
+    except OSError as exc:
+        print(f"tidal model-server: error: cannot listen on {settings.rest_api_host}:{settings.rest_api_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
