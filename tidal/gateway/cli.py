@@ -44,7 +44,10 @@ def load_routes(path: str):
     try:
         return RoutesFile.model_validate(yaml.safe_load(text) or {})
     except yaml.YAMLError as exc:
-        raise UserError(f"routes file {path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"routes file {path} is not valid YAML{where}: {problem}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
