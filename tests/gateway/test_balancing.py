@@ -34,3 +34,4 @@ def test_power_of_two_choices_never_picks_the_worse_of_its_pair():
     picks = Counter(choose(loads, rng.random) for _ in range(5000))
     assert picks[n - 1] == 0  # the most loaded replica always loses its pair
     assert picks[0] > picks[n // 2] > 0
+

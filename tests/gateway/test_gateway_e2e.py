@@ -62,6 +62,8 @@ def test_routing_and_pass_through(replicas):
             assert r.status == 404 and "no service is routed" in r.json()["error"]
             r = await _get(c, gw, "/echo", headers=[("X-Request-Id", "abc")], host="hpt.localhost")
             assert r.json()["headers"]["x-request-id"] == "abc"
+            r = await _get(c, gw, "/v1/models/half_plus_two", method="TRACE")
+            assert r.status == 405 and r.json() == {"error": "the gateway does not proxy TRACE requests"}
         finally:
             c.close()
             await gw.stop()

@@ -41,7 +41,10 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-
                          "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
                          "content-length", "expect"})
 _HOP_BY_HOP_B = frozenset(h.encode() for h in _HOP_BY_HOP | {"content-type"})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# HEAD's answer has a Content-Length but no body, which the pooled client cannot tell from
+# a truncated answer; CONNECT and TRACE make no sense in front of a model server.
+_NOT_PROXIED = frozenset({"HEAD", "CONNECT", "TRACE"})
+_IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE"})
 _INFERENCE_SUFFIXES = (":predict", ":classify", ":regress", "/infer")
 
 
@@ -252,6 +255,8 @@ class Gateway:
         path = req.path
         if path.startswith("/-/"):
             return self._admin(req)
+        if req.method in _NOT_PROXIED:
+            return error_response(405, f"the gateway does not proxy {req.method} requests")
         hit = resolve(self._table, req.headers.get("host"), path)
         if hit is None:
             return error_response(404, f"no service is routed for host {req.headers.get('host', '')!r} "
