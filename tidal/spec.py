@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tidal.models.config import VersionPolicy  # the model server's own, so both read a policy the same way
+
 NAME_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1123 label, as Kubernetes names are
 MODEL_NAME_RE = r"^[a-zA-Z0-9_-]+$"
 
@@ -59,39 +61,6 @@ class VolumeMount(_Spec):
         return cls(volume=volume, mount=mount)
 
 
-class VersionPolicy(_Spec):
-    """TF Serving's model_version_policy: latest (N), specific (versions) or all."""
-    kind: Literal["latest", "specific", "all"] = "latest"
-    latest: int = Field(default=1, ge=1)
-    versions: list[int] = Field(default_factory=list)
-
-    @classmethod
-    def parse(cls, text: str | None) -> "VersionPolicy":
-        text = (text or "latest").strip()
-        if text == "all":
-            return cls(kind="all")
-        if text == "latest":
-            return cls(kind="latest", latest=1)
-        kind, _, arg = text.partition(":")
-        try:
-            if kind == "latest":
-                return cls(kind="latest", latest=int(arg))
-            if kind == "specific":
-                versions = [int(v) for v in arg.split(",") if v.strip()]
-                if versions:
-                    return cls(kind="specific", versions=versions)
-        except ValueError:
-            pass
-        raise ValueError(f"invalid version policy {text!r}: expected latest, latest:N, specific:N[,M...] or all")
-
-    def text(self) -> str:
-        if self.kind == "all":
-            return "all"
-        if self.kind == "specific":
-            return "specific:" + ",".join(str(v) for v in self.versions)
-        return f"latest:{self.latest}"
-
-
 class ServiceSpec(_Spec):
     """An inference service: arena's `serve` flags."""
     name: str = Field(pattern=NAME_RE, max_length=40)
@@ -137,7 +106,8 @@ class NodePoolSpec(_Spec):
     name: str = Field(pattern=NAME_RE, max_length=40)
     labels: dict[str, str] = Field(default_factory=dict)
     spot: bool = False
-    policy: Literal["ess", "spothedge", "on-demand", "spot-only", "tidal"] | None = None
+    # A name in tidal.capacity.policies.POLICIES (checked when the pool is created).
+    policy: str | None = Field(default=None, pattern=r"^[a-z][-a-z0-9]*$")
     on_demand_base: int = Field(default=0, ge=0, le=1000)
     on_demand_percentage: int = Field(default=100, ge=0, le=100)
     spot_pools: int = Field(default=1, ge=1, le=10)

@@ -62,7 +62,9 @@ DEMAND = [
     ("2 busy nodes, 1 pending: 3", [n("a"), n("b")], [GPU], 3),
     # empty for 100 s >= 60 s: it goes (2 - 1)
     ("an empty node past the delay is not needed", [n("a"), n("b", empty_since=NOW - 100)], [], 1),
-    ("an empty node inside the delay stays", [n("a"), n("b", empty_since=NOW - 10)], [], 2),
+    # kept by the diff until the delay, but the workload does not need it
+    ("an empty node inside the delay does not count", [n("a"), n("b", empty_since=NOW - 10)], [], 1),
+    ("min keeps the floor", [], [], 0),
     ("a node under notice does not count", [n("a"), n("b", state="notified")], [GPU], 2),
     ("max caps the target", [], [GPU] * 20, 10),
 ]
@@ -114,10 +116,10 @@ def test_total_kept_when_the_kind_to_remove_is_busy():
 
 def test_unavailable_offering_is_skipped():
     out = plan_decisions(POOL, Plan(0, (1, 0, 0)), ZONES, [], CAT, NOW, "gpu.small",
-                         unavailable=frozenset({("gpu.small", "z-b")}))
+                         unavailable=frozenset({("gpu.small", "z-b", "spot")}))
     assert out == [Launch("p", "z-b", "gpu.big", "spot")]  # the next type in order that holds the replica
     out = plan_decisions(POOL, Plan(0, (0, 1, 0)), ZONES, [], CAT, NOW, "gpu.small",
-                         unavailable=frozenset({("gpu.small", "z-a")}))
+                         unavailable=frozenset({("gpu.small", "z-a", "spot")}))
     assert out == [Launch("p", "z-a", "gpu.big", "spot")]
 
 
@@ -139,3 +141,17 @@ def test_cost_per_second_by_billing_and_savings():
     assert s.spot_cost == pytest.approx(0.25) and s.on_demand_cost == pytest.approx(2.0)
     assert s.all_on_demand == pytest.approx(3.0)  # 1 h + 2 h at 1.0
     assert s.savings == pytest.approx(0.75) and s.savings_ratio == pytest.approx(0.25)
+
+
+def test_busy_excess_node_is_drained_onto_an_empty_kept_node():
+    # plan 0 od / 2 spot; we hold a busy od node and 2 spot (one empty, fresh): the od node's replicas move.
+    from tidal.capacity.nodepool import Drain
+    nodes = [n("o1", "on-demand"), n("s1"), n("s2", empty_since=NOW - 1)]
+    out = plan_decisions(POOL, Plan(0, (2, 0, 0)), ZONES, nodes, CAT, NOW, "gpu.small")
+    assert out == [Drain("o1", "the plan holds fewer on-demand nodes: its replicas move to a node the plan keeps")]
+    # already moving (cordoned): no second drain
+    nodes[0] = PoolNode("o1", "z-b", "gpu.small", "on-demand", "ready", 0.0, None, cordoned=True)
+    assert plan_decisions(POOL, Plan(0, (2, 0, 0)), ZONES, nodes, CAT, NOW, "gpu.small") == []
+    # no empty node to move to: nothing (the spot launch comes first)
+    assert plan_decisions(POOL, Plan(0, (2, 0, 0)), ZONES, [n("o1", "on-demand"), n("s1")], CAT, NOW,
+                          "gpu.small") == [Launch("p", "z-b", "gpu.small", "spot")]

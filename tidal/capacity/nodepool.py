@@ -23,6 +23,7 @@ class PoolNode:
     state: NodeState
     launched_at: float
     empty_since: float | None = None  # None while a replica is bound to it
+    cordoned: bool = False            # its replicas are moving off it (a Drain in progress)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Launch:
 
 @dataclass(frozen=True)
 class Terminate:
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Move a busy node's replicas elsewhere (replacements first), so the node empties and can go."""
     node: str
     reason: str
 
@@ -72,44 +80,55 @@ def live_nodes(nodes: list[PoolNode]) -> list[PoolNode]:
 
 def demand(pool: NodePoolSpec, nodes: list[PoolNode], pending: list[Resources], catalog: Catalog,
            now: float) -> Demand:
-    """Cluster-autoscaler arithmetic: live nodes, minus nodes empty for `scale_in_after_seconds`,
-    plus the new nodes the pending replicas need, clamped to [min, max]."""
+    """The nodes the workload needs: busy live nodes plus the new nodes the pending replicas need,
+    clamped to [min, max].
+
+    Empty nodes do not count: the Plan diff keeps them until they have been empty for
+    `scale_in_after_seconds` (cluster-autoscaler's unneeded time), so a dip in load
+    does not throw capacity away, while the policy's mix follows the real need.
+    """
     live = live_nodes(nodes)
-    expired = [n for n in live if n.state == "ready" and n.empty_since is not None
-               and now - n.empty_since >= pool.scale_in_after_seconds]
+    busy = [n for n in live if n.empty_since is None]
+    expired = [n for n in live if n.empty_since is not None and now - n.empty_since >= pool.scale_in_after_seconds]
     node_type = node_type_for(pool, catalog, pending) if pending else None
     extra = 0
     if pending and node_type is not None:
         extra = max(0, nodes_needed(pending, resources_of(node_type)))
-    target = len(live) - len(expired) + extra
-    target = max(pool.min_nodes, min(pool.max_nodes, target))
+    target = max(pool.min_nodes, min(pool.max_nodes, len(busy) + extra))
     return Demand(target, len(live), len(expired), extra, node_type.name if node_type else None)
 
 
 def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list[PoolNode], catalog: Catalog,
                    now: float, node_type: str | None = None,
-                   unavailable: frozenset[tuple[str, str]] = frozenset()) -> list[Launch | Terminate]:
+                   unavailable: frozenset[tuple[str, str, str]] = frozenset()) -> list[Launch | Terminate | Drain]:
     """Diff a Plan against the pool's live nodes.
 
     Launches fill each deficit with the first offering in the pool's multi-zone
-    order (skipping (type, zone) offerings recently found unavailable). Only
+    order (skipping (type, zone, capacity type) offerings recently found unavailable). Only
     empty nodes are terminated, longest-empty first: a busy node is never taken
-    from under its replicas to fix the mix; once the per-kind diff is done, any
-    node empty past the scale-in delay still above the plan's total goes too.
+    from under its replicas. Once the per-kind diff is done, any node empty past
+    the scale-in delay still above the plan's total goes too. Where a kind is in
+    excess but all its nodes are busy while a node the plan keeps stands empty
+    (ESS swapping a compensating on-demand node back to spot), the busy node is
+    drained: its replicas move to the empty node, and it goes once empty.
     """
     live = live_nodes(nodes)
-    decisions: list[Launch | Terminate] = []
+    decisions: list[Launch | Terminate | Drain] = []
     terminated: set[str] = set()
+    unmet: list[tuple[list[PoolNode], int, str]] = []
 
     def empties(cands: list[PoolNode]) -> list[PoolNode]:
         # Notified nodes go by themselves at the end of their notice.
         e = [n for n in cands if n.state == "ready" and n.empty_since is not None and n.name not in terminated]
         return sorted(e, key=lambda n: (n.empty_since, n.name))
 
-    def shrink(cands: list[PoolNode], excess: int, why: str) -> None:
-        for n in empties(cands)[:max(0, excess)]:
+    def shrink(cands: list[PoolNode], excess: int, why: str, swap: bool = True) -> None:
+        gone = empties(cands)[:max(0, excess)]
+        for n in gone:
             terminated.add(n.name)
             decisions.append(Terminate(n.name, why))
+        if swap and excess > len(gone):
+            unmet.append((cands, excess - len(gone), why))
 
     # On-demand.
     od = [n for n in live if n.billing == "on-demand"]
@@ -139,12 +158,22 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
     if over > 0:
         expired = [n for n in remaining if n.empty_since is not None
                    and now - n.empty_since >= pool.scale_in_after_seconds]
-        shrink(expired, over, "empty past the scale-in delay")
+        shrink(expired, over, "empty past the scale-in delay", swap=False)
+
+    in_excess = {n.name for cands, _, _ in unmet for n in cands}
+    spare = [n for n in empties([n for n in live if n.name not in in_excess])]
+    for cands, count, why in unmet:
+        moving = sum(1 for n in cands if n.cordoned)
+        busy = sorted((n for n in cands if n.empty_since is None and not n.cordoned),
+                      key=lambda n: (-n.launched_at, n.name))
+        for n in busy[:max(0, min(count - moving, len(spare)))]:
+            spare.pop(0)
+            decisions.append(Drain(n.name, f"{why}: its replicas move to a node the plan keeps"))
     return decisions
 
 
 def _first_offer(pool: NodePoolSpec, catalog: Catalog, capacity_type: CapacityType, zone: str | None,
-                 node_type: str | None, unavailable: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+                 node_type: str | None, unavailable: frozenset[tuple[str, str, str]]) -> tuple[str, str] | None:
     offers = catalog.offerings(pool.instance_types, pool.zones, capacity_type, pool.multi_zone)
     if node_type is not None:
         preferred = [o for o in offers if o.instance_type == node_type]
@@ -154,7 +183,7 @@ def _first_offer(pool: NodePoolSpec, catalog: Catalog, capacity_type: CapacityTy
     for o in offers:
         if zone is not None and o.zone != zone:
             continue
-        if (o.instance_type, o.zone) in unavailable:
+        if (o.instance_type, o.zone, o.capacity_type) in unavailable:
             continue
         return o.instance_type, o.zone
     return None

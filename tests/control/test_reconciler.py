@@ -1,0 +1,151 @@
+"""The reconcile loop with a fake clock, a fake backend and a fake gateway: the seed's procedure, step by step."""
+
+import asyncio
+
+import pytest
+
+from tidal.capacity.catalog import Catalog, InstanceType
+from tidal.capacity.policies.ess import EssParams, split
+from tidal.clock import FakeClock
+from tidal.control.home import Home
+from tidal.control.reconciler import ControlSettings, Reconciler
+from tidal.control.store import Store
+from tidal.models.config import VersionPolicy
+from tidal.spec import NodePoolSpec, ServiceSpec, VolumeMount, VolumeSpec
+
+from .fakes import FakeBackend, FakeGateway
+
+CAT = Catalog([InstanceType(name="gpu.small", vcpu=4, memory_gib=15, gpus=1, on_demand_price=1.0,
+                            spot_prices={"z-a": 0.30, "z-b": 0.25})])
+SEED_HPA = {
+    "apiVersion": "autoscaling/v2beta1", "kind": "HorizontalPodAutoscaler",
+    "metadata": {"name": "bert-tfserving-hpa"},
+    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                "name": "bert-tfserving-202107141745-tensorflow-serving"},
+             "minReplicas": 1, "maxReplicas": 10,
+             "metrics": [{"type": "External", "external": {
+                 "metricName": "sls_ingress_qps",
+                 "metricSelector": {"matchLabels": {
+                     "sls.ingress.route": "default-bert-tfserving-202107141745-tensorflow-serving-8501"}},
+                 "targetAverageValue": 10}}]}}
+
+
+@pytest.fixture
+def world(tmp_path):
+    clock = FakeClock(1_000_000.0)
+    store = Store(tmp_path / "state.db")
+    backend, gateway = FakeBackend(), FakeGateway()
+    home = Home(tmp_path).ensure()
+    r = Reconciler(store, backend, gateway, CAT, clock, home, ControlSettings(drain_seconds=5, notice_margin_seconds=5))
+    store.create_pool(NodePoolSpec(name="gpu", labels={"inference": "tensorflow"}, spot=True, on_demand_percentage=30,
+                                   compensate_with_on_demand=True, spot_remedy=True, multi_zone="cost-optimized",
+                                   spot_pools=2, max_nodes=10, scale_in_after_seconds=60, notice_seconds=120), clock.now())
+    store.put_volume(VolumeSpec(name="model-pvc", url=f"file://{tmp_path}/vol"), clock.now())
+    spec = ServiceSpec(name="bert-tfserving", version="202111111111", model_name="chnsenticorp", gpus=1,
+                       selector={"inference": "tensorflow"}, data=[VolumeMount(volume="model-pvc", mount="/models")],
+                       model_path="/models/tensorflow", version_policy=VersionPolicy.parse("specific:1623831335"))
+    store.create_service(spec, clock.now())
+    store.put_autoscaler(r.resolve_target("bert-tfserving-202107141745-tensorflow-serving"), SEED_HPA, clock.now())
+    return clock, store, backend, gateway, r
+
+
+def run(r, clock, seconds, step=5.0):
+    for _ in range(int(seconds / step)):
+        asyncio.run(r.tick())
+        clock.advance(step)
+
+
+def mix(store):
+    nodes = store.nodes("gpu")
+    return (sum(1 for n in nodes if n.billing == "on-demand" and n.state == "ready"),
+            sum(1 for n in nodes if n.billing == "spot" and n.state == "ready"))
+
+
+def test_scale_out_ratio_preemption_and_scale_in(world, tmp_path):
+    clock, store, backend, gateway, r = world
+    run(r, clock, 20)
+    # One replica, on one node; ESS: 30% of 1 rounded up is on-demand.
+    assert len(store.replicas("bert-tfserving", states=("ready",))) == 1
+    assert mix(store) == split(1, EssParams(on_demand_percentage=30))
+    launch = backend.launches[0]
+    # --model-path /models/tensorflow inside model-pvc:/models resolves into the volume; the policy carries over.
+    assert launch.model_base_path == f"{tmp_path}/vol/tensorflow" and launch.version_policy == "specific:1623831335"
+
+    # Load: 100 QPS at 10 per replica -> 10 replicas (HPA's legacy limit: 1 -> 4 -> 8 -> 10).
+    gateway.qps_["bert-tfserving"] = 100.0
+    run(r, clock, 120)
+    assert store.get_service("bert-tfserving").desired == 10
+    assert len(store.replicas("bert-tfserving", states=("ready",))) == 10
+    od, spot = mix(store)
+    assert (od, spot) == split(10, EssParams(on_demand_percentage=30)) == (3, 7)
+    # One replica per node (one GPU each), and every replica on a pool node.
+    placed = [x.node for x in store.replicas("bert-tfserving", states=("ready",))]
+    assert len(set(placed)) == 10
+    spot_zones = {n.zone for n in store.nodes("gpu") if n.billing == "spot"}
+    assert spot_zones == {"z-a", "z-b"}  # spot_pools=2 spreads over both zones
+
+    # Preemption with a 120 s notice: the replica keeps serving until its replacement is ready.
+    victim_node = next(n for n in store.nodes("gpu") if n.billing == "spot")
+    victim = next(x for x in store.replicas("bert-tfserving") if x.node == victim_node.name)
+    asyncio.run(_preempt(r, victim_node.name))
+    assert store.get_node(victim_node.name).state == "notified"
+    run(r, clock, 10)
+    # replacement placed on a new node (spot remedy), old one drained, all 10 serving
+    assert store.get_replica(victim.id).state in ("draining", "stopped")
+    ready = store.replicas("bert-tfserving", states=("ready",))
+    assert len(ready) == 10 and victim.id not in {x.id for x in ready}
+    assert all(gateway.states("bert-tfserving").get(x.id) == "ready" for x in ready)
+    run(r, clock, 130)
+    assert store.get_node(victim_node.name).state == "terminated"
+    assert mix(store) == (3, 7)
+
+    # Load gone: the HPA waits out its 300 s down-stabilization, then 1 replica; empty nodes go after 60 s.
+    gateway.qps_["bert-tfserving"] = 0.0
+    run(r, clock, 200)
+    assert store.get_service("bert-tfserving").desired == 10
+    run(r, clock, 250)
+    assert store.get_service("bert-tfserving").desired == 1
+    run(r, clock, 120)
+    assert len(store.replicas("bert-tfserving", states=("ready",))) == 1
+    assert sum(mix(store)) == 1
+
+    # Cost: every node charged by its billing type; spot made it cheaper than all on-demand.
+    cost = r.cost("gpu")
+    assert cost.spot_cost > 0 and cost.on_demand_cost > 0 and 0 < cost.total < cost.all_on_demand
+    kinds = [e.kind for e in store.events(limit=10000)]
+    for kind in ("SuccessfulRescale", "NodeLaunched", "ReplicaReady", "PreemptionNotice", "NodeTerminated"):
+        assert kind in kinds
+
+
+async def _preempt(r, node):
+    async with r.lock:
+        r.preempt("gpu", node=node)
+
+
+def test_spot_unavailable_is_compensated_with_on_demand(world):
+    clock, store, backend, gateway, r = world
+    backend.spot_caps = {"z-a": 0, "z-b": 0}
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    od, spot = mix(store)
+    assert spot == 0 and od == 4  # every spot node wanted but refused is covered by on-demand
+    assert any(e.kind == "NodeLaunchFailed" for e in store.events(limit=1000))
+
+
+def test_dead_replica_is_replaced_and_restart_adopts_without_duplicates(world, tmp_path):
+    clock, store, backend, gateway, r = world
+    run(r, clock, 20)
+    (rep,) = store.replicas("bert-tfserving", states=("ready",))
+    # The process dies: the replica fails and a new one takes its place.
+    backend.procs.pop(rep.id)
+    run(r, clock, 10)
+    assert store.get_replica(rep.id).state == "failed"
+    (new,) = store.replicas("bert-tfserving", states=("ready",))
+    # A restarted control plane (same store and processes) adopts the running one; a stray is killed.
+    backend.procs["stray-1"] = backend.procs[new.id].__class__(pid=99999, proc_start=1, port=1, grpc_port=2)
+    r2 = Reconciler(store, backend, FakeGateway(), CAT, clock, Home(tmp_path), r.settings)
+    r2.adopt()
+    run(r2, clock, 10)
+    assert [x.id for x in store.replicas("bert-tfserving", states=("ready",))] == [new.id]
+    assert "stray-1" not in backend.procs
+    assert len(backend.procs) == 1

@@ -1,0 +1,260 @@
+"""The local backend: nodes are slices of this machine, replicas are real `tidal model-server` processes on free ports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tidal.backends.base import CapacityUnavailable, NodeLaunch, ReplicaHandle, ReplicaLaunch
+from tidal.http.client import ClientError, HttpClient
+
+log = logging.getLogger(__name__)
+
+REPLICA_ENV = "TIDAL_REPLICA_ID"
+HOME_ENV = "TIDAL_HOME"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, a unique id."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    rest = stat[stat.rfind(")") + 2:].split()
+    if rest[0] == "Z":  # a zombie is not running
+        return None
+    return int(rest[19])
+
+
+def proc_environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            out[k.decode(errors="replace")] = v.decode(errors="replace")
+    return out
+
+
+def detect_gpus(env: dict[str, str] | None = None) -> int:
+    """Physical GPUs on this machine (NVIDIA's /proc entries); 0 where there are none."""
+    env = os.environ if env is None else env
+    if env.get("TIDAL_GPUS"):
+        return int(env["TIDAL_GPUS"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+class SpotTraceReplay:
+    """A spot-availability trace (the simulator's format) replayed against one pool's zones from `start`."""
+
+    def __init__(self, directory: str, zones: list[str], start: float) -> None:
+        from tidal.sim.traces import load_spot_traces  # numpy, only when a trace is used
+        self.trace = load_spot_traces(directory)
+        # The pool's zones take the trace's files in order (both sorted); extra zones have no limit.
+        self.by_zone = dict(zip(zones, self.trace.data))
+        self.start = start
+
+    def capacity(self, zone: str, now: float) -> int | None:
+        data = self.by_zone.get(zone)
+        if data is None:
+            return None
+        i = int(max(0.0, now - self.start) // self.trace.gap_seconds) % len(data)
+        return int(data[i])
+
+
+class LocalBackend:
+    """Build with the installation's home; nothing runs until a node or replica is asked for."""
+
+    def __init__(self, home_root: Path, *, python: str | None = None, host: str = "127.0.0.1",
+                 gpus: int | None = None, ready_timeout: float = 1.0) -> None:
+        self.home_root = Path(home_root)
+        self.python = python or sys.executable
+        self.host = host
+        self.gpus = detect_gpus() if gpus is None else gpus
+        self.ready_timeout = ready_timeout
+        self.nodes: dict[str, NodeLaunch] = {}
+        self.traces: dict[str, SpotTraceReplay] = {}
+        self._children: dict[int, subprocess.Popen] = {}
+        self._client = HttpClient(connect_timeout=0.5, max_idle_per_host=2)
+        self._gpu_slots: dict[str, list[int]] = {}
+        self._next_gpu = 0
+        self._lock = threading.Lock()
+
+    # -- nodes: bookkeeping, a zone's spot capacity may refuse a launch
+    def set_trace(self, pool: str, directory: str, zones: list[str], start: float) -> None:
+        self.traces[pool] = SpotTraceReplay(directory, zones, start)
+
+    def spot_capacity(self, pool: str, zone: str, now: float) -> int | None:
+        replay = self.traces.get(pool)
+        return None if replay is None else replay.capacity(zone, now)
+
+    def launch_node(self, node: NodeLaunch, spot_held_in_zone: int, now: float) -> None:
+        if node.billing == "spot":
+            cap = self.spot_capacity(node.pool, node.zone, now)
+            if cap is not None and spot_held_in_zone >= cap:
+                raise CapacityUnavailable(f"no spot capacity for {node.instance_type} in {node.zone} "
+                                          f"({spot_held_in_zone} held, the zone holds {cap})")
+        self.adopt_node(node)
+
+    def adopt_node(self, node: NodeLaunch) -> None:
+        self.nodes[node.name] = node
+        if node.gpus and self.gpus:
+            # A node's GPUs map onto the machine's, round robin: pinning, not exclusivity, on a small box.
+            slots = []
+            for _ in range(node.gpus):
+                slots.append(self._next_gpu % self.gpus)
+                self._next_gpu += 1
+            self._gpu_slots[node.name] = slots
+
+    def terminate_node(self, name: str) -> None:
+        self.nodes.pop(name, None)
+        self._gpu_slots.pop(name, None)
+
+    # -- replicas: real processes
+    def log_path(self, replica: str) -> str:
+        return str(self.home_root / "logs" / "replicas" / f"{replica}.log")
+
+    def start_replica(self, launch: ReplicaLaunch) -> ReplicaHandle:
+        port, grpc_port = free_port(self.host), free_port(self.host)
+        argv = [self.python, "-m", "tidal", "model-server", "--port", str(grpc_port),
+                "--rest_api_port", str(port), "--rest_api_host", self.host]
+        if launch.model_config_file:
+            argv += ["--model_config_file", launch.model_config_file]
+        else:
+            config = self._write_model_config(launch)
+            argv += ["--model_config_file", str(config)]
+        env = dict(os.environ)
+        env.update(launch.env)
+        env[REPLICA_ENV] = launch.replica
+        env[HOME_ENV] = str(self.home_root)
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        slots = self._gpu_slots.get(launch.node)
+        if launch.gpus and slots:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in slots[:launch.gpus])
+        elif self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU replica on a GPU machine keeps off the GPUs
+        path = Path(self.log_path(launch.replica))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as out:
+            # A session of its own: the replica outlives a control plane killed with SIGKILL and is adopted.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True, close_fds=True)
+        with self._lock:
+            self._children[proc.pid] = proc
+        start = proc_start_time(proc.pid) or 0
+        return ReplicaHandle(pid=proc.pid, proc_start=start, port=port, grpc_port=grpc_port)
+
+    def _write_model_config(self, launch: ReplicaLaunch) -> Path:
+        """TF Serving's model config (text format): the only way its flags carry a version policy."""
+        policy = launch.version_policy or "latest"
+        kind, _, arg = policy.partition(":")
+        if kind == "specific":
+            body = "specific { " + " ".join(f"versions: {v}" for v in arg.split(",") if v) + " }"
+        elif kind == "all":
+            body = "all {}"
+        else:
+            body = f"latest {{ num_versions: {int(arg or 1)} }}"
+        text = ("model_config_list {\n  config {\n"
+                f"    name: {_quote(launch.model_name)}\n"
+                f"    base_path: {_quote(launch.model_base_path)}\n"
+                f"    model_platform: \"tensorflow\"\n"
+                f"    model_version_policy {{ {body} }}\n"
+                "  }\n}\n")
+        path = self.home_root / "run" / f"{launch.replica}.models.config"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def stop_replica(self, replica: str, handle: ReplicaHandle | None, grace_seconds: float) -> None:
+        if handle is None or not self.replica_alive(replica, handle):
+            self._reap(handle.pid if handle else None)
+            return
+        try:
+            os.kill(handle.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        # The model server drains in-flight requests on SIGTERM; force it only if it hangs.
+        timer = threading.Timer(grace_seconds, self._force, args=(replica, handle))
+        timer.daemon = True
+        timer.start()
+
+    def _force(self, replica: str, handle: ReplicaHandle) -> None:
+        if self.replica_alive(replica, handle):
+            log.warning("replica %s did not exit within its grace period: killing it", replica)
+            self.kill(handle.pid)
+        self._reap(handle.pid)
+
+    def _reap(self, pid: int | None) -> None:
+        if pid is None:
+            return
+        with self._lock:
+            proc = self._children.get(pid)
+        if proc is not None and proc.poll() is not None:
+            with self._lock:
+                self._children.pop(pid, None)
+
+    def kill(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reap(pid)
+
+    def replica_alive(self, replica: str, handle: ReplicaHandle) -> bool:
+        with self._lock:
+            proc = self._children.get(handle.pid)
+        if proc is not None and proc.poll() is not None:
+            self._reap(handle.pid)
+            return False
+        start = proc_start_time(handle.pid)
+        if start is None or (handle.proc_start and start != handle.proc_start):
+            return False
+        return proc_environ(handle.pid).get(REPLICA_ENV) == replica
+
+    async def replica_ready(self, handle: ReplicaHandle) -> bool:
+        try:
+            resp = await self._client.request("GET", self.host, handle.port, "/v2/health/ready",
+                                              timeout=self.ready_timeout)
+        except (ClientError, OSError):
+            return False
+        return resp.status == 200
+
+    def orphans(self, known: dict[str, int]) -> list[tuple[str, int]]:
+        """Processes carrying this home's marker that are not the process the store records for their replica."""
+        me = str(self.home_root)
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            env = proc_environ(pid)
+            rid = env.get(REPLICA_ENV)
+            if rid and env.get(HOME_ENV) == me and known.get(rid) != pid and proc_start_time(pid) is not None:
+                out.append((rid, pid))
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

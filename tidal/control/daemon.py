@@ -1,0 +1,277 @@
+"""The control-plane process: store, gateway, API and reconcile loop together; `tidal up` runs it in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidal.backends.local import LocalBackend
+from tidal.capacity.catalog import load_catalog
+from tidal.control.api import Api
+from tidal.control.home import Home
+from tidal.control.reconciler import ControlSettings, Reconciler
+from tidal.control.store import Store
+from tidal.control.timescale import ScaledClock
+from tidal.errors import FailedPrecondition
+from tidal.http.server import HttpServer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_PORT = 8470
+DEFAULT_GATEWAY_PORT = 8501  # the seed's Ingress port for the REST API
+
+
+class DaemonOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    api_port: int | None = Field(default=None, ge=0, le=65535)
+    gateway_port: int | None = Field(default=None, ge=0, le=65535)
+    time_factor: float | None = Field(default=None, gt=0, le=1000)
+    catalog: str | None = None
+    settings: ControlSettings = Field(default_factory=ControlSettings)
+
+
+class ControlPlane:
+    """Build with a home and options; `await start()`, `await serve()` until stopped, `await stop()`."""
+
+    def __init__(self, home: Home, options: DaemonOptions) -> None:
+        self.home = home
+        self.options = options
+        self.store: Store | None = None
+        self.reconciler: Reconciler | None = None
+        self.gateway = None
+        self.api_server: HttpServer | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._loop_task: asyncio.Task | None = None
+        self._lock_fd: int | None = None
+
+    def _meta_or(self, key: str, given, default, cast):
+        """A setting given now wins and is remembered; else the remembered one; else the default."""
+        if given is not None:
+            self.store.set_meta(key, repr(given))
+            return given
+        kept = self.store.get_meta(key)
+        return cast(kept) if kept is not None else default
+
+    async def start(self) -> None:
+        from tidal.gateway import Gateway
+        self.home.ensure()
+        self._lock_fd = _lock(self.home.pid_file)
+        self.store = Store(self.home.db)
+        factor = self._meta_or("time_factor", self.options.time_factor, 1.0, float)
+        anchors = self.store.get_meta("clock_anchors")
+        if anchors is not None and float(self.store.get_meta("clock_factor") or "nan") == factor:
+            real, virtual = (float(x) for x in anchors.split(","))
+            clock = ScaledClock(factor, real, virtual)
+        else:
+            # A new factor restarts virtual time from the last virtual instant, so it never goes back.
+            now = time.time()
+            clock = ScaledClock(factor, now, max(now, _last_time(self.store)))
+            self.store.set_meta("clock_anchors", f"{clock.anchor_real!r},{clock.anchor_virtual!r}")
+            self.store.set_meta("clock_factor", repr(factor))
+        catalog = load_catalog(self.options.catalog or self.home.catalog_file)
+        token = self.home.token(create=True)
+        backend = LocalBackend(self.home.root, host=self.options.host)
+        gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
+        api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
+        self.gateway = Gateway(self.options.host, gw_port)
+        try:
+            await self.gateway.start()
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot listen on {self.options.host}:{gw_port} for the gateway: "
+                                     f"{exc.strerror or exc} (choose another with --gateway-port)") from None
+        if gw_port == 0:
+            self.store.set_meta("gateway_port", repr(self.gateway.port))
+        gateway_url = f"http://{self.options.host}:{self.gateway.port}"
+        self._wake = asyncio.Event()
+        self.reconciler = Reconciler(self.store, backend, self.gateway, catalog, clock, self.home,
+                                     self.options.settings, real_seconds=clock.real)
+        console = _console_handler(self)
+        api = Api(self.reconciler, token, gateway_url, self._wake.set, console)
+        self.api_server = HttpServer(api.handle, self.options.host, api_port)
+        try:
+            await self.api_server.start()
+        except OSError as exc:
+            await self.gateway.stop()
+            raise FailedPrecondition(f"cannot listen on {self.options.host}:{api_port} for the API: "
+                                     f"{exc.strerror or exc} (choose another with --port)") from None
+        if api_port == 0:
+            self.store.set_meta("api_port", repr(self.api_server.port))
+        self.reconciler.adopt()
+        self.reconciler.event("ControlPlaneStarted", "control-plane",
+                              f"API http://{self.options.host}:{self.api_server.port}, gateway {gateway_url}, "
+                              f"time factor {factor:g}")
+        self.home.write_address({"api": f"http://{self.options.host}:{self.api_server.port}",
+                                 "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor})
+        Path(self.home.pid_file).write_text(f"{os.getpid()}\n")
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        clock = self.reconciler.clock
+        while not self._stopping:
+            try:
+                await self.reconciler.tick()
+            except Exception:  # a bad pass is logged and retried; it must not stop reconciling
+                log.exception("reconcile pass failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.05, clock.real(self.options.settings.tick_seconds)))
+            except asyncio.TimeoutError:
+                pass
+
+    async def serve(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+    async def stop(self, stop_replicas: bool = True) -> None:
+        """Stop serving. `tidal down` also stops the replicas (desired state is kept for the next `up`)."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if stop_replicas and self.reconciler is not None:
+            async with self.reconciler.lock:
+                self.reconciler.shutdown()
+        if self.api_server is not None:
+            await self.api_server.stop(2.0)
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.store is not None:
+            self.store.close()
+        for p in (self.home.address_file, self.home.pid_file):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+
+def _last_time(store: Store) -> float:
+    ev = store.events(limit=1)
+    return ev[-1].time if ev else 0.0
+
+
+def _console_handler(cp: ControlPlane):
+    """The web console, when its package is there: it reads through the provider it defines."""
+    try:
+        from tidal.console import mount  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    try:
+        return mount(cp)
+    except Exception:
+        log.exception("the console could not be mounted; the API runs without it")
+        return None
+
+
+def _lock(pid_file: Path) -> int:
+    """One control plane per TIDAL_HOME: an exclusive lock the kernel drops when the process dies (SIGKILL too)."""
+    lock_path = pid_file.with_suffix(".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FailedPrecondition(f"a control plane is already running for {pid_file.parent} "
+                                 f"(pid {read_pid(pid_file) or '?'}); `tidal down` stops it") from None
+    return fd
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(home: Home) -> bool:
+    lock_path = home.pid_file.with_suffix(".lock")
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def run_foreground(home: Home, options: DaemonOptions) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        cp = ControlPlane(home, options)
+        await cp.start()
+        print(f"tidal control plane: API {home.read_address()['api']}, gateway {home.read_address()['gateway']}",
+              flush=True)
+        try:
+            await cp.serve()
+        finally:
+            await cp.stop()
+
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
+    return 0
+
+
+def spawn_background(home: Home, argv: list[str], wait_seconds: float = 30.0) -> dict:
+    """Start `tidal up --foreground ...` detached, its output in the log; wait until its API answers."""
+    from tidal.control.client import ApiClient
+    home.ensure()
+    with open(home.log_file, "ab") as log_out:
+        proc = subprocess.Popen([sys.executable, "-m", "tidal", "up", "--foreground", *argv],
+                                stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True,
+                                env=dict(os.environ, TIDAL_HOME=str(home.root)))
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = home.log_file.read_text(errors="replace").strip().splitlines()[-1:] if home.log_file.exists() else []
+            raise FailedPrecondition(f"the control plane exited at start: {tail[0] if tail else 'see ' + str(home.log_file)}")
+        addr = home.read_address()
+        if addr and addr.get("pid") == proc.pid:
+            try:
+                ApiClient.for_home(home).get("/healthz")
+                return addr
+            except Exception:
+                pass
+        time.sleep(0.1)
+    raise FailedPrecondition(f"the control plane did not answer within {wait_seconds:.0f}s (log: {home.log_file})")
+
+
+def stop_background(home: Home, timeout: float = 60.0) -> bool:
+    pid = read_pid(home.pid_file)
+    if pid is None or not is_running(home):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(home):
+            return True
+        time.sleep(0.1)
+    raise FailedPrecondition(f"the control plane (pid {pid}) did not stop within {timeout:.0f}s")
