@@ -1,0 +1,71 @@
+"""The control plane's interface to the gateway: services, replica states, QPS on an injected clock."""
+
+import asyncio
+
+import pytest
+
+from tidal.clock import FakeClock
+from tidal.errors import AlreadyExists, NotFound
+from tidal.gateway import Gateway, ReplicaEndpoint
+from tidal.http.client import HttpClient
+from tidal.http.server import HttpServer, Response
+
+REQ = b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_service_lifecycle_and_errors():
+    gw = Gateway()
+    gw.set_service("a", [ReplicaEndpoint(id="r0", port=9000), ReplicaEndpoint(id="r1", port=9001)], models=["m"])
+    assert gw.services() == ["a"]
+    assert [r.state for r in gw.stats("a").replicas] == ["ready", "ready"]
+    gw.set_replica_state("a", "r1", "draining")
+    assert [r.state for r in gw.stats("a").replicas] == ["ready", "draining"]
+    # set_service is declarative: the states it is given win.
+    gw.set_service("a", [ReplicaEndpoint(id="r1", port=9001)], models=["m"])
+    assert [(r.id, r.state) for r in gw.stats("a").replicas] == [("r1", "ready")]
+    with pytest.raises(AlreadyExists, match="model 'm'"):
+        gw.set_service("b", [], models=["m"])
+    assert gw.services() == ["a"]  # the refused service left nothing behind
+    with pytest.raises(NotFound, match="no replica 'r9'"):
+        gw.set_replica_state("a", "r9", "ready")
+    with pytest.raises(ValueError, match="'ready' or 'draining'"):
+        gw.set_replica_state("a", "r1", "gone")
+    with pytest.raises(ValueError, match="unique"):
+        gw.set_service("a", [ReplicaEndpoint(id="r1", port=1), ReplicaEndpoint(id="r1", port=2)])
+    with pytest.raises(ValueError):
+        gw.set_service("bad name", [])
+    gw.remove_service("a")
+    with pytest.raises(NotFound):
+        gw.qps("a", 6)
+    with pytest.raises(NotFound):
+        gw.remove_service("a")
+
+
+def test_qps_follows_the_injected_clock():
+    clock = FakeClock(1000.0)
+
+    async def main():
+        replica = HttpServer(lambda req: Response(200, b'{"predictions": []}'))
+        await replica.start()
+        gw = Gateway(clock=clock)
+        gw.set_service("s", [ReplicaEndpoint(id="r0", port=replica.port)], models=["m"])
+        await gw.start()
+        c = HttpClient()
+        try:
+            clock.advance(30.0)  # the service has existed for 30 s
+            for _ in range(30):
+                assert (await c.request_raw("127.0.0.1", gw.port, REQ, 5)).status == 200
+            # All 30 requests fell at t = 1030 (the fake clock did not move while they ran).
+            assert gw.qps("s", 6) == pytest.approx(30 / 6)
+            assert gw.qps("s", 60) == pytest.approx(30 / 30)  # only 30 s of history so far
+            clock.advance(10.0)
+            assert gw.qps("s", 6) == 0.0
+            assert gw.qps("s", 15) == pytest.approx(30 / 15)
+            st = gw.stats("s")
+            assert st.qps[15.0] == pytest.approx(2.0) and st.qps[6.0] == 0.0
+            assert st.requests == 30 and st.p50[15.0] is not None and st.p50[6.0] is None
+        finally:
+            c.close()
+            await gw.stop()
+            await replica.stop()
+    asyncio.run(main())
