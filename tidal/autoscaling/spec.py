@@ -70,11 +70,10 @@ def milli_value(q: Decimal) -> int:
 
 def milli_of(value: float) -> int:
     """A metric sample (a float from the gateway or a metrics source) in thousandths, as a quantity would hold it."""
-    return milli_value(parse_quantity(float(value)) if not isinstance(value, int) else Decimal(value))
+    return milli_value(parse_quantity(value if isinstance(value, int) else float(value)))
 
 
 Quantity = Annotated[Decimal, BeforeValidator(parse_quantity), PlainSerializer(lambda d: str(d), return_type=str)]
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Model(BaseModel):
