@@ -264,3 +264,11 @@ async def test_tiny_model_runs_inline_once_measured_fast(tmp_path):
     with pytest.raises(InvalidArgument, match='Serving signature name: "nope" not found in signature def'):
         await s.predict("nope", {"x": np.array([1.0], np.float32)})
     s.close()
+
+
+def test_split_requires_outputs_to_follow_the_run_rows():
+    from tidal.models.batching import _Unsplittable
+
+    with pytest.raises(_Unsplittable):
+        split({"y": np.zeros((6, 1))}, [1, 2])  # 6 rows out of a 3-row run: not aligned to the batch
+    assert [p["y"].shape for p in split({"y": np.zeros((4, 1))}, [1, 2], 4)] == [(1, 1), (2, 1)]

@@ -220,3 +220,9 @@ def test_batching_file_from_disk(tmp_path):
     path = tmp_path / "batching.config"
     path.write_text("max_batch_size { value: 16 }")
     assert load_batching_parameters_file(str(path)).max_batch_size == 16
+
+
+def test_version_policy_from_its_string_form_in_a_model():
+    assert ModelConfig(name="a", base_path="/a", version_policy="latest:2").version_policy.num_versions == 2
+    with pytest.raises(ValueError, match="bad version policy"):
+        ModelConfig(name="a", base_path="/a", version_policy="newest")

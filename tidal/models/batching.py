@@ -81,11 +81,12 @@ def pad_rows(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
-    """Cut batched outputs back into one dict per request."""
+def split(outputs: dict[str, np.ndarray], sizes: list[int], run_rows: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Cut batched outputs (of a run over `run_rows` rows, padding included) back into one dict per request."""
     total = sum(sizes)
+    run_rows = total if run_rows is None else run_rows
     for name, arr in outputs.items():
-        if not isinstance(arr, np.ndarray) or arr.ndim == 0 or arr.shape[0] < total:
+        if not isinstance(arr, np.ndarray) or arr.ndim == 0 or arr.shape[0] != run_rows:
             raise _Unsplittable(name)
     results: list[dict[str, np.ndarray]] = []
     start = 0
@@ -149,9 +150,9 @@ class Batcher:
                 if self._on_batch is not None:
                     self._on_batch(self.model, self.version, rows, 0.0)
                 if self._allowed and padded_size(rows, self._allowed) != rows:
-                    outputs = await self._executor.call(self._run, self._sig_name,
-                                                        pad_rows(inputs, padded_size(rows, self._allowed)))
-                    return {k: v[:rows] for k, v in outputs.items()}
+                    size = padded_size(rows, self._allowed)
+                    outputs = await self._executor.call(self._run, self._sig_name, pad_rows(inputs, size))
+                    return split(outputs, [rows], size)[0]
                 return await self._executor.call(self._run, self._sig_name, inputs)
             finally:
                 self._running = 0
@@ -220,7 +221,7 @@ class Batcher:
                 if size != total:
                     inputs = pad_rows(inputs, size)
                 outputs = await self._executor.call(self._run, self._sig_name, inputs)
-                for task, part in zip(batch, split(outputs, sizes)):
+                for task, part in zip(batch, split(outputs, sizes, size)):
                     _resolve(task, part)
             except _Unsplittable as e:
                 log.warning("model %s version %s: output %r does not follow the batch dimension; "

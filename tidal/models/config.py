@@ -21,6 +21,18 @@ class VersionPolicy(BaseModel):
     num_versions: PositiveInt = 1
     versions: tuple[NonNegativeInt, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data):
+        # YAML and CLI may give arena's string form: version_policy: "latest:2"
+        if isinstance(data, str):
+            try:
+                policy = cls.parse(data)
+            except UserError as e:
+                raise ValueError(str(e)) from None
+            return {"kind": policy.kind, "num_versions": policy.num_versions, "versions": policy.versions}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "VersionPolicy":
         if self.kind == "specific" and not self.versions:
