@@ -232,6 +232,16 @@ CASES = [
                      {"type": "Percent", "value": 10, "periodSeconds": 60}]}}),
          Metrics(external={"sls_ingress_qps": 100}), 80, 76, "ScaleDownLimit", OLD),
     # Min (smallest change) -> max(76, 72) = 76
+    Case("docs-at-most-5-pods-per-minute-select-min", hpa(qps(), max_replicas=100, behavior={"scaleDown": {
+        "stabilizationWindowSeconds": 0, "selectPolicy": "Min",
+        "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60},
+                     {"type": "Pods", "value": 5, "periodSeconds": 60}]}}),
+         Metrics(external={"sls_ingress_qps": 100}), 80, 75, "ScaleDownLimit", OLD),
+    # Percent: int(80 * 0.9) = 72; Pods: 80 - 5 = 75; Min -> max(72, 75) = 75: never more than 5 a minute
+    Case("docs-percent-900-grows-10x-per-period", hpa(qps(), max_replicas=1000, behavior={"scaleUp": {
+        "policies": [{"type": "Percent", "value": 900, "periodSeconds": 15}]}}),
+         Metrics(external={"sls_ingress_qps": 10_000}), 10, 100, "ScaleUpLimit", OLD),
+    # ceil(10000 / 10) = 1000 wanted; ceil(10 * (1 + 900 / 100)) = 100
     Case("select-policy-disabled-blocks-scale-down", hpa(qps(), max_replicas=100, behavior={"scaleDown": {
         "stabilizationWindowSeconds": 0, "selectPolicy": "Disabled"}}),
          Metrics(external={"sls_ingress_qps": 100}), 80, 80, "ScaleDownLimit", OLD),
