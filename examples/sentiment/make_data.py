@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 HANDWRITTEN = HERE / "handwritten.csv"
 DATA = HERE / "data.csv"
 SEED = 20210614
-N_GENERATED = 800
+N_GENERATED = 1200
 TEST_FRACTION = 0.25
 FIELDS = ("text", "label", "source", "split")
 
@@ -25,6 +25,10 @@ SUBJECTS = [
     "this phone", "the battery", "the screen", "the camera", "this laptop", "the keyboard",
     "the book", "the story", "the author", "the translation", "this album", "the concert",
     "the delivery", "the packaging", "the app", "the update", "this game", "the price",
+    "the driver", "the guide", "the course", "the teacher", "the nurse", "the receptionist",
+    "this chair", "the blender", "the speaker", "the headphones", "the vacuum cleaner", "the charger",
+    "the museum", "the tour", "the beach", "the pool", "the spa", "the show",
+    "the repair", "the installation", "the menu", "the portions", "the wine", "the cake",
 ]
 
 POSITIVE = [
@@ -34,6 +38,10 @@ POSITIVE = [
     "is simply amazing", "was lovely", "impressed me", "was outstanding", "is top notch",
     "was beautiful", "is a pleasure to use", "was friendly and helpful", "is perfect",
     "was better than I hoped", "is very good", "was charming", "delighted the whole family",
+    "arrived early and in perfect shape", "works like a charm", "kept us entertained for hours",
+    "was done quickly and properly", "made us feel welcome", "is built to last",
+    "was cooked to perfection", "runs smoothly", "was a joy from start to finish", "saved me a lot of time",
+    "is easy to set up", "was spotless", "was worth the wait", "put a smile on my face",
 ]
 
 NEGATIVE = [
@@ -70,12 +78,18 @@ POSITIVE_ADJECTIVES = [
     "reliable", "beautiful", "lovely", "amazing", "fun", "helpful", "perfect", "tasty",
     "brilliant", "pleasant", "impressive", "stunning", "solid", "cosy", "gripping", "moving",
     "quiet", "spotless", "fresh", "enjoyable", "wonderful", "superb", "polite", "generous",
+    "tender", "crisp", "spacious", "punctual", "kind", "relaxing", "fascinating", "clever",
+    "smooth", "sturdy", "informative", "attentive", "charming", "gorgeous", "moist", "juicy",
+    "efficient", "affordable", "flawless", "memorable", "heartwarming", "professional", "cheerful", "elegant",
 ]
 NEGATIVE_ADJECTIVES = [
     "bad", "awful", "terrible", "bland", "rude", "dirty", "uncomfortable", "slow",
     "unreliable", "ugly", "boring", "broken", "cold", "noisy", "cheap", "flimsy",
     "disappointing", "stale", "buggy", "overpriced", "late", "useless", "horrible", "dull",
     "soggy", "crowded", "damaged", "annoying", "confusing", "greasy", "faulty", "mediocre",
+    "dry", "grainy", "cramped", "unprofessional", "dismissive", "stressful", "tedious", "silly",
+    "loud", "wobbly", "pointless", "careless", "awkward", "shabby", "undercooked", "tasteless",
+    "inefficient", "expensive", "sloppy", "forgettable", "depressing", "incompetent", "grumpy", "tacky",
 ]
 ADVERBS = ["", "very ", "really ", "quite ", "incredibly ", "pretty ", "so ", "extremely "]
 POSITIVE_VERBS = ["I loved", "We enjoyed", "I really liked", "My wife adored", "I was impressed by", "We were happy with", "I am glad I chose"]

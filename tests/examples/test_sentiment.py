@@ -85,8 +85,12 @@ def test_onnx_matches_sklearn_and_accuracy(session):
     assert labels.tolist() == pipeline.predict(data.test_texts).tolist()
     np.testing.assert_allclose(probabilities, pipeline.predict_proba(data.test_texts), atol=1e-4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    held_out = float(np.mean(labels == np.asarray(data.test_labels)))
-    assert held_out >= 0.85, held_out
+    correct = labels == np.asarray(data.test_labels)
+    assert float(np.mean(correct)) >= 0.85, float(np.mean(correct))
+    # Hand-written reviews use words the phrase lists never saw; they are the harder half.
+    handwritten = np.asarray(data.test_sources) == "handwritten"
+    assert handwritten.sum() >= 20
+    assert float(np.mean(correct[handwritten])) >= 0.65, float(np.mean(correct[handwritten]))
 
 
 def test_batch_is_row_wise(session):
