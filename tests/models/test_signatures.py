@@ -63,3 +63,20 @@ def test_unknown_and_missing_names():
         conform(SIG, inputs)
     assert e.value.message == ("unknown input 'idz'; missing input 'ids' for signature 'serving_default' "
                                "(expected inputs: 'x', 'ids', 'text')")
+
+
+@pytest.mark.parametrize("over", [c[1] for c in BAD], ids=[c[0] for c in BAD])
+def test_checker_rejects_like_conform(over):
+    from tidal.models.signatures import InputChecker
+
+    with pytest.raises(InvalidArgument):
+        InputChecker(SIG)(ok_inputs(**over))
+
+
+def test_checker_passes_exact_inputs_through_and_converts_others():
+    from tidal.models.signatures import InputChecker
+
+    check = InputChecker(SIG)
+    exact = ok_inputs()
+    assert check(exact) is exact
+    assert check(ok_inputs(ids=np.array([1, 2], np.int32)))["ids"].dtype == np.int64

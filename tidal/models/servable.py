@@ -13,7 +13,7 @@ from tidal.models.batching import Batcher, OnBatch
 from tidal.models.config import BatchingOptions, RuntimeOptions
 from tidal.models.executor import ModelExecutor
 from tidal.models.runtimes import Runtime
-from tidal.models.signatures import Signature, conform
+from tidal.models.signatures import InputChecker, Signature
 
 
 def usable_cores() -> int:
@@ -43,6 +43,7 @@ class Servable:
         self.signatures: dict[str, Signature] = dict(runtime.signatures)
         self._runtime = runtime
         self._run = runtime.run
+        self._checkers = {name: InputChecker(sig) for name, sig in self.signatures.items()}
         self.executor = ModelExecutor(batch_threads(batching, runtime_options),
                                       batching.inline_threshold_micros / 1e6, name=f"{name}-{version}")
         self.batchers: dict[str, Batcher] = {}
@@ -55,10 +56,10 @@ class Servable:
         self._idle: asyncio.Event | None = None
 
     async def predict(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sig = self.signatures.get(signature_name)
-        if sig is None:
+        check = self._checkers.get(signature_name)
+        if check is None:
             raise InvalidArgument(f'Serving signature name: "{signature_name}" not found in signature def')
-        inputs = conform(sig, inputs)
+        inputs = check(inputs)
         self._inflight += 1
         try:
             batcher = self.batchers.get(signature_name)

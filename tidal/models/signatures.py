@@ -135,3 +135,31 @@ def _kind_name(dtype: np.dtype) -> str:
         return v2_datatype(dtype)
     except ValueError:
         return str(dtype)
+
+
+class InputChecker:
+    """`conform` for one signature, with a fast path for requests that already match exactly."""
+
+    __slots__ = ("signature", "_checks", "_count")
+
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature
+        self._checks = tuple(
+            (name, spec.dtype, len(spec.shape), tuple((i, d) for i, d in enumerate(spec.shape) if d >= 0))
+            for name, spec in signature.inputs.items())
+        self._count = len(self._checks)
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if len(inputs) != self._count:
+            return conform(self.signature, inputs)
+        ndarray = np.ndarray
+        for name, dtype, rank, fixed in self._checks:
+            arr = inputs.get(name)
+            if type(arr) is not ndarray or arr.dtype != dtype or arr.ndim != rank:
+                return conform(self.signature, inputs)
+            if fixed:
+                shape = arr.shape
+                for i, d in fixed:
+                    if shape[i] != d:
+                        return conform(self.signature, inputs)
+        return inputs
