@@ -64,7 +64,7 @@ def test_inputs_must_agree_on_rows():
     (None, 2, 1, 1),
 ])
 def test_batch_threads(monkeypatch, configured, intra, cores, expected):
-    monkeypatch.setattr("tidal.models.servable.usable_cores", lambda: cores)
+    monkeypatch.setattr("tidal.models.config.usable_cores", lambda: cores)
     opts = BatchingOptions(num_batch_threads=configured)
     assert batch_threads(opts, RuntimeOptions(intra_op_threads=intra)) == expected
 

@@ -134,6 +134,16 @@ class RuntimeOptions(BaseModel):
     inter_op_threads: NonNegativeInt = 0
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: honours taskset and cgroup pinning, unlike os.cpu_count."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 # ---- TF Serving's text formats -------------------------------------------------------------
 
 

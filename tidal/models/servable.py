@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import numpy as np
 
 from tidal.clock import Clock
 from tidal.errors import InvalidArgument
 from tidal.models.batching import Batcher, OnBatch
+from tidal.models import config
 from tidal.models.config import BatchingOptions, RuntimeOptions
 from tidal.models.executor import ModelExecutor
 from tidal.models.runtimes import Runtime
 from tidal.models.signatures import InputChecker, Signature
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset/cgroup pinning, unlike cpu_count
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def batch_threads(batching: BatchingOptions, runtime_options: RuntimeOptions) -> int:
     """Concurrent runs: the configured number, else as many as fit the cores beside the runtime's own threads."""
     if batching.num_batch_threads:
         return batching.num_batch_threads
-    cores = usable_cores()
+    cores = config.usable_cores()
     per_run = runtime_options.intra_op_threads or cores
     return max(1, cores // per_run)
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tidal.errors import FailedPrecondition, Internal, InvalidArgument
-from tidal.models.config import RuntimeOptions
+from tidal.models.config import RuntimeOptions, usable_cores
 from tidal.models.signatures import (
     CLASSIFY, CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, PREDICT, REGRESS, REGRESS_SIGNATURE, Signature, TensorSpec,
 )
@@ -74,7 +74,9 @@ class OnnxRuntime:
 
     def __init__(self, model_file: str, options: RuntimeOptions) -> None:
         so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
+        # onnxruntime's own default counts the machine's cores, not the ones this process may use
+        # (taskset, cgroups), and oversubscribes a pinned server.
+        so.intra_op_num_threads = options.intra_op_threads or usable_cores()
         so.inter_op_num_threads = options.inter_op_threads
         so.log_severity_level = 3  # onnxruntime's warnings go to stderr unasked otherwise
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
