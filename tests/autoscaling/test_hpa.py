@@ -296,7 +296,7 @@ def test_recommendation_carries_metric_values_conditions_and_event_text():
     rec, _ = decide(hpa(qps()), Metrics(external={"sls_ingress_qps": 45}), HPAState(), 3, NOW)
     (m,) = rec.metrics
     assert m.metric == "external metric sls_ingress_qps" and m.proposal == 5
-    assert m.average_value == 15.0  # ceil(45000m / 3) = 15000m per replica
+    assert m.value == 45.0 and m.average_value == 15.0  # ceil(45000m / 3) = 15000m per replica
     assert rec.metric_replicas == 5 and rec.stabilized_replicas == 5
     assert rec.rescale_reason == "external metric sls_ingress_qps above target"
     assert rec.event() == "New size: 5; reason: external metric sls_ingress_qps above target"

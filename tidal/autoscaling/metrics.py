@@ -11,7 +11,11 @@ PodPhase = Literal["Running", "Pending", "Succeeded", "Failed", "Unknown"]
 
 @dataclass(frozen=True)
 class PodInfo:
-    """One pod (replica) of the scale target, as the pod lister shows it."""
+    """One pod (replica) of the scale target, as the pod lister shows it.
+
+    CPU metrics need `start_time` and the Ready condition: as in Kubernetes, a pod
+    without them counts as not ready, and its CPU sample is set aside.
+    """
 
     name: str
     phase: PodPhase = "Running"

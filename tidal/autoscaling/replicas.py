@@ -31,7 +31,7 @@ class MetricStatus:
     type: str                # External, Pods, Resource, Object
     target: str              # e.g. "10 (average value)"
     proposal: Optional[int]  # replicas this metric asks for; None when invalid
-    value: Optional[float] = None                 # Value targets: the total
+    value: Optional[float] = None                 # External/Object: the total read (e.g. service QPS)
     average_value: Optional[float] = None         # AverageValue targets: per replica
     average_utilization: Optional[int] = None     # Utilization targets: percent of request
     error_reason: Optional[str] = None            # e.g. FailedGetExternalMetric
@@ -236,7 +236,7 @@ def propose(metric: MetricSpec, metrics: Metrics, current: int, tol: Tolerances,
             if source.target.type == "AverageValue":
                 replicas, average = _per_pod_replicas(usage, milli_value(source.target.average_value),
                                                       status_replicas, tol)
-                return MetricStatus(**base, proposal=replicas, average_value=average / 1000)
+                return MetricStatus(**base, proposal=replicas, value=usage / 1000, average_value=average / 1000)
             ratio = usage / milli_value(source.target.value)
             return MetricStatus(**base, proposal=_usage_ratio_replicas(current, ratio, tol, metrics.pods),
                                 value=usage / 1000)
@@ -249,7 +249,7 @@ def propose(metric: MetricSpec, metrics: Metrics, current: int, tol: Tolerances,
             if source.target.type == "AverageValue":
                 replicas, average = _per_pod_replicas(usage, milli_value(source.target.average_value),
                                                       status_replicas, tol)
-                return MetricStatus(**base, proposal=replicas, average_value=average / 1000)
+                return MetricStatus(**base, proposal=replicas, value=usage / 1000, average_value=average / 1000)
             ratio = usage / milli_value(source.target.value)
             return MetricStatus(**base, proposal=_usage_ratio_replicas(current, ratio, tol, metrics.pods),
                                 value=usage / 1000)
