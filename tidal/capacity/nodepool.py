@@ -105,9 +105,11 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
 
     Launches fill each deficit with the first offering in the pool's multi-zone
     order (skipping (type, zone, capacity type) offerings recently found unavailable). Only
-    empty nodes are terminated, longest-empty first: a busy node is never taken
+    nodes empty for `scale_in_after_seconds` (or drained on purpose) are terminated,
+    longest-empty first: a busy node is never taken
     from under its replicas. Once the per-kind diff is done, any node empty past
-    the scale-in delay still above the plan's total goes too. Where a kind is in
+    the scale-in delay still above the plan's total goes too; a node younger in its
+    emptiness stays, ready for the next burst. Where a kind is in
     excess but all its nodes are busy while a node the plan keeps stands empty
     (ESS swapping a compensating on-demand node back to spot), the busy node is
     drained: its replicas move to the empty node, and it goes once empty.
@@ -122,8 +124,12 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
         e = [n for n in cands if n.state == "ready" and n.empty_since is not None and n.name not in terminated]
         return sorted(e, key=lambda n: (n.empty_since, n.name))
 
+    def removable(n: PoolNode) -> bool:
+        # Empty past the scale-in delay, or emptied on purpose by a Drain (a swap to the other kind).
+        return n.cordoned or now - (n.empty_since or now) >= pool.scale_in_after_seconds
+
     def shrink(cands: list[PoolNode], excess: int, why: str, swap: bool = True) -> None:
-        gone = empties(cands)[:max(0, excess)]
+        gone = [n for n in empties(cands) if removable(n)][:max(0, excess)]
         for n in gone:
             terminated.add(n.name)
             decisions.append(Terminate(n.name, why))

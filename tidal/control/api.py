@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import logging
 import re
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote
 
@@ -132,7 +134,23 @@ class Api:
         self.r.event("ServiceCreated", f"service/{spec.name}",
                      f"{spec.type} release {spec.release} (workload {spec.workload}), {spec.replicas} replica(s)")
         self.wake()
-        return 201, self._service(spec.name)
+        out = self._service(spec.name)
+        note = self._runtime_note(spec)
+        if note:
+            out["runtime_note"] = note
+        return 201, out
+
+    def _runtime_note(self, spec: ServiceSpec) -> str | None:
+        """`serve tensorflow` without TensorFlow: the model server runs what the files are (ONNX Runtime for .onnx)."""
+        if spec.type != "tensorflow" or importlib.util.find_spec("tensorflow") is not None or not spec.model_path:
+            return None
+        base, _ = self.r.resolve_model_path(spec)
+        if "://" in base or not Path(base).is_dir():
+            return ("note: TensorFlow is not installed here; the replicas serve the model with the runtime its "
+                    "files need (ONNX Runtime for model.onnx)")
+        if any(Path(base).glob("*/*.onnx")):
+            return f"note: TensorFlow is not installed here; {base} holds ONNX models, served with ONNX Runtime"
+        return f"warning: TensorFlow is not installed here and {base} holds no ONNX model: replicas cannot load it"
 
     def get_service(self, name: str, **_: Any) -> dict:
         return self._service(name)
@@ -175,7 +193,7 @@ class Api:
         svc = self.store.get_service(name).spec
         self.store.put_autoscaler(name, document, self.r.clock.now())
         note = "" if target in (svc.name, svc.release, svc.workload) else \
-            f" (scaleTargetRef {target} names another version of it; bound to its running workload {svc.workload})"
+            f" scaleTargetRef {target} names another version of it: bound to its running workload {svc.workload}"
         self.r.event("AutoscalerSet", f"service/{name}",
                      f"HPA {spec.name}: {spec.min_replicas} to {spec.max_replicas} replicas{note}")
         self.wake()

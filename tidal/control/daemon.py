@@ -65,6 +65,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         from tidal.gateway import Gateway
+        os.umask(0o077)  # the database, logs and run files are the owner's alone
         self.home.ensure()
         self._lock_fd = _lock(self.home.pid_file)
         self.store = Store(self.home.db)
@@ -85,6 +86,12 @@ class ControlPlane:
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
         api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
         self.gateway = Gateway(self.options.host, gw_port)
+        self._wake = asyncio.Event()
+        self.reconciler = Reconciler(self.store, backend, self.gateway, catalog, clock, self.home,
+                                     self.options.settings, real_seconds=clock.real)
+        # Adopt the replicas still running and route to them before the gateway takes its first request.
+        self.reconciler.adopt()
+        self.reconciler.sync_gateway()
         try:
             await self.gateway.start()
         except OSError as exc:
@@ -93,9 +100,6 @@ class ControlPlane:
         if gw_port == 0:
             self.store.set_meta("gateway_port", repr(self.gateway.port))
         gateway_url = f"http://{self.options.host}:{self.gateway.port}"
-        self._wake = asyncio.Event()
-        self.reconciler = Reconciler(self.store, backend, self.gateway, catalog, clock, self.home,
-                                     self.options.settings, real_seconds=clock.real)
         console = _console_handler(self)
         api = Api(self.reconciler, token, gateway_url, self._wake.set, console)
         self.api_server = HttpServer(api.handle, self.options.host, api_port)
@@ -107,7 +111,6 @@ class ControlPlane:
                                      f"{exc.strerror or exc} (choose another with --port)") from None
         if api_port == 0:
             self.store.set_meta("api_port", repr(self.api_server.port))
-        self.reconciler.adopt()
         self.reconciler.event("ControlPlaneStarted", "control-plane",
                               f"API http://{self.options.host}:{self.api_server.port}, gateway {gateway_url}, "
                               f"time factor {factor:g}")

@@ -155,7 +155,7 @@ class Reconciler:
             self._schedule()
             self._stop_drained()
             self._track_empty_nodes()
-            self._sync_gateway()
+            self.sync_gateway()
 
     # -- 1. what the replica processes are doing
     async def _observe_replicas(self) -> None:
@@ -280,7 +280,7 @@ class Reconciler:
             if rec.rescale and rec.desired_replicas != svc.desired:
                 self.store.set_desired(svc.spec.name, rec.desired_replicas)
                 self.event("SuccessfulRescale", f"service/{svc.spec.name}",
-                           rec.event() + (f" (QPS {qps:.1f}, target per replica from the HPA)" if qps is not None else ""))
+                           rec.event() + (f" (QPS {qps:.1f})" if qps is not None else ""))
 
     def _hpa_metrics(self, spec: HPASpec, svc: ServiceRow) -> Metrics:
         window = max(1.0, self._real(self.settings.qps_window_seconds))
@@ -411,9 +411,10 @@ class Reconciler:
             if rid not in self._pending_noted:
                 self._pending_noted.add(rid)
                 spec = services[by_id[rid].service]
+                req = requests_of(spec)
                 self.event("FailedScheduling", f"replica/{rid}",
-                           f"no node with labels {spec.selector or '{}'} has room for "
-                           f"{requests_of(spec)}: pending (the pool scales out if it can)")
+                           f"no node with labels {spec.selector or '{}'} has room for {req.gpus} GPU, "
+                           f"{req.cpu:g} CPU, {req.memory_mib:g} MiB: pending (the pool scales out if it can)")
 
     def _start(self, rep: ReplicaRow, spec: ServiceSpec, node: str) -> None:
         try:
@@ -489,6 +490,10 @@ class Reconciler:
                 self._execute(pool, mem, spot_launches, plan)
                 decisions, plan = self._pool_decisions(pool, mem)
             self._execute(pool, mem, decisions, plan)
+            for n in self.store.nodes(pool.name):
+                # Drained for a swap the plan no longer wants: an ordinary node again.
+                if n.cordoned and n.state == "ready" and n.empty_since is not None:
+                    self.store.update_node(n.name, cordoned=0)
 
     def _pool_decisions(self, pool: NodePoolSpec, mem: _PoolMemory):
         now = self.clock.now()
@@ -538,7 +543,8 @@ class Reconciler:
         reps = [r for r in self.store.replicas(states=("starting", "ready")) if r.node == node.name]
         for r in reps:
             self.store.update_replica(r.id, state="notified", drain_at=None)
-        self.event("NodeDrain", f"node/{node.name}", f"{why} ({len(reps)} replica(s))")
+        if reps:
+            self.event("NodeDrain", f"node/{node.name}", f"{why} ({len(reps)} replica(s))")
 
     def _launch(self, pool: NodePoolSpec, dec: Launch, mem: _PoolMemory) -> bool:
         now = self.clock.now()
@@ -581,11 +587,10 @@ class Reconciler:
             if n.name in busy and n.empty_since is not None:
                 self.store.update_node(n.name, empty_since=None)
             elif n.name not in busy and n.empty_since is None:
-                # An emptied cordoned node is an ordinary empty node again: the plan decides if it goes.
-                self.store.update_node(n.name, empty_since=now, cordoned=0)
+                self.store.update_node(n.name, empty_since=now)
 
     # -- 8. the gateway follows the store
-    def _sync_gateway(self) -> None:
+    def sync_gateway(self) -> None:
         from tidal.gateway.config import ReplicaEndpoint
         services = {s.spec.name: s.spec for s in self.store.list_services()}
         reps = self.store.replicas(states=("ready", "draining", "notified"))

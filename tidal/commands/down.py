@@ -1,0 +1,22 @@
+"""`tidal down`: stop the control plane; its replicas drain and stop, the desired state stays for the next `up`."""
+
+from __future__ import annotations
+
+import argparse
+
+from tidal.control.daemon import stop_background
+from tidal.control.home import Home
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "example:\n  tidal down"
+    parser.add_argument("--timeout", type=float, default=60.0)
+
+
+def run(args) -> int:
+    home = Home.from_env()
+    if stop_background(home, args.timeout):
+        print("control plane stopped")
+    else:
+        print(f"no control plane is running for {home.root}")
+    return 0

@@ -1,0 +1,123 @@
+"""`tidal nodepool`: elastic node pools with capacity.md's knobs, their nodes and cost, and injected preemptions."""
+
+from __future__ import annotations
+
+import argparse
+
+from tidal.commands.common import add_output, client, clock_time, emit, key_values, money, table
+from tidal.errors import UserError
+
+EXAMPLE = """example (the seed's node pool: preemptible, cost-optimized, 30% pay-as-you-go, supplemental pay-as-you-go):
+  tidal nodepool create gpu-pool --label inference=tensorflow --spot --on-demand-percentage 30 \\
+    --compensate-with-on-demand --spot-remedy --multi-zone cost-optimized --max 10
+  tidal nodepool get gpu-pool -o json
+  tidal nodepool preempt gpu-pool --count 1 --notice 120
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLE
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
+    sub.required = True
+    p = sub.add_parser("create", help="create a node pool", epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name")
+    p.add_argument("--label", action="append", default=[], help="node label K=V (repeatable)")
+    p.add_argument("--spot", action="store_true", help="preemptible (spot) billing")
+    p.add_argument("--policy", help="capacity policy: ess (default with --spot), spothedge, spot-only, on-demand")
+    p.add_argument("--on-demand-base", type=int, default=0, help="the first N nodes are on-demand")
+    p.add_argument("--on-demand-percentage", type=int, default=None,
+                   help="share of on-demand nodes above the base (default 100; 0-100)")
+    p.add_argument("--spot-pools", type=int, default=1, help="spread spot over the N cheapest zones/types")
+    p.add_argument("--compensate-with-on-demand", action="store_true",
+                   help="on-demand when spot cannot be created (supplemental pay-as-you-go)")
+    p.add_argument("--spot-remedy", action="store_true", help="replace a spot node as soon as its reclaim notice comes")
+    p.add_argument("--multi-zone", choices=["cost-optimized", "balance", "priority"], default="priority")
+    p.add_argument("--instance-types", default="", help="T1,T2 from the catalog")
+    p.add_argument("--zones", default="", help="Z1,Z2")
+    p.add_argument("--min", type=int, default=0, dest="min_nodes")
+    p.add_argument("--max", type=int, default=10, dest="max_nodes")
+    p.add_argument("--scale-in-after", type=float, default=600.0,
+                   help="seconds a node stays empty before it goes (default 600)")
+    p.add_argument("--notice", type=float, default=120.0, help="spot reclaim notice in seconds (default 120)")
+    p.add_argument("--spot-trace", default="", help="a spot-availability trace directory replayed against the pool")
+    add_output(p)
+    p = sub.add_parser("list", help="list node pools")
+    add_output(p)
+    p = sub.add_parser("get", help="show a node pool, its nodes and cost")
+    p.add_argument("name")
+    add_output(p)
+    p = sub.add_parser("delete", help="delete an empty node pool")
+    p.add_argument("name")
+    p = sub.add_parser("preempt", help="inject a spot preemption (reclaim notice, then the node goes)")
+    p.add_argument("name")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--node")
+    g.add_argument("--count", type=int, default=1)
+    p.add_argument("--notice", type=float, default=None, help="seconds of notice (default: the pool's)")
+
+
+def _spec(args) -> dict:
+    pct = args.on_demand_percentage
+    if pct is None:
+        pct = 100 if not args.spot else 0
+    body = {"name": args.name, "labels": key_values(args.label, "--label"), "spot": args.spot,
+            "on_demand_base": args.on_demand_base, "on_demand_percentage": pct, "spot_pools": args.spot_pools,
+            "compensate_with_on_demand": args.compensate_with_on_demand, "spot_remedy": args.spot_remedy,
+            "multi_zone": args.multi_zone, "instance_types": args.instance_types, "zones": args.zones,
+            "min_nodes": args.min_nodes, "max_nodes": args.max_nodes,
+            "scale_in_after_seconds": args.scale_in_after, "notice_seconds": args.notice,
+            "spot_trace": args.spot_trace}
+    if args.policy:
+        body["policy"] = args.policy
+    return body
+
+
+def _summary_row(p: dict) -> list:
+    nodes = [n for n in p["nodes"] if n["state"] != "terminated"]
+    od = sum(1 for n in nodes if n["billing"] == "on-demand")
+    return [p["name"], ",".join(f"{k}={v}" for k, v in p["labels"].items()), p["spec"]["policy"],
+            len(nodes), od, len(nodes) - od, money(p["cost"]["total"]), f"{p['cost']['savings_ratio'] * 100:.0f}%"]
+
+
+HEADERS = ["NAME", "LABELS", "POLICY", "NODES", "ON-DEMAND", "SPOT", "COST", "SAVED"]
+
+
+def run(args) -> int:
+    api = client()
+    if args.action == "create":
+        p = api.post("/nodepools", _spec(args))
+        if not emit(p, args.output):
+            s = p["spec"]
+            print(f"node pool {p['name']} created: labels {p['labels']}, policy {s['policy']}, "
+                  f"{'spot' if s['spot'] else 'on-demand'}, {s['min_nodes']}-{s['max_nodes']} nodes")
+        return 0
+    if args.action == "list":
+        pools = api.get("/nodepools")
+        if not emit(pools, args.output):
+            table(HEADERS, [_summary_row(p) for p in pools])
+        return 0
+    if args.action == "get":
+        p = api.get(f"/nodepools/{args.name}")
+        if emit(p, args.output):
+            return 0
+        table(HEADERS, [_summary_row(p)])
+        print()
+        table(["NODE", "ZONE", "INSTANCE TYPE", "BILLING", "STATE", "PRICE/H", "LAUNCHED"],
+              [[n["name"], n["zone"], n["instance_type"], n["billing"], n["state"],
+                money(n["price_per_hour"]), clock_time(n["launched_at"])] for n in p["nodes"]])
+        return 0
+    if args.action == "delete":
+        api.delete(f"/nodepools/{args.name}")
+        print(f"node pool {args.name} deleted")
+        return 0
+    if args.action == "preempt":
+        if args.count is not None and args.count < 1:
+            raise UserError("--count must be at least 1")
+        body = {"count": args.count, "notice": args.notice}
+        if args.node:
+            body["node"] = args.node
+        out = api.post(f"/nodepools/{args.name}/preempt", body)
+        print(f"preemption notice sent to {', '.join(out['preempted'])}")
+        return 0
+    raise UserError(f"unknown action {args.action!r}")

@@ -1,0 +1,49 @@
+"""`tidal up`: start the control plane (API, gateway, reconcile loop) in the background, or in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+
+from tidal.control.daemon import DaemonOptions, is_running, run_foreground, spawn_background
+from tidal.control.home import Home
+from tidal.control.reconciler import ControlSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("example:\n  tidal up\n  tidal up --foreground --port 8470 --gateway-port 8501\n"
+                     "  TIDAL_HOME=/tmp/t2 tidal up --port 0 --gateway-port 0 --time-factor 0.05")
+    parser.add_argument("--foreground", action="store_true", help="run here instead of in the background")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="API port (default 8470; 0: any free port)")
+    parser.add_argument("--gateway-port", type=int, default=None, help="gateway port (default 8501; 0: any free)")
+    parser.add_argument("--time-factor", type=float, default=None,
+                        help="real seconds per control-plane second (0.05: a 120 s notice lasts 6 s)")
+    parser.add_argument("--tick", type=float, default=5.0, help="seconds between reconcile passes (default 5)")
+    parser.add_argument("--qps-window", type=float, default=30.0, help="seconds of QPS the autoscaler reads")
+    parser.add_argument("--catalog", help="an instance catalog JSON file (default: $TIDAL_HOME/catalog.json if any)")
+
+
+def _forward(args) -> list[str]:
+    out = ["--host", args.host, "--tick", str(args.tick), "--qps-window", str(args.qps_window)]
+    for flag, value in (("--port", args.port), ("--gateway-port", args.gateway_port),
+                        ("--time-factor", args.time_factor), ("--catalog", args.catalog)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def run(args) -> int:
+    home = Home.from_env()
+    if args.foreground:
+        options = DaemonOptions(host=args.host, api_port=args.port, gateway_port=args.gateway_port,
+                                time_factor=args.time_factor, catalog=args.catalog,
+                                settings=ControlSettings(tick_seconds=args.tick, qps_window_seconds=args.qps_window))
+        return run_foreground(home, options)
+    if is_running(home):
+        addr = home.read_address() or {}
+        print(f"the control plane is already running: API {addr.get('api')}, gateway {addr.get('gateway')}")
+        return 0
+    addr = spawn_background(home, _forward(args))
+    print(f"control plane up (pid {addr['pid']}): API {addr['api']}, gateway {addr['gateway']}")
+    print(f"state, logs and the API token (0600) are in {home.root}")
+    return 0
