@@ -83,8 +83,9 @@ async def test_manager_serves_from_s3_and_picks_up_new_versions(s3, tmp_path, ca
     assert [(s.version, s.state.value) for s in m.status("hpt")] == [(2, "AVAILABLE"), (1, "END")]
     assert float((await m.resolve("hpt").predict("serving_default", x))["y"][0]) == 8.0
     (cached,) = list(cache.iterdir())
-    assert sorted(p.name for p in cached.iterdir()) == ["1", "2"]
+    assert sorted(p.name for p in cached.iterdir()) == ["2"]  # version 1 left the cache when it was unloaded
     await m.stop()
+    assert sorted(p.name for p in cached.iterdir()) == ["2"]  # stopping keeps it for a quick restart
     assert SECRET not in caplog.text
 
 

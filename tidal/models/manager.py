@@ -96,7 +96,7 @@ class ModelManager:
         for model in self._models.values():
             async with model.lock:
                 for version in sorted(model.available):
-                    await self._unload(model, version)
+                    await self._unload(model, version, evict=False)  # a restart reuses the cache
 
     async def _poll_forever(self) -> None:
         while not self._stopped:
@@ -184,7 +184,7 @@ class ModelManager:
         return Servable(model.config.name, version, runtime, batching=self._batching,
                         runtime_options=self._runtime_options, clock=self._clock, on_batch=self._on_batch)
 
-    async def _unload(self, model: _Model, version: int) -> None:
+    async def _unload(self, model: _Model, version: int, evict: bool = True) -> None:
         servable = model.available.pop(version, None)
         model.route()
         if servable is None:
@@ -196,6 +196,11 @@ class ModelManager:
                         model.config.name, version, servable.inflight, self._drain_seconds)
         servable.close()
         model.set_state(version, VersionState.END)
+        if evict:
+            try:
+                await asyncio.to_thread(model.repository.evict, version)  # the cache holds served versions only
+            except OSError as e:
+                log.warning("model %s: cannot remove cached version %d: %s", model.config.name, version, e)
 
     # -- queries -------------------------------------------------------------------------------
 
