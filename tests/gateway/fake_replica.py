@@ -1,11 +1,13 @@
 """A stand-in replica for the gateway's end-to-end tests: a real HTTP process with a fake predict.
 
 Run as `python -m tests.gateway.fake_replica --id r0`; prints `PORT <n>` once listening.
-`x-sleep: SECONDS` delays the answer, so tests can hold requests in flight.
+`x-sleep: SECONDS` delays the answer, so tests can hold requests in flight;
+`x-die-on: ID` makes replica ID exit halfway through writing its answer.
 """
 
 import argparse
 import asyncio
+import os
 import sys
 
 import orjson
@@ -18,6 +20,10 @@ def make_handler(replica_id: str):
         delay = float(req.headers.get("x-sleep", "0") or 0)
         if delay:
             await asyncio.sleep(delay)
+        if req.headers.get("x-die-on") == replica_id:
+            req._conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"predictions\": [")
+            await asyncio.sleep(0.05)
+            os._exit(1)
         if req.path == "/v2/health/ready":
             return Response(200, b"")
         if req.path == "/echo":

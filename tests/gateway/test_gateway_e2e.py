@@ -208,3 +208,27 @@ def test_metrics_stats_and_qps(replicas):
             c.close()
             await gw.stop()
     asyncio.run(main())
+
+
+def test_replica_dying_mid_answer(replicas):
+    procs = replicas("r0", "r1", "r2")
+
+    async def main():
+        # rand() = 0: between idle replicas the first listed (r0) is chosen.
+        gw = Gateway("127.0.0.1", 0, rand=lambda: 0.0)
+        gw.set_service("hpt", _eps(procs[:2]), models=["half_plus_two"])
+        gw.set_service("solo", _eps(procs[2:]))
+        await gw.start()
+        c = HttpClient()
+        try:
+            # Inference: the half answer from r0 never reaches the client; r1 answers instead.
+            r = await _get(c, gw, "/v1/models/half_plus_two:predict", PREDICT, headers=[("x-die-on", "r0")])
+            assert r.status == 200 and r.json()["replica"] == "r1"
+            assert gw.stats("hpt").retries == 1
+            # Not inference and not idempotent: it may have run, so it is not repeated.
+            r = await _get(c, gw, "/services/solo/v2/repository/models/m/load", b"{}", headers=[("x-die-on", "r2")])
+            assert r.status == 502 and "failed while answering" in r.json()["error"]
+        finally:
+            c.close()
+            await gw.stop()
+    asyncio.run(main())

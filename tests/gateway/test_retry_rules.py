@@ -5,12 +5,13 @@ import pytest
 from tidal.gateway.proxy import retry_safe
 
 
-@pytest.mark.parametrize("name, method, path, started, expected", [
-    ("predict before any answer", "POST", "/v1/models/m:predict", False, True),
-    ("V2 infer before any answer", "POST", "/v2/models/m/versions/1/infer", False, True),
-    ("GET before any answer", "GET", "/v1/models/m", False, True),
-    ("predict after the answer began", "POST", "/v1/models/m:predict", True, False),
-    ("non-inference POST (model load) is not repeated", "POST", "/v2/repository/models/m/load", False, False),
+@pytest.mark.parametrize("name, method, path, expected", [
+    ("predict", "POST", "/v1/models/m:predict", True),
+    ("V2 infer", "POST", "/v2/models/m/versions/1/infer", True),
+    ("TF Serving classify", "POST", "/v1/models/m/versions/2:classify", True),
+    ("TF Serving regress", "POST", "/v1/models/m/labels/stable:regress", True),
+    ("GET (status, metadata)", "GET", "/v1/models/m", True),
+    ("non-inference POST (model load) is not repeated", "POST", "/v2/repository/models/m/load", False),
 ])
-def test_retry_safety(name, method, path, started, expected):
-    assert retry_safe(method, path, started) is expected
+def test_retry_safety(name, method, path, expected):
+    assert retry_safe(method, path) is expected

@@ -48,15 +48,15 @@ _IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE"})
 _INFERENCE_SUFFIXES = (":predict", ":classify", ":regress", "/infer")
 
 
-def retry_safe(method: str, path: str, response_started: bool) -> bool:
-    """Whether an attempt that failed on its connection may be sent to another replica.
+def retry_safe(method: str, path: str) -> bool:
+    """Whether an attempt whose connection broke after it was sent may go to another replica.
 
-    Once a response began, never: the client may see half of two answers. Before that, an
-    idempotent method or an inference call (inference has no side effects) may run twice.
-    A request that was never sent (`ConnectFailed`) is always safe; callers do not ask.
+    The replica may have run the request, so only requests that can run twice qualify:
+    idempotent methods and inference calls (no side effects). Whether the answer had
+    begun does not matter here, unlike for a streaming client: the gateway passes on
+    only complete answers, so its client never sees half of one. (A request that was
+    never sent, `ConnectFailed`, is always safe; callers do not ask.)
     """
-    if response_started:
-        return False
     return method in _IDEMPOTENT or path.endswith(_INFERENCE_SUFFIXES)
 
 
@@ -340,7 +340,7 @@ class Gateway:
             except ConnectFailed as exc:
                 last_error = str(exc)
             except ConnectionLost as exc:
-                if not retry_safe(req.method, path, exc.response_started):
+                if not retry_safe(req.method, path):
                     r.metrics.observe(502, clock.monotonic() - sent)
                     return error_response(502, f"replica {r.id} of service {svc.name!r} failed while answering: {exc}")
                 last_error = f"replica {r.id}: {exc}"
