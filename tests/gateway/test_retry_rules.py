@@ -2,7 +2,7 @@
 
 import pytest
 
-from tidal.gateway.proxy import retry_safe
+from tidal.gateway.proxy import eject_seconds, retry_safe
 
 
 @pytest.mark.parametrize("name, method, path, expected", [
@@ -15,3 +15,14 @@ from tidal.gateway.proxy import retry_safe
 ])
 def test_retry_safety(name, method, path, expected):
     assert retry_safe(method, path) is expected
+
+
+@pytest.mark.parametrize("failures, expected", [
+    (1, 2.0),    # first failure: the base
+    (2, 4.0),    # 2 * 2**1
+    (4, 16.0),   # 2 * 2**3
+    (6, 64.0),   # 2 * 2**5, the cap
+    (50, 64.0),  # stays at the cap
+])
+def test_ejection_doubles_up_to_a_cap(failures, expected):
+    assert eject_seconds(2.0, failures) == expected

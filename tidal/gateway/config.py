@@ -44,7 +44,8 @@ class GatewaySettings(BaseModel):
     path_prefix: str = Field(default="/services/", pattern=r"^/.*/$")
     deadline_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    # After a connection failure a replica is skipped for this long (while others are ready).
+    # After a connection failure a replica is skipped for this long (while others are ready),
+    # doubling with each further failure in a row, up to 32 times.
     eject_seconds: float = Field(default=2.0, ge=0)
     connect_timeout_seconds: float = Field(default=1.0, gt=0)
     max_idle_connections_per_replica: int = Field(default=256, ge=1)

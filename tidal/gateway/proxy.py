@@ -60,6 +60,16 @@ def retry_safe(method: str, path: str) -> bool:
     return method in _IDEMPOTENT or path.endswith(_INFERENCE_SUFFIXES)
 
 
+def eject_seconds(base: float, failures: int) -> float:
+    """How long a replica is skipped after its `failures`-th connection failure in a row.
+
+    Doubles with each failure, up to 32 times `base`: a replica that is gone for good
+    costs one quick retry every half minute or so, not one every `base` seconds, until
+    the control plane removes it; one that failed once is back soon.
+    """
+    return base * 2 ** min(max(failures - 1, 0), 5)
+
+
 @dataclass(frozen=True)
 class ReplicaStats:
     id: str
@@ -92,7 +102,8 @@ class ServiceStats:
 
 
 class _Replica:
-    __slots__ = ("id", "host", "port", "state", "outstanding", "ejected_until", "client", "metrics", "removed")
+    __slots__ = ("id", "host", "port", "state", "outstanding", "ejected_until", "failures", "client", "metrics",
+                 "removed")
 
     def __init__(self, ep: ReplicaEndpoint, settings: GatewaySettings) -> None:
         self.id = ep.id
@@ -101,6 +112,7 @@ class _Replica:
         self.state: ReplicaState = ep.state
         self.outstanding = 0
         self.ejected_until = 0.0
+        self.failures = 0  # connection failures since its last answer
         # One pool per replica, so removing a replica closes exactly its connections.
         self.client = HttpClient(connect_timeout=settings.connect_timeout_seconds,
                                  max_idle_per_host=settings.max_idle_connections_per_replica)
@@ -345,13 +357,15 @@ class Gateway:
                     return error_response(502, f"replica {r.id} of service {svc.name!r} failed while answering: {exc}")
                 last_error = f"replica {r.id}: {exc}"
             else:
+                r.failures = 0
                 r.metrics.observe(up.status, clock.monotonic() - sent)
                 return _response(up)
             finally:
                 r.release()
             # The connection failed before any answer: skip this replica for a while, try another.
             r.metrics.observe(503, clock.monotonic() - sent)
-            r.ejected_until = clock.monotonic() + self.settings.eject_seconds
+            r.failures += 1
+            r.ejected_until = clock.monotonic() + eject_seconds(self.settings.eject_seconds, r.failures)
             tried.append(r)
             log.warning("service %s: replica %s failed before answering (%s)", svc.name, r.id, last_error)
         if last_error:
