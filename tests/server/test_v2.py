@@ -205,3 +205,10 @@ def test_config_stats_and_index(app):
     assert {(s["name"], s["version"]) for s in everything} >= {("half_plus_two", "123"), ("multi", "1")}
     index = call(app, "POST", "/v2/repository/index").json()
     assert {"name": "broken", "version": "7", "state": "UNAVAILABLE", "reason": "failed to load"} in index
+
+
+def test_nan_and_infinity_in_json_outputs(app):
+    r = call(app, "POST", "/v2/models/half_plus_two/infer",
+             b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [NaN, Infinity, 1]}]}')
+    assert r.status == 200, r.body
+    assert b'"data":[NaN,Infinity,2.5]' in r.body

@@ -304,11 +304,17 @@ def _b64_text(v) -> dict:
     return {"b64": base64.b64encode(raw).decode("ascii")}
 
 
-def jsonable(arr: np.ndarray, as_b64: bool = False):
-    """Something orjson writes as this tensor's nested lists (numpy arrays pass through untouched)."""
+def jsonable(arr: np.ndarray, as_b64: bool = False, finite_checked: bool = False):
+    """Something orjson writes as this tensor's nested lists (numpy arrays pass through untouched).
+
+    With `finite_checked=False` float tensors are handed to orjson as they are,
+    which writes NaN and Infinity as null; callers look for b"null" in the
+    result (it cannot appear otherwise in a numeric tensor) and only then
+    encode again with the check, keeping the common case free of it.
+    """
     k = arr.dtype.kind
     if k == "f":
-        if arr.size and not np.isfinite(arr).all():
+        if finite_checked and arr.size and not np.isfinite(arr).all():
             return _nonfinite_fragment(arr)
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("="))

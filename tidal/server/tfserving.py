@@ -210,13 +210,20 @@ def _is_bytes_output(name: str, arr: np.ndarray) -> bool:
 
 def encode_predict(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
     """Tensors as TF Serving writes them: `predictions` (row) or `outputs` (columnar)."""
+    body = _encode_predict(outputs, row_format, False)
+    if b"null" in body:  # a NaN or Infinity somewhere (or the word in a string): write them properly
+        body = _encode_predict(outputs, row_format, True)
+    return body
+
+
+def _encode_predict(outputs: dict[str, np.ndarray], row_format: bool, checked: bool) -> bytes:
     if not outputs:
         raise InvalidArgument("Cannot convert empty tensor map to JSON")
     if not row_format:
         if len(outputs) == 1:
             name, arr = next(iter(outputs.items()))
-            return dumps({"outputs": tensors.jsonable(arr, _is_bytes_output(name, arr))})
-        return dumps({"outputs": {name: tensors.jsonable(arr, _is_bytes_output(name, arr))
+            return dumps({"outputs": tensors.jsonable(arr, _is_bytes_output(name, arr), checked)})
+        return dumps({"outputs": {name: tensors.jsonable(arr, _is_bytes_output(name, arr), checked)
                                   for name, arr in outputs.items()}})
     batch = -1
     for name, arr in outputs.items():
@@ -228,8 +235,8 @@ def encode_predict(outputs: dict[str, np.ndarray], row_format: bool) -> bytes:
         batch = arr.shape[0]
     if len(outputs) == 1:
         name, arr = next(iter(outputs.items()))
-        return dumps({"predictions": tensors.jsonable(arr, _is_bytes_output(name, arr))})
-    columns = {name: tensors.jsonable(arr, _is_bytes_output(name, arr)) for name, arr in outputs.items()}
+        return dumps({"predictions": tensors.jsonable(arr, _is_bytes_output(name, arr), checked)})
+    columns = {name: tensors.jsonable(arr, _is_bytes_output(name, arr), checked) for name, arr in outputs.items()}
     rows = [{name: col[i] for name, col in columns.items()} for i in range(batch)]
     return dumps({"predictions": rows})
 
@@ -334,7 +341,7 @@ def encode_regress(outputs: dict[str, np.ndarray]) -> bytes:
         raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
     if arr.dtype.kind not in "fiu":
         raise InvalidArgument(f"regression output is not numeric ({arr.dtype})")
-    return dumps({"results": tensors.jsonable(arr.reshape(-1).astype(np.float32))})
+    return dumps({"results": tensors.jsonable(arr.reshape(-1).astype(np.float32), finite_checked=True)})
 
 
 # -- status and metadata ------------------------------------------------------------

@@ -218,6 +218,15 @@ def _binary_bytes(arr: np.ndarray, dt: DType) -> bytes:
 
 def encode_infer(model: str, version: str, request_id, outputs: dict[str, np.ndarray],
                  names: list[str], binary: dict[str, bool]) -> Response:
+    resp = _encode_infer(model, version, request_id, outputs, names, binary, False)
+    head_len = int(resp.headers[0][1]) if resp.headers else len(resp.body)
+    if b"null" in resp.body[:head_len]:  # NaN or Infinity in a JSON tensor: write them properly
+        resp = _encode_infer(model, version, request_id, outputs, names, binary, True)
+    return resp
+
+
+def _encode_infer(model: str, version: str, request_id, outputs: dict[str, np.ndarray],
+                  names: list[str], binary: dict[str, bool], checked: bool) -> Response:
     out_list = []
     tail: list[bytes] = []
     for name in names:
@@ -231,7 +240,7 @@ def encode_infer(model: str, version: str, request_id, outputs: dict[str, np.nda
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:
-            entry["data"] = tensors.jsonable(arr.reshape(-1))
+            entry["data"] = tensors.jsonable(arr.reshape(-1), finite_checked=checked)
         out_list.append(entry)
     doc = {"model_name": model, "model_version": version, "outputs": out_list}
     if request_id is not None:
