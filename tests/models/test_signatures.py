@@ -45,6 +45,7 @@ BAD = [
     ("wrong rank", {"x": np.zeros(6, np.float32)}, "input 'x' expects rank 2 (shape [-1, 3]), got rank 1 (shape [6])"),
     ("wrong fixed dim", {"x": np.zeros((2, 4), np.float32)}, "input 'x' expects shape [-1, 3], got [2, 4]"),
     ("objects for floats", {"x": np.array([[None] * 3] * 2)}, "input 'x' expects FP32, got mixed/object values"),
+    ("ragged list", {"x": [[1.0, 2.0, 3.0], [1.0]]}, "input 'x' is not a rectangular tensor"),
 ]
 
 

@@ -102,7 +102,10 @@ def conform(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np
     for name, spec in specs.items():
         arr = inputs[name]
         if not isinstance(arr, np.ndarray):
-            arr = np.asarray(arr)
+            try:
+                arr = np.asarray(arr)
+            except (ValueError, TypeError):
+                raise InvalidArgument(f"input '{name}' is not a rectangular tensor") from None
         want = spec.dtype
         if arr.dtype != want:
             kind = arr.dtype.kind
