@@ -28,8 +28,9 @@ class FakeReplica:
 class FakeProvider:
     """State changes only when the test calls `scale_out`, `preempt_replica` or `scale`; the clock supplies times."""
 
-    def __init__(self, clock: Clock, history_seconds: int = 600) -> None:
+    def __init__(self, clock: Clock, history_seconds: int = 600, neighbours: bool = False) -> None:
         self.clock = clock
+        self.neighbours = neighbours
         self.replicas: list[FakeReplica] = []
         self.events: list[Event] = []
         self.decisions: list[Decision] = []
@@ -38,11 +39,13 @@ class FakeProvider:
         self.actions_seen: list[tuple[str, str, float]] = []
         now = clock.now()
         self._add(2, now - history_seconds)
-        # A quiet history at 2 replicas, ~12 QPS, so the charts have a past.
+        # A past for the charts: ~12 QPS at 2 replicas, with an earlier burst that took 2 more spot replicas.
         for k in range(history_seconds // 5):
             t = now - history_seconds + 5 * k
-            qps = 12 + 4 * math.sin(k / 9)
-            self.samples.append((t, qps, 4.0 + qps / 20, 9.0 + qps / 4, 1, 1))
+            burst = 30 * math.sin(math.pi * (k - 30) / 40) if 30 <= k < 70 else 0.0
+            qps = 12 + 4 * math.sin(k / 9) + burst
+            extra = 2 if 36 <= k < 76 else 0
+            self.samples.append((t, qps, 4.0 + qps / 20, 9.0 + qps / 4 + max(0.0, burst - 10) / 2, 1 + extra, 1))
 
     # -- what the test drives
     def _add(self, n: int, at: float) -> None:
@@ -93,7 +96,19 @@ class FakeProvider:
                               cost_per_hour=cost, on_demand_cost_per_hour=ON_DEMAND * len(self.replicas))
 
     def overview(self) -> Overview:
-        return Overview(services=[self._summary()])
+        services = [self._summary()]
+        if self.neighbours:  # other services that do not change, so the list looks like a real one
+            services += [
+                ServiceSummary(name="half-plus-two", model="half_plus_two", version="123", runtime="onnxruntime_onnx",
+                               replicas=ReplicaCounts(desired=1, ready=1), qps=3.2,
+                               latency_ms=Latency(p50=0.41, p99=1.2), cost_per_hour=ON_DEMAND,
+                               on_demand_cost_per_hour=ON_DEMAND),
+                ServiceSummary(name="minilm", model="minilm", version="1", runtime="onnxruntime_onnx",
+                               replicas=ReplicaCounts(desired=3, ready=2), qps=41.7,
+                               latency_ms=Latency(p50=18.3, p99=61.0), cost_per_hour=0.034 * 2 + ON_DEMAND,
+                               on_demand_cost_per_hour=ON_DEMAND * 3),
+            ]
+        return Overview(services=services)
 
     async def service(self, name: str) -> ServiceDetail | None:
         if name != "sentiment":

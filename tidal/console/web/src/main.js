@@ -23,6 +23,10 @@ function age(s) {
   return Math.round(s / 86400) + "d";
 }
 const billing = (b) => (b ? `<span class="badge ${b === "spot" ? "spot" : "ondemand"}" data-billing="${esc(b)}">${b === "spot" ? "spot" : "on-demand"}</span>` : "–");
+// Re-render a part only when its markup changed: no flicker, and selections and element handles survive polls.
+function setHTML(el, html) {
+  if (el.__html !== html) { el.innerHTML = html; el.__html = html; }
+}
 const stateBadge = (s) => `<span class="state state-${esc(String(s).toLowerCase())}">${esc(s)}</span>`;
 
 async function api(path, opts = {}) {
@@ -78,7 +82,7 @@ function servicesView(data) {
       <td class="n savings">${pct(s.savings)}</td>
     </tr>`).join("");
   const t = data.totals;
-  view.innerHTML = `
+  setHTML(view, `
     <h1>Services</h1>
     <div class="cards">
       <div class="card"><div class="k">services</div><div class="v">${t.services}</div></div>
@@ -90,7 +94,7 @@ function servicesView(data) {
       <thead><tr><th>Name</th><th>Model</th><th>Version</th><th>Runtime</th><th class="n">Replicas ready/desired</th><th class="n">QPS</th>
       <th class="n">p50 ms</th><th class="n">p99 ms</th><th class="n">Cost/h</th><th class="n">Savings vs on-demand</th></tr></thead>
       <tbody>${rows || `<tr><td colspan="10" class="empty">No services yet: <code>tidal serve tensorflow ...</code></td></tr>`}</tbody>
-    </table>`;
+    </table>`);
 }
 
 function chartOpts(title, series, width) {
@@ -106,11 +110,12 @@ function chartOpts(title, series, width) {
 const CHARTS = [
   { id: "qps", title: "Requests per second", series: [{ label: "QPS", stroke: "#2563eb", fill: "rgba(37,99,235,.08)" }], cols: ["qps"] },
   { id: "latency", title: "Latency (ms)", series: [{ label: "p50", stroke: "#16a34a" }, { label: "p99", stroke: "#dc2626" }], cols: ["p50_ms", "p99_ms"] },
-  { id: "replicas", title: "Replicas by billing", series: [{ label: "spot", stroke: "#0d9488", fill: "rgba(13,148,136,.12)" }, { label: "on-demand", stroke: "#7c3aed", fill: "rgba(124,58,237,.10)" }], cols: ["replicas_spot", "replicas_on_demand"] },
+  { id: "replicas", title: "Replicas by billing", series: [{ label: "spot", stroke: "#0d9488", fill: "rgba(13,148,136,.12)", paths: uPlot.paths.stepped({ align: 1 }) }, { label: "on-demand", stroke: "#7c3aed", fill: "rgba(124,58,237,.10)", paths: uPlot.paths.stepped({ align: 1 }) }], cols: ["replicas_spot", "replicas_on_demand"] },
   { id: "cost", title: "Cost per hour ($)", series: [{ label: "cost/h", stroke: "#d97706", fill: "rgba(217,119,6,.08)" }], cols: ["cost_per_hour"] },
 ];
 
 function detailSkeleton(name) {
+  view.__html = null;
   view.innerHTML = `
     <p class="crumbs"><a href="#/">Services</a> / <span>${esc(name)}</span></p>
     <h1 data-testid="service-name">${esc(name)}</h1>
@@ -132,13 +137,13 @@ function detailView(name, d) {
   const s = d.service;
   const spot = d.replicas.filter((r) => r.billing === "spot").length;
   const od = d.replicas.filter((r) => r.billing === "on-demand").length;
-  document.getElementById("summary").innerHTML = `
+  setHTML(document.getElementById("summary"), `
     <div class="card"><div class="k">model</div><div class="v sm">${esc(s.model)} v${esc(s.version)} · ${esc(s.runtime)}</div></div>
     <div class="card"><div class="k">replicas ready/desired</div><div class="v" data-testid="replica-count">${s.replicas.ready}/${s.replicas.desired}</div><div class="sub">${spot} spot · ${od} on-demand</div></div>
     <div class="card"><div class="k">QPS</div><div class="v">${num(s.qps)}</div></div>
     <div class="card"><div class="k">p50 / p99</div><div class="v sm">${num(s.latency_ms.p50, 2)} / ${num(s.latency_ms.p99, 2)} ms</div></div>
     <div class="card"><div class="k">cost per hour</div><div class="v">${money(s.cost_per_hour)}</div><div class="sub">on-demand only: ${money(s.on_demand_cost_per_hour)}</div></div>
-    <div class="card"><div class="k">savings</div><div class="v savings">${pct(s.savings)}</div></div>`;
+    <div class="card"><div class="k">savings</div><div class="v savings">${pct(s.savings)}</div></div>`);
   const acts = document.getElementById("actions");
   if (state.actions.includes("scale")) {
     if (!acts.querySelector("form")) {
@@ -154,17 +159,17 @@ function detailView(name, d) {
     }
   } else acts.innerHTML = "";
 
-  document.getElementById("replicas").innerHTML = `<table class="grid" data-testid="replicas">
+  setHTML(document.getElementById("replicas"), `<table class="grid" data-testid="replicas">
     <thead><tr><th>Replica</th><th>Node</th><th>Instance type</th><th>Zone</th><th>Billing</th><th>State</th><th class="n">Age</th></tr></thead>
-    <tbody>${d.replicas.map((r) => `<tr data-replica="${esc(r.name)}"><td>${esc(r.name)}</td><td>${esc(r.node ?? "–")}</td><td>${esc(r.instance_type ?? "–")}</td><td>${esc(r.zone ?? "–")}</td><td>${billing(r.billing)}</td><td>${stateBadge(r.state)}</td><td class="n">${age(r.age_seconds)}</td></tr>`).join("") || `<tr><td colspan="7" class="empty">No replicas</td></tr>`}</tbody></table>`;
+    <tbody>${d.replicas.map((r) => `<tr data-replica="${esc(r.name)}"><td>${esc(r.name)}</td><td>${esc(r.node ?? "–")}</td><td>${esc(r.instance_type ?? "–")}</td><td>${esc(r.zone ?? "–")}</td><td>${billing(r.billing)}</td><td>${stateBadge(r.state)}</td><td class="n">${age(r.age_seconds)}</td></tr>`).join("") || `<tr><td colspan="7" class="empty">No replicas</td></tr>`}</tbody></table>`);
 
-  document.getElementById("decisions").innerHTML = `<table class="grid compact" data-testid="decisions">
+  setHTML(document.getElementById("decisions"), `<table class="grid compact" data-testid="decisions">
     <thead><tr><th>Time</th><th class="n">Replicas</th><th>Reason</th><th>Message</th></tr></thead>
-    <tbody>${d.decisions.slice(0, 12).map((x) => `<tr><td>${clock(x.time)}</td><td class="n">${x.current_replicas} → ${x.desired_replicas}</td><td><code>${esc(x.reason)}</code></td><td>${esc(x.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No decisions yet</td></tr>`}</tbody></table>`;
+    <tbody>${d.decisions.slice(0, 12).map((x) => `<tr><td>${clock(x.time)}</td><td class="n">${x.current_replicas} → ${x.desired_replicas}</td><td><code>${esc(x.reason)}</code></td><td>${esc(x.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No decisions yet</td></tr>`}</tbody></table>`);
 
-  document.getElementById("events").innerHTML = `<table class="grid compact" data-testid="events">
+  setHTML(document.getElementById("events"), `<table class="grid compact" data-testid="events">
     <thead><tr><th>Time</th><th>Kind</th><th>Object</th><th>Message</th></tr></thead>
-    <tbody>${d.events.slice(0, 15).map((e) => `<tr class="ev-${esc(e.kind.toLowerCase())}"><td>${clock(e.time)}</td><td><span class="kind">${esc(e.kind)}</span></td><td>${esc(e.object)}</td><td>${esc(e.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No events</td></tr>`}</tbody></table>`;
+    <tbody>${d.events.slice(0, 15).map((e) => `<tr class="ev-${esc(e.kind.toLowerCase())}"><td>${clock(e.time)}</td><td><span class="kind">${esc(e.kind)}</span></td><td>${esc(e.object)}</td><td>${esc(e.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No events</td></tr>`}</tbody></table>`);
 
   const ser = d.series;
   CHARTS.forEach((c, i) => state.charts[i].setData([ser.t, ...c.cols.map((k) => ser[k])]));
@@ -177,7 +182,7 @@ function bar(frac) {
 }
 
 function nodepoolsView(data) {
-  view.innerHTML = `<h1>Node pools</h1>` + (data.pools.map((p) => {
+  setHTML(view, `<h1>Node pools</h1>` + (data.pools.map((p) => {
     const zones = Object.entries(p.by_zone);
     const policy = Object.entries(p.policy).map(([k, v]) => `<tr><th>${esc(k.replace(/_/g, " "))}</th><td>${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td></tr>`).join("");
     const labels = Object.entries(p.labels).map(([k, v]) => `<code>${esc(k)}=${esc(v)}</code>`).join(" ");
@@ -202,14 +207,18 @@ function nodepoolsView(data) {
         <td>${n.cpu ? bar(n.cpu.total ? n.cpu.used / n.cpu.total : 0) : "–"}</td><td>${n.memory_mb ? bar(n.memory_mb.total ? n.memory_mb.used / n.memory_mb.total : 0) : "–"}</td>
         <td>${n.replicas.map(esc).join(", ") || "–"}</td>${canPreempt ? `<td>${n.billing === "spot" ? `<button class="preempt" data-node="${esc(n.name)}">preempt</button>` : ""}</td>` : ""}</tr>`).join("")}</tbody></table>
     </section>`;
-  }).join("") || `<p class="empty">No node pools yet: <code>tidal nodepool create ...</code></p>`);
-  view.querySelectorAll("button.preempt").forEach((b) => b.addEventListener("click", async () => {
-    try {
-      const r = await api(`nodes/${encodeURIComponent(b.dataset.node)}/preempt`, { method: "POST", body: JSON.stringify({ notice_seconds: 30 }) });
-      setStatus(r.message || "preemption requested");
-    } catch (e) { setStatus(e.message, true); }
-  }));
+  }).join("") || `<p class="empty">No node pools yet: <code>tidal nodepool create ...</code></p>`));
 }
+
+// One listener for the preempt buttons, which come and go with each render.
+view.addEventListener("click", async (ev) => {
+  const b = ev.target.closest("button.preempt");
+  if (!b) return;
+  try {
+    const r = await api(`nodes/${encodeURIComponent(b.dataset.node)}/preempt`, { method: "POST", body: JSON.stringify({ notice_seconds: 30 }) });
+    setStatus(r.message || "preemption requested");
+  } catch (e) { setStatus(e.message, true); }
+});
 
 // ---------- routing and polling
 function route() {
