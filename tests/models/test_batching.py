@@ -272,3 +272,23 @@ def test_split_requires_outputs_to_follow_the_run_rows():
     with pytest.raises(_Unsplittable):
         split({"y": np.zeros((6, 1))}, [1, 2])  # 6 rows out of a 3-row run: not aligned to the batch
     assert [p["y"].shape for p in split({"y": np.zeros((4, 1))}, [1, 2], 4)] == [(1, 1), (2, 1)]
+
+
+async def test_concurrent_batches_never_exceed_the_batch_threads():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def model(sig, inputs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.005)
+        with lock:
+            active[0] -= 1
+        return {"y": inputs["x"] * 10}
+
+    b = Batcher("m", 1, SIG, model, options=BatchingOptions(max_batch_size=4), executor=ModelExecutor(2, 0.0),
+                clock=RealClock())
+    for _ in range(3):
+        outs = await asyncio.gather(*[b.submit({"x": np.array([[float(i)]])}) for i in range(40)])
+        assert [o["y"].tolist() for o in outs] == [[[10.0 * i]] for i in range(40)]
+    assert peak[0] == 2 and b._running == 0

@@ -145,7 +145,7 @@ class Batcher:
             # Too big to share a batch: it runs alone, like an unbatched request.
             return await self._executor.call(self._run, self._sig_name, inputs)
         if self._running == 0 and not self._queue:
-            self._running = 1
+            self._running += 1
             try:
                 if self._on_batch is not None:
                     self._on_batch(self.model, self.version, rows, 0.0)
@@ -155,7 +155,7 @@ class Batcher:
                     return split(outputs, [rows], size)[0]
                 return await self._executor.call(self._run, self._sig_name, inputs)
             finally:
-                self._running = 0
+                self._running -= 1
                 if self._queue:
                     self._dispatch()
         if self._queued_rows + rows > self._capacity:
