@@ -117,11 +117,15 @@ class Api:
 
     def _service(self, name: str) -> dict:
         row = self.store.get_service(name)
-        return service_view(row, self.store.replicas(name), self.gateway_url, self.store.get_autoscaler(name))
+        return service_view(row, self.store.replicas(name), self.gateway_url, self.store.get_autoscaler(name),
+                            self._nodes())
+
+    def _nodes(self) -> dict:
+        return {n.name: n for n in self.store.nodes()}
 
     def list_services(self, **_: Any) -> list:
-        reps = self.store.replicas()
-        return [service_view(s, reps, self.gateway_url, self.store.get_autoscaler(s.spec.name))
+        reps, nodes = self.store.replicas(), self._nodes()
+        return [service_view(s, reps, self.gateway_url, self.store.get_autoscaler(s.spec.name), nodes)
                 for s in self.store.list_services()]
 
     def create_service(self, body: dict, **_: Any):

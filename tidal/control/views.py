@@ -6,7 +6,7 @@ from tidal.control.store import NodeRow, ReplicaRow, ServiceRow
 
 
 def service_view(row: ServiceRow, replicas: list[ReplicaRow], gateway_url: str,
-                 autoscaler: tuple[dict, dict | None] | None = None) -> dict:
+                 autoscaler: tuple[dict, dict | None] | None = None, nodes: dict[str, NodeRow] | None = None) -> dict:
     spec = row.spec
     mine = [r for r in replicas if r.service == spec.name]
     shown = [r for r in mine if r.state in ("pending", "starting", "ready", "notified", "draining")]
@@ -18,7 +18,9 @@ def service_view(row: ServiceRow, replicas: list[ReplicaRow], gateway_url: str,
         "endpoint": f"{gateway_url}/services/{spec.name}",
         "desired": row.desired,
         "available": available,
-        "replicas": [{"name": r.id, "node": r.node, "state": r.state, "port": r.port, "pid": r.pid}
+        "replicas": [{"name": r.id, "node": r.node, "state": r.state, "port": r.port, "pid": r.pid,
+                      "billing": nodes[r.node].billing if nodes and r.node in nodes else None,
+                      "zone": nodes[r.node].zone if nodes and r.node in nodes else None}
                      for r in shown],
         "release": spec.release,
         "workload": spec.workload,
