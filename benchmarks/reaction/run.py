@@ -10,7 +10,7 @@ windowed rate at their sync period and call the decide functions:
 
 - HPA-exact: the seed's hpa.yaml (External sls_ingress_qps, AverageValue 10, 1..10
   replicas) through `tidal.autoscaling.hpa.decide` every 15 s, with the QPS metric
-  averaged over 15 s and over 60 s (two controllers);
+  averaged over 15 s, 30 s (the control plane's default) and 60 s (three controllers);
 - burst: `tidal.autoscaling.burst.decide` every 2 s with the 60 s stable and 6 s
   panic windows.
 
@@ -49,6 +49,8 @@ from tidal.http.client import HttpClient  # noqa: E402
 from tidal.http.server import HttpServer, Response, error_response  # noqa: E402
 
 LOW_QPS, HIGH_QPS = 2.0, 40.0
+# Windows for the HPA's QPS metric: the sync period, the control plane's default (30 s), a minute.
+HPA_WINDOWS = (15.0, 30.0, 60.0)
 MODEL = "half_plus_two"
 BODY = orjson.dumps({"instances": [1.0, 2.0, 5.0]})
 
@@ -165,7 +167,7 @@ async def run(services: int, warmup: float, after: float, stagger: float) -> dic
     for i, name in enumerate(names):
         step_at = start + warmup + i * stagger
         tasks.append(sender(client, gateway.port, name, step_at, stop_at, counts))
-        for window in (15.0, 60.0):
+        for window in HPA_WINDOWS:
             trace = Trace(f"hpa-{window:g}s", name)
             traces.append(trace)
             tasks.append(hpa_controller(gateway, spec, name, window, step_at, start, stop_at, trace))
@@ -183,7 +185,7 @@ async def run(services: int, warmup: float, after: float, stagger: float) -> dic
     out: dict = {"services": services, "warmup_s": warmup, "stagger_s": stagger, "after_s": after,
                  "wall_s": round(wall, 1), "requests_ok": counts["ok"], "requests_failed": counts["failed"],
                  "modes": {}}
-    for mode in ("hpa-15s", "hpa-60s", "burst"):
+    for mode in [f"hpa-{w:g}s" for w in HPA_WINDOWS] + ["burst"]:
         firsts, fulls, pre = [], [], 0
         for tr in traces:
             if tr.mode != mode:
@@ -211,12 +213,14 @@ EXPECTED = {
     # 1 replica (QPS > 11); 4 replicas need ceil(QPS / 10) = 4 (QPS > 30), and QPS > 33 if an
     # earlier decision left 3 (the tolerance band is around 3 x 10); then the next sync.
     "hpa-15s": ("3.6-18.6 s", "11.1-27.2 s"),
+    "hpa-30s": ("7.1-22.1 s", "22.1-39.5 s"),
     "hpa-60s": ("14.2-29.2 s", "44.2-63.9 s"),
     # Panic when ceil(panic QPS / 10) >= 2 x 1 ready (QPS > 10 over 6 s: t > 1.3 s); 4 when QPS > 30 (t > 4.4 s).
     "burst": ("1.3-3.3 s", "4.4-6.4 s"),
 }
 LABEL = {
     "hpa-15s": "HPA-exact, 15 s sync, QPS over 15 s",
+    "hpa-30s": "HPA-exact, 15 s sync, QPS over 30 s (control plane default)",
     "hpa-60s": "HPA-exact, 15 s sync, QPS over 60 s",
     "burst": "burst, 2 s tick, 60 s stable / 6 s panic",
 }
