@@ -300,6 +300,9 @@ def test_recommendation_carries_metric_values_conditions_and_event_text():
     assert rec.metric_replicas == 5 and rec.stabilized_replicas == 5
     assert rec.rescale_reason == "external metric sls_ingress_qps above target"
     assert rec.event() == "New size: 5; reason: external metric sls_ingress_qps above target"
+    assert rec.explain() == ("3 -> 5 replicas (DesiredWithinRange: the desired count is within the acceptable "
+                             "range); external metric sls_ingress_qps = 45, 15 per replica against "
+                             "10 (average value) -> 5")
     assert {c.type: (c.status, c.reason) for c in rec.conditions} == {
         "AbleToScale": (True, "ReadyForNewScale"),
         "ScalingActive": (True, "ValidMetricFound"),

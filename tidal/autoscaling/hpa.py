@@ -77,6 +77,25 @@ class Recommendation:
         """`SuccessfulRescale`'s message, for the event log."""
         return f"New size: {self.desired_replicas}; reason: {self.rescale_reason}"
 
+    def explain(self) -> str:
+        """One line for people: the count, what each metric read and proposed, and the deciding rule."""
+        parts = []
+        for m in self.metrics:
+            if m.proposal is None:
+                parts.append(f"{m.metric}: {m.error}")
+                continue
+            read = []
+            if m.value is not None:
+                read.append(f"{m.value:g}")
+            if m.average_utilization is not None:
+                read.append(f"{m.average_utilization}%")
+            if m.average_value is not None:
+                read.append(f"{m.average_value:g} per replica")
+            parts.append(f"{m.metric} = {', '.join(read)} against {m.target} -> {m.proposal}")
+        head = (f"{self.current_replicas} -> {self.desired_replicas} replicas" if self.rescale
+                else f"stay at {self.current_replicas} replicas")
+        return f"{head} ({self.reason}: {self.message})" + (f"; {'; '.join(parts)}" if parts else "")
+
 
 # ---------------------------------------------------------------------------------------------
 
