@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tidal.autoscaling.spec import (HPASpec, LabelSelector, MetricIdentifier, milli_of, parse_hpa, parse_quantity,
-                                    qps_service)
+from tidal.autoscaling.quantity import milli_of, parse_quantity
+from tidal.autoscaling.spec import HPASpec, LabelSelector, MetricIdentifier, parse_hpa, qps_service
 from tidal.errors import InvalidArgument
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tidal.autoscaling.hpa import Recommendation
-from tidal.autoscaling.spec import BurstSettings, HPASpec, QPS_METRIC_NAMES, milli_value
+from tidal.autoscaling.quantity import milli_value
+from tidal.autoscaling.spec import BurstSettings, HPASpec, QPS_METRIC_NAMES
 
 
 @dataclass(frozen=True)

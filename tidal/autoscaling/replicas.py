@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 from tidal.autoscaling.metrics import Metrics, PodInfo, PodMetric
-from tidal.autoscaling.spec import ControllerSettings, MetricSpec, milli_of, milli_value
+from tidal.autoscaling.quantity import milli_of, milli_value
+from tidal.autoscaling.spec import ControllerSettings, MetricSpec
 
 
 @dataclass(frozen=True)
