@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidal.capacity.policies import ess, even_spread, on_demand, round_robin, spot_only, spothedge
+from tidal.capacity.policies import ess, even_spread, on_demand, round_robin, spot_only, spothedge, tidal
 from tidal.capacity.policies.types import Observation, Plan, PolicyDef, ZoneView
 
 POLICIES: dict[str, PolicyDef] = {
@@ -18,6 +18,8 @@ POLICIES: dict[str, PolicyDef] = {
                            "SkyServe's SpotHedge: N+k spot spread over active zones, dynamic on-demand fallback"),
     "ess": PolicyDef("ess", ess.EssParams, ess.initial_state, ess.decide,
                      "the seed's node pool: base + percentage on-demand, spot pools, compensate with on-demand"),
+    "tidal": PolicyDef("tidal", tidal.TidalParams, tidal.initial_state, tidal.decide,
+                       "Tidal's default: spread spot, on-demand only where spot cannot be had, hazard-aware hedge"),
 }
 
 __all__ = ["POLICIES", "Observation", "Plan", "PolicyDef", "ZoneView"]

@@ -41,7 +41,7 @@ def decide(observation: Observation, params: SpotHedgeParams, state: SpotHedgeSt
     zones = observation.zones
     n, want = observation.target, observation.target + params.overprovision
     active = tuple(False if z.lost else (True if z.held > 0 else was) for z, was in zip(zones, state.active))
-    if sum(active) <= min(1, len(zones) - 3):
+    if sum(active) <= min(1, len(zones) - 3) or not any(active):  # the second test: pools of 1 or 2 zones
         active = (True,) * len(zones)
     spot = list(keep_at_most([z.held for z in zones], want))
     key = state.key

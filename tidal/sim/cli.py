@@ -1,0 +1,76 @@
+"""`tidal simulate`: capacity policies on spot-availability traces (`spot`), and the fuller model with requests (`serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+
+from tidal.errors import UserError
+from tidal.sim.protocol import TraceResult
+from tidal.sim.spot import NAMES, SpotRun, capacities, evaluate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="sim_command", metavar="KIND", parser_class=type(parser))
+    spot = sub.add_parser("spot", help="the SpotHedge protocol: availability and cost of a capacity policy",
+                          description="Run a capacity policy on a directory of spot-availability traces "
+                                      "under the SpotHedge protocol (spot-simulation.md).")
+    spot.add_argument("--traces", required=True, metavar="DIR", help="directory of per-zone JSON traces")
+    spot.add_argument("--policy", required=True, metavar="NAME", help=f"one of {', '.join(NAMES)}, or all")
+    spot.add_argument("--target", type=int, default=3, help="replicas that must be ready (N)")
+    spot.add_argument("--overprovision", type=int, default=None, metavar="K",
+                      help="extra spot replicas (default: each policy's own; SpotHedge's is 1)")
+    spot.add_argument("--cold-start", type=float, default=120.0, metavar="SECONDS")
+    spot.add_argument("--tick", type=float, default=30.0, metavar="SECONDS")
+    spot.add_argument("--ticks", type=int, default=2880)
+    spot.add_argument("--repeats", type=int, default=10)
+    spot.add_argument("--seed", type=int, default=0)
+    spot.add_argument("--on-demand-price", type=float, default=3.0, help="per replica-tick; spot costs 1")
+    spot.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    from tidal.sim import workload_cli  # the fuller model's options live with it
+    workload_cli.add_parser(sub, type(parser))
+
+
+def as_json(result: TraceResult) -> dict:
+    a, c = result.availability, result.relative_cost
+    return {"trace": result.trace, "policy": result.policy,
+            "availability": float(a.mean()), "availability_std": float(a.std()),
+            "relative_cost": float(c.mean()), "relative_cost_std": float(c.std()),
+            "repeats": [{"availability": r.availability, "relative_cost": r.relative_cost} for r in result.repeats]}
+
+
+def table(results: list[TraceResult]) -> str:
+    lines = [f"{'policy':<12} {'availability %':>18} {'relative cost %':>18}"]
+    for r in results:
+        a, c = r.availability * 100, r.relative_cost * 100
+        lines.append(f"{r.policy:<12} {a.mean():>10.2f} ± {a.std():<5.2f} {c.mean():>10.1f} ± {c.std():<5.1f}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sim_command == "serve":
+        from tidal.sim import workload_cli
+        return workload_cli.run(args)
+    if args.sim_command != "spot":
+        raise UserError("say what to simulate: `tidal simulate spot ...` or `tidal simulate serve ...`")
+    names = list(NAMES) if args.policy == "all" else [args.policy]
+    if args.policy != "all" and args.policy not in NAMES:
+        raise UserError(f"unknown policy {args.policy!r} (choose from {', '.join(NAMES)}, or all)")
+    run_ = SpotRun(args.target, args.overprovision, args.cold_start, args.tick, args.ticks, args.repeats,
+                   args.seed, args.on_demand_price)
+    run_.settings()
+    loaded = capacities(args.traces, run_)
+    results = [evaluate(args.traces, name, run_, loaded) for name in names]
+    if args.output == "json":
+        doc = as_json(results[0]) if len(results) == 1 else [as_json(r) for r in results]
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    else:
+        print(f"trace {args.traces}: {len(loaded[0].zones)} zones, N={args.target}, {args.ticks} ticks of "
+              f"{args.tick:g} s, cold start {args.cold_start:g} s, {args.repeats} repeats")
+        print(table(results))
+    return 0
+
+
+__all__ = ["add_arguments", "run", "as_json", "table"]

@@ -1,0 +1,157 @@
+"""Tidal's fuller model: a service's replicas on spot and on-demand nodes, driven by requests and the autoscaler.
+
+Beyond the protocol: spot reclaims come with a notice (the node drains, stops
+taking requests, and goes when the notice ends), launches can also fail for
+reasons other than capacity (the policy backs off), the replica count follows
+the request rate through the autoscaler, and each request's latency comes from
+an M/M/c model of the ready replicas (`tidal.sim.queueing`), so SLO attainment
+and cost are reported together. The capacity policy is the very code the
+control plane runs (`tidal.capacity.policies`).
+
+The autoscaler here is the HPA's core rule on one QPS metric: desired =
+ceil(qps / target per replica) within [min, max], with the HPA's default
+five-minute scale-down stabilization (the most recent highest recommendation
+wins). `tidal.autoscaling` holds the full HPA; it had not landed on main when
+this model was written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from tidal.capacity.policies.types import Observation, PolicyDef, ZoneView
+from tidal.sim import queueing
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    tick_seconds: float = 10.0
+    cold_start_seconds: float = 120.0
+    notice_seconds: float = 120.0
+    launch_failure_rate: float = 0.0      # launches refused for reasons other than capacity
+    service_seconds: float = 0.05         # mean service time of one request on one server
+    concurrency: int = 1                  # servers (model instances) per replica
+    slo_seconds: float = 0.25
+    target_qps_per_replica: float = 10.0  # the seed's HPA target
+    min_replicas: int = 1
+    max_replicas: int = 10
+    scale_down_stabilization_seconds: float = 300.0
+    qps_window_seconds: float = 60.0
+    spot_price: float = 1.0               # per node-tick
+    on_demand_price: float = 3.0
+
+
+@dataclass(frozen=True)
+class FleetResult:
+    ticks: int
+    requests: int
+    slo_attainment: float          # share of requests answered within the SLO
+    mean_latency_seconds: float    # over requests served by a non-overloaded pool
+    failed_requests: int           # arrived while no replica was ready
+    availability: float            # share of ticks with ready replicas >= desired
+    cost: float
+    on_demand_cost: float          # the same node-ticks, all on-demand
+    preemptions: int
+    launch_failures: int
+    desired: np.ndarray = field(repr=False)
+    ready: np.ndarray = field(repr=False)
+
+    @property
+    def relative_cost(self) -> float:
+        return self.cost / self.on_demand_cost if self.on_demand_cost else 0.0
+
+
+def _desired(history: list[tuple[float, int]], qps: float, now: float, s: FleetSettings) -> tuple[int, list]:
+    raw = max(s.min_replicas, min(s.max_replicas, math.ceil(qps / s.target_qps_per_replica - 1e-9)))
+    history = [(t, r) for t, r in history if now - t < s.scale_down_stabilization_seconds] + [(now, raw)]
+    return max(r for _, r in history), history
+
+
+def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray, policy: PolicyDef, params: Any,
+                settings: FleetSettings, seed: int = 0, spot_prices: Sequence[float] | None = None) -> FleetResult:
+    """One service for len(arrivals) ticks; `capacity` is zones x ticks (spot nodes each zone can hold)."""
+    s = settings
+    n_zones, ticks = capacity.shape[0], len(arrivals)
+    rng = np.random.default_rng(seed)
+    prices = [s.spot_price] * n_zones if spot_prices is None else list(spot_prices)
+    live: list[list[float]] = [[] for _ in range(n_zones)]     # launch times of spot nodes not under notice
+    noticed: list[list[tuple[float, float]]] = [[] for _ in range(n_zones)]  # (launch time, gone at)
+    od: list[float] = []
+    preempted, failed = [0] * n_zones, [0] * n_zones
+    state = policy.initial_state(params, list(zones), seed)
+    history: list[tuple[float, int]] = []
+    window_ticks = max(1, int(round(s.qps_window_seconds / s.tick_seconds)))
+    desired_log = np.zeros(ticks, dtype=np.int64)
+    ready_log = np.zeros(ticks, dtype=np.int64)
+    cost = node_ticks = 0.0
+    met = latency_sum = served_ok = 0.0
+    failed_requests = total_preempted = total_failed = 0
+    for t in range(ticks):
+        now = t * s.tick_seconds
+        ready_at = now - s.cold_start_seconds
+        for z in range(n_zones):
+            noticed[z] = [(l, g) for l, g in noticed[z] if g > now]
+            over = len(live[z]) - int(capacity[z, t])
+            if over > 0:  # the provider reclaims its newest nodes first and says so `notice_seconds` ahead
+                live[z].sort()
+                for launched in live[z][-over:]:
+                    noticed[z].append((launched, now + s.notice_seconds))
+                del live[z][-over:]
+                preempted[z] += over
+                total_preempted += over
+        lo = max(0, t - window_ticks)
+        qps = float(arrivals[lo:t].sum()) / ((t - lo) * s.tick_seconds) if t > lo else 0.0
+        desired, history = _desired(history, qps, now, s)
+        obs = Observation(
+            target=desired,
+            zones=tuple(ZoneView(zones[z], len(live[z]), sum(1 for l in live[z] if l <= ready_at), preempted[z],
+                                 failed[z], len(noticed[z]), prices[z]) for z in range(n_zones)),
+            on_demand_held=len(od), on_demand_ready=sum(1 for l in od if l <= ready_at),
+            on_demand_price=s.on_demand_price)
+        plan, state = policy.decide(obs, params, state, now)
+        preempted, failed = [0] * n_zones, [0] * n_zones
+        for z in range(n_zones):
+            want = plan.spot[z]
+            if want < len(live[z]):  # scale in the newest (least likely ready) first
+                live[z].sort()
+                del live[z][want:]
+            for _ in range(want - len(live[z])):
+                if len(live[z]) >= capacity[z, t] or rng.random() < s.launch_failure_rate:
+                    failed[z] += 1
+                    total_failed += 1
+                else:
+                    live[z].append(now)
+        if plan.on_demand < len(od):
+            od.sort()
+            del od[plan.on_demand:]
+        od.extend([now] * (plan.on_demand - len(od)))
+
+        # Serving: noticed nodes are drained by the gateway; only ready nodes not under notice take requests.
+        ready = sum(1 for z in range(n_zones) for l in live[z] if l <= ready_at) + sum(1 for l in od if l <= ready_at)
+        desired_log[t], ready_log[t] = desired, ready
+        count = int(arrivals[t])
+        if count:
+            rate = count / s.tick_seconds
+            if ready == 0:
+                failed_requests += count
+            else:
+                share = queueing.within_slo(rate, ready * s.concurrency, s.service_seconds, s.slo_seconds)
+                met += share * count
+                mean = queueing.mean_latency(rate, ready * s.concurrency, s.service_seconds)
+                if math.isfinite(mean):
+                    latency_sum += mean * count
+                    served_ok += count
+        held_spot = [len(live[z]) + len(noticed[z]) for z in range(n_zones)]
+        cost += sum(h * p for h, p in zip(held_spot, prices)) + len(od) * s.on_demand_price
+        node_ticks += sum(held_spot) + len(od)
+    total = int(arrivals.sum())
+    return FleetResult(
+        ticks=ticks, requests=total, slo_attainment=met / total if total else 1.0,
+        mean_latency_seconds=latency_sum / served_ok if served_ok else math.inf,
+        failed_requests=failed_requests, availability=float((ready_log >= desired_log).mean()),
+        cost=cost, on_demand_cost=node_ticks * s.on_demand_price, preemptions=total_preempted,
+        launch_failures=total_failed, desired=desired_log, ready=ready_log)

@@ -1,0 +1,77 @@
+"""Running a named capacity policy (or the offline optimum) on a trace directory under the SpotHedge protocol."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from tidal.capacity.policies import POLICIES
+from tidal.errors import UserError
+from tidal.sim import optimal, traces
+from tidal.sim.protocol import ProtocolSettings, RepeatResult, TraceResult, run_repeat
+
+OPTIMAL = "optimal"
+NAMES = ("on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "ess", "tidal", OPTIMAL)
+
+
+@dataclass(frozen=True)
+class SpotRun:
+    """One protocol setting, as the CLI and the benchmarks give it."""
+    target: int = 3
+    overprovision: int | None = None   # None: each policy's own default
+    cold_start_seconds: float = 120.0
+    tick_seconds: float = 30.0
+    ticks: int = 2880
+    repeats: int = 10
+    seed: int = 0
+    on_demand_price: float = 3.0
+
+    def settings(self) -> ProtocolSettings:
+        if self.tick_seconds <= 0 or self.cold_start_seconds < 0 or self.target < 1 or self.ticks < 1:
+            raise UserError("--tick and --ticks must be positive, --cold-start non-negative, --target at least 1")
+        cold = math.ceil(self.cold_start_seconds / self.tick_seconds - 1e-9)
+        if cold >= self.ticks:
+            raise UserError(f"--cold-start ({self.cold_start_seconds:g} s) leaves no tick to measure")
+        return ProtocolSettings(self.target, cold, self.tick_seconds, self.on_demand_price)
+
+
+def policy_params(name: str, run: SpotRun) -> Any:
+    policy = POLICIES[name]
+    fields = policy.params.model_fields
+    given: dict[str, Any] = {}
+    if run.overprovision is not None and "overprovision" in fields:
+        given["overprovision"] = run.overprovision
+    if "cold_start_seconds" in fields:
+        given["cold_start_seconds"] = run.cold_start_seconds
+    if "decision_seconds" in fields:
+        given["decision_seconds"] = run.tick_seconds
+    try:
+        return policy.params(**given)
+    except ValidationError as exc:
+        raise UserError(f"bad parameters for policy {name!r}: {exc.errors()[0]['msg']}") from None
+
+
+def capacities(trace_dir: str, run: SpotRun) -> tuple[traces.SpotTrace, list]:
+    trace = traces.load_spot_traces(trace_dir)
+    expanded = traces.expand(trace, run.tick_seconds)
+    offs = traces.offsets(expanded, run.ticks, run.repeats, run.seed)
+    return trace, [traces.window(expanded, o, run.ticks) for o in offs]
+
+
+def evaluate(trace_dir: str, name: str, run: SpotRun, loaded: tuple | None = None) -> TraceResult:
+    if name not in NAMES:
+        raise UserError(f"unknown policy {name!r} (choose from {', '.join(NAMES)}, or all)")
+    if run.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    settings = run.settings()
+    trace, caps = loaded or capacities(trace_dir, run)
+    if name == OPTIMAL:
+        results: tuple[RepeatResult, ...] = tuple(optimal.run_repeat(c, settings) for c in caps)
+    else:
+        params = policy_params(name, run)
+        results = tuple(run_repeat(c, trace.zones, POLICIES[name], params, run.seed + i, settings)
+                        for i, c in enumerate(caps))
+    return TraceResult(trace_dir, name, results)
