@@ -209,7 +209,8 @@ async def test_unload_waits_for_requests_in_flight(model_base):
 
     servable._run = slow_run
     servable.batchers.clear()  # run unbatched so the patched function is the one called
-    servable.executor._avg = None  # measured-slow: goes to a worker thread
+    servable.executor._threshold = 0.0  # never inline: the patched run blocks, so it must go to a worker
+    servable.executor._inline = False
     request = asyncio.create_task(servable.predict("serving_default", {"x": X}))
     while not started.is_set():
         await asyncio.sleep(0.005)
