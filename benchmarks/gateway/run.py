@@ -213,6 +213,7 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
                           "p50_ms": statistics.median(r["p50_ms"] for r in rs),
                           "p99_ms": statistics.median(r["p99_ms"] for r in rs),
                           "rounds": rs}
+            paired(row)
             print(json.dumps({k: v if not isinstance(v, dict) else {a: b for a, b in v.items() if a != "rounds"}
                               for k, v in row.items()}), flush=True)
             rows.append(row)
@@ -228,9 +229,21 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         d, g, n = r["direct"], r["gateway"], r["nginx"]
         lines.append(f"| {r['model']} | {r['concurrency']} | {d['rps']:.0f} | {g['rps']:.0f} | {n['rps']:.0f} "
-                     f"| {g['rps'] / d['rps']:.0%} | {g['rps'] / n['rps']:.0%} | {d['p50_ms']:.3f} | {g['p50_ms']:.3f} "
-                     f"| {n['p50_ms']:.3f} | {g['p50_ms'] - d['p50_ms']:+.3f} | {g['p99_ms']:.2f} |")
+                     f"| {r['gw_over_direct']:.0%} | {r['gw_over_nginx']:.0%} | {d['p50_ms']:.3f} | {g['p50_ms']:.3f} "
+                     f"| {n['p50_ms']:.3f} | {r['gw_added_p50_ms']:+.3f} | {g['p99_ms']:.2f} |")
     return "\n".join(lines)
+
+
+def paired(row: dict) -> None:
+    """Ratios and differences taken within each round (runs seconds apart), then the median.
+
+    On a shared machine the load drifts over minutes; comparing runs of the same round
+    cancels most of that drift, which medians of each column alone would not.
+    """
+    d, g, n = (row[t]["rounds"] for t in TARGETS)
+    row["gw_over_direct"] = statistics.median(b["rps"] / a["rps"] for a, b in zip(d, g))
+    row["gw_over_nginx"] = statistics.median(b["rps"] / a["rps"] for a, b in zip(n, g))
+    row["gw_added_p50_ms"] = statistics.median(b["p50_ms"] - a["p50_ms"] for a, b in zip(d, g))
 
 
 def main() -> int:

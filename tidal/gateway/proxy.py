@@ -320,6 +320,9 @@ class Gateway:
             resp = await self._attempts(svc, path, req, start)
             status = resp.status
             return resp
+        except Exception:
+            status = 500  # a bug; the server answers 500 and logs it
+            raise
         finally:
             m.in_flight -= 1
             end = clock.monotonic()
@@ -362,12 +365,13 @@ class Gateway:
                 return _response(up)
             finally:
                 r.release()
-            # The connection failed before any answer: skip this replica for a while, try another.
+            # The connection broke before a whole answer came: skip this replica for a while and
+            # try another (the client has seen nothing yet).
             r.metrics.observe(503, clock.monotonic() - sent)
             r.failures += 1
             r.ejected_until = clock.monotonic() + eject_seconds(self.settings.eject_seconds, r.failures)
             tried.append(r)
-            log.warning("service %s: replica %s failed before answering (%s)", svc.name, r.id, last_error)
+            log.warning("service %s: replica %s failed to answer (%s)", svc.name, r.id, last_error)
         if last_error:
             return error_response(503, f"no replica of service {svc.name!r} could be reached "
                                        f"({len(tried)} tried); last error: {last_error}")
