@@ -233,3 +233,17 @@ def test_duplicate_model_names_are_rejected(tmp_path):
     cfg = ModelConfig(name="a", base_path=str(tmp_path))
     with pytest.raises(InvalidArgument, match="configured more than once"):
         ModelManager([cfg, cfg], clock=FakeClock())
+
+
+async def test_an_unexpected_store_error_is_logged_not_raised(model_base, caplog):
+    publish(model_base, 1, slope=1.0)
+    m = make(model_base)
+
+    def broken():
+        raise RuntimeError("store client exploded")
+
+    m._models["hpt"].repository.list_versions = broken
+    await m.start()  # one bad model must not stop the server from starting
+    assert not m.ready
+    assert "store client exploded" in caplog.text
+    await m.stop()

@@ -33,6 +33,7 @@ class _Model:
         self.failures: dict[int, LoadFailure] = {}
         self.aspired: tuple[int, ...] = ()
         self.last_error: str | None = None
+        self.warned_empty = False
         self.lock = asyncio.Lock()
 
     def states(self) -> dict[int, VersionState]:
@@ -116,19 +117,21 @@ class ModelManager:
         async with model.lock:
             try:
                 present = await asyncio.to_thread(model.repository.list_versions)
-            except TidalError as e:
+            except Exception as e:
                 # A store that cannot be read is not a store without versions: keep serving.
-                if e.message != model.last_error:
-                    log.warning("model %s: %s", model.config.name, e.message)
-                    model.last_error = e.message
+                message = e.message if isinstance(e, TidalError) else f"{type(e).__name__}: {e}"
+                if message != model.last_error:
+                    log.warning("model %s: %s", model.config.name, message)
+                    model.last_error = message
                 return
             if model.last_error is not None:
                 log.info("model %s: base path %s readable again", model.config.name, model.repository.display)
                 model.last_error = None
             aspired = select_versions(present, model.config.version_policy)
-            if not aspired and aspired != model.aspired:
-                log.warning("model %s: no versions under %s match policy %s", model.config.name,
-                            model.repository.display, model.config.version_policy)
+            if not aspired and (model.aspired or not model.warned_empty):
+                log.warning("model %s: no versions under %s match policy %s (found: %s)", model.config.name,
+                            model.repository.display, model.config.version_policy, present or "none")
+            model.warned_empty = not aspired
             model.aspired = aspired
             for v in list(model.failures):
                 if v not in present:
