@@ -292,3 +292,14 @@ async def test_concurrent_batches_never_exceed_the_batch_threads():
         outs = await asyncio.gather(*[b.submit({"x": np.array([[float(i)]])}) for i in range(40)])
         assert [o["y"].tolist() for o in outs] == [[[10.0 * i]] for i in range(40)]
     assert peak[0] == 2 and b._running == 0
+
+
+async def test_a_closed_servable_answers_unavailable(tmp_path):
+    from tidal.errors import Unavailable
+
+    half_plus_two(tmp_path / "model.onnx")
+    runtime = load_runtime(str(tmp_path), RuntimeOptions(intra_op_threads=1))
+    s = Servable("hpt", 3, runtime, batching=BatchingOptions(), runtime_options=RuntimeOptions(), clock=RealClock())
+    s.close()
+    with pytest.raises(Unavailable, match="version 3 of model hpt has been unloaded"):
+        await s.predict("serving_default", {"x": np.array([1.0], np.float32)})

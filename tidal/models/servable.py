@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from tidal.clock import Clock
-from tidal.errors import InvalidArgument
+from tidal.errors import InvalidArgument, Unavailable
 from tidal.models.batching import Batcher, OnBatch
 from tidal.models import config
 from tidal.models.config import BatchingOptions, RuntimeOptions
@@ -47,12 +47,16 @@ class Servable:
                                                       executor=self.executor, clock=clock, on_batch=on_batch)
         self._inflight = 0
         self._idle: asyncio.Event | None = None
+        self._closed = False
 
     async def predict(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check = self._checkers.get(signature_name)
         if check is None:
             raise InvalidArgument(f'Serving signature name: "{signature_name}" not found in signature def')
         inputs = check(inputs)
+        if self._closed:
+            # Resolved just before its version was unloaded: the client may retry and reach the new one.
+            raise Unavailable(f"version {self.version} of model {self.name} has been unloaded; retry the request")
         self._inflight += 1
         try:
             batcher = self.batchers.get(signature_name)
@@ -80,5 +84,6 @@ class Servable:
             return False
 
     def close(self) -> None:
+        self._closed = True
         self.executor.close()
         self._runtime.close()
