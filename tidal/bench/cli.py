@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from typing import Optional
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -51,7 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--duration", help="how long, e.g. 30s or 2m (default: the profile's length, else 10s)")
     p.add_argument("-n", "--requests", type=int, help="stop after this many requests")
     p.add_argument("--timeout", default="30s", help="per-request timeout (default 30s)")
-    p.add_argument("--replicas-url", help="a Tidal service's JSON (desired/available/replicas) to show its replicas")
+    p.add_argument("--service", help="show this Tidal service's replicas (from the control plane in TIDAL_HOME); "
+                   "default: the service a gateway URL (/services/NAME/...) names")
+    p.add_argument("--replicas-url", help="a URL answering a service's JSON (desired/available/replicas) instead")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.add_argument("--no-progress", action="store_true", help="no live display (it shows only on a terminal)")
 
@@ -112,6 +115,29 @@ def replicas_from_url(url: str) -> ReplicasHook:
     return poll
 
 
+def replicas_from_control_plane(service: str) -> Optional[ReplicasHook]:
+    """Poll the control plane's API for `service`; None when no control plane is known (nothing to show)."""
+    from tidal.control.client import ApiClient
+    try:
+        api = ApiClient.for_home()
+    except Exception:  # not a Tidal service, or no control plane running: the display just has no replicas
+        return None
+    client = HttpClient(max_idle_per_host=1)
+    headers = [("Authorization", f"Bearer {api.token}")] if api.token else None
+    path = f"/api/v1/services/{quote(service, safe='')}"
+
+    async def poll() -> Optional[str]:
+        resp = await client.request("GET", api.host, api.port, path, headers=headers, timeout=2.0)
+        return describe_replicas(resp.json()) if resp.status == 200 else None
+    return poll
+
+
+def service_of(path: str) -> Optional[str]:
+    """The service a gateway path names (`/services/NAME/v1/...`)."""
+    parts = path.split("/")
+    return unquote(parts[2]) if len(parts) > 3 and parts[1] == "services" and parts[2] else None
+
+
 def describe_replicas(doc: object) -> Optional[str]:
     if not isinstance(doc, dict):
         return None
@@ -128,8 +154,8 @@ def describe_replicas(doc: object) -> Optional[str]:
     return text
 
 
-async def prepare(args: argparse.Namespace) -> tuple[str, int, bytes, str]:
-    """Resolve the target and encode the request once: (host, port, request bytes, target URL)."""
+async def prepare(args: argparse.Namespace) -> tuple[str, int, bytes, str, Optional[str]]:
+    """Resolve the target and encode the request once: (host, port, request bytes, target URL, service)."""
     if args.batch <= 0:
         raise UserError("--batch must be positive")
     target = parse_target(args.url, args.model, args.protocol, args.model_version)
@@ -151,18 +177,22 @@ async def prepare(args: argparse.Namespace) -> tuple[str, int, bytes, str]:
         inputs = inputs_from_metadata(doc, target.protocol, args.signature)
         body = sample_body(inputs, target.protocol, args.batch, args.signature)
     method = (args.method or ("POST" if body else "GET")).upper()
-    return target.host, target.port, encode(target, method, body, headers), f"{method} {target.base}{target.path}"
+    return (target.host, target.port, encode(target, method, body, headers), f"{method} {target.base}{target.path}",
+            args.service or service_of(target.path))
 
 
 async def _main(args: argparse.Namespace) -> Result:
     config = build_config(args)
-    host, port, request, shown = await prepare(args)
+    host, port, request, shown, service = await prepare(args)
     live = sys.stderr.isatty() and not args.no_progress
 
     def show(snap) -> None:
         sys.stderr.write("\r\x1b[K" + progress_line(snap))
         sys.stderr.flush()
-    replicas = replicas_from_url(args.replicas_url) if args.replicas_url else None
+    if args.replicas_url:
+        replicas = replicas_from_url(args.replicas_url)
+    else:
+        replicas = replicas_from_control_plane(service) if service else None
     bench = Bench(config, host, port, request, on_progress=show if live else None, replicas=replicas)
     try:
         result = await bench.run()

@@ -97,11 +97,21 @@ function servicesView(data) {
     </table>`);
 }
 
+// 24-hour clock labels; seconds only when the chart spans less than ten minutes.
+const pad = (n) => String(n).padStart(2, "0");
+function timeLabels(u, splits) {
+  const span = u.scales.x.max - u.scales.x.min;
+  return splits.map((v) => {
+    const d = new Date(v * 1000);
+    return pad(d.getHours()) + ":" + pad(d.getMinutes()) + (span < 600 ? ":" + pad(d.getSeconds()) : "");
+  });
+}
+
 function chartOpts(title, series, width) {
   return {
     title, width, height: 200,
     scales: { x: { time: true } },
-    axes: [{ stroke: "#9aa4b2", grid: { stroke: "#eef0f3" } }, { stroke: "#9aa4b2", grid: { stroke: "#eef0f3" }, size: 56 }],
+    axes: [{ stroke: "#9aa4b2", grid: { stroke: "#eef0f3" }, values: timeLabels, space: 70 }, { stroke: "#9aa4b2", grid: { stroke: "#eef0f3" }, size: 56 }],
     series: [{}, ...series.map((s) => ({ spanGaps: false, width: 2, points: { show: false }, ...s }))],
     legend: { live: false },
   };
@@ -165,11 +175,11 @@ function detailView(name, d) {
 
   setHTML(document.getElementById("decisions"), `<table class="grid compact" data-testid="decisions">
     <thead><tr><th>Time</th><th class="n">Replicas</th><th>Reason</th><th>Message</th></tr></thead>
-    <tbody>${d.decisions.slice(0, 12).map((x) => `<tr><td>${clock(x.time)}</td><td class="n">${x.current_replicas} → ${x.desired_replicas}</td><td><code>${esc(x.reason)}</code></td><td>${esc(x.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No decisions yet</td></tr>`}</tbody></table>`);
+    <tbody>${d.decisions.slice(0, 12).map((x) => `<tr><td class="nw">${clock(x.time)}</td><td class="n nw">${x.current_replicas} → ${x.desired_replicas}</td><td class="nw"><code>${esc(x.reason)}</code></td><td>${esc(x.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No decisions yet</td></tr>`}</tbody></table>`);
 
   setHTML(document.getElementById("events"), `<table class="grid compact" data-testid="events">
     <thead><tr><th>Time</th><th>Kind</th><th>Object</th><th>Message</th></tr></thead>
-    <tbody>${d.events.slice(0, 15).map((e) => `<tr class="ev-${esc(e.kind.toLowerCase())}"><td>${clock(e.time)}</td><td><span class="kind">${esc(e.kind)}</span></td><td>${esc(e.object)}</td><td>${esc(e.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No events</td></tr>`}</tbody></table>`);
+    <tbody>${d.events.slice(0, 15).map((e) => `<tr class="ev-${esc(e.kind.toLowerCase())}"><td class="nw">${clock(e.time)}</td><td class="nw"><span class="kind">${esc(e.kind)}</span></td><td class="obj">${esc(e.object)}</td><td>${esc(e.message)}</td></tr>`).join("") || `<tr><td colspan="4" class="empty">No events</td></tr>`}</tbody></table>`);
 
   const ser = d.series;
   CHARTS.forEach((c, i) => state.charts[i].setData([ser.t, ...c.cols.map((k) => ser[k])]));
