@@ -114,7 +114,6 @@ class Batcher:
         self.signature = signature
         self._sig_name = signature.name
         self._run = run
-        self._options = options
         self._max = options.max_batch_size
         self._capacity = options.max_batch_size * options.max_enqueued_batches
         self._timeout = options.batch_timeout_micros / 1e6

@@ -67,6 +67,9 @@ class Signature:
     method: str
     inputs: dict[str, TensorSpec] = field(default_factory=dict)
     outputs: dict[str, TensorSpec] = field(default_factory=dict)
+    # The one input takes serialized tf.Examples (a SavedModel's classify/regress signature), so the
+    # adapters feed :classify/:regress examples to it as protos rather than as tensors per feature.
+    serialized_examples: bool = False
 
     @property
     def batchable(self) -> bool:

@@ -90,6 +90,7 @@ class OnnxRuntime:
             if not m or m.group(1) not in _ONNX_TO_V2:
                 raise FailedPrecondition(f"input '{arg.name}' has type {arg.type}, which Tidal cannot feed")
             self._inputs[arg.name] = TensorSpec(arg.name, _ONNX_TO_V2[m.group(1)], tuple(_dim(d) for d in arg.shape))
+        self._string_inputs = tuple(n for n, spec in self._inputs.items() if spec.datatype == "BYTES")
         self._outputs: dict[str, TensorSpec] = {}
         self._zipmaps: set[str] = set()
         for arg in self._session.get_outputs():
@@ -150,15 +151,14 @@ class OnnxRuntime:
 
     def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = inputs
-        for name, spec in self._inputs.items():
-            if spec.datatype == "BYTES":
-                arr = inputs[name]
-                if arr.size and any(isinstance(v, bytes) for v in arr.flat):
-                    # onnxruntime's string tensors hold text
-                    if feed is inputs:
-                        feed = dict(inputs)
-                    feed[name] = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-                                           for v in arr.flat], dtype=object).reshape(arr.shape)
+        for name in self._string_inputs:
+            arr = inputs[name]
+            if arr.size and any(isinstance(v, bytes) for v in arr.flat):
+                # onnxruntime's string tensors hold text
+                if feed is inputs:
+                    feed = dict(inputs)
+                feed[name] = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                                       for v in arr.flat], dtype=object).reshape(arr.shape)
         return feed
 
     def _run(self, names: list[str], feed: dict[str, np.ndarray]) -> list:
@@ -176,7 +176,10 @@ class OnnxRuntime:
         return self._zipmap_to_dense(value)[1]
 
     def _zipmap_to_dense(self, rows: list[dict]) -> tuple[list, np.ndarray]:
-        keys = self._labels if self._labels else (list(rows[0].keys()) if rows else [])
+        keys = self._labels
+        if rows and not (keys and all(k in rows[0] for k in keys)):
+            keys = list(rows[0].keys())
+        keys = keys or []
         scores = np.array([[row[k] for k in keys] for row in rows], dtype=np.float32).reshape(len(rows), len(keys))
         return keys, scores
 
