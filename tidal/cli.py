@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("tidal.gateway.cli", "run the gateway on its own, with services from a routes file"),
     "simulate": ("tidal.sim.cli", "simulate capacity policies on spot-availability traces"),
     "bench": ("tidal.bench.cli", "stress-test a model endpoint: open-loop rate or profile, or fixed concurrency"),
+    "console": ("tidal.console.cli", "print the web console's URL (--open: open it in a browser)"),
     "demo": ("tidal.demo", "run the seed's procedure end to end on this machine"),
     "up": ("tidal.commands.up", "start the control plane (API, gateway, reconcile loop)"),
     "down": ("tidal.commands.down", "stop the control plane"),

@@ -32,6 +32,12 @@ class FakeModelServer:
         self.bodies: list[bytes] = []
 
     def handle(self, req):
+        if req.method == "GET" and req.path == "/api/v1/services/m":  # the control plane's view of service m
+            if req.headers.get("authorization") != "Bearer tok":
+                return Response(401, b'{"error": "token"}')
+            return Response(200, orjson.dumps({"name": "m", "desired": 3, "available": 2, "replicas": [
+                {"name": "m-1", "billing": "on-demand"}, {"name": "m-2", "billing": "spot"},
+                {"name": "m-3", "billing": "spot"}]}))
         if req.method == "GET" and req.path == "/v1/models/m/metadata":
             return Response(200, TF_METADATA)
         if req.method == "GET" and req.path == "/v2/models/m":

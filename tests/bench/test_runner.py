@@ -125,6 +125,21 @@ def test_cli_sample_model_inputs(model_server, capsys):
     assert all(isinstance(t, str) and len(t) > 5 for t in text["data"])
 
 
+def test_cli_shows_the_replicas_of_a_tidal_service(model_server, capsys, monkeypatch):
+    monkeypatch.setenv("TIDAL_API", model_server.url)
+    monkeypatch.setenv("TIDAL_TOKEN", "tok")
+    assert main(["bench", model_server.url, "-m", "m", "--service", "m", "--rate", "50", "-d", "2.2s",
+                 "-o", "json"]) == 0
+    timeline = orjson.loads(capsys.readouterr().out)["timeline"]
+    assert timeline[-1]["replicas"] == "2/3 (1 on-demand, 2 spot)"
+
+
+def test_service_of_a_gateway_path():
+    from tidal.bench.cli import service_of
+    assert service_of("/services/sentiment/v1/models/sentiment:predict") == "sentiment"
+    assert service_of("/v1/models/sentiment:predict") is None
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--rate", "-5"], "--rate must be positive"),
     (["--profile", "wave:3"], "unknown profile kind"),
