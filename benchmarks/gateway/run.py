@@ -200,7 +200,7 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
             # MiniLM answers ~10/s on one core: at 64 connections a request waits seconds, so a
             # run must be long enough for many of them to finish, and the replica must finish the
             # previous run's abandoned batch before the next run starts.
-            duration = args.duration if model == "tiny" else max(args.duration, args.minilm_duration)
+            duration = args.duration if model == "tiny" or conc == 1 else max(args.duration, args.minilm_duration)
             settle = 0.5 if model == "tiny" else 3.0
             for _ in range(args.rounds):
                 for t in TARGETS:
@@ -251,7 +251,7 @@ def main() -> int:
     p.add_argument("--models", default="tiny,minilm")
     p.add_argument("--concurrency", default="1,64")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    p.add_argument("--minilm-duration", type=int, default=30, help="seconds per wrk run for MiniLM")
+    p.add_argument("--minilm-duration", type=int, default=30, help="seconds per wrk run for MiniLM with queueing")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--replica-cpus", default="0")
     p.add_argument("--proxy-cpus", default="1")
