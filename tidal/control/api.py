@@ -145,16 +145,22 @@ class Api:
         return 201, out
 
     def _runtime_note(self, spec: ServiceSpec) -> str | None:
-        """`serve tensorflow` without TensorFlow: the model server runs what the files are (ONNX Runtime for .onnx)."""
-        if spec.type != "tensorflow" or importlib.util.find_spec("tensorflow") is not None or not spec.model_path:
+        """`serve tensorflow` on an ONNX model (or without TensorFlow): say which runtime the replicas will use."""
+        if spec.type != "tensorflow" or not spec.model_path:
             return None
+        has_tf = importlib.util.find_spec("tensorflow") is not None
         base, _ = self.r.resolve_model_path(spec)
         if "://" in base or not Path(base).is_dir():
-            return ("note: TensorFlow is not installed here; the replicas serve the model with the runtime its "
-                    "files need (ONNX Runtime for model.onnx)")
-        if any(Path(base).glob("*/*.onnx")):
-            return f"note: TensorFlow is not installed here; {base} holds ONNX models, served with ONNX Runtime"
-        return f"warning: TensorFlow is not installed here and {base} holds no ONNX model: replicas cannot load it"
+            return None if has_tf else ("note: TensorFlow is not installed here; the replicas serve the model with "
+                                        "the runtime its files need (ONNX Runtime for model.onnx)")
+        onnx = any(Path(base).glob("*/*.onnx"))
+        saved = any(Path(base).glob("*/saved_model.pb"))
+        if onnx and not saved:
+            return (f"note: {base} holds ONNX models: served with ONNX Runtime"
+                    + ("" if has_tf else " (TensorFlow is not installed here)"))
+        if saved and not has_tf:
+            return f"warning: TensorFlow is not installed here and {base} holds SavedModels: replicas cannot load them"
+        return None
 
     def get_service(self, name: str, **_: Any) -> dict:
         return self._service(name)
@@ -275,7 +281,13 @@ class Api:
             secret = f"volume-{spec.name}"
             self.r.home.put_secret(secret, creds)
             spec = spec.model_copy(update={"secret": secret})
+        try:
+            old = self.store.get_volume(spec.name)
+        except NotFound:
+            old = None
         self.store.put_volume(spec, self.r.clock.now())
+        if old is not None and old.secret and old.secret != spec.secret:
+            self.r.home.delete_secret(old.secret)
         self.r.event("VolumeCreated", f"volume/{spec.name}",
                      f"{spec.url}{' (credentials in the secret store)' if spec.secret else ''}")
         return 201, spec.model_dump()
