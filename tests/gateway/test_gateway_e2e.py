@@ -4,6 +4,7 @@ import asyncio
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tidal.gateway import Gateway, GatewaySettings, ReplicaEndpoint
 from tidal.http.client import HttpClient
@@ -200,6 +201,10 @@ def test_metrics_stats_and_qps(replicas):
             assert 'tidal_gateway_request_duration_seconds_count{service="hpt"} 41.0' in text
             assert 'tidal_gateway_replica_outstanding_requests{replica="r0",service="hpt"} 0.0' in text
             assert 'tidal_gateway_qps{service="hpt",window="6s"}' in text
+            families = {f.name: f for f in text_string_to_metric_families(text)}  # valid exposition format
+            buckets = [s for s in families["tidal_gateway_request_duration_seconds"].samples
+                       if s.name.endswith("_bucket")]
+            assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == 41
             stats = orjson.loads((await _get(c, gw, "/-/stats", method="GET")).body)
             assert stats[0]["name"] == "hpt" and stats[0]["requests"] == 42 - 1
             assert (await _get(c, gw, "/-/healthz", method="GET")).status == 200
