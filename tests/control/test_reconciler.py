@@ -149,3 +149,36 @@ def test_dead_replica_is_replaced_and_restart_adopts_without_duplicates(world, t
     assert [x.id for x in store.replicas("bert-tfserving", states=("ready",))] == [new.id]
     assert "stray-1" not in backend.procs
     assert len(backend.procs) == 1
+
+
+def test_restart_keeps_the_hpa_history(world, tmp_path):
+    clock, store, backend, gateway, r = world
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    assert store.get_service("bert-tfserving").desired == 4
+    gateway.qps_["bert-tfserving"] = 0.0
+    run(r, clock, 100)
+    # A new control plane (same store): the 300 s down-stabilization still counts from before the restart.
+    r2 = Reconciler(store, backend, gateway, CAT, clock, Home(tmp_path), r.settings)
+    r2.adopt()
+    run(r2, clock, 150)
+    assert store.get_service("bert-tfserving").desired == 4  # 250 s since the load went: not yet
+    run(r2, clock, 80)
+    assert store.get_service("bert-tfserving").desired == 1
+
+
+def test_spot_trace_drop_reclaims_with_notice(world):
+    clock, store, backend, gateway, r = world
+    store.update_pool(store.get_pool("gpu").model_copy(update={"spot_trace": "/any", "spot_pools": 1}))
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    spot = [n for n in store.nodes("gpu") if n.billing == "spot"]
+    assert len(spot) == 2 and {n.zone for n in spot} == {"z-b"}
+    backend.spot_caps = {"z-b": 1}  # the trace drops the zone to one spot node
+    run(r, clock, 5)
+    noticed = [n for n in store.nodes("gpu") if n.state == "notified"]
+    assert len(noticed) == 1 and noticed[0].reclaim_at == noticed[0].notified_at + 120
+    run(r, clock, 130)
+    # The zone was lost: its spot goes elsewhere, or on-demand compensates; 4 replicas serve throughout.
+    assert len(store.replicas("bert-tfserving", states=("ready",))) == 4
+    assert store.get_node(noticed[0].name).state == "terminated"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidal.autoscaling.hpa import HPAState, decide as hpa_decide
+from tidal.autoscaling.hpa import HPAState, ScaleEvent, TimestampedRecommendation, decide as hpa_decide
 from tidal.autoscaling.metrics import Metrics, ready_pods
 from tidal.autoscaling.spec import HPASpec, parse_hpa, qps_service
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaHandle, ReplicaLaunch
@@ -75,6 +75,20 @@ def requests_of(spec: ServiceSpec) -> Resources:
     return Resources(cpu=cpu, memory_mib=mem, gpus=spec.gpus)
 
 
+def _hpa_state_to(state: HPAState) -> dict:
+    return {"recommendations": [[r.replicas, r.timestamp] for r in state.recommendations],
+            "up": [[e.replica_change, e.timestamp, e.outdated] for e in state.scale_up_events],
+            "down": [[e.replica_change, e.timestamp, e.outdated] for e in state.scale_down_events]}
+
+
+def _hpa_state_from(data: dict | None) -> HPAState:
+    if not data:
+        return HPAState()
+    return HPAState(recommendations=tuple(TimestampedRecommendation(int(n), float(t)) for n, t in data["recommendations"]),
+                    scale_up_events=tuple(ScaleEvent(int(c), float(t), bool(o)) for c, t, o in data["up"]),
+                    scale_down_events=tuple(ScaleEvent(int(c), float(t), bool(o)) for c, t, o in data["down"]))
+
+
 def _workload_name(name: str) -> str | None:
     m = re.fullmatch(r"(.+?)-[0-9]{6,}(-[a-z]+-serving)?", name)
     return m.group(1) if m else None
@@ -95,7 +109,6 @@ class Reconciler:
         self._real = real_seconds or (lambda s: s)
         self.lock = asyncio.Lock()
         self._pools: dict[str, _PoolMemory] = {}
-        self._hpa_state: dict[str, HPAState] = {}
         self._hpa_last_sync: dict[str, float] = {}
         self._gateway_models: dict[str, tuple[str, ...]] = {}
         self._pending_noted: set[str] = set()
@@ -268,9 +281,10 @@ class Reconciler:
                 continue
             self._hpa_last_sync[svc.spec.name] = now
             metrics = self._hpa_metrics(spec, svc)
-            state = self._hpa_state.get(svc.spec.name, HPAState())
+            state = _hpa_state_from(self.store.get_autoscaler_state(svc.spec.name))
             rec, state = hpa_decide(spec, metrics, state, svc.desired, now)
-            self._hpa_state[svc.spec.name] = state
+            # Kept in the store, so a restarted control plane scales in no sooner than this one would have.
+            self.store.set_autoscaler_state(svc.spec.name, _hpa_state_to(state))
             qps = next(iter(metrics.external.values()), None)
             self.store.set_autoscaler_last(svc.spec.name, {
                 "time": now, "current": rec.current_replicas, "desired": rec.desired_replicas,

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS volumes (name TEXT PRIMARY KEY, spec TEXT NOT NULL, c
 CREATE TABLE IF NOT EXISTS nodepools (
   name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at REAL NOT NULL, policy_state TEXT);
 CREATE TABLE IF NOT EXISTS autoscalers (
-  service TEXT PRIMARY KEY, document TEXT NOT NULL, created_at REAL NOT NULL, last TEXT);
+  service TEXT PRIMARY KEY, document TEXT NOT NULL, created_at REAL NOT NULL, last TEXT, state TEXT);
 CREATE TABLE IF NOT EXISTS nodes (
   name TEXT PRIMARY KEY, pool TEXT NOT NULL, zone TEXT NOT NULL, instance_type TEXT NOT NULL,
   billing TEXT NOT NULL, state TEXT NOT NULL, launched_at REAL NOT NULL, empty_since REAL,
@@ -112,6 +112,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables as they were)."""
+        for table, column, decl in (("nodes", "cordoned", "INTEGER NOT NULL DEFAULT 0"),
+                                    ("autoscalers", "state", "TEXT")):
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -226,7 +235,7 @@ class Store:
     # -- autoscalers (the HPA document as given, so `parse_hpa` is the one reader)
     def put_autoscaler(self, service: str, document: dict, now: float) -> None:
         self._x("INSERT INTO autoscalers(service, document, created_at) VALUES(?, ?, ?) "
-                "ON CONFLICT(service) DO UPDATE SET document=excluded.document, last=NULL",
+                "ON CONFLICT(service) DO UPDATE SET document=excluded.document, last=NULL, state=NULL",
                 (service, json.dumps(document), now))
 
     def get_autoscaler(self, service: str) -> tuple[dict, dict | None] | None:
@@ -237,6 +246,13 @@ class Store:
 
     def set_autoscaler_last(self, service: str, last: dict) -> None:
         self._x("UPDATE autoscalers SET last=? WHERE service=?", (json.dumps(last), service))
+
+    def get_autoscaler_state(self, service: str) -> dict | None:
+        rows = self._q("SELECT state FROM autoscalers WHERE service=?", (service,))
+        return json.loads(rows[0]["state"]) if rows and rows[0]["state"] else None
+
+    def set_autoscaler_state(self, service: str, state: dict) -> None:
+        self._x("UPDATE autoscalers SET state=? WHERE service=?", (json.dumps(state), service))
 
     def delete_autoscaler(self, service: str) -> None:
         self._x("DELETE FROM autoscalers WHERE service=?", (service,))
