@@ -67,6 +67,18 @@ def test_a_stall_shows_in_open_loop_latency(model_server):
     assert closed.latency_ms["p50"] < 50  # what a coordinated-omission tool reports for the same stall
 
 
+def test_a_client_side_queue_counts_in_latency_not_in_service_time(model_server):
+    """One connection: during a 1.5 s stall the due requests queue in the client. Each is fast once written
+    (service time), but late against its schedule (latency): only the latter shows the stall to users."""
+    host, port, request = request_for(model_server)
+    model_server.stall_until = time.monotonic() + 1.5
+    r = run(BenchConfig(profile=Constant(rate=100), duration=2.0, connections=1, timeout=5), host, port, request)
+    assert r.answered == 200
+    # As in the stall test above: the median request is due at 1.0 s and answered after 1.5 s.
+    assert r.latency_ms["p50"] == pytest.approx(500, abs=150)
+    assert r.service_ms["p50"] < 50 and r.service_ms["max"] >= 1300
+
+
 def test_errors_are_counted_by_status_and_kind(model_server):
     r = run(BenchConfig(concurrency=2, requests=20), *request_for(model_server, "/v1/models/nope:predict"))
     assert r.errors == 20 and r.status == {404: 20}
@@ -109,7 +121,7 @@ def test_cli_v2_open_loop_table(model_server, capsys, tmp_path):
                  "--rate", "100", "-d", "0.5s"]) == 0
     out = capsys.readouterr().out
     assert "open loop, 100.0 requests/s" in out and "50 sent, 50 answered" in out and "200: 50" in out
-    assert "/v2/models/m/infer" in out
+    assert "/v2/models/m/infer" in out and "service time" in out
     assert orjson.loads(model_server.bodies[0])["inputs"][0]["shape"] == [2, 3]
 
 

@@ -42,6 +42,10 @@ def summary_table(r: Result) -> str:
     lines.append("latency (ms, from the intended send time)")
     lines.append("  ".join(f"{k:>9}" for k in keys))
     lines.append("  ".join(f"{lat[k]:>9.2f}" for k in keys))
+    if r.mode == "open" and r.service_ms:
+        lines.append("")
+        lines.append("service time (ms, from the actual send; what tools with coordinated omission report)")
+        lines.append("  ".join(f"{r.service_ms[k]:>9.2f}" for k in keys))
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from tidal.http.client import ConnectFailed, ConnectionLost, HttpClient, Timeout
 class Stats:
     """Counters and histograms, updated on the hot path; `interval` is reset at every progress report."""
 
-    __slots__ = ("sent", "answered", "errors", "status", "failures", "total", "interval", "in_flight")
+    __slots__ = ("sent", "answered", "errors", "status", "failures", "total", "service", "interval", "in_flight")
 
     def __init__(self) -> None:
         self.sent = 0
@@ -32,15 +32,18 @@ class Stats:
         self.status: Counter[int] = Counter()
         self.failures: Counter[str] = Counter()
         self.total = LatencyHistogram()
+        # From the moment the request was written: what a tool with coordinated omission reports.
+        self.service = LatencyHistogram()
         self.interval = LatencyHistogram()
         self.in_flight = 0
 
-    def answer(self, status: int, latency: float) -> None:
+    def answer(self, status: int, latency: float, service: float) -> None:
         self.answered += 1
         self.status[status] += 1
         if not 200 <= status < 300:
             self.errors += 1
         self.total.record(latency)
+        self.service.record(service)
         self.interval.record(latency)
 
     def fail(self, kind: str) -> None:
@@ -75,6 +78,7 @@ class Result:
     status: dict[int, int]
     failures: dict[str, int]
     latency_ms: dict[str, float]
+    service_ms: dict[str, float] = field(default_factory=dict)
     target_rate: Optional[float] = None
     concurrency: Optional[int] = None
     timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -93,6 +97,7 @@ class Result:
             "duration": round(self.duration, 3),
             "throughput": round(self.throughput, 2),
             "latency_ms": self.latency_ms,
+            "service_ms": self.service_ms,
             "status": {str(k): v for k, v in sorted(self.status.items())},
             "failures": dict(sorted(self.failures.items())),
             "target": self.target,
@@ -165,7 +170,7 @@ class Bench:
         else:
             mode, rate, conc = "closed", None, self.config.concurrency
         return Result(mode, s.sent, s.answered, s.errors, elapsed, dict(s.status), dict(s.failures),
-                      s.total.summary_ms(), rate, conc, self._timeline)
+                      s.total.summary_ms(), s.service.summary_ms(), rate, conc, self._timeline)
 
     # -- the two loops
     async def _open_loop(self) -> None:
@@ -225,8 +230,9 @@ class Bench:
             await asyncio.wait(pending)
 
     async def _exchange(self, due: float) -> None:
-        stats = self.stats
+        stats, clock = self.stats, self.clock
         stats.in_flight += 1
+        sent = clock.monotonic()
         try:
             resp = await self.client.request_raw(self.host, self.port, self.request, self.config.timeout)
         except Timeout:
@@ -238,7 +244,8 @@ class Bench:
         except OSError:
             stats.fail("socket")
         else:
-            stats.answer(resp.status, self.clock.monotonic() - due)
+            done = clock.monotonic()
+            stats.answer(resp.status, done - due, done - sent)
         finally:
             stats.in_flight -= 1
 
