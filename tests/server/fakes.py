@@ -23,6 +23,7 @@ class Sig:
     method: str
     inputs: dict
     outputs: dict
+    serialized_examples: bool = False
 
 
 @dataclass

@@ -100,3 +100,19 @@ def test_encode(arr, text):
 def test_encode_b64():
     out = tensors.dumps(tensors.jsonable(np.array([b"\x00\x01"], dtype=object), as_b64=True))
     assert json.loads(out) == [{"b64": "AAE="}]
+
+
+@pytest.mark.parametrize("text,big", [
+    (b'{"x": [1.5, 16777216.0]}', True), (b'{"x": [1e30]}', True), (b'{"x": [0.123456789]}', False),
+    (b'{"instances": [1.0, 2.0]}', False), (b'{"x": [-1234567.5]}', False),
+])
+def test_big_number_scan(text, big):
+    # The scan may only err on the side of checking: a big number is never missed.
+    assert bool(tensors._MAYBE_BIG["FP32"].search(text)) == big
+
+
+def test_lossy_float_caught_with_and_without_the_body():
+    value = [1.5, 16777217]  # numpy reads both as float64; only the magnitude check catches the int
+    for body in (orjson.dumps(value), None):
+        with pytest.raises(InvalidArgument, match="without loss of precision"):
+            tensors.json_to_tensor(value, tensors.BY_V2["FP32"], body)

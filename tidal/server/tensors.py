@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,8 +227,20 @@ def exact_tensor(val, dt: DType, *, integral_floats: bool = False) -> np.ndarray
 
 # -- the fast path -------------------------------------------------------------
 
-def _fast_tensor(val, dt: DType, body: bytes, integral_floats: bool) -> np.ndarray | None:
-    """numpy's own inference plus vectorised checks; None when the exact path must decide."""
+# A number in the request whose integer part has at least this many digits, or an exponent,
+# might be too big for the float type to hold exactly; without one, the magnitude check
+# (a numpy reduction, microseconds on a tiny tensor) is skipped.
+_MAYBE_BIG = {"FP16": re.compile(rb"(?<![.\d])\d{4}|[eE][+-]?\d"),
+              "FP32": re.compile(rb"(?<![.\d])\d{8}|[eE][+-]?\d"),
+              "FP64": re.compile(rb"(?<![.\d])\d{16}|[eE][+-]?\d")}
+
+
+def _fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> np.ndarray | None:
+    """numpy's own inference plus vectorised checks; None when the exact path must decide.
+
+    `body` is the raw request the value came from (None: unknown), scanned for what
+    numpy's inference hides: boolean literals, and numbers big enough to need a check.
+    """
     if dt.kind == "bytes":
         return None
     try:
@@ -237,7 +250,7 @@ def _fast_tensor(val, dt: DType, body: bytes, integral_floats: bool) -> np.ndarr
     k = arr.dtype.kind
     if arr.size == 0:
         return arr.astype(dt.np) if k in "fiub" else None
-    if k in "fiu" and (b"true" in body or b"false" in body):
+    if k in "fiu" and (body is None or b"true" in body or b"false" in body):
         return None  # numpy folds booleans into numbers; TF rejects them
     kind = dt.kind
     if kind == "float":
@@ -246,7 +259,7 @@ def _fast_tensor(val, dt: DType, body: bytes, integral_floats: bool) -> np.ndarr
                 return None
         elif k != "f":
             return None
-        elif np.abs(arr).max() > _FLOAT_EXACT_INT[dt.v2]:
+        elif (body is None or _MAYBE_BIG[dt.v2].search(body)) and np.abs(arr).max() > _FLOAT_EXACT_INT[dt.v2]:
             return None  # ints among floats are read as floats; only the exact path can tell them apart
         # Every magnitude is now below the exact-integer limit, so the cast cannot overflow.
         return arr.astype(dt.np)
@@ -265,12 +278,8 @@ def _fast_tensor(val, dt: DType, body: bytes, integral_floats: bool) -> np.ndarr
     return None
 
 
-def json_to_tensor(val, dt: DType, body: bytes = b"true", *, integral_floats: bool = False) -> np.ndarray:
-    """One JSON value (scalar or nested lists) as a tensor of `dt`.
-
-    `body` is the raw request, scanned once for boolean literals that numpy would
-    silently turn into numbers; pass the default to force that check's slow side.
-    """
+def json_to_tensor(val, dt: DType, body: bytes | None = None, *, integral_floats: bool = False) -> np.ndarray:
+    """One JSON value (scalar or nested lists) as a tensor of `dt`; `body`: the raw request it came from."""
     out = _fast_tensor(val, dt, body, integral_floats)
     if out is not None:
         return out
