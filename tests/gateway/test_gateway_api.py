@@ -52,18 +52,22 @@ def test_qps_follows_the_injected_clock():
         await gw.start()
         c = HttpClient()
         try:
+            assert gw.endpoint("s") == f"http://127.0.0.1:{gw.port}/services/s"
+            r = await c.request_raw("127.0.0.1", gw.port, REQ.replace(b"POST /", b"POST /services/s/"), 5)
+            assert r.status == 200
             clock.advance(30.0)  # the service has existed for 30 s
             for _ in range(30):
                 assert (await c.request_raw("127.0.0.1", gw.port, REQ, 5)).status == 200
-            # All 30 requests fell at t = 1030 (the fake clock did not move while they ran).
+            # These 30 requests fell at t = 1030 (the fake clock did not move while they ran);
+            # the one above, at t = 1000, is out of every window below but the 60 s one.
             assert gw.qps("s", 6) == pytest.approx(30 / 6)
-            assert gw.qps("s", 60) == pytest.approx(30 / 30)  # only 30 s of history so far
+            assert gw.qps("s", 60) == pytest.approx(31 / 30)  # only 30 s of history so far
             clock.advance(10.0)
             assert gw.qps("s", 6) == 0.0
             assert gw.qps("s", 15) == pytest.approx(30 / 15)
             st = gw.stats("s")
             assert st.qps[15.0] == pytest.approx(2.0) and st.qps[6.0] == 0.0
-            assert st.requests == 30 and st.p50[15.0] is not None and st.p50[6.0] is None
+            assert st.requests == 31 and st.p50[15.0] is not None and st.p50[6.0] is None
         finally:
             c.close()
             await gw.stop()

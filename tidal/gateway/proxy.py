@@ -230,6 +230,15 @@ class Gateway:
         for r in svc.replicas.values():
             self._retire(r)
 
+    def endpoint(self, service: str) -> str:
+        """The base URL a client appends TF Serving or V2 paths to (the path-prefix route,
+        which needs no DNS for `NAME.localhost`)."""
+        self._service(service)
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{self.settings.path_prefix}{service}"
+
     def services(self) -> list[str]:
         return sorted(self._services)
 
