@@ -16,7 +16,7 @@ import numpy as np
 
 from tidal.errors import FailedPrecondition, InvalidArgument, TidalError
 from tidal.http.server import Request, Response, error_response
-from tidal.server import tensors
+from tidal.server import tensors, tfexample
 from tidal.server.metrics import ServerMetrics
 from tidal.server.tensors import dumps, is_b64, json_text, json_to_tensor
 
@@ -462,7 +462,10 @@ class TFServingAPI:
                         kind = "classification" if action == "classify" else "regression"
                         raise FailedPrecondition(
                             f"Expected {kind} signature method_name to be {method}. Was: {sig.method}")
-                    inputs = decode_examples(doc, sig, method)
+                    if sig.serialized_examples:  # a SavedModel's classify/regress signature
+                        inputs = tfexample.serialized_inputs(doc, sig, method)
+                    else:
+                        inputs = decode_examples(doc, sig, method)
                     outputs = await servable.predict(sig.name, inputs)
                     body = encode_classify(outputs) if action == "classify" else encode_regress(outputs)
                 resp = Response(200, body)

@@ -1,0 +1,187 @@
+"""TensorFlow SavedModel runtime: every signature of the `serve` meta graph, run through its concrete function.
+
+Imported only when a version directory holds a SavedModel (see the registry), because
+`import tensorflow` takes seconds and hundreds of megabytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from tidal.errors import FailedPrecondition, Internal, InvalidArgument
+from tidal.models.config import RuntimeOptions, usable_cores
+from tidal.models.signatures import CLASSIFY, PREDICT, REGRESS, Signature, TensorSpec
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "tensorflow"
+SERVE_TAG = "serve"  # the meta graph TF Serving loads
+# Written by tf.saved_model.save to run initializers; not something a client calls.
+_INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+_TF_TO_V2 = {
+    types_pb2.DT_FLOAT: "FP32", types_pb2.DT_DOUBLE: "FP64", types_pb2.DT_HALF: "FP16",
+    types_pb2.DT_INT8: "INT8", types_pb2.DT_INT16: "INT16", types_pb2.DT_INT32: "INT32", types_pb2.DT_INT64: "INT64",
+    types_pb2.DT_UINT8: "UINT8", types_pb2.DT_UINT16: "UINT16", types_pb2.DT_UINT32: "UINT32",
+    types_pb2.DT_UINT64: "UINT64", types_pb2.DT_BOOL: "BOOL", types_pb2.DT_STRING: "BYTES",
+}
+
+# TensorFlow's thread pools belong to the process and are fixed once its runtime starts.
+_threads_lock = threading.Lock()
+_threads: tuple[int, int] | None = None
+
+
+def configure_threads(options: RuntimeOptions) -> tuple[int, int]:
+    """Set TensorFlow's intra/inter-op pools (once per process); return the (intra, inter) in force.
+
+    Like the ONNX runtime, 0 means the cores this process may use: TensorFlow's own default
+    counts the machine's cores and oversubscribes a pinned server.
+    """
+    global _threads
+    want = (options.intra_op_threads or usable_cores(), options.inter_op_threads or usable_cores())
+    with _threads_lock:
+        if _threads is None:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(want[0])
+                tf.config.threading.set_inter_op_parallelism_threads(want[1])
+                _threads = want
+            except RuntimeError:  # something in this process already started TensorFlow's runtime
+                _threads = (tf.config.threading.get_intra_op_parallelism_threads(),
+                            tf.config.threading.get_inter_op_parallelism_threads())
+                log.warning("TensorFlow already started with intra/inter-op threads %s; %s not applied",
+                            _threads, want)
+        elif _threads != want:
+            log.warning("TensorFlow's thread pools are per process and already set to intra/inter-op %s; "
+                        "this model asked for %s", _threads, want)
+        return _threads
+
+
+def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraphDef:
+    """The meta graph with `tag` from saved_model.pb (or .pbtxt) in a version directory."""
+    model = saved_model_pb2.SavedModel()
+    pb = os.path.join(path, "saved_model.pb")
+    try:
+        if os.path.exists(pb):
+            with open(pb, "rb") as f:
+                model.ParseFromString(f.read())
+        else:
+            with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as f:
+                text_format.Parse(f.read(), model)
+    except OSError as e:
+        raise FailedPrecondition(f"cannot read the SavedModel: {e.strerror or e}") from None
+    except Exception as e:  # protobuf's DecodeError / ParseError
+        raise FailedPrecondition(f"saved_model.pb is not a valid SavedModel: {_clean(e)}") from None
+    for meta_graph in model.meta_graphs:
+        if tag in meta_graph.meta_info_def.tags:
+            return meta_graph
+    found = [list(m.meta_info_def.tags) for m in model.meta_graphs]
+    raise FailedPrecondition(f"the SavedModel has no meta graph tagged '{tag}' (its tags: {found})")
+
+
+class _Unsupported(Exception):
+    """A signature Tidal cannot serve; the others still are."""
+
+
+def _tensor_spec(key: str, info) -> TensorSpec:
+    if info.WhichOneof("encoding") != "name":
+        raise _Unsupported(f"'{key}' is a sparse or composite tensor")
+    datatype = _TF_TO_V2.get(info.dtype)
+    if datatype is None:
+        raise _Unsupported(f"'{key}' has type {types_pb2.DataType.Name(info.dtype)}")
+    if info.tensor_shape.unknown_rank:
+        raise _Unsupported(f"'{key}' has an unknown rank (export it with a shaped tf.TensorSpec)")
+    return TensorSpec(key, datatype, tuple(d.size if d.size >= 0 else -1 for d in info.tensor_shape.dim))
+
+
+def signature_from_def(name: str, sig_def) -> Signature:
+    """A Tidal Signature for a SignatureDef; _Unsupported when it cannot be served."""
+    inputs = {k: _tensor_spec(k, v) for k, v in sorted(sig_def.inputs.items())}
+    outputs = {k: _tensor_spec(k, v) for k, v in sorted(sig_def.outputs.items())}
+    if not outputs:
+        raise _Unsupported("it has no outputs")
+    method = sig_def.method_name or PREDICT
+    examples = False
+    if method in (CLASSIFY, REGRESS):
+        # TF Serving feeds a classify/regress signature one string tensor of serialized tf.Examples.
+        if len(inputs) != 1 or next(iter(inputs.values())).datatype != "BYTES":
+            raise _Unsupported(f"a {method} signature needs exactly one string input (serialized tf.Examples)")
+        examples = True
+    elif method != PREDICT:
+        log.info("signature %r has method %r; served as predict", name, method)
+        method = PREDICT
+    return Signature(name, method, inputs, outputs, serialized_examples=examples)
+
+
+class TensorFlowRuntime:
+    """A loaded SavedModel; `run` calls a signature's concrete function with numpy inputs."""
+
+    platform = PLATFORM
+
+    def __init__(self, path: str) -> None:
+        meta_graph = read_meta_graph(path)
+        try:
+            self._model = tf.saved_model.load(path, tags=[SERVE_TAG])
+        except Exception as e:
+            raise FailedPrecondition(f"TensorFlow cannot load the SavedModel: {_clean(e)}") from None
+        self.signatures: dict[str, Signature] = {}
+        self._functions = {}
+        for name, sig_def in sorted(meta_graph.signature_def.items()):
+            if name == _INIT_OP_SIGNATURE:
+                continue
+            fn = self._model.signatures.get(name)
+            try:
+                if fn is None:
+                    raise _Unsupported("TensorFlow did not restore a function for it")
+                sig = signature_from_def(name, sig_def)
+            except _Unsupported as e:
+                log.warning("signature %r is not served: %s", name, e)
+                continue
+            self.signatures[name] = sig
+            self._functions[name] = fn
+        if not self.signatures:
+            raise FailedPrecondition(
+                f"the SavedModel has no signature Tidal can serve (signatures: {sorted(meta_graph.signature_def)})")
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        fn = self._functions.get(signature_name)
+        if fn is None:
+            raise InvalidArgument(f"unknown signature '{signature_name}'")
+        try:
+            outputs = fn(**inputs)
+        except tf.errors.InvalidArgumentError as e:
+            raise InvalidArgument(f"the model rejected the input: {_clean(e)}") from None
+        except (TypeError, ValueError) as e:
+            raise InvalidArgument(f"the model rejected the input: {_clean(e)}") from None
+        except tf.errors.OpError as e:
+            raise Internal(f"model run failed: {_clean(e)}") from None
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def close(self) -> None:
+        self._functions = {}
+        self._model = None
+
+
+_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>|\s*\[\[|\s*$)")
+
+
+def _clean(e: BaseException) -> str:
+    """The message of a TensorFlow error without its graph-location boilerplate."""
+    text = getattr(e, "message", None) or str(e)
+    lines = [line.strip() for line in text.splitlines() if not _NOISE.match(line)]
+    text = " ".join(lines) or text.strip()
+    text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def load(path: str, options: RuntimeOptions) -> TensorFlowRuntime:
+    configure_threads(options)
+    return TensorFlowRuntime(path)
