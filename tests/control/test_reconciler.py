@@ -182,3 +182,16 @@ def test_spot_trace_drop_reclaims_with_notice(world):
     # The zone was lost: its spot goes elsewhere, or on-demand compensates; 4 replicas serve throughout.
     assert len(store.replicas("bert-tfserving", states=("ready",))) == 4
     assert store.get_node(noticed[0].name).state == "terminated"
+
+
+def test_a_replica_that_keeps_failing_backs_off(world):
+    clock, store, backend, gateway, r = world
+    backend.auto_ready = False
+    run(r, clock, 10)
+    for _ in range(12):  # each replica dies at once, for 60 s
+        for rid in list(backend.procs):
+            backend.procs.pop(rid)
+        run(r, clock, 5)
+    # Without back-off that is a start every 5 s (13 in all); with it: at once, then 10 s, 20 s, 40 s apart.
+    assert len(backend.launches) <= 6
+    assert any(e.kind == "BackOff" for e in store.events(limit=1000))

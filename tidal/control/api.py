@@ -239,7 +239,7 @@ class Api:
             from tidal.sim.traces import load_spot_traces
             load_spot_traces(spec.spot_trace)  # a bad trace fails the create, not the loop
         self.store.create_pool(spec, self.r.clock.now())
-        self.r._attach_trace(spec)
+        self.r.attach_trace(spec)
         self.r.event("NodePoolCreated", f"nodepool/{spec.name}",
                      f"labels {spec.labels}, policy {spec.policy}, "
                      f"{'spot' if spec.spot else 'on-demand'}, {spec.min_nodes}-{spec.max_nodes} nodes")

@@ -112,6 +112,7 @@ class Reconciler:
         self._hpa_last_sync: dict[str, float] = {}
         self._gateway_models: dict[str, tuple[str, ...]] = {}
         self._pending_noted: set[str] = set()
+        self._backoff_noted: set[str] = set()
 
     # ------------------------------------------------------------------ events
     def event(self, kind: str, obj: str, message: str) -> None:
@@ -141,9 +142,9 @@ class Reconciler:
             self.backend.kill(pid)
             self.event("ReplicaKilled", f"replica/{rid}", f"stray process {pid} the store does not know: killed")
         for pool in self.store.list_pools():
-            self._attach_trace(pool)
+            self.attach_trace(pool)
 
-    def _attach_trace(self, pool: NodePoolSpec) -> None:
+    def attach_trace(self, pool: NodePoolSpec) -> None:
         if pool.spot_trace and hasattr(self.backend, "set_trace"):
             start = float(self.store.get_meta(f"trace_start:{pool.name}") or self.clock.now())
             self.store.set_meta(f"trace_start:{pool.name}", repr(start))
@@ -346,7 +347,10 @@ class Reconciler:
             live = [r for r in reps if r.state in ("pending", "starting", "ready") and r.release == current]
             outdated = [r for r in reps if r.state in ("pending", "starting", "ready") and r.release != current]
             want = svc.desired
-            for _ in range(want - len(live)):
+            missing = want - len(live)
+            if missing > 0 and self._backing_off(name, now):
+                missing = 0
+            for _ in range(missing):
                 rid = f"{svc.spec.workload}-{self.store.next_id('replica:' + name)}"
                 self.store.add_replica(ReplicaRow(id=rid, service=name, release=current, node=None, state="pending",
                                                   port=None, grpc_port=None, pid=None, proc_start=None, created_at=now))
@@ -373,6 +377,27 @@ class Reconciler:
                     self.store.update_replica(r.id, state="draining", drain_at=stop_at)
                     self.event("ReplicaDraining", f"replica/{r.id}", "its node is being reclaimed and its replacement is ready"
                                if ready_current >= want else "its node is about to be reclaimed")
+
+    def _backing_off(self, service: str, now: float) -> bool:
+        """Replicas that keep failing are replaced ever more slowly (like Kubernetes' CrashLoopBackOff: at once
+        after one failure, then 10 s doubling up to 5 min), so a model that cannot load does not become a
+        process-spawning loop."""
+        window = 600.0
+        failed = [r for r in self.store.replicas(service, states=("failed",))
+                  if r.stopped_at is not None and now - r.stopped_at < window]
+        if not failed:
+            return False
+        delay = 0.0 if len(failed) == 1 else min(300.0, 10.0 * 2 ** (len(failed) - 2))
+        last = max(r.stopped_at for r in failed)
+        if now - last < delay:
+            if service not in self._backoff_noted:
+                self._backoff_noted.add(service)
+                self.event("BackOff", f"service/{service}",
+                           f"{len(failed)} replica(s) failed in the last {window:.0f}s: the next one starts "
+                           f"{delay:.0f}s after the last failure (see `tidal logs {service}`)")
+            return True
+        self._backoff_noted.discard(service)
+        return False
 
     def _drain(self, r: ReplicaRow, why: str) -> None:
         now = self.clock.now()
