@@ -80,7 +80,7 @@ def run_tidal(url: str, conc: int, duration: int, cpu: str | None, rate: float |
     doc = json.loads(out)
     lat = doc["latency_ms"]
     return {"throughput": doc["throughput"], "p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"],
-            "errors": doc["errors"]}
+            "errors": doc["errors"], "service_p50": doc["service_ms"]["p50"]}
 
 
 def main() -> None:
@@ -121,7 +121,8 @@ def main() -> None:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     print(f"server: tidal HttpServer, {args.delay * 1000:g} ms per answer; {d} s per run; "
           f"{os.cpu_count()} CPUs ({cpu}); {time.strftime('%Y-%m-%d')}\n")
-    print("| mode | load | tool | throughput (req/s) | p50 (ms) | p90 (ms) | p99 (ms) | errors | vs tidal: throughput, p50 |")
+    print("| mode | load | tool | throughput (req/s) | p50 (ms) | p90 (ms) | p99 (ms) | errors | "
+          "tidal vs this tool: throughput, p50 |")
     print("|---|---|---|---:|---:|---:|---:|---:|---|")
     ours = {mode: r for mode, _, tool, r in rows if tool == "tidal bench"}
     for mode, load, tool, r in rows:
@@ -130,6 +131,9 @@ def main() -> None:
                                                f"{(t['p50'] / r['p50'] - 1) * 100:+.1f}%")
         print(f"| {mode} | {load} | {tool} | {r['throughput']:,.0f} | {r['p50']:.2f} | {r['p90']:.2f} | "
               f"{r['p99']:.2f} | {r['errors']} | {vs} |")
+    t, h = ours["open"], next(r for mode, _, tool, r in rows if tool == "hey -q")
+    print(f"\nopen loop, tidal bench's service time (from the actual send, as hey measures): p50 "
+          f"{t['service_p50']:.2f} ms, {(t['service_p50'] / h['p50'] - 1) * 100:+.1f}% vs hey -q")
 
 
 if __name__ == "__main__":
