@@ -195,3 +195,21 @@ def test_a_replica_that_keeps_failing_backs_off(world):
     # Without back-off that is a start every 5 s (13 in all); with it: at once, then 10 s, 20 s, 40 s apart.
     assert len(backend.launches) <= 6
     assert any(e.kind == "BackOff" for e in store.events(limit=1000))
+
+
+def test_without_spot_remedy_the_replacement_waits_for_the_node_to_go(world):
+    clock, store, backend, gateway, r = world
+    store.update_pool(store.get_pool("gpu").model_copy(update={"spot_remedy": False}))
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    victim = next(n for n in store.nodes("gpu") if n.billing == "spot")
+    launched = len(store.nodes("gpu", include_terminated=True))
+    asyncio.run(_preempt(r, victim.name))
+    run(r, clock, 60)
+    # Still serving on the noticed node, nothing launched for it yet.
+    assert len(store.nodes("gpu", include_terminated=True)) == launched
+    assert any(x.node == victim.name and x.state == "ready" for x in store.replicas("bert-tfserving"))
+    run(r, clock, 80)  # the notice (120 s) ends: the node goes, then its replica is replaced
+    assert store.get_node(victim.name).state == "terminated"
+    assert len(store.nodes("gpu", include_terminated=True)) == launched + 1
+    assert len(store.replicas("bert-tfserving", states=("ready",))) == 4

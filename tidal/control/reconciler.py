@@ -248,11 +248,16 @@ class Reconciler:
         self.store.update_node(node.name, state="notified", notified_at=now, reclaim_at=now + notice)
         self._memory(pool.name).preempted[node.zone] = self._memory(pool.name).preempted.get(node.zone, 0) + 1
         reps = [r for r in self.store.replicas(states=("pending", "starting", "ready")) if r.node == node.name]
-        for r in reps:
-            # Replaced at once; it keeps serving until its replacement is ready or the notice is nearly over.
-            self.store.update_replica(r.id, state="notified", drain_at=now + max(0.0, notice - self.settings.notice_margin_seconds))
+        if pool.spot_remedy:
+            for r in reps:
+                # Replaced at once; it keeps serving until its replacement is ready or the notice is nearly over.
+                self.store.update_replica(r.id, state="notified",
+                                          drain_at=now + max(0.0, notice - self.settings.notice_margin_seconds))
+            fate = "replaced now (spot remedy)"
+        else:
+            fate = "replaced when it goes (no spot remedy)"
         self.event("PreemptionNotice", f"node/{node.name}",
-                   f"{why}: reclaimed in {notice:.0f}s; {len(reps)} replica(s) on it are replaced now")
+                   f"{why}: reclaimed in {notice:.0f}s; {len(reps)} replica(s) on it {fate}")
 
     def _expire_notices(self) -> None:
         now = self.clock.now()
