@@ -157,3 +157,33 @@ def test_actions_appear_with_the_token(console, provider, browser):
     d.execute_script("document.querySelector('button.preempt').click()")
     wait(d, lambda d: "preemption in 30 s" in text(d, "#status"), "the preempt answer")
     assert provider.actions_seen[-1] == ("preempt", "inference-i-01", 30.0)
+
+
+def test_console_over_the_reconciler_during_a_scale_out(tmp_path, browser):
+    """The provider over a real Reconciler and Store (fake backend and gateway): the seed's scale-out to 10
+    replicas on the 30%-on-demand pool, watched from one open page."""
+    from tests.console.conftest import ConsoleServer
+    from tests.console.test_control import World
+    from tidal.capacity.policies.ess import EssParams, split
+    from tidal.console.app import ConsoleApp
+
+    world = World(tmp_path)
+    world.run(30)
+    server = ConsoleServer(ConsoleApp(world.provider, token=TOKEN, clock=world.clock))
+    server.start()
+    try:
+        d = browser
+        d.get(server.url + "#/services/sentiment")
+        wait(d, lambda d: len(replica_rows(d)) == 1, "the first replica")
+        d.execute_script("window.__sameDocument = 'yes'")
+        world.gateway.qps_["sentiment"] = 100.0
+        world.run(150)
+        od, spot = split(10, EssParams(on_demand_percentage=30))
+        wait(d, lambda d: len(replica_rows(d)) == 10, "10 replicas after the scale-out")
+        billing = [b for _, b in replica_rows(d)]
+        assert (billing.count("on-demand"), billing.count("spot")) == (od, spot)
+        assert {name for name, _ in replica_rows(d)} == {r.id for r in world.store.replicas("sentiment")}
+        assert "SuccessfulRescale" in text(d, "table[data-testid=events]")
+        assert d.execute_script("return window.__sameDocument") == "yes"
+    finally:
+        server.stop()
