@@ -303,3 +303,50 @@ async def test_a_closed_servable_answers_unavailable(tmp_path):
     s.close()
     with pytest.raises(Unavailable, match="version 3 of model hpt has been unloaded"):
         await s.predict("serving_default", {"x": np.array([1.0], np.float32)})
+
+
+# ---- gathering for models that run inline on the loop ------------------------------------------
+
+async def test_inline_model_gathers_concurrent_requests_and_stops_when_they_come_alone():
+    sizes = []
+
+    def model(sig, inputs):
+        sizes.append(inputs["x"].shape[0])
+        return {"y": inputs["x"] * 10}
+
+    reports = []
+    b = Batcher("m", 1, SIG, model, options=BatchingOptions(), executor=ModelExecutor(1, 1.0),
+                clock=RealClock(), on_batch=lambda m, v, n, q: reports.append(n))
+    await b.submit({"x": np.array([[0.0]])})  # measured in a worker, found quick: inline from now on
+    assert b._executor.inline and not b._gathering
+    for wave in range(3):  # waves of 64 arriving in the same loop turn; a probe notices within 32
+        outs = await asyncio.gather(*[b.submit({"x": np.array([[float(i)]])}) for i in range(64)])
+        assert [o["y"].tolist() for o in outs] == [[[10.0 * i]] for i in range(64)]
+    assert b._gathering and max(reports) == 64  # a whole wave ran as one batch
+    assert sum(reports) == 1 + 3 * 64
+    for i in range(Batcher._PROBE_EVERY):  # requests one at a time: gathering ends
+        assert (await b.submit({"x": np.array([[1.0]])}))["y"].tolist() == [[10.0]]
+    assert not b._gathering
+    calls = len(sizes)
+    await b.submit({"x": np.array([[1.0]])})
+    assert len(sizes) == calls + 1 and sizes[-1] == 1
+    b._executor.close()
+
+
+async def test_inline_gathering_keeps_shapes_apart_and_isolates_bad_requests():
+    def model(sig, inputs):
+        if (inputs["x"] < 0).any():
+            raise InvalidArgument("negative values are not allowed")
+        return {"y": inputs["x"] * 10}
+
+    b = Batcher("m", 1, SIG, model, options=BatchingOptions(), executor=ModelExecutor(1, 1.0), clock=RealClock())
+    await b.submit({"x": np.array([[0.0]])})
+    b._gathering = True
+    shapes = [(1, 2), (2, 3), (1, 2), (1, 3)]
+    values = [1.0, 2.0, -1.0, 3.0]
+    outs = await asyncio.gather(*[b.submit({"x": np.full(s, v)}) for s, v in zip(shapes, values)],
+                                return_exceptions=True)
+    assert outs[0]["y"].tolist() == [[10.0, 10.0]]
+    assert outs[1]["y"].shape == (2, 3) and outs[3]["y"].tolist() == [[30.0, 30.0, 30.0]]
+    assert isinstance(outs[2], InvalidArgument)
+    b._executor.close()

@@ -91,10 +91,16 @@ def test_corrupt_model_is_a_clear_load_error(tmp_path):
         load_runtime(str(tmp_path), OPTS)
 
 
-def test_saved_model_names_the_extra_to_install(tmp_path):
+def test_a_runtime_that_is_not_installed_names_the_extra(tmp_path, monkeypatch):
+    from tidal.models import runtimes
+
     (tmp_path / "saved_model.pb").write_bytes(b"\x08\x01")
     (tmp_path / "variables").mkdir()
     assert detect(str(tmp_path)) == "tensorflow"
+    # As on a machine without TensorFlow: the runtime's module cannot be imported.
+    entry = runtimes.RUNTIMES["tensorflow"]
+    monkeypatch.setitem(runtimes.RUNTIMES, "tensorflow", runtimes.RuntimeEntry(
+        entry.platform, entry.recognises, "tidal.models.runtimes.not_installed_here", entry.extra))
     with pytest.raises(FailedPrecondition, match=r"pip install tidal\[tensorflow\]"):
         load_runtime(str(tmp_path), OPTS)
 

@@ -99,12 +99,20 @@ def split(outputs: dict[str, np.ndarray], sizes: list[int], run_rows: int | None
 class Batcher:
     """Batches one signature of one model version.
 
+    For a model that runs inline on the loop (see ModelExecutor), nothing can arrive while a
+    batch runs, so under concurrency requests instead gather for one loop turn: those that
+    arrive together run as one batch. A lone request still runs at once; the batcher notices
+    concurrency by letting one request in 32 wait a turn, and stops gathering after 32 turns
+    in a row with one request each.
+
     A request that finds the batcher idle runs at once; requests that arrive while a batch
     runs wait in the queue and form the next batch (up to max_batch_size rows, only with
     requests whose non-batch dimensions match). When some batches run but a thread is free,
     a partial batch waits up to batch_timeout_micros for company. A queue holding
     max_enqueued_batches full batches turns new requests away with ResourceExhausted.
     """
+
+    _PROBE_EVERY = 32
 
     def __init__(self, model: str, version: int, signature: Signature, run: RunFn, *,
                  options: BatchingOptions, executor: ModelExecutor, clock: Clock,
@@ -128,6 +136,10 @@ class Batcher:
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._splittable = True
+        self._gathering = False  # an inline model under concurrency: gather each loop turn
+        self._flush_pending = False
+        self._alone = 0  # flushes in a row that found a single request
+        self._direct = 0
 
     @property
     def queued_rows(self) -> int:
@@ -144,6 +156,8 @@ class Batcher:
             # Too big to share a batch: it runs alone, like an unbatched request.
             return await self._executor.call(self._run, self._sig_name, inputs)
         if self._running == 0 and not self._queue:
+            if self._executor.inline and (self._gathering or self._probe()):
+                return await self._enqueue(inputs, rows)
             self._running += 1
             try:
                 if self._on_batch is not None:
@@ -157,6 +171,15 @@ class Batcher:
                 self._running -= 1
                 if self._queue:
                     self._dispatch()
+        return await self._enqueue(inputs, rows)
+
+    def _probe(self) -> bool:
+        # Now and then a request to an inline model waits one loop turn to see whether others
+        # arrive with it; if they do, the batcher gathers until requests come alone again.
+        self._direct += 1
+        return self._direct % self._PROBE_EVERY == 0
+
+    async def _enqueue(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         if self._queued_rows + rows > self._capacity:
             raise ResourceExhausted("The batch scheduling queue to which this task was submitted is full")
         future = asyncio.get_running_loop().create_future()
@@ -166,6 +189,12 @@ class Batcher:
         return await future
 
     def _dispatch(self) -> None:
+        if self._executor.inline and self._running == 0:
+            # A quick model: requests that arrive in the same loop turn run together, on the loop.
+            if self._queue and not self._flush_pending:
+                self._flush_pending = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            return
         while self._queue and self._running < self._threads:
             if self._running and self._timeout > 0 and self._queued_rows < self._max:
                 wait = self._queue[0].enqueued + self._timeout - self._clock.monotonic()
@@ -180,6 +209,22 @@ class Batcher:
     def _on_timer(self) -> None:
         self._timer = None
         self._dispatch()
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if len(self._queue) > 1:
+            self._gathering, self._alone = True, 0
+        else:
+            self._alone += 1
+            if self._alone >= self._PROBE_EVERY:
+                self._gathering = False
+        while self._queue:
+            if not (self._executor.inline and self._running == 0):
+                self._dispatch()  # the model turned slow: back to worker threads
+                return
+            batch = self._take()
+            self._report(batch)
+            self._finish(batch, self._executor.run_inline(self._compute, batch))
 
     def _take(self) -> list[_Task]:
         head = self._queue.popleft()
@@ -201,51 +246,70 @@ class Batcher:
         self._queued_rows -= rows
         return batch
 
+    def _report(self, batch: list[_Task]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(self.model, self.version, sum(t.rows for t in batch),
+                           self._clock.monotonic() - batch[0].enqueued)
+
     async def _run_batch(self, batch: list[_Task]) -> None:
         try:
             batch = [t for t in batch if not t.future.done()]  # the client went away
             if not batch:
                 return
-            sizes = [t.rows for t in batch]
-            total = sum(sizes)
-            if self._on_batch is not None:
-                self._on_batch(self.model, self.version, total, self._clock.monotonic() - batch[0].enqueued)
+            self._report(batch)
             try:
-                if len(batch) == 1 and not self._allowed:
-                    outputs = await self._executor.call(self._run, self._sig_name, batch[0].inputs)
-                    _resolve(batch[0], outputs)
-                    return
-                inputs = stack([t.inputs for t in batch], self._pad)
-                size = padded_size(total, self._allowed)
-                if size != total:
-                    inputs = pad_rows(inputs, size)
-                outputs = await self._executor.call(self._run, self._sig_name, inputs)
-                for task, part in zip(batch, split(outputs, sizes, size)):
-                    _resolve(task, part)
-            except _Unsplittable as e:
-                log.warning("model %s version %s: output %r does not follow the batch dimension; "
-                            "running its requests one by one from now on", self.model, self.version, str(e))
-                self._splittable = False
-                await self._one_by_one(batch)
-            except InvalidArgument as e:
-                if len(batch) == 1:
-                    _fail(batch[0], e)
-                else:
-                    # One bad request must not fail its neighbours: find it by running each alone.
-                    await self._one_by_one(batch)
+                results = await self._executor.call(self._compute, batch)
             except Exception as e:
-                for task in batch:
-                    _fail(task, e)
+                results = [e] * len(batch)
+            self._finish(batch, results)
         finally:
             self._running -= 1
             self._dispatch()
 
-    async def _one_by_one(self, batch: list[_Task]) -> None:
+    def _compute(self, batch: list[_Task]) -> list:
+        """Run a batch and cut its outputs per request: an outputs dict or an exception each.
+
+        Touches no futures, so it may run in a worker thread.
+        """
+        sizes = [t.rows for t in batch]
+        total = sum(sizes)
+        try:
+            if len(batch) == 1 and not self._allowed:
+                return [self._run(self._sig_name, batch[0].inputs)]
+            inputs = stack([t.inputs for t in batch], self._pad)
+            size = padded_size(total, self._allowed)
+            if size != total:
+                inputs = pad_rows(inputs, size)
+            return split(self._run(self._sig_name, inputs), sizes, size)
+        except _Unsplittable as e:
+            log.warning("model %s version %s: output %r does not follow the batch dimension; "
+                        "running its requests one by one from now on", self.model, self.version, str(e))
+            self._splittable = False
+            return self._one_by_one(batch)
+        except InvalidArgument as e:
+            if len(batch) == 1:
+                return [e]
+            # One bad request must not fail its neighbours: find it by running each alone.
+            return self._one_by_one(batch)
+        except Exception as e:
+            return [e] * len(batch)
+
+    def _one_by_one(self, batch: list[_Task]) -> list:
+        results: list = []
         for task in batch:
             try:
-                _resolve(task, await self._executor.call(self._run, self._sig_name, task.inputs))
+                results.append(self._run(self._sig_name, task.inputs))
             except Exception as e:
-                _fail(task, e)
+                results.append(e)
+        return results
+
+    @staticmethod
+    def _finish(batch: list[_Task], results: list) -> None:
+        for task, result in zip(batch, results):
+            if isinstance(result, BaseException):
+                _fail(task, result)
+            else:
+                _resolve(task, result)
 
 
 def _resolve(task: _Task, outputs: dict[str, np.ndarray]) -> None:

@@ -67,6 +67,13 @@ class ModelExecutor:
                     self._inline = False
                     self._recent.clear()
 
+    def run_inline(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run on the calling thread (the loop), timing one call in _SAMPLE_EVERY."""
+        self._calls += 1
+        if self._calls % self._SAMPLE_EVERY:
+            return fn(*args)
+        return self._timed_inline(fn, args)
+
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._inline:
             self._calls += 1
