@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -178,7 +179,6 @@ def _shape_for(spec: InputSpec, batch: int) -> list[int]:
 
 def read_body(path: str) -> bytes:
     """A request body from a file ('-' for stdin); JSON bodies are checked so a typo fails before the run."""
-    import sys
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
