@@ -350,3 +350,16 @@ async def test_inline_gathering_keeps_shapes_apart_and_isolates_bad_requests():
     assert outs[1]["y"].shape == (2, 3) and outs[3]["y"].tolist() == [[30.0, 30.0, 30.0]]
     assert isinstance(outs[2], InvalidArgument)
     b._executor.close()
+
+
+async def test_a_failing_metrics_callback_costs_no_request():
+    def broken(*args):
+        raise RuntimeError("metrics backend down")
+
+    model = GatedModel(gate_first=False)
+    b = Batcher("m", 1, SIG, model.run, options=BatchingOptions(), executor=ModelExecutor(1, 1.0),
+                clock=RealClock(), on_batch=broken)
+    for _ in range(3):
+        outs = await asyncio.gather(*[b.submit({"x": np.array([[float(i)]])}) for i in range(40)])
+        assert [o["y"].tolist() for o in outs] == [[[10.0 * i]] for i in range(40)]
+    b._executor.close()

@@ -161,7 +161,10 @@ class Batcher:
             self._running += 1
             try:
                 if self._on_batch is not None:
-                    self._on_batch(self.model, self.version, rows, 0.0)
+                    try:
+                        self._on_batch(self.model, self.version, rows, 0.0)
+                    except Exception:
+                        log.exception("on_batch callback failed")
                 if self._allowed and padded_size(rows, self._allowed) != rows:
                     size = padded_size(rows, self._allowed)
                     outputs = await self._executor.call(self._run, self._sig_name, pad_rows(inputs, size))
@@ -248,8 +251,11 @@ class Batcher:
 
     def _report(self, batch: list[_Task]) -> None:
         if self._on_batch is not None:
-            self._on_batch(self.model, self.version, sum(t.rows for t in batch),
-                           self._clock.monotonic() - batch[0].enqueued)
+            try:
+                self._on_batch(self.model, self.version, sum(t.rows for t in batch),
+                               self._clock.monotonic() - batch[0].enqueued)
+            except Exception:  # metrics must never cost a request
+                log.exception("on_batch callback failed")
 
     async def _run_batch(self, batch: list[_Task]) -> None:
         try:
