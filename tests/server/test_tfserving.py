@@ -235,3 +235,13 @@ def test_route_cache_is_bounded(app):
     for i in range(5000):
         call(app, "GET", f"/v1/models/m{i}/x/y")
     assert len(app.tfserving._routes) <= 4096
+
+
+def test_cached_route_errors_do_not_grow(app):
+    for _ in range(50):
+        assert call(app, "POST", HPT, {"instances": [1.0]}).status == 400
+    exc = app.tfserving._routes[("POST", HPT)]
+    depth, tb = 0, exc.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 5

@@ -404,7 +404,7 @@ class TFServingAPI:
                 self._routes.clear()
             self._routes[key] = found
         if type(found) is not Route:
-            raise found
+            raise found.with_traceback(None)  # a cached error: without this its traceback grows per raise
         return found
 
     def handle(self, req: Request):
