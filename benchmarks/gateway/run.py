@@ -272,12 +272,16 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         models = build_models(work, args.models.split(","))
         rows = []
+        load_before = os.getloadavg()
         for m, base in models.items():
             rows += bench_model(m, base, args, tmp)
+        load_after = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.markdown:
         print(markdown(rows))
+        print(f"\nload average (1, 5, 15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, "
+              f"after: {' '.join(f'{x:.2f}' for x in load_after)}")
     return 0
 
 
