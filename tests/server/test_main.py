@@ -62,4 +62,4 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     assert "no such file" in out.stderr and "Traceback" not in out.stderr
     help_text = subprocess.run([sys.executable, "-m", "tidal", "model-server", "--help"], capture_output=True,
                                text=True, timeout=60).stdout
-    assert "gRPC is not served yet" in help_text and "--rest_api_port" in help_text
+    assert "--port" in help_text and "--rest_api_port" in help_text and "--model_config_file" in help_text
