@@ -74,6 +74,8 @@ class _Demo:
               f"{120 * args.time_factor:g} s, the HPA's 5 min scale-down window {300 * args.time_factor:g} s.")
         self.tidal("up", "--port", "0", "--gateway-port", "0", "--time-factor", str(args.time_factor),
                    "--tick", "5", "--qps-window", "60")
+        from tidal.control.home import Home
+        print(f"   watch it live in the console: {Home.from_env().read_address()['api']}/console/")
         try:
             return self._procedure()
         finally:
@@ -121,7 +123,30 @@ class _Demo:
             [sys.executable, "-m", "tidal", "bench", endpoint, "-m", "chnsenticorp", "--sample", "sentiment",
              "--profile", f"constant:{args.rate:g}", "-d", f"{args.load_seconds:g}s", "-o", "json", "--no-progress"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        peak = {"replicas": 0, "on_demand": 0, "spot": 0}
+        try:
+            load, peak, preempted, start = self._load(bench)
+        finally:
+            if bench.poll() is None:  # interrupted: the load generator goes too
+                bench.kill()
+                bench.wait()
+
+        self.step(9, "after the load: the HPA scales in (after its stabilization window), empty nodes go")
+        deadline = time.monotonic() + args.scale_in_timeout
+        while time.monotonic() < deadline:
+            top = self.api().get("/top")
+            line, mix = _status(top)
+            self.say(f"t={time.monotonic() - start:4.0f}s  {line}")
+            if mix["replicas"] <= 1 and mix["nodes"] <= 1:
+                break
+            time.sleep(3.0)
+        self.tidal("nodepool", "get", "gpu-pool")
+
+        self._summary(load, peak, preempted)
+        return 0
+
+    def _load(self, bench: subprocess.Popen):
+        args = self.args
+        peak = {"replicas": 0, "nodes": 0, "on_demand": 0, "spot": 0}
         preempted: list[str] = []
         start = time.monotonic()
         while bench.poll() is None:
@@ -140,20 +165,7 @@ class _Demo:
             load = json.loads(out)
         except ValueError:
             raise UserError(f"the load generator failed: {err.strip().splitlines()[-1] if err.strip() else out[:200]}")
-
-        self.step(9, "after the load: the HPA scales in (after its stabilization window), empty nodes go")
-        deadline = time.monotonic() + args.scale_in_timeout
-        while time.monotonic() < deadline:
-            top = self.api().get("/top")
-            line, mix = _status(top)
-            self.say(f"t={time.monotonic() - start:4.0f}s  {line}")
-            if mix["replicas"] <= 1 and mix["nodes"] <= 1:
-                break
-            time.sleep(3.0)
-        self.tidal("nodepool", "get", "gpu-pool")
-
-        self._summary(load, peak, preempted)
-        return 0
+        return load, peak, preempted, start
 
     def _wait(self, cond, what: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
