@@ -255,7 +255,8 @@ def spawn_background(home: Home, argv: list[str], wait_seconds: float = 30.0) ->
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = home.log_file.read_text(errors="replace").strip().splitlines()[-1:] if home.log_file.exists() else []
-            raise FailedPrecondition(f"the control plane exited at start: {tail[0] if tail else 'see ' + str(home.log_file)}")
+            why = tail[0].removeprefix("tidal up: error: ") if tail else f"see {home.log_file}"
+            raise FailedPrecondition(f"the control plane exited at start: {why}")
         addr = home.read_address()
         if addr and addr.get("pid") == proc.pid:
             try:
