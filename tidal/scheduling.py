@@ -29,6 +29,7 @@ class NodeInfo:
     labels: dict[str, str]
     allocatable: Resources
     schedulable: bool = True  # False once a node has a preemption notice or is going away
+    preferred: bool = True    # False for a node its pool is shrinking: used only when nothing else fits
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def schedule(requests: list[ReplicaRequest], nodes: list[NodeInfo], used: dict[str, Resources]) -> Placement:
     """Place `requests` in order onto `nodes`, given what is `used` on each node already.
 
-    Among the nodes that fit, the most allocated wins (bin packing, like the
-    MostAllocated scoring of kube-scheduler): it leaves whole nodes empty so the
-    pool can scale them in. Ties go to the node name, so the result is deterministic.
+    Among the nodes that fit, a preferred node wins over one its pool is shrinking;
+    then the most allocated (bin packing, like the MostAllocated scoring of
+    kube-scheduler), which leaves whole nodes empty so the pool can scale them in.
+    Ties go to the node name, so the result is deterministic.
     """
     free = {n.name: n.allocatable - used.get(n.name, Resources()) for n in nodes}
     binds: list[Bind] = []
@@ -72,7 +74,7 @@ def schedule(requests: list[ReplicaRequest], nodes: list[NodeInfo], used: dict[s
                 continue
             if not req.resources.fits_in(free[node.name]):
                 continue
-            key = (_allocated_share(node.allocatable, free[node.name]), _neg(node.name))
+            key = (node.preferred, _allocated_share(node.allocatable, free[node.name]), _neg(node.name))
             if best_key is None or key > best_key:
                 best, best_key = node, key
         if best is None:

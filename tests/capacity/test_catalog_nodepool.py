@@ -160,3 +160,17 @@ def test_busy_excess_node_is_drained_onto_an_empty_kept_node():
     # no empty node to move to: nothing (the spot launch comes first)
     assert plan_decisions(POOL, Plan(0, (2, 0, 0)), ZONES, [n("o1", "on-demand"), n("s1")], CAT, NOW,
                           "gpu.small") == [Launch("p", "z-b", "gpu.small", "spot")]
+
+
+def test_no_drain_while_an_empty_node_of_the_excess_kind_waits_out_its_delay():
+    # od excess 1, but od2 is already empty (10 s of 60): it will go by itself; moving o1's replicas is churn.
+    nodes = [n("o1", "on-demand"), n("o2", "on-demand", empty_since=NOW - 10), n("s1"), n("s2", empty_since=NOW - 1)]
+    assert plan_decisions(POOL, Plan(1, (2, 0, 0)), ZONES, nodes, CAT, NOW, "gpu.small") == []
+
+
+def test_shedding_names_the_nodes_of_kinds_in_excess():
+    from tidal.capacity.nodepool import shedding
+    nodes = [n("o1", "on-demand"), n("o2", "on-demand"), n("s1"), n("s2", zone="z-a"), n("s3", state="notified")]
+    # plan: 1 od (2 held: both shed), z-b 1 spot (1 held, ok), z-a 0 (1 held: shed); a noticed node is not live
+    assert shedding(Plan(1, (1, 0, 0)), ZONES, nodes) == {"o1", "o2", "s2"}
+    assert shedding(Plan(2, (1, 1, 0)), ZONES, nodes) == set()

@@ -213,3 +213,26 @@ def test_without_spot_remedy_the_replacement_waits_for_the_node_to_go(world):
     assert store.get_node(victim.name).state == "terminated"
     assert len(store.nodes("gpu", include_terminated=True)) == launched + 1
     assert len(store.replicas("bert-tfserving", states=("ready",))) == 4
+
+
+def test_update_rolls_replicas_without_a_gap(world):
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    spec = store.get_service("bert-tfserving").spec
+    store.update_service(spec, desired=2)
+    run(r, clock, 20)
+    old = {x.id for x in store.replicas("bert-tfserving", states=("ready",))}
+    assert len(old) == 2
+    backend.auto_ready = False  # the new release takes a while to load
+    store.update_service(spec.model_copy(update={"version_policy": VersionPolicy.parse("latest")}))
+    run(r, clock, 20)
+    # New replicas are starting; the old ones keep serving meanwhile.
+    assert {x.id for x in store.replicas("bert-tfserving", states=("ready",))} == old
+    assert sorted(gateway.states("bert-tfserving").values()) == ["ready", "ready"]
+    backend.ready |= set(backend.procs)
+    backend.auto_ready = True
+    run(r, clock, 30)
+    now_ready = {x.id for x in store.replicas("bert-tfserving", states=("ready", "notified"))}
+    assert len(now_ready) == 2 and not now_ready & old
+    assert all(store.get_replica(x).state == "stopped" for x in old)
+    assert backend.launches[-1].version_policy == "latest"

@@ -37,6 +37,12 @@ CASES = [
     ("bin packing prefers the fuller node", [req("r1", cpu=1, mem=0)],
      [node("n1", size=CPU_NODE), node("n2", size=CPU_NODE)], {"n2": Resources(1, 0, 0)}, [("r1", "n2")], []),
     ("ties go to the lowest name", [req("r1")], [node("n2"), node("n1")], {}, [("r1", "n1")], []),
+    # n1 is fuller, but its pool is shedding it: the replica goes to n2
+    ("a node the pool is shrinking comes last", [req("r1", cpu=1, mem=0)],
+     [NodeInfo("n1", TF, CPU_NODE, preferred=False), node("n2", size=CPU_NODE)], {"n1": Resources(1, 0, 0)},
+     [("r1", "n2")], []),
+    ("a shrinking node still takes what fits nowhere else", [req("r1")],
+     [NodeInfo("n1", TF, GPU_NODE, preferred=False)], {}, [("r1", "n1")], []),
     ("fractional CPUs add up exactly", [req("r1", cpu=0.1, mem=0), req("r2", cpu=0.2, mem=0)],
      [node("c", size=Resources(0.3, 100, 0))], {}, [("r1", "c"), ("r2", "c")], []),
 ]

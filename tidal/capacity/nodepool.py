@@ -169,13 +169,30 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
     in_excess = {n.name for cands, _, _ in unmet for n in cands}
     spare = [n for n in empties([n for n in live if n.name not in in_excess])]
     for cands, count, why in unmet:
-        moving = sum(1 for n in cands if n.cordoned)
+        # Nodes of the kind already empty (waiting out the delay) or being emptied settle the excess by themselves.
+        moving = sum(1 for n in cands if n.cordoned or n.empty_since is not None)
         busy = sorted((n for n in cands if n.empty_since is None and not n.cordoned),
                       key=lambda n: (-n.launched_at, n.name))
         for n in busy[:max(0, min(count - moving, len(spare)))]:
             spare.pop(0)
             decisions.append(Drain(n.name, f"{why}: its replicas move to a node the plan keeps"))
     return decisions
+
+
+def shedding(plan: Plan, zones: list[str], nodes: list[PoolNode]) -> set[str]:
+    """Live nodes of a kind (on-demand, or spot in a zone) that the plan holds fewer of than there are:
+    the scheduler places replicas on them last, so a replica does not land where the pool is shrinking."""
+    live = live_nodes(nodes)
+    out: set[str] = set()
+    od = [n.name for n in live if n.billing == "on-demand"]
+    if len(od) > plan.on_demand:
+        out.update(od)
+    wanted = dict(zip(zones, plan.spot))
+    for zone in {n.zone for n in live if n.billing == "spot"}:
+        have = [n.name for n in live if n.billing == "spot" and n.zone == zone]
+        if len(have) > wanted.get(zone, 0):
+            out.update(have)
+    return out
 
 
 def _first_offer(pool: NodePoolSpec, catalog: Catalog, capacity_type: CapacityType, zone: str | None,

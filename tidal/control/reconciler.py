@@ -23,7 +23,8 @@ from tidal.autoscaling.spec import HPASpec, parse_hpa, qps_service
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaHandle, ReplicaLaunch
 from tidal.capacity.catalog import Catalog
 from tidal.capacity.cost import NodeLife, summarize
-from tidal.capacity.nodepool import Drain, Launch, PoolNode, Terminate, demand, observe, plan_decisions, pool_zones, resources_of
+from tidal.capacity.nodepool import (Drain, Launch, PoolNode, Terminate, demand, observe, plan_decisions, pool_zones,
+                                     resources_of, shedding)
 from tidal.capacity.policies import POLICIES
 from tidal.control.home import Home
 from tidal.control.store import NodeRow, ReplicaRow, ServiceRow, Store
@@ -59,6 +60,7 @@ class _PoolMemory:
     launch_failed: dict[str, int] = field(default_factory=dict)
     unavailable: dict[tuple[str, str, str], float] = field(default_factory=dict)
     last_plan: dict | None = None
+    shedding: set[str] = field(default_factory=set)
 
 
 def release_hash(spec: ServiceSpec) -> str:
@@ -439,7 +441,8 @@ class Reconciler:
             if t is None or pool is None:
                 continue
             infos.append(NodeInfo(n.name, pool.labels, resources_of(t),
-                                  schedulable=n.state == "ready" and not n.cordoned))
+                                  schedulable=n.state == "ready" and not n.cordoned,
+                                  preferred=n.name not in self._memory(n.pool).shedding))
         used: dict[str, Resources] = {}
         for r in self.store.replicas(states=("starting", "ready", "draining", "notified")):
             spec = services.get(r.service)
@@ -560,6 +563,7 @@ class Reconciler:
         mem.preempted, mem.launch_failed = {}, {}
         mem.last_plan = {"time": now, "target": d.target, "on_demand": plan.on_demand,
                          "spot": plan.spot_by_zone(obs), "pending": len(wants)}
+        mem.shedding = shedding(plan, list(zones), nodes)
         return plan_decisions(pool, plan, list(zones), nodes, self.catalog, now, d.node_type,
                               frozenset(mem.unavailable)), plan
 
