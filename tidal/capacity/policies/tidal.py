@@ -1,166 +1,189 @@
-"""The `tidal` policy: Tidal's default, a spot hedge sized by the hazard the pool has shown so far.
+"""The `tidal` policy: Tidal's default. Spot first, hedged where the pool's own past says a loss is likely.
 
-Placeholder docstring, rewritten once the design settles.
+Each decision it (1) learns, from what the pool has shown so far, the rate at
+which a zone takes back our spot nodes, by how long ago that zone last took
+nodes or refused a launch (losses come in cascades) and by whether it is
+refusing launches now (a zone at partial capacity is about to be emptied);
+(2) starts from the nodes it holds, brings spot up to the target N (spread,
+fewest per zone first, calmest zone first), on-demand only for what spot
+cannot be had for; (3) searches, one move at a time, for the cheapest mix of
+spot and on-demand by cost + `outage_value` x risk, where the risk is the
+probability, over the next decision, that a zone whose loss would leave fewer
+than N takes its nodes back (an outage of one recovery window); moves add
+spot in another zone, add on-demand, or remove a node. A node already held is
+priced at `keep_fraction` of a new one so that the hedge does not flap. (4) It
+never launches on-demand to cover spot that is only still cold (on-demand
+launched now is ready no sooner), but keeps on-demand it holds until the spot
+that replaces it is ready. Zones that refuse launches back off exponentially.
+
+It sees only the Observation (past and present), never capacities or the future.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidal.capacity.policies.placement import keep_at_most
 from tidal.capacity.policies.types import Observation, Plan
 
-# Ages since a zone's last preemption at which the learned hazard changes bucket, as multiples of the
-# recovery window (cold start + one decision): right after a loss, a little later, ..., long calm.
+# Ages since a zone last took nodes or refused a launch at which the learned hazard changes bucket, as multiples of
+# the recovery window (cold start + one decision): just after, a little later, ..., long calm.
 AGE_EDGES = (1.0, 4.0, 16.0, 64.0)
+AGES = len(AGE_EDGES) + 1
 
 
 class TidalParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    overprovision: int = Field(default=1, ge=0, le=1000)
+    overprovision: int = Field(default=0, ge=0, le=1000, description="spot nodes always held above the target")
+    outage_value: float = Field(default=10.0, ge=0, description="an outage tick, in on-demand fleet-ticks")
+    keep_fraction: float = Field(default=0.5, ge=0, le=1, description="price of keeping a held node vs a new one")
     cold_start_seconds: float = Field(default=120.0, ge=0)
     decision_seconds: float = Field(default=30.0, gt=0)
-    hot_ratio: float = Field(default=1000.0, ge=1.0)
-    prior_events_per_day: float = Field(default=4.0, gt=0)
-    prior_weight_seconds: float = Field(default=6 * 3600.0, gt=0)
+    prior_events_per_day: float = Field(default=4.0, gt=0, description="loss rate assumed before any is seen")
+    prior_events: float = Field(default=1.0, gt=0, description="weight of each estimate's prior, in events")
     backoff_seconds: float = Field(default=60.0, gt=0)
     max_backoff_seconds: float = Field(default=1800.0, gt=0)
-    avoid_cold: bool = True
-    hedge_with_spot: bool = True
-    stressed_hot: bool = False
-    per_zone: bool = True
-    od_spare: int = 1
-    drop_spot_when_covered: bool = False
-    hot_probability: float | None = None
+    max_moves: int = Field(default=64, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
 class ZoneMemory:
-    loss_at: float | None = None    # the zone's last preemption of our nodes
-    seen_at: float | None = None    # first look at the zone (its age counts from here before any loss)
-    failures: int = 0               # consecutive refused launches, for the backoff
+    seen_at: float | None = None    # first look at the zone
+    upset_at: float | None = None   # the zone's last preemption of our nodes or refused launch
+    failures: int = 0               # consecutive refusals or losses, for the backoff
     retry_at: float = 0.0           # no new launch in the zone before this
-    cap_hint: int | None = None     # the capacity a refusal revealed (held = min(plan, capacity))
-    exposure: float = 0.0           # seconds with nodes held in this zone
-    events: int = 0                 # preemptions seen in this zone
+    cap_hint: int | None = None     # the capacity a refusal revealed (held = min(plan, capacity)), until retry_at
+    exposure: float = 0.0           # seconds with our nodes in the zone
+    events: int = 0                 # preemptions of our nodes in the zone
 
 
 @dataclass(frozen=True, slots=True)
 class TidalState:
     zones: tuple[ZoneMemory, ...]
-    exposure: tuple[float, ...]     # zone-seconds with nodes held, per age bucket (pooled over zones)
-    events: tuple[int, ...]         # preemptions seen, per age bucket
+    exposure: tuple[float, ...]     # zone-seconds with nodes held, per (stressed, age) bucket, pooled over zones
+    events: tuple[int, ...]         # preemptions seen, per bucket
     last_now: float | None = None
 
 
 def initial_state(params: TidalParams, zones: Sequence[str], seed: int) -> TidalState:
-    buckets = len(AGE_EDGES) + 1
-    return TidalState(zones=tuple(ZoneMemory() for _ in zones), exposure=(0.0,) * buckets, events=(0,) * buckets)
+    return TidalState(zones=tuple(ZoneMemory() for _ in zones), exposure=(0.0,) * (2 * AGES), events=(0,) * (2 * AGES))
 
 
-def _bucket(age: float, window: float) -> int:
+def _bucket(mem: ZoneMemory, at: float, window: float) -> int:
+    since = mem.upset_at if mem.upset_at is not None else mem.seen_at
+    age = at - (since if since is not None else at)
+    offset = AGES if mem.cap_hint is not None else 0
     for i, edge in enumerate(AGE_EDGES):
         if age < edge * window:
-            return i
-    return len(AGE_EDGES)
+            return offset + i
+    return offset + AGES - 1
 
 
-def decide(observation: Observation, params: TidalParams, state: TidalState, now: float) -> tuple[Plan, TidalState]:
-    zones = observation.zones
-    n = observation.target
-    window = params.cold_start_seconds + params.decision_seconds
+def _learn(observation: Observation, params: TidalParams, state: TidalState, now: float,
+           window: float) -> tuple[list[ZoneMemory], list[float], list[int]]:
     dt = 0.0 if state.last_now is None else max(0.0, now - state.last_now)
-
     exposure, events, mems = list(state.exposure), list(state.events), []
-    for z, m in zip(zones, state.zones):
+    for z, m in zip(observation.zones, state.zones):
         if m.seen_at is None:
             m = replace(m, seen_at=now)
-        age = now - dt - (m.loss_at if m.loss_at is not None else m.seen_at)
-        if z.held + z.preempted > 0 and dt > 0:
-            b = _bucket(age, window)
+        if dt > 0 and z.held + z.preempted > 0:  # exposed since the last decision, in the bucket it was in then
+            b = _bucket(m, now - dt, window)
             exposure[b] += dt
             events[b] += 1 if z.preempted else 0
             m = replace(m, exposure=m.exposure + dt, events=m.events + (1 if z.preempted else 0))
-        if z.preempted:
-            m = replace(m, loss_at=now)
-        if z.launch_failed or z.preempted:
+        if z.lost:
             failures = m.failures + 1
             wait = min(params.max_backoff_seconds, params.backoff_seconds * 2 ** (failures - 1))
-            m = replace(m, failures=failures, retry_at=now + wait, cap_hint=z.held)
+            m = replace(m, upset_at=now, failures=failures, retry_at=now + wait, cap_hint=z.held)
         elif z.held > 0 and m.failures:
             m = replace(m, failures=0)
         if m.cap_hint is not None and now >= m.retry_at:
             m = replace(m, cap_hint=None)
         mems.append(m)
+    return mems, exposure, events
 
-    # Hazard per age bucket, shrunk toward the pooled rate, which is itself shrunk toward a prior.
-    prior_rate = params.prior_events_per_day / 86400.0
-    w = params.prior_weight_seconds
-    pooled = (sum(events) + prior_rate * w) / (sum(exposure) + w)
-    rates = [(e + pooled * w) / (x + w) for e, x in zip(events, exposure)]
-    calm = min(rates)
 
-    def rate(i: int) -> float:
-        m = mems[i]
-        factor = ((m.events + pooled * w) / (m.exposure + w)) / pooled if params.per_zone else 1.0
-        return factor * rates[_bucket(now - (m.loss_at if m.loss_at is not None else m.seen_at), window)]
+def decide(observation: Observation, params: TidalParams, state: TidalState, now: float) -> tuple[Plan, TidalState]:
+    zones = observation.zones
+    n, od_price = observation.target, observation.on_demand_price
+    window = params.cold_start_seconds + params.decision_seconds
+    mems, exposure, events = _learn(observation, params, state, now, window)
 
-    zone_rate = [rate(i) for i in range(len(zones))]
-    if params.hot_probability is not None:
-        hot = [1 - math.exp(-zone_rate[i] * window) >= params.hot_probability for i in range(len(zones))]
-    else:
-        hot = [zone_rate[i] >= params.hot_ratio * calm for i in range(len(zones))]
-    if params.stressed_hot:
-        hot = [h or mems[i].cap_hint is not None for i, h in enumerate(hot)]
+    # Loss rates: per bucket shrunk toward the pooled rate, itself shrunk toward the prior; a zone's own record
+    # scales its bucket's rate. The hazard that matters is the one when a hedge launched now is ready.
+    k = params.prior_events
+    pooled = (sum(events) + k) / (sum(exposure) + k / (params.prior_events_per_day / 86400.0))
+    rates = [(e + k) / (x + k / pooled) for e, x in zip(events, exposure)]
+    p = [((m.events + k) / (m.exposure + k / pooled)) / pooled
+         * rates[_bucket(m, now + params.cold_start_seconds, window)] * params.decision_seconds for m in mems]
 
-    want = n + params.overprovision
-    order = sorted(range(len(zones)), key=lambda i: (zones[i].price * (1 + 0 * zone_rate[i]), zone_rate[i], i))
-    spot = list(keep_at_most([z.held for z in zones], want, order))
-    usable = [i for i in order if mems[i].retry_at <= now]
-    # New nodes go to calm zones first, spread (fewest first), the calmest zone taking the extra one.
-    usable.sort(key=lambda i: (hot[i], order.index(i)))
-    for _ in range(want - sum(spot)):
-        room = [i for i in usable if mems[i].cap_hint is None or spot[i] < mems[i].cap_hint]
-        if not room:
+    held = [z.held for z in zones]
+    usable = [i for i in range(len(zones)) if mems[i].retry_at <= now]
+
+    def room(i: int, sp: list[int], extra: int = 1) -> bool:
+        cap = mems[i].cap_hint
+        return i in usable and (cap is None or sp[i] + extra <= cap) or sp[i] + extra <= held[i]
+
+    # Capacity for the target: spot first, spread, calmest zone first; on-demand for what spot cannot give.
+    spot = list(held)
+    floor = n + params.overprovision
+    while sum(spot) < floor:
+        open_ = [i for i in usable if room(i, spot)]
+        if not open_:
             break
-        best = min(room, key=lambda i: (hot[i], spot[i], order.index(i)))
-        spot[best] += 1
+        spot[min(open_, key=lambda i: (spot[i], p[i], zones[i].price, i))] += 1
+    on_demand = max(0, n - sum(spot))
 
-    # Hedge the zones whose hazard is elevated: what the worst of them holds must be replaceable by the rest,
-    # first with spot elsewhere (a third of the price of on-demand), then with on-demand.
-    def exposed(counts: list[int]) -> int:
-        return sum(counts) - max((counts[i] for i in range(len(zones)) if hot[i]), default=0)
+    event_value = params.outage_value * n * od_price * (window / params.decision_seconds + 1)
 
-    while params.hedge_with_spot and exposed(spot) < n:
-        gains = []
-        for i in usable:
-            if mems[i].cap_hint is not None and spot[i] >= mems[i].cap_hint:
-                continue
-            trial = spot.copy()
-            trial[i] += 1
-            if exposed(trial) > exposed(spot):
-                gains.append(i)
-        if not gains:
+    def cost(sp: list[int], od: int) -> float:
+        # A node already held is priced at keep_fraction: keeping it buys no new cold start.
+        total = 0.0
+        for count, have, price in [(od, observation.on_demand_held, od_price)] + \
+                                  [(sp[i], held[i], zones[i].price) for i in range(len(sp))]:
+            kept = min(count, have)
+            total += price * (count - kept + params.keep_fraction * kept)
+        return total
+
+    def objective(sp: list[int], od: int) -> float:
+        total = sum(sp) + od
+        if total < n:
+            return float("inf")
+        return cost(sp, od) + event_value * sum(p[i] for i in range(len(sp)) if sp[i] and total - sp[i] < n)
+
+    best = objective(spot, on_demand)
+    for _ in range(params.max_moves):
+        candidates: list[tuple[list[int], int]] = []
+        total = sum(spot) + on_demand
+        for i in range(len(zones)):
+            if spot[i]:
+                short = n - (total - spot[i])
+                if short > 0:  # the nodes elsewhere that make zone i's loss survivable
+                    candidates.append((spot, on_demand + short))
+                    for j in range(len(zones)):
+                        if j != i and room(j, spot, short):
+                            candidates.append((spot[:j] + [spot[j] + short] + spot[j + 1:], on_demand))
+                if sum(spot) > floor or on_demand:
+                    candidates.append((spot[:i] + [spot[i] - 1] + spot[i + 1:], on_demand))
+            if room(i, spot):
+                candidates.append((spot[:i] + [spot[i] + 1] + spot[i + 1:], on_demand))
+        if on_demand:
+            candidates.append((spot, on_demand - 1))
+        if on_demand < n:
+            candidates.append((spot, on_demand + 1))
+        scored = [(objective(sp, od), sp, od) for sp, od in candidates if od <= n]
+        value, sp, od = min(scored, key=lambda c: (c[0], sum(c[1]) + c[2]), default=(best, spot, on_demand))
+        if value >= best - 1e-9:
             break
-        best = min(gains, key=lambda i: (hot[i], spot[i], order.index(i)))
-        spot[best] += 1
-    planned = sum(spot)
-    worst_hot_plan = planned - exposed(spot)
-    worst_hot_ready = max((zones[i].ready for i in range(len(zones)) if hot[i]), default=0)
-    future = max(want - planned, n - (planned - worst_hot_plan))
-    now_need = n + params.od_spare - (observation.spot_ready - worst_hot_ready)
-    if params.avoid_cold:
-        # On-demand launched now is ready no sooner than spot launched now: launch it only for what spot cannot
-        # be planned to give, but keep what is already held while it covers spot that is not ready yet.
-        on_demand = max(future, min(observation.on_demand_held, now_need))
-    else:
-        on_demand = max(future, now_need)
-    on_demand = max(0, min(n, on_demand))
-    if on_demand >= n and params.drop_spot_when_covered:
-        spot = [0] * len(zones)
+        best, spot, on_demand = value, list(sp), od
+
+    # Keep on-demand that covers spot which is not ready yet (a replacement launched now would be no sooner).
+    on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
+    if not any(m.exposure for m in mems) and observation.spot_held == 0:
+        # No zone has yet held a node for us: the first spot launches may all be refused, so on-demand starts
+        # alongside them (held only until the spot is ready, by the rule above).
+        on_demand = n
     new_state = TidalState(zones=tuple(mems), exposure=tuple(exposure), events=tuple(events), last_now=now)
-    return Plan(on_demand=on_demand, spot=tuple(spot)), new_state
+    return Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)), new_state
