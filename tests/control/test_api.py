@@ -109,3 +109,12 @@ def test_create_and_read_back_in_the_contract_shapes(api):
     assert call(a, "DELETE", "/api/v1/volumes/model-pvc")[0] == 200
     with pytest.raises(Exception):
         Home(tmp).get_secret("volume-model-pvc")
+
+
+def test_event_log_is_bounded(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.MAX_EVENTS = 1500
+    for i in range(3000):
+        store.add_event(float(i), "K", "o", str(i))
+    events = store.events(limit=10000)
+    assert 1500 <= len(events) <= 2500 and events[-1].message == "2999"

@@ -305,8 +305,15 @@ class Store:
         return [_row(ReplicaRow, r) for r in self._q(sql + " ORDER BY created_at, id", tuple(args))]
 
     # -- events
+    MAX_EVENTS = 100_000
+
     def add_event(self, time: float, kind: str, obj: str, message: str) -> None:
-        self._x("INSERT INTO events(time, kind, object, message) VALUES(?, ?, ?, ?)", (time, kind, obj, message))
+        with self._lock:
+            cur = self._db.execute("INSERT INTO events(time, kind, object, message) VALUES(?, ?, ?, ?)",
+                                   (time, kind, obj, message))
+            # The log is bounded: every thousandth event drops those older than the last MAX_EVENTS.
+            if cur.lastrowid % 1000 == 0:
+                self._db.execute("DELETE FROM events WHERE id <= ?", (cur.lastrowid - self.MAX_EVENTS,))
 
     def events(self, since_id: int = 0, limit: int = 1000, obj: str | None = None) -> list[Event]:
         sql, args = "SELECT * FROM events WHERE id > ?", [since_id]
