@@ -10,8 +10,10 @@ time factor is set); only the gateway's QPS windows are real seconds.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
+import pickle
 import re
 from dataclasses import dataclass, field
 
@@ -89,6 +91,21 @@ def _hpa_state_from(data: dict | None) -> HPAState:
     return HPAState(recommendations=tuple(TimestampedRecommendation(int(n), float(t)) for n, t in data["recommendations"]),
                     scale_up_events=tuple(ScaleEvent(int(c), float(t), bool(o)) for c, t, o in data["up"]),
                     scale_down_events=tuple(ScaleEvent(int(c), float(t), bool(o)) for c, t, o in data["down"]))
+
+
+def _dump_policy_state(policy: str, zones: tuple[str, ...], state) -> str:
+    # Policy states are the policies' own frozen values; pickled into the owner-only database.
+    return base64.b64encode(pickle.dumps((policy, zones, state))).decode()
+
+
+def _load_policy_state(text: str | None, policy: str, zones: tuple[str, ...]):
+    if not text:
+        return None
+    try:
+        kept_policy, kept_zones, state = pickle.loads(base64.b64decode(text))
+    except Exception:  # a state from another version of the policy: start afresh
+        return None
+    return state if (kept_policy, tuple(kept_zones)) == (policy, zones) else None
 
 
 def _workload_name(name: str) -> str | None:
@@ -555,11 +572,17 @@ class Reconciler:
         params = policy.params.model_validate(
             {k: getattr(pool, k) for k in policy.params.model_fields if hasattr(pool, k)})
         if mem.zones != zones:
-            mem.state, mem.zones = policy.initial_state(params, zones, 0), zones
+            kept = _load_policy_state(self.store.get_pool_state(pool.name), pool.policy, zones)
+            mem.state = kept if kept is not None else policy.initial_state(params, zones, 0)
+            mem.zones = zones
         mem.unavailable = {k: t for k, t in mem.unavailable.items() if now - t < self.settings.unavailable_seconds}
         obs = observe(pool, self.catalog, nodes, d.target, list(zones), d.node_type, mem.preempted,
                       mem.launch_failed, self.settings.cold_start_seconds, now)
-        plan, mem.state = policy.decide(obs, params, mem.state, now)
+        plan, state = policy.decide(obs, params, mem.state, now)
+        if state != mem.state:
+            # The policy's memory (e.g. SpotHedge's preempted zones) outlives a control-plane restart.
+            self.store.set_pool_state(pool.name, _dump_policy_state(pool.policy, zones, state))
+        mem.state = state
         mem.preempted, mem.launch_failed = {}, {}
         mem.last_plan = {"time": now, "target": d.target, "on_demand": plan.on_demand,
                          "spot": plan.spot_by_zone(obs), "pending": len(wants)}

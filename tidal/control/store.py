@@ -228,6 +228,13 @@ class Store:
     def list_pools(self) -> list[NodePoolSpec]:
         return [NodePoolSpec.model_validate_json(r["spec"]) for r in self._q("SELECT spec FROM nodepools ORDER BY name")]
 
+    def get_pool_state(self, name: str) -> str | None:
+        rows = self._q("SELECT policy_state FROM nodepools WHERE name=?", (name,))
+        return rows[0]["policy_state"] if rows else None
+
+    def set_pool_state(self, name: str, state: str) -> None:
+        self._x("UPDATE nodepools SET policy_state=? WHERE name=?", (state, name))
+
     def delete_pool(self, name: str) -> None:
         if self._x("DELETE FROM nodepools WHERE name=?", (name,)) == 0:
             raise NotFound(f"node pool {name!r} not found")
