@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     p = parser.add_argument
     p("--port", type=int, default=8500, metavar="PORT",
-      help="TF Serving's gRPC port; accepted so command lines carry over, but gRPC is not served yet "
-           "(a later issue adds it): use REST")
+      help="TF Serving's gRPC API (PredictionService, ModelService) on --rest_api_host (default 8500; 0 turns "
+           "it off); needs the tensorflow extra (pip install tidal[tensorflow])")
     p("--rest_api_port", type=int, default=8501, metavar="PORT", help="REST port (default 8501; 0 picks a free one)")
     p("--rest_api_host", default="0.0.0.0", metavar="HOST", help="REST address to listen on (default 0.0.0.0)")
     p("--model_name", default="default", help="name of the model (default 'default'); ignored with --model_config_file")
@@ -167,6 +167,7 @@ class ModelServer:
         self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes)
         self.http = HttpServer(self.app, settings.rest_api_host, settings.rest_api_port,
                                max_body=settings.max_body_bytes)
+        self.grpc = _grpc_server(settings, self.manager, self.metrics)
 
     @property
     def port(self) -> int:
@@ -177,6 +178,10 @@ class ModelServer:
         await self.http.start()
         log.info("REST API on http://%s:%d (TF Serving /v1, V2 /v2, metrics /metrics)",
                  self.settings.rest_api_host, self.http.port)
+        if self.grpc is not None:
+            await self.grpc.start()
+            log.info("gRPC API on %s:%d (TF Serving's PredictionService and ModelService)",
+                     self.settings.rest_api_host, self.grpc.port)
         await self.manager.start()
         for name in self.manager.model_names():
             versions = [s.version for s in self.manager.status(name)] if _has_status(self.manager, name) else []
@@ -185,9 +190,26 @@ class ModelServer:
 
     async def stop(self) -> None:
         log.info("stopping: draining %d requests in flight", self.http.in_flight)
-        await self.http.stop(self.settings.drain_seconds)
+        await asyncio.gather(self.http.stop(self.settings.drain_seconds),
+                             *([self.grpc.stop(self.settings.drain_seconds)] if self.grpc is not None else []))
         await self.manager.stop()
         log.info("stopped")
+
+
+def _grpc_server(settings: ServerSettings, manager, metrics):
+    """TF Serving's gRPC API when --port is set and tensorflow-serving-api is installed, else None."""
+    if not settings.grpc_port:
+        return None
+    from tidal.server import tfs_protos
+
+    if not tfs_protos.available():
+        log.warning("gRPC (--port %d) needs the tensorflow extra (pip install tidal[tensorflow]); serving REST only",
+                    settings.grpc_port)
+        return None
+    from tidal.server.grpc_api import GrpcServer
+
+    return GrpcServer(manager, metrics, settings.rest_api_host, settings.grpc_port,
+                      max_message_bytes=settings.max_body_bytes)
 
 
 def _has_status(manager, name: str) -> bool:
@@ -217,8 +239,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
-    if settings.grpc_port:
-        log.info("gRPC (--port %d) is not served yet; the REST API serves everything", settings.grpc_port)
     try:
         import uvloop
         runner = uvloop.run
@@ -227,6 +247,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         runner(serve(settings))
     except OSError as exc:
+        if type(exc).__name__ == "GrpcBindError":
+            print(f"tidal model-server: error: {exc}", file=sys.stderr)
+            return 1
         print(f"tidal model-server: error: cannot listen on {settings.rest_api_host}:{settings.rest_api_port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 1

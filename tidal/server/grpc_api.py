@@ -1,0 +1,415 @@
+"""TF Serving's gRPC API (PredictionService, ModelService) as a thin adapter over the model manager.
+
+Messages and services are the ones tensorflow-serving-api ships, so TF Serving's own
+clients work unchanged. Requests run on the event loop the REST server uses (grpc.aio),
+through the same Servables, batchers and metrics. Messages and status codes follow
+tensorflow/serving's prediction_service_impl.cc, predict_util.cc, classifier.cc,
+regressor.cc, get_model_metadata_impl.cc and get_model_status_impl.cc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import numpy as np
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+
+from tidal.errors import Code, InvalidArgument, TidalError, http_status
+from tidal.models.signatures import CLASSIFY, CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, REGRESS, REGRESS_SIGNATURE
+from tidal.server import tensor_proto, tfs_protos
+from tidal.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+_METHOD_SIGNATURE = {CLASSIFY: CLASSIFY_SIGNATURE, REGRESS: REGRESS_SIGNATURE}
+# VersionState value -> ModelVersionStatus.State number
+_STATE = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
+_GRPC_CODE = {code: getattr(grpc.StatusCode, code.value) for code in Code}
+
+
+class GrpcBindError(OSError):
+    """The gRPC port could not be bound."""
+
+
+class Undecodable:
+    """A request whose bytes are not its message: answered INVALID_ARGUMENT by the handler, not logged by grpcio."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _parser(cls):
+    def parse(data: bytes):
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc))
+    return parse
+
+
+def service_handler(service, implementations: dict) -> grpc.GenericRpcHandler:
+    """Handlers for the methods of a service descriptor that have an implementation; the rest are UNIMPLEMENTED."""
+    handlers = {}
+    for method in service.methods:
+        impl = implementations.get(method.name)
+        if impl is None:
+            continue
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            impl, request_deserializer=_parser(request_cls), response_serializer=response_cls.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _sorted_set(names) -> str:
+    return "{" + ", ".join(sorted(names)) + "}"
+
+
+class Adapter:
+    """The protocol-independent half of each RPC: request message in, response message out."""
+
+    def __init__(self, manager, pb) -> None:
+        self.manager = manager
+        self.pb = pb
+
+    # -- shared -------------------------------------------------------------------------
+
+    def resolve(self, request):
+        if not request.HasField("model_spec"):
+            raise InvalidArgument("Missing ModelSpec")
+        spec = request.model_spec
+        choice = spec.WhichOneof("version_choice")
+        version = spec.version.value if choice == "version" else None
+        label = spec.version_label if choice == "version_label" else None
+        return self.manager.resolve(spec.name, version, label)
+
+    def _signature(self, servable, name: str, method: str):
+        sigs = servable.signatures
+        if not name:
+            name = DEFAULT_SIGNATURE
+            default = sigs.get(name)
+            alt = _METHOD_SIGNATURE[method]
+            # Tidal's ONNX runtime puts classify/regress views under TF estimators' names.
+            if (default is None or default.method != method) and alt in sigs and sigs[alt].method == method:
+                name = alt
+        sig = sigs.get(name)
+        if sig is None:
+            raise InvalidArgument(f"No signature was found with the name: {name}")
+        if sig.method != method:
+            kind = "classification" if method == CLASSIFY else "regression"
+            raise InvalidArgument(f"Expected {kind} signature method_name to be {method}. Was: {sig.method}")
+        return sig
+
+    def _model_spec(self, response, servable, signature_name: str) -> None:
+        spec = response.model_spec
+        spec.name = servable.name
+        spec.version.value = servable.version
+        spec.signature_name = signature_name
+
+    # -- Predict ------------------------------------------------------------------------
+
+    async def predict(self, request):
+        servable = self.resolve(request)
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        sig = servable.signatures.get(name)
+        if sig is None:
+            raise TidalError(f'Serving signature key "{name}" not found.', Code.FAILED_PRECONDITION)
+        inputs = {}
+        for alias, proto in request.inputs.items():
+            if alias not in sig.inputs:
+                raise InvalidArgument(f"input tensor alias not found in signature: {alias}. Inputs expected to be "
+                                      f"in the set {_sorted_set(sig.inputs)}.")
+            inputs[alias] = tensor_proto.to_numpy(proto, alias)
+        missing = [n for n in sig.inputs if n not in inputs]
+        if missing:
+            raise InvalidArgument(f"Request inputs do not match required inputs for model `{servable.name}`. "
+                                  f"Send extra: {{}}. Missing but required: {_sorted_set(missing)}.")
+        wanted = list(request.output_filter)
+        seen = set()
+        for alias in wanted:
+            if alias not in sig.outputs:
+                raise InvalidArgument(f"output tensor alias not found in signature: {alias} Outputs expected to "
+                                      f"be in the set {_sorted_set(sig.outputs)}.")
+            if alias in seen:
+                raise InvalidArgument(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        outputs = await servable.predict(sig.name, inputs)
+        response = self.pb.predict_pb2.PredictResponse()
+        self._model_spec(response, servable, sig.name)
+        for alias, arr in outputs.items():
+            if not seen or alias in seen:
+                tensor_proto.from_numpy(arr, response.outputs[alias])
+        return response
+
+    # -- Classify / Regress -------------------------------------------------------------
+
+    def _examples(self, request_input) -> tuple[bytes, list]:
+        kind = request_input.WhichOneof("kind")
+        if kind == "example_list":
+            context, examples = None, request_input.example_list.examples
+        elif kind == "example_list_with_context":
+            context = request_input.example_list_with_context.context
+            examples = request_input.example_list_with_context.examples
+        else:
+            raise InvalidArgument("Input is empty.")
+        if not examples:
+            raise InvalidArgument("Input is empty.")
+        return context, examples
+
+    def _inputs(self, sig, request_input) -> tuple[dict[str, np.ndarray], int]:
+        context, examples = self._examples(request_input)
+        if sig.serialized_examples:
+            # TF Serving's input_util: context bytes then example bytes parse as one merged Example.
+            prefix = context.SerializeToString() if context is not None else b""
+            arr = np.empty(len(examples), dtype=object)
+            arr[:] = [prefix + ex.SerializeToString() for ex in examples]
+            return {next(iter(sig.inputs)): arr}, len(examples)
+        return features_to_tensors(sig, context, examples), len(examples)
+
+    async def classify(self, request):
+        servable = self.resolve(request)
+        sig = self._signature(servable, request.model_spec.signature_name, CLASSIFY)
+        inputs, n = self._inputs(sig, request.input)
+        outputs = await servable.predict(sig.name, inputs)
+        classes, scores = classification_arrays(outputs, n)
+        response = self.pb.classification_pb2.ClassificationResponse()
+        self._model_spec(response, servable, sig.name)
+        result = response.result
+        k = (classes if classes is not None else scores).shape[1]
+        for i in range(n):
+            row = result.classifications.add()
+            for j in range(k):
+                cls = row.classes.add()
+                if classes is not None:
+                    v = classes[i, j]
+                    cls.label = v.decode("utf-8", "replace") if type(v) is bytes else str(v)
+                if scores is not None:
+                    cls.score = float(scores[i, j])
+        return response
+
+    async def regress(self, request):
+        servable = self.resolve(request)
+        sig = self._signature(servable, request.model_spec.signature_name, REGRESS)
+        inputs, n = self._inputs(sig, request.input)
+        outputs = await servable.predict(sig.name, inputs)
+        values = regression_values(outputs, n)
+        response = self.pb.regression_pb2.RegressionResponse()
+        self._model_spec(response, servable, sig.name)
+        for v in values.tolist():
+            response.result.regressions.add().value = v
+        return response
+
+    # -- metadata and status ------------------------------------------------------------
+
+    def metadata(self, request):
+        if not request.HasField("model_spec"):
+            raise InvalidArgument("Missing ModelSpec")
+        if not request.metadata_field:
+            raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise InvalidArgument(f"Metadata field {field} is not supported")
+        servable = self.resolve(request)
+        pb = self.pb
+        sig_map = pb.get_model_metadata_pb2.SignatureDefMap()
+        for name, sig in servable.signatures.items():
+            sig_def = sig_map.signature_def[name]
+            sig_def.method_name = sig.method
+            for target, specs in ((sig_def.inputs, sig.inputs), (sig_def.outputs, sig.outputs)):
+                for key, spec in specs.items():
+                    info = target[key]
+                    info.name = spec.name
+                    info.dtype = tensor_proto.DT_ENUM[spec.datatype]
+                    for d in spec.shape:
+                        info.tensor_shape.dim.add().size = d
+        response = pb.get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        response.metadata["signature_def"].Pack(sig_map)
+        return response
+
+    def status(self, request):
+        if not request.HasField("model_spec"):
+            raise InvalidArgument("Missing ModelSpec")
+        spec = request.model_spec
+        choice = spec.WhichOneof("version_choice")
+        version = spec.version.value if choice == "version" else None
+        label = spec.version_label if choice == "version_label" else None
+        statuses = self.manager.status(spec.name, version, label)
+        pb = self.pb
+        response = pb.get_model_status_pb2.GetModelStatusResponse()
+        codes = pb.error_codes_pb2.Code
+        for st in statuses:
+            out = response.model_version_status.add()
+            out.version = st.version
+            state = getattr(st.state, "value", st.state)
+            out.state = _STATE.get(state, 0)
+            code = st.error_code or "OK"
+            out.status.error_code = codes.Value(code) if code in codes.keys() else codes.Value("UNKNOWN")
+            out.status.error_message = st.error_message or ""
+        return response
+
+
+def features_to_tensors(sig, context, examples) -> dict[str, np.ndarray]:
+    """tf.Example features -> one tensor per signature input (for runtimes whose classify/regress take features)."""
+    out = {}
+    for name, spec in sig.inputs.items():
+        column = []
+        for i, ex in enumerate(examples):
+            feature = ex.features.feature[name] if name in ex.features.feature else None
+            if feature is None and context is not None and name in context.features.feature:
+                feature = context.features.feature[name]
+            if feature is None:
+                raise InvalidArgument(f"Example {i} is missing feature: {name} (the signature's inputs are "
+                                      f"{', '.join(sorted(sig.inputs))})")
+            kind = feature.WhichOneof("kind")
+            if kind is None:
+                raise InvalidArgument(f"Feature: {name} of example {i} has no values")
+            column.append(list(getattr(feature, kind).value))
+        if len({len(c) for c in column}) != 1:
+            raise InvalidArgument(f"Feature: {name} has a different number of values in different examples")
+        try:
+            if spec.datatype == "BYTES":
+                arr = np.empty((len(column), len(column[0])), dtype=object)
+                arr[:] = column
+            else:
+                arr = np.array(column, dtype=spec.dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgument(f"Feature: {name} cannot be converted to {spec.datatype}") from None
+        if arr.ndim == len(spec.shape) + 1 and arr.shape[-1] == 1:
+            arr = arr.reshape(arr.shape[:-1])
+        out[name] = arr
+    return out
+
+
+def classification_arrays(outputs: dict[str, np.ndarray], n: int):
+    """`classes` and `scores` as [n, k] arrays, checked like TF Serving's classifier."""
+    classes = outputs.get("classes")
+    scores = outputs.get("scores")
+    if classes is None and scores is None:
+        raise InvalidArgument("Expected classification signature outputs to contain classes or scores "
+                              f"(it has {_sorted_set(outputs)})")
+    for name, arr in (("classes", classes), ("scores", scores)):
+        if arr is None:
+            continue
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise InvalidArgument(f"Expected {name} Tensor shape: [batch_size num_classes] with batch_size {n} "
+                                  f"but got {list(arr.shape)}")
+    if scores is not None:
+        if scores.dtype.kind != "f":
+            raise InvalidArgument(f"Expected scores Tensor of DT_FLOAT. Got: {scores.dtype}")
+        if classes is not None and classes.shape[1] != scores.shape[1]:
+            raise InvalidArgument(f"Tensors class and score should match in dim[1]. Got {classes.shape[1]} "
+                                  f"vs. {scores.shape[1]}")
+    if classes is not None and classes.dtype.kind not in "OSU":
+        classes = classes.astype(str).astype(object)
+    return classes, scores
+
+
+def regression_values(outputs: dict[str, np.ndarray], n: int) -> np.ndarray:
+    arr = outputs.get("outputs")
+    if arr is None:
+        if len(outputs) != 1:
+            raise InvalidArgument(f"No output named 'outputs' (the signature has {_sorted_set(outputs)})")
+        arr = next(iter(outputs.values()))
+    if arr.dtype.kind not in "fiu":
+        raise InvalidArgument(f"Expected output Tensor of DT_FLOAT. Got: {arr.dtype}")
+    if not (arr.shape == (n,) or arr.shape == (n, 1)):
+        raise InvalidArgument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+                              f"but got {list(arr.shape)}")
+    return arr.reshape(-1).astype(np.float64)
+
+
+class GrpcServer:
+    """TF Serving's gRPC services on one port, on the running event loop. Build, `await start()`, `await stop()`."""
+
+    def __init__(self, manager, metrics: ServerMetrics, host: str, port: int, *,
+                 max_message_bytes: int = 64 << 20) -> None:
+        self.pb = tfs_protos.load()
+        self.adapter = Adapter(manager, self.pb)
+        self.metrics = metrics
+        self.host = host
+        self.requested_port = port
+        self.max_message_bytes = max_message_bytes
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    async def _call(self, api: str, request, context, handler):
+        t0 = time.perf_counter()
+        model = version = ""
+        code = Code.OK
+        try:
+            if type(request) is Undecodable:
+                raise InvalidArgument(f"Failed to parse the request message: {request.error}")
+            spec = getattr(request, "model_spec", None)
+            if spec is not None:
+                model = spec.name
+            result = handler(request)
+            if asyncio.iscoroutine(result):
+                result = await result
+            spec = getattr(result, "model_spec", None)
+            if spec is not None and spec.HasField("version"):
+                version = str(spec.version.value)
+            return result
+        except TidalError as exc:
+            code = exc.code
+            await context.abort(_GRPC_CODE.get(code, grpc.StatusCode.UNKNOWN), exc.message)
+        except asyncio.CancelledError:
+            code = Code.CANCELLED
+            raise
+        except Exception:
+            code = Code.INTERNAL
+            log.exception("gRPC %s failed for model %r", api, model)
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal: unexpected error; see the server log")
+        finally:
+            self.metrics.observe_request(model, version, api, http_status(code), time.perf_counter() - t0)
+
+    def _rpc(self, api: str, handler):
+        async def rpc(request, context):
+            return await self._call(api, request, context, handler)
+        return rpc
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """PredictionService and ModelService, as tensorflow-serving-api's descriptors define them."""
+        a = self.adapter
+        prediction = self.pb.prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
+        model = self.pb.model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
+        return [
+            service_handler(prediction, {
+                "Predict": self._rpc("grpc_predict", a.predict),
+                "Classify": self._rpc("grpc_classify", a.classify),
+                "Regress": self._rpc("grpc_regress", a.regress),
+                "GetModelMetadata": self._rpc("grpc_metadata", a.metadata),
+            }),
+            service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status)}),
+        ]
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            # Without this a second server on the same port binds too and takes half the connections.
+            ("grpc.so_reuseport", 0),
+        ])
+        server.add_generic_rpc_handlers(self.handlers())
+        address = f"[{self.host}]:{self.requested_port}" if ":" in self.host else f"{self.host}:{self.requested_port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise GrpcBindError(f"cannot listen on {address} for gRPC: {exc}") from None
+        if not self.port:
+            raise GrpcBindError(f"cannot listen on {address} for gRPC (in use or not an address of this machine)")
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting RPCs; those in flight get up to `grace_seconds` to finish."""
+        if self._server is not None:
+            await self._server.stop(grace_seconds)
+            self._server = None
