@@ -231,3 +231,12 @@ def test_cli_errors_are_one_line(home, tmp_path):
         assert proc.returncode != 0, argv
         assert needle in proc.stderr, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (argv, proc.stderr)
+
+    # Tidal's own documents go through `apply -f` too.
+    (tmp_path / "mine.yaml").write_text(
+        "kind: NodePool\nspec: {name: cpu-pool, labels: {tier: cpu}, instance_types: [ecs.c6.large], max_nodes: 2}\n"
+        "---\nkind: Volume\nspec: {name: local-models, url: file:///srv/models}\n")
+    tidal(home, "apply", "-f", str(tmp_path / "mine.yaml"))
+    pools = tidal_json(home, "nodepool", "list")
+    assert [(p["name"], p["spec"]["policy"]) for p in pools] == [("cpu-pool", "on-demand")]
+    assert [v["url"] for v in tidal_json(home, "volume", "list")] == ["file:///srv/models"]
