@@ -27,6 +27,17 @@ def test_percentiles_match_exact_ones_within_a_tenth_of_a_percent():
     assert list(summary) == ["min", "mean", "p50", "p90", "p95", "p99", "p999", "max"]
 
 
+def test_fast_reads_agree_with_hdrhistogram_itself():
+    rng = np.random.default_rng(3)
+    h = LatencyHistogram()
+    for s in rng.exponential(0.01, size=5000):
+        h.record(float(s))
+    hdr = h._h
+    for p in (0, 1, 50, 90, 99, 99.9, 100):
+        assert h.percentile_ms(p) == hdr.get_value_at_percentile(p) / 1000
+    assert h.summary_ms()["mean"] == pytest.approx(hdr.get_mean_value() / 1000, abs=1e-3)
+
+
 def test_out_of_range_samples_count_at_the_edges():
     h = LatencyHistogram()
     h.record(0.0)
