@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.models.conftest import classifier, corrupt, half_plus_two, text_length, two_inputs
+from tests.models.conftest import classifier, corrupt, half_plus_two, text_echo, two_inputs
 from tidal.errors import FailedPrecondition, InvalidArgument
 from tidal.models.config import RuntimeOptions
 from tidal.models.runtimes import detect, load_runtime
@@ -68,7 +68,7 @@ def test_classifier_gets_a_classify_signature(tmp_path, zipmap):
 
 
 def test_string_inputs_accept_bytes_and_str(tmp_path):
-    text_length(tmp_path / "model.onnx")
+    text_echo(tmp_path / "model.onnx")
     rt = load_runtime(str(tmp_path), OPTS)
     assert rt.signatures["serving_default"].inputs["text"].datatype == "BYTES"
     out = rt.run("serving_default", {"text": np.array([[b"caf\xc3\xa9"], ["plain"]], dtype=object)})

@@ -34,6 +34,7 @@ V2_TO_NUMPY: dict[str, np.dtype] = {
 
 NUMPY_TO_V2: dict[np.dtype, str] = {v: k for k, v in V2_TO_NUMPY.items()}
 
+
 def v2_datatype(dtype: np.dtype) -> str:
     """The V2 name of a numpy dtype (strings of any width are BYTES)."""
     dtype = np.dtype(dtype)
