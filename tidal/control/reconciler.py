@@ -399,8 +399,9 @@ class Reconciler:
                     if node is not None and node.reclaim_at is not None:
                         stop_at = min(stop_at, node.reclaim_at)
                     self.store.update_replica(r.id, state="draining", drain_at=stop_at)
-                    self.event("ReplicaDraining", f"replica/{r.id}", "its node is being reclaimed and its replacement is ready"
-                               if ready_current >= want else "its node is about to be reclaimed")
+                    self.event("ReplicaDraining", f"replica/{r.id}",
+                               f"its node {r.node} is going away and its replacement is ready"
+                               if ready_current >= want else f"its node {r.node} is about to be reclaimed")
 
     def _backing_off(self, service: str, now: float) -> bool:
         """Replicas that keep failing are replaced ever more slowly (like Kubernetes' CrashLoopBackOff: at once
