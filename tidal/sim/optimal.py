@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 
 from tidal.errors import TidalError
@@ -28,6 +30,15 @@ def solve(capacity: np.ndarray, settings: ProtocolSettings, time_limit_seconds: 
           gap: float = 0.0) -> OptimalSolution:
     """`capacity` is zones x ticks. Returns held counts per tick."""
     import pulp  # imported here: only the `optimal` baseline needs the solver
+
+    with warnings.catch_warnings():
+        # PuLP 3 announces its 4.0 API; the calls used here work in both.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _solve(pulp, capacity, settings, time_limit_seconds, gap)
+
+
+def _solve(pulp, capacity: np.ndarray, settings: ProtocolSettings, time_limit_seconds: float,
+           gap: float) -> OptimalSolution:
 
     n_zones, ticks = capacity.shape
     d, n = settings.cold_start_ticks, settings.target

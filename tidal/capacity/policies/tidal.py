@@ -135,6 +135,7 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
             break
         spot[min(open_, key=lambda i: (spot[i], p[i], zones[i].price, i))] += 1
     on_demand = max(0, n - sum(spot))
+    first_spot = list(spot)
 
     event_value = params.outage_value * n * od_price * (window / params.decision_seconds + 1)
 
@@ -184,6 +185,6 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
     if not any(m.exposure for m in mems) and observation.spot_held == 0:
         # No zone has yet held a node for us: the first spot launches may all be refused, so on-demand starts
         # alongside them (held only until the spot is ready, by the rule above).
-        on_demand = n
+        on_demand, spot = n, first_spot
     new_state = TidalState(zones=tuple(mems), exposure=tuple(exposure), events=tuple(events), last_now=now)
     return Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)), new_state
