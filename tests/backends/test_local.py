@@ -80,7 +80,7 @@ def test_spot_launch_refused_where_the_trace_has_no_room(backend, tmp_path):
     traces.mkdir()
     for zone, data in (("a", [0, 2]), ("b", [1, 1])):
         (traces / f"{zone}.json").write_text(json.dumps({"metadata": {"gap_seconds": 300}, "data": data}))
-    backend.set_trace("p", str(traces), ["z1", "z2"], start=1000.0)
+    backend.set_trace("p", str(traces), ["z2", "z1"], start=1000.0)  # zones and files pair in sorted order
     assert backend.spot_capacity("p", "z1", 1000.0) == 0 and backend.spot_capacity("p", "z1", 1300.0) == 2
     assert backend.spot_capacity("p", "z1", 1600.0) == 0  # the trace wraps around
     assert backend.spot_capacity("p", "z3", 1000.0) is None  # a zone without a trace has no limit

@@ -70,7 +70,7 @@ class SpotTraceReplay:
         from tidal.sim.traces import load_spot_traces  # numpy, only when a trace is used
         self.trace = load_spot_traces(directory)
         # The pool's zones take the trace's files in order (both sorted); extra zones have no limit.
-        self.by_zone = dict(zip(zones, self.trace.data))
+        self.by_zone = dict(zip(sorted(zones), self.trace.data))
         self.start = start
 
     def capacity(self, zone: str, now: float) -> int | None:
