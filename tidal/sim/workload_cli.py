@@ -26,6 +26,7 @@ def add_parser(sub, parser_class) -> None:
     load.add_argument("--requests", metavar="CSV", help="per-second request rates, one per row")
     load.add_argument("--rate", type=float, help="a constant Poisson rate (requests/s)")
     load.add_argument("--burst", metavar="BASE,PEAK,EVERY,SECONDS", help="periodic bursts (default 20,80,3600,300)")
+    load.add_argument("--diurnal", metavar="MEAN,AMPLITUDE", help="a daily sine around MEAN requests/s, +-AMPLITUDE")
     p.add_argument("--services", type=int, default=1, help="independent services, each on its own trace offset")
     p.add_argument("--hours", type=float, default=24.0)
     p.add_argument("--tick", type=float, default=10.0, metavar="SECONDS")
@@ -50,6 +51,12 @@ def _rates(args: argparse.Namespace, seconds: int) -> np.ndarray:
         if args.rate < 0:
             raise UserError("--rate must be non-negative")
         return workload.constant(args.rate, seconds)
+    if args.diurnal:
+        try:
+            mean, amplitude = (float(x) for x in args.diurnal.split(","))
+        except ValueError:
+            raise UserError(f"bad --diurnal {args.diurnal!r}: expected MEAN,AMPLITUDE") from None
+        return workload.diurnal(mean, amplitude, seconds)
     try:
         base, peak, every, length = (float(x) for x in (args.burst or "20,80,3600,300").split(","))
     except ValueError:
@@ -99,7 +106,7 @@ def summary(results: list[FleetResult], seconds: float, args: argparse.Namespace
             "cost": cost, "relative_cost": cost / od if od else 0.0,
             "preemptions": sum(r.preemptions for r in results),
             "launch_failures": sum(r.launch_failures for r in results),
-            "node_ticks": int(sum(r.ready.size for r in results)), "elapsed_seconds": seconds}
+            "service_ticks": int(sum(r.ready.size for r in results)), "elapsed_seconds": seconds}
 
 
 def run(args: argparse.Namespace) -> int:
