@@ -1,0 +1,46 @@
+"""The Keras sentiment sample: trains, saves a SavedModel with the ONNX twin's names, serves through the TF runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
+
+from tests.conftest import load_example  # noqa: E402
+from tidal.models.config import RuntimeOptions  # noqa: E402
+from tidal.models.runtimes import load_runtime  # noqa: E402
+from tidal.models.signatures import CLASSIFY, PREDICT  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    builder = load_example("sentiment_tf")
+    target, model, data = builder._build(tmp_path_factory.mktemp("sentiment_tf"), builder.DEFAULT_VERSION)
+    return builder, target, model, data
+
+
+def test_held_out_accuracy(built):
+    builder, _, model, data = built
+    assert builder.accuracy(model, data.test_texts, data.test_labels) >= 0.85
+
+
+def test_the_saved_model_has_the_onnx_twins_signature(built):
+    _, target, _, _ = built
+    assert target.name == "1623831335"
+    rt = load_runtime(str(target), RuntimeOptions())
+    default = rt.signatures["serving_default"]
+    assert default.method == PREDICT
+    assert {n: (s.datatype, s.shape) for n, s in default.inputs.items()} == {"text": ("BYTES", (-1,))}
+    assert {n: (s.datatype, s.shape) for n, s in default.outputs.items()} == {
+        "label": ("BYTES", (-1,)), "probabilities": ("FP32", (-1, 2))}
+    assert rt.signatures["classification"].method == CLASSIFY and rt.signatures["classification"].serialized_examples
+    out = rt.run("serving_default", {"text": np.array(["great movie, loved it", "terrible service, never again"],
+                                                      dtype=object)})
+    assert out["label"].tolist() == [b"positive", b"negative"]
+    np.testing.assert_allclose(out["probabilities"].sum(axis=1), [1.0, 1.0], rtol=1e-5)
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"great movie, loved it"]))}))
+    cls = rt.run("classification", {"inputs": np.array([example.SerializeToString()], dtype=object)})
+    assert cls["classes"].tolist() == [[b"negative", b"positive"]]
+    np.testing.assert_allclose(cls["scores"], out["probabilities"][:1], rtol=1e-5)
