@@ -127,8 +127,11 @@ class ControlPlane:
             except Exception:  # a bad pass is logged and retried; it must not stop reconciling
                 log.exception("reconcile pass failed")
             self._wake.clear()
+            wait = clock.real(self.options.settings.tick_seconds)
+            if self.reconciler.settling():
+                wait = min(wait, 1.0)  # a replica is starting or draining: notice the change within a second
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.05, clock.real(self.options.settings.tick_seconds)))
+                await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
             except asyncio.TimeoutError:
                 pass
 

@@ -190,6 +190,10 @@ class Reconciler:
             self._track_empty_nodes()
             self.sync_gateway()
 
+    def settling(self) -> bool:
+        """Whether replicas are on their way in or out (the loop then looks again sooner)."""
+        return bool(self.store.replicas(states=("pending", "starting", "draining", "notified")))
+
     # -- 1. what the replica processes are doing
     async def _observe_replicas(self) -> None:
         now = self.clock.now()
