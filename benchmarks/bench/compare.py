@@ -16,6 +16,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,11 +90,12 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--rate", type=float, default=1000.0, help="open-loop rate, below what the server sustains")
-    p.add_argument("--repeat", type=int, default=1, help="runs per tool; the median throughput run is kept")
+    p.add_argument("--repeat", type=int, default=3, help="rounds over the tools; each figure is the median")
     args = p.parse_args()
     for tool in ("wrk", "hey"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (apt-get install {tool})")
+    load_before = f"{os.getloadavg()[0]:.1f}"
     server_cpu, client_cpu = ("0", "1") if (os.cpu_count() or 1) >= 2 else (None, None)
     port = free_port()
     server = subprocess.Popen(pinned([PY, str(Path(__file__).with_name("target.py")), "--port", str(port),
@@ -104,23 +106,29 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}{PATH}"
         c, d = args.concurrency, args.duration
 
-        def best(fn, *a):
-            runs = sorted((fn(*a) for _ in range(args.repeat)), key=lambda r: r["throughput"])
-            return runs[len(runs) // 2]
-        rows = [
-            ("closed", f"c={c}", "wrk", best(run_wrk, url, c, d, client_cpu)),
-            ("closed", f"c={c}", "hey", best(run_hey, url, c, d, client_cpu)),
-            ("closed", f"c={c}", "tidal bench", best(run_tidal, url, c, d, client_cpu)),
-            ("open", f"{args.rate:g}/s", "hey -q", best(run_hey, url, c, d, client_cpu, args.rate)),
-            ("open", f"{args.rate:g}/s", "tidal bench", best(run_tidal, url, c, d, client_cpu, args.rate)),
+        plan = [
+            ("closed", f"c={c}", "wrk", run_wrk, (url, c, d, client_cpu)),
+            ("closed", f"c={c}", "hey", run_hey, (url, c, d, client_cpu)),
+            ("closed", f"c={c}", "tidal bench", run_tidal, (url, c, d, client_cpu)),
+            ("open", f"{args.rate:g}/s", "hey -q", run_hey, (url, c, d, client_cpu, args.rate)),
+            ("open", f"{args.rate:g}/s", "tidal bench", run_tidal, (url, c, d, client_cpu, args.rate)),
         ]
+        # Round-robin over the tools, so a busy spell on a shared machine hits them all alike; then the
+        # median of each figure over the rounds.
+        runs: list[list[dict]] = [[] for _ in plan]
+        for _ in range(args.repeat):
+            for i, (*_, fn, a) in enumerate(plan):
+                runs[i].append(fn(*a))
+        rows = [(mode, load, tool, {k: statistics.median(r[k] for r in runs[i]) for k in runs[i][0]})
+                for i, (mode, load, tool, _, _) in enumerate(plan)]
     finally:
         server.terminate()
         server.wait(10)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    print(f"server: tidal HttpServer, {args.delay * 1000:g} ms per answer; {d} s per run; "
-          f"{os.cpu_count()} CPUs ({cpu}); {time.strftime('%Y-%m-%d')}\n")
+    print(f"server: tidal HttpServer, {args.delay * 1000:g} ms per answer; {d} s per run, median of "
+          f"{args.repeat} rounds; {os.cpu_count()} CPUs ({cpu}); load average before {load_before}, after "
+          f"{os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M')}\n")
     print("| mode | load | tool | throughput (req/s) | p50 (ms) | p90 (ms) | p99 (ms) | errors | "
           "tidal vs this tool: throughput, p50 |")
     print("|---|---|---|---:|---:|---:|---:|---:|---|")
