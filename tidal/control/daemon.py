@@ -151,13 +151,16 @@ class ControlPlane:
                 await self._loop_task
             except (asyncio.CancelledError, Exception):
                 pass
-        if stop_replicas and self.reconciler is not None:
-            async with self.reconciler.lock:
-                self.reconciler.shutdown()
         if self.api_server is not None:
             await self.api_server.stop(2.0)
         if self.gateway is not None:
+            # The gateway first: it takes no new requests and finishes those in flight, then the replicas go.
             await self.gateway.stop()
+        if stop_replicas and self.reconciler is not None:
+            async with self.reconciler.lock:
+                self.reconciler.shutdown()
+        if self.reconciler is not None:
+            self.reconciler.backend.close()
         if self.store is not None:
             self.store.close()
         for p in (self.home.address_file, self.home.pid_file):
