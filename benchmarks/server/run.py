@@ -243,7 +243,7 @@ def wrk(url: str, body_file: Path, script: Path, connections: int, duration: flo
     if found is None:
         raise RuntimeError(f"wrk failed: {out}{proc.stderr}")
     rps = float(found.group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -272,11 +272,16 @@ def ceiling_worker(model: str, threads: int, rows_list: list[int], seconds: floa
         else:
             feed = {"x": np.tile(np.array([1.0, 2.0, 5.0], np.float32), rows // 3 or 1)[:rows]}
         sess.run(None, feed)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            sess.run(None, feed)
-            n += 1
-        results[str(rows)] = n * rows / (time.perf_counter() - t0)
+        # The best of three windows: on a shared machine the quietest one is closest to what the
+        # hardware can do, and that is the bar the servers are held to.
+        best = 0.0
+        for _ in range(3):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 3:
+                sess.run(None, feed)
+                n += 1
+            best = max(best, n * rows / (time.perf_counter() - t0))
+        results[str(rows)] = best
     print(json.dumps(results))
 
 
@@ -444,7 +449,8 @@ def render(report: dict) -> str:
              f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])} (the machine is shared).",
              "Servers pinned to core 0 with taskset, wrk (`-t1`) to core 1; every request is the same POST to "
              "`/v1/models/NAME:predict` (TF Serving's form, which KServe's V1 protocol shares). "
-             "Tidal runs with its request metrics on and batching at its defaults.", ""]
+             "Tidal runs with its request metrics on; batching at its defaults for the tiny model, "
+             "tuned for MiniLM (see below).", ""]
     for name, entry in report["workloads"].items():
         one = entry["one_core"]
         title = {"tiny": "Tiny model (half_plus_two, 3 rows per request)",
@@ -495,6 +501,13 @@ def render(report: dict) -> str:
         rss = {k: v["rss_mib"] for k, v in one.items()}
         lines += [f"- Resident memory with the model loaded: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items())
                   + ".", ""]
+    lines += ["Reading the table: rps, p50 and p99 are wrk's; \"CPU us/req\" is the server's own CPU time "
+              "(user + system, from /proc) over the requests it answered, which other work on a shared machine "
+              "hardly changes. Where Tidal's per-request time goes: its HTTP/1.1 server (asyncio + httptools, no "
+              "ASGI layers), orjson and numpy for the JSON <-> tensor work with the exact TF Serving checks only on "
+              "the slow path, request metrics in a lean registry (0.4 us per request against 3.5 us with "
+              "prometheus_client, `benchmarks/server/metrics_overhead.py`), and a prediction that never waits "
+              "(a tiny model runs inline on the event loop) answers without an asyncio Task.", ""]
     return "\n".join(lines)
 
 
