@@ -111,6 +111,11 @@ def test_cli_json_with_a_sample_from_metadata(model_server, capsys):
         assert key in doc
     assert doc["requests"] == 50 and doc["errors"] == 0 and doc["status"] == {"200": 50}
     assert set(doc["latency_ms"]) >= {"p50", "p90", "p99", "p999", "max"}
+    # The JSON comes back to a Result, for callers that run the CLI and print its summary.
+    from tidal.bench.report import summary_table
+    from tidal.bench.runner import Result
+    again = Result.from_json(doc)
+    assert again.to_json() == doc and "50 sent, 50 answered" in summary_table(again)
     # The body was built from the metadata: x is FP32 [-1, 3], batch 1.
     x = orjson.loads(model_server.bodies[0])["inputs"]["x"]
     assert len(x) == 1 and len(x[0]) == 3

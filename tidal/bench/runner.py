@@ -88,6 +88,15 @@ class Result:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     target: str = ""
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Result":
+        """Back from `to_json()` (e.g. `tidal bench -o json` run as a subprocess), to print its summary."""
+        return cls(mode=doc["mode"], sent=doc["requests"], answered=doc["answered"], errors=doc["errors"],
+                   duration=doc["duration"], status={int(k): v for k, v in doc["status"].items()},
+                   failures=dict(doc.get("failures", {})), latency_ms=doc["latency_ms"],
+                   service_ms=doc.get("service_ms", {}), target_rate=doc.get("target_rate"),
+                   concurrency=doc.get("concurrency"), timeline=doc.get("timeline", []), target=doc.get("target", ""))
+
     @property
     def throughput(self) -> float:
         return self.answered / self.duration if self.duration > 0 else 0.0
