@@ -1,6 +1,5 @@
 """Fixtures for the gateway's end-to-end tests: replica processes on free ports of 127.0.0.1."""
 
-import os
 import select
 import subprocess
 import sys

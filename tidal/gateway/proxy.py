@@ -9,7 +9,6 @@ a prefix that no TF Serving or V2 path uses:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
