@@ -76,8 +76,8 @@ class ServerProcess:
         return code
 
 
-def build_slow_model(base: Path, version: int = 1) -> Path:
-    """A model whose run time the request sets: y = mean(ones[n, 1024] @ W @ W @ W @ W), about 0.1 s per 1000 n."""
+def build_slow_model(base: Path, version: int = 1, layers: int = 8) -> Path:
+    """A model whose run time the request sets: y = mean(ones[n, 1024] @ W ... @ W), `layers` matmuls."""
     n = helper.make_tensor_value_info("n", TensorProto.INT64, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     inits = [numpy_helper.from_array(np.full((1024, 1024), 1 / 1024, np.float32), "w"),
@@ -86,8 +86,8 @@ def build_slow_model(base: Path, version: int = 1) -> Path:
     nodes = [helper.make_node("Concat", ["n", "width"], ["shape"], axis=0),
              helper.make_node("ConstantOfShape", ["shape"], ["h0"],
                               value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))]
-    nodes += [helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]) for i in range(4)]
-    nodes += [helper.make_node("ReduceMean", ["h4"], ["m"], keepdims=0),
+    nodes += [helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]) for i in range(layers)]
+    nodes += [helper.make_node("ReduceMean", [f"h{layers}"], ["m"], keepdims=0),
               helper.make_node("Reshape", ["m", "one"], ["y"])]
     model = helper.make_model(helper.make_graph(nodes, "slow", [n], [y], initializer=inits),
                               opset_imports=[helper.make_opsetid("", 17)])

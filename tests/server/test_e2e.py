@@ -171,13 +171,17 @@ def test_sigterm_drains_request_in_flight(tmp_path):
     proc = ServerProcess(["--model_name", "slow", "--model_base_path", str(tmp_path / "slow"),
                           "--tensorflow_intra_op_parallelism", "1"], tmp_path / "server.log").start()
     result = {}
+    # Size the request so that it computes for about two seconds on this machine, whatever its speed.
+    t0 = time.monotonic()
+    assert post(proc, "/v1/models/slow:predict", {"inputs": [500]})[0] == 200
+    n = max(500, min(20000, int(500 * 2.0 / max(time.monotonic() - t0, 1e-3))))
 
     def slow_request():
-        result["answer"] = post(proc, "/v1/models/slow:predict", {"inputs": [12000]})
+        result["answer"] = post(proc, "/v1/models/slow:predict", {"inputs": [n]})
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.4)  # the request is being computed (about a second)
+    time.sleep(0.3)  # the request is being computed (about two seconds)
     t0 = time.monotonic()
     code = proc.terminate()
     t.join(30)
