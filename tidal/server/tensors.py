@@ -235,7 +235,7 @@ _MAYBE_BIG = {"FP16": re.compile(rb"(?<![.\d])\d{4}|[eE][+-]?\d"),
               "FP64": re.compile(rb"(?<![.\d])\d{16}|[eE][+-]?\d")}
 
 
-def _fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> np.ndarray | None:
+def fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> np.ndarray | None:
     """numpy's own inference plus vectorised checks; None when the exact path must decide.
 
     `body` is the raw request the value came from (None: unknown), scanned for what
@@ -280,7 +280,7 @@ def _fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> n
 
 def json_to_tensor(val, dt: DType, body: bytes | None = None, *, integral_floats: bool = False) -> np.ndarray:
     """One JSON value (scalar or nested lists) as a tensor of `dt`; `body`: the raw request it came from."""
-    out = _fast_tensor(val, dt, body, integral_floats)
+    out = fast_tensor(val, dt, body, integral_floats)
     if out is not None:
         return out
     return exact_tensor(val, dt, integral_floats=integral_floats)

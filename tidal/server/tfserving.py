@@ -102,7 +102,7 @@ def decode_instances(instances, specs: dict, body: bytes) -> dict[str, np.ndarra
                               "input tensors required as per tensorinfo_map")
     if not first_is_object:
         name, spec = next(iter(specs.items()))
-        fast = tensors._fast_tensor(instances, tensors.BY_V2[spec.datatype], body, False)
+        fast = tensors.fast_tensor(instances, tensors.BY_V2[spec.datatype], body, False)
         if fast is not None and fast.ndim >= 1:
             return {name: fast}
         return {name: _exact_rows(instances, specs, False)[name]}
@@ -111,7 +111,7 @@ def decode_instances(instances, specs: dict, body: bytes) -> dict[str, np.ndarra
         out = {}
         for name, spec in specs.items():
             col = [e[name] for e in instances]
-            fast = tensors._fast_tensor(col, tensors.BY_V2[spec.datatype], body, False)
+            fast = tensors.fast_tensor(col, tensors.BY_V2[spec.datatype], body, False)
             if fast is None:
                 return _exact_rows(instances, specs, True)
             out[name] = fast
