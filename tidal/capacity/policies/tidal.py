@@ -68,13 +68,13 @@ class TidalState:
 
 
 def initial_state(params: TidalParams, zones: Sequence[str], seed: int) -> TidalState:
-    return TidalState(zones=tuple(ZoneMemory() for _ in zones), exposure=(0.0,) * (2 * AGES), events=(0,) * (2 * AGES))
+    return TidalState(zones=tuple(ZoneMemory() for _ in zones), exposure=(0.0,) * (3 * AGES), events=(0,) * (3 * AGES))
 
 
-def _bucket(mem: ZoneMemory, at: float, window: float) -> int:
+def _bucket(mem: ZoneMemory, at: float, window: float, tight: bool) -> int:
     since = mem.upset_at if mem.upset_at is not None else mem.seen_at
     age = at - (since if since is not None else at)
-    offset = AGES if mem.cap_hint is not None else 0
+    offset = 2 * AGES if mem.cap_hint is not None else AGES if tight else 0
     for i, edge in enumerate(AGE_EDGES):
         if age < edge * window:
             return offset + i
@@ -89,7 +89,7 @@ def _learn(observation: Observation, params: TidalParams, state: TidalState, now
         if m.seen_at is None:
             m = replace(m, seen_at=now)
         if dt > 0 and z.held + z.preempted > 0:  # exposed since the last decision, in the bucket it was in then
-            b = _bucket(m, now - dt, window)
+            b = _bucket(m, now - dt, window, any(x.cap_hint is not None for x in state.zones))
             exposure[b] += dt
             events[b] += 1 if z.preempted else 0
             m = replace(m, exposure=m.exposure + dt, events=m.events + (1 if z.preempted else 0))
@@ -114,10 +114,11 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
     # Loss rates: per bucket shrunk toward the pooled rate, itself shrunk toward the prior; a zone's own record
     # scales its bucket's rate. The hazard that matters is the one when a hedge launched now is ready.
     k = params.prior_events
+    tight = any(m.cap_hint is not None for m in mems)  # some zone is refusing launches: capacity is scarce
     pooled = (sum(events) + k) / (sum(exposure) + k / (params.prior_events_per_day / 86400.0))
     rates = [(e + k) / (x + k / pooled) for e, x in zip(events, exposure)]
     p = [((m.events + k) / (m.exposure + k / pooled)) / pooled
-         * rates[_bucket(m, now + params.cold_start_seconds, window)] * params.decision_seconds for m in mems]
+         * rates[_bucket(m, now + params.cold_start_seconds, window, tight)] * params.decision_seconds for m in mems]
 
     held = [z.held for z in zones]
     usable = [i for i in range(len(zones)) if mems[i].retry_at <= now]
@@ -180,6 +181,10 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
             break
         best, spot, on_demand = value, list(sp), od
 
+    # A launch into a zone that refused us last time it was tried is a guess: on-demand starts alongside it
+    # (the rule below releases it as soon as the spot is ready), so a refusal costs no extra recovery window.
+    doubtful = sum(max(0, spot[i] - held[i]) for i in range(len(zones)) if mems[i].failures)
+    on_demand = max(on_demand, n - (sum(spot) - doubtful))
     # Keep on-demand that covers spot which is not ready yet (a replacement launched now would be no sooner).
     on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
     if not any(m.exposure for m in mems) and observation.spot_held == 0:
