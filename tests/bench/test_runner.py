@@ -90,6 +90,16 @@ def test_errors_are_counted_by_status_and_kind(model_server):
     assert r.errors == 10 and r.answered == 0 and r.failures == {"connect": 10}
 
 
+def test_slow_answers_time_out(model_server):
+    model_server.delay = 1.0
+    r = run(BenchConfig(concurrency=2, requests=4, timeout=0.3), *request_for(model_server))
+    assert r.errors == 4 and r.failures == {"timeout": 4} and r.answered == 0
+    # Open loop: the same, and the run still ends on time.
+    started = time.monotonic()
+    r = run(BenchConfig(profile=Constant(rate=20), duration=0.5, timeout=0.3), *request_for(model_server))
+    assert r.failures == {"timeout": 10} and time.monotonic() - started < 2.0
+
+
 def test_progress_reports_rates_and_replicas(model_server):
     snaps = []
 
