@@ -7,8 +7,11 @@ user's code would be.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import orjson
@@ -24,7 +27,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 from tensorflow.core.framework import types_pb2  # noqa: E402
 
 from tests.conftest import load_example  # noqa: E402
-from tests.server.procs import ServerProcess, free_port  # noqa: E402
+from tests.server.procs import REPO, ServerProcess, free_port  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 RPC_TIMEOUT = 10.0
@@ -389,3 +392,12 @@ def test_rest_serves_the_saved_model_and_metrics_count_grpc(server, stub):
     status, _, body = server.request("GET", "/metrics")
     text = body.decode()
     assert 'api="grpc_predict"' in text and 'model="default",version="124"' in text
+
+
+def test_a_grpc_port_in_use_is_a_clear_error(server, half_plus_two_base):
+    taken = server.grpc_address.rsplit(":", 1)[1]
+    proc = subprocess.run([sys.executable, "-m", "tidal", "model-server", "--port", taken, "--rest_api_host",
+                           "127.0.0.1", "--rest_api_port", "0", "--model_base_path", str(half_plus_two_base)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{taken} for gRPC" in proc.stderr
