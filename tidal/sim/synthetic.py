@@ -59,4 +59,3 @@ def write_trace(trace: SpotTrace, directory: str) -> str:
     return directory
 
 
-ALWAYS = UNLIMITED

@@ -2,8 +2,10 @@
 
 Each decision it (1) learns, from what the pool has shown so far, the rate at
 which a zone takes back our spot nodes, by how long ago that zone last took
-nodes or refused a launch (losses come in cascades) and by whether it is
-refusing launches now (a zone at partial capacity is about to be emptied);
+nodes or refused a launch (losses come in cascades), by whether it is
+refusing launches now (a zone at partial capacity is about to be emptied) and
+by whether another zone is (capacity is scarce); rates are pooled over zones,
+shrunk toward a prior, and scaled by each zone's own record;
 (2) starts from the nodes it holds, brings spot up to the target N (spread,
 fewest per zone first, calmest zone first), on-demand only for what spot
 cannot be had for; (3) searches, one move at a time, for the cheapest mix of
@@ -14,7 +16,10 @@ spot in another zone, add on-demand, or remove a node. A node already held is
 priced at `keep_fraction` of a new one so that the hedge does not flap. (4) It
 never launches on-demand to cover spot that is only still cold (on-demand
 launched now is ready no sooner), but keeps on-demand it holds until the spot
-that replaces it is ready. Zones that refuse launches back off exponentially.
+that replaces it is ready, and starts on-demand alongside a launch into a
+zone that refused the last one (a guess). Zones that refuse back off
+exponentially; a refusal reveals the zone's capacity (held = min(plan,
+capacity)) until the backoff ends.
 
 It sees only the Observation (past and present), never capacities or the future.
 """
@@ -125,7 +130,8 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
 
     def room(i: int, sp: list[int], extra: int = 1) -> bool:
         cap = mems[i].cap_hint
-        return i in usable and (cap is None or sp[i] + extra <= cap) or sp[i] + extra <= held[i]
+        # New nodes only where launches are allowed and under the capacity a refusal revealed; held ones always.
+        return (i in usable and (cap is None or sp[i] + extra <= cap)) or sp[i] + extra <= held[i]
 
     # Capacity for the target: spot first, spread, calmest zone first; on-demand for what spot cannot give.
     spot = list(held)
