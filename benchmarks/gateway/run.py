@@ -109,6 +109,18 @@ http {{
 }}
 """
 
+def settle(url: str, body: bytes) -> None:
+    """Wait until the replica has finished what the previous run left queued.
+
+    When wrk stops, the requests it abandoned stay in the replica's batch queue (seconds of
+    work for MiniLM at 64 connections) and would slow the next run down. One request sent
+    now is answered only after them, so its answer means the replica is idle again.
+    """
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        r.read()
+
+
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -173,7 +185,7 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
             # depending on phase; in eights the count is within a few percent.
             params = tmp / "minilm-batching.txt"
             params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 0 }\n"
-                              "num_batch_threads { value: 1 }\n")
+                              "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 64 }\n")
             server += ["--enable_batching", "true", "--batching_parameters_file", str(params)]
         procs.start(pinned(args.replica_cpus, server), tmp / f"replica-{model}.log")
         wait_http(f"http://127.0.0.1:{rport}/v2/health/ready")
@@ -200,17 +212,17 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
                 "nginx": f"http://127.0.0.1:{nport}{path}"}
         rows = []
         for conc in args.concurrency:
+            body = body_file.read_bytes()
             for t in TARGETS:  # warm pools, caches and the model's first runs
+                settle(urls["direct"], body)
                 run_wrk(urls[t], lua, conc, 1, args.wrk_cpus)
             rounds = {t: [] for t in TARGETS}
             # MiniLM answers ~10/s on one core: at 64 connections a request waits seconds, so a
-            # run must be long enough for many of them to finish, and the replica must finish the
-            # previous run's abandoned batch before the next run starts.
+            # run must be long enough for many of them to finish.
             duration = args.duration if model == "tiny" or conc == 1 else max(args.duration, args.minilm_duration)
-            settle = 0.5 if model == "tiny" else 3.0
             for _ in range(args.rounds):
                 for t in TARGETS:
-                    time.sleep(settle)
+                    settle(urls["direct"], body)
                     rounds[t].append(run_wrk(urls[t], lua, conc, duration, args.wrk_cpus))
             row = {"model": model, "concurrency": conc}
             for t in TARGETS:
