@@ -71,6 +71,8 @@ class FakeGateway:
     def __init__(self) -> None:
         self.services_: dict[str, list] = {}
         self.qps_: dict[str, float] = {}
+        self.window_qps_: dict[str, dict[float, float]] = {}  # service -> {window: QPS}, over qps_
+        self.windows_asked: list[float] = []
 
     def set_service(self, name, replicas, hosts=(), models=(), **_):
         self.services_[name] = list(replicas)
@@ -84,6 +86,10 @@ class FakeGateway:
     def qps(self, service, window_seconds):
         if service not in self.services_:
             raise NotFound(service)
+        self.windows_asked.append(window_seconds)
+        by_window = self.window_qps_.get(service, {})
+        if window_seconds in by_window:
+            return by_window[window_seconds]
         return self.qps_.get(service, 0.0)
 
     def stats(self, service):

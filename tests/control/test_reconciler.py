@@ -251,3 +251,83 @@ def test_policy_state_survives_a_restart(world, tmp_path):
     kept = _load_policy_state(store.get_pool_state("gpu"), "spothedge", r._memory("gpu").zones)
     assert kept == state  # what a restarted control plane starts from
     assert _load_policy_state(store.get_pool_state("gpu"), "ess", r._memory("gpu").zones) is None
+
+
+BURST_HPA = {**SEED_HPA, "metadata": {"name": "bert-tfserving-hpa",
+                                      "annotations": {"autoscaling.tidal.dev/burst": "true"}}}
+
+
+def _step_2_to_40_qps(world, document) -> dict[int, int]:
+    """Desired replicas at each 2 s tick after a step from 2 to 40 QPS, keyed by seconds since the step.
+
+    The gateway's window averages are those of a true step: over a window of w seconds, t seconds
+    after it, (2 (w - t) + 40 t) / w for t < w. The HPA's window is ControlSettings' 30 s.
+    """
+    clock, store, backend, gateway, r = world
+    name = "bert-tfserving"
+    store.put_autoscaler(name, document, clock.now())
+    gateway.qps_[name] = 2.0
+    # Before the step: 2 QPS, one replica; the HPA syncs at 0 and 16 s, next at 32 s.
+    run(r, clock, 30, step=2.0)
+    assert store.get_service(name).desired == 1
+    seen = {}
+    for t in range(0, 62, 2):
+        gateway.window_qps_[name] = {w: (2 * (w - min(t, w)) + 40 * min(t, w)) / w for w in (6.0, 30.0, 60.0)}
+        asyncio.run(r.tick())
+        seen[t] = store.get_service(name).desired
+        clock.advance(2.0)
+    return seen
+
+
+def test_burst_mode_scales_within_a_tick(world):
+    clock, store, backend, gateway, r = world
+    seen = _step_2_to_40_qps(world, BURST_HPA)
+    # t=2: panic window (2*4 + 40*2) / 6 = 14.7 QPS wants ceil(1.47) = 2 for 1 ready: 2 / 1 >= 200% -> panic, 2.
+    assert seen[0] == 1 and seen[2] == 2
+    # t=4: (2*2 + 40*4) / 6 = 27.3 -> 3 (panicking, never lower); t=6: 40 -> 4, the 10 per replica target.
+    assert seen[4] == 3 and seen[6] == 4
+    assert all(n == 4 for t, n in seen.items() if t >= 6)  # held: no scale-down while panicking
+    # It read the gateway's 60 s and 6 s windows, at the clock's 2 s ticks.
+    assert {60.0, 6.0} <= set(gateway.windows_asked)
+    assert r.burst_tick_seconds == 2.0
+    # Its state is persisted beside the HPA's; the decision and the events say why.
+    state = store.get_autoscaler_state("bert-tfserving")
+    assert state["burst"]["panic_since"] is not None and state["burst"]["max_panic_replicas"] == 4
+    assert state["recommendations"]
+    events = store.events(limit=1000)
+    assert any(e.kind == "BurstPanic" and "PanicStarted" in e.message for e in events)
+    rescales = [e.message for e in events if e.kind == "SuccessfulRescale"]
+    assert rescales == ["New size: 2; reason: burst: panic window QPS 14.7 (stable window 3.3) for 1 ready replica(s)",
+                        "New size: 3; reason: burst: panic window QPS 27.3 (stable window 4.5) for 2 ready replica(s)",
+                        "New size: 4; reason: burst: panic window QPS 40.0 (stable window 5.8) for 3 ready replica(s)"]
+    assert store.get_autoscaler("bert-tfserving")[1]["burst"]["reason"] in ("PanicExtended", "Panicking")
+
+
+def test_hpa_exact_mode_waits_for_its_sync(world):
+    clock, store, backend, gateway, r = world
+    seen = _step_2_to_40_qps(world, SEED_HPA)
+    # Syncs every 15 s (passes at t=2, 18, 34, ...) over the 30 s window:
+    # t=2: (2*28 + 40*2) / 30 = 4.5 QPS -> ceil(0.45) = 1; t=18: (2*12 + 40*18) / 30 = 24.8 -> 3; t=34: 40 -> 4.
+    assert all(seen[t] == 1 for t in range(0, 18, 2))
+    assert seen[18] == 3 and seen[34] == 4
+    assert 60.0 not in gateway.windows_asked and 6.0 not in gateway.windows_asked
+    assert r.burst_tick_seconds is None
+    assert "burst" not in store.get_autoscaler_state("bert-tfserving")
+
+
+def test_burst_panic_ends_a_stable_window_after_the_last_trigger(world):
+    clock, store, backend, gateway, r = world
+    _step_2_to_40_qps(world, BURST_HPA)
+    name = "bert-tfserving"
+    panic_since = store.get_autoscaler_state(name)["burst"]["panic_since"]
+    # Load falls back to 2 QPS in every window: no new trigger; the 4 replicas stay while the panic lasts.
+    gateway.window_qps_[name] = {6.0: 2.0, 30.0: 2.0, 60.0: 2.0}
+    while clock.now() <= panic_since + 60:
+        asyncio.run(r.tick())
+        assert store.get_service(name).desired == 4
+        clock.advance(2.0)
+    asyncio.run(r.tick())
+    assert store.get_autoscaler_state(name)["burst"]["panic_since"] is None
+    assert any(e.kind == "BurstPanicEnded" for e in store.events(limit=1000))
+    # Then the HPA's own rules again: its 300 s down-stabilization keeps 4 for now.
+    assert store.get_service(name).desired == 4

@@ -128,6 +128,9 @@ class ControlPlane:
                 log.exception("reconcile pass failed")
             self._wake.clear()
             wait = clock.real(self.options.settings.tick_seconds)
+            if self.reconciler.burst_tick_seconds is not None:
+                # A service in burst mode decides every burst tick (2 s), sooner than the usual pass.
+                wait = min(wait, clock.real(self.reconciler.burst_tick_seconds))
             if self.reconciler.settling():
                 wait = min(wait, 1.0)  # a replica is starting or draining: notice the change within a second
             try:

@@ -1,9 +1,9 @@
 """The reconcile loop: autoscaler -> desired replicas, scheduler -> placement, capacity policy -> nodes, backend executes.
 
-Each pass reads the store, asks the pure decision functions (HPA `decide`, the
-scheduler, the pool's capacity policy and its Plan diff) what should change, and
-carries the answers out through the backend, writing every change to the store
-before acting on the next. All times are the injected clock's (virtual when a
+Each pass reads the store, asks the pure decision functions (HPA `decide`, and
+burst `decide` + `overlay` for a service in burst mode; the scheduler; the pool's
+capacity policy and its Plan diff) what should change, and carries the answers
+out through the backend, writing every change to the store before acting on the next. All times are the injected clock's (virtual when a
 time factor is set); only the gateway's QPS windows are real seconds.
 """
 
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidal.autoscaling.hpa import HPAState, ScaleEvent, TimestampedRecommendation, decide as hpa_decide
+from tidal.autoscaling import burst
+from tidal.autoscaling.hpa import (HPAState, Recommendation, ScaleEvent, TimestampedRecommendation,
+                                   decide as hpa_decide)
 from tidal.autoscaling.metrics import Metrics, ready_pods
 from tidal.autoscaling.spec import HPASpec, parse_hpa, qps_service
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaHandle, ReplicaLaunch
@@ -86,11 +88,23 @@ def _hpa_state_to(state: HPAState) -> dict:
 
 
 def _hpa_state_from(data: dict | None) -> HPAState:
-    if not data:
+    if not data or "recommendations" not in data:
         return HPAState()
     return HPAState(recommendations=tuple(TimestampedRecommendation(int(n), float(t)) for n, t in data["recommendations"]),
                     scale_up_events=tuple(ScaleEvent(int(c), float(t), bool(o)) for c, t, o in data["up"]),
                     scale_down_events=tuple(ScaleEvent(int(c), float(t), bool(o)) for c, t, o in data["down"]))
+
+
+def _burst_state_to(state: burst.BurstState) -> dict:
+    return {"panic_since": state.panic_since, "max_panic_replicas": state.max_panic_replicas}
+
+
+def _burst_state_from(data: dict | None) -> burst.BurstState | None:
+    if not data:
+        return None
+    since = data.get("panic_since")
+    return burst.BurstState(panic_since=None if since is None else float(since),
+                            max_panic_replicas=int(data.get("max_panic_replicas", 0)))
 
 
 def _dump_policy_state(policy: str, zones: tuple[str, ...], state) -> str:
@@ -129,6 +143,13 @@ class Reconciler:
         self.lock = asyncio.Lock()
         self._pools: dict[str, _PoolMemory] = {}
         self._hpa_last_sync: dict[str, float] = {}
+        # Burst mode: the latest HPA recommendation and burst decision per service (overlay combines them),
+        # the time of the last burst tick, and the shortest burst tick of any service (the loop's pace).
+        self._hpa_recs: dict[str, Recommendation] = {}
+        self._burst_decisions: dict[str, burst.BurstDecision] = {}
+        self._burst_last_tick: dict[str, float] = {}
+        self.burst_tick_seconds: float | None = None
+        self._burst_noted: set[str] = set()
         self._gateway_models: dict[str, tuple[str, ...]] = {}
         self._pending_noted: set[str] = set()
         self._backoff_noted: set[str] = set()
@@ -295,6 +316,7 @@ class Reconciler:
     def _autoscale(self) -> None:
         now = self.clock.now()
         services = {s.spec.name: s for s in self.store.list_services()}
+        ticks: list[float] = []
         for svc in services.values():
             found = self.store.get_autoscaler(svc.spec.name)
             if found is None:
@@ -305,25 +327,111 @@ class Reconciler:
             except Exception as exc:  # a stored document that no longer parses: report, keep the service
                 self.event("FailedGetScale", f"service/{svc.spec.name}", f"autoscaler unreadable: {exc}")
                 continue
-            last = self._hpa_last_sync.get(svc.spec.name)
-            if last is not None and now - last < spec.controller.sync_period_seconds:
-                continue
-            self._hpa_last_sync[svc.spec.name] = now
-            metrics = self._hpa_metrics(spec, svc)
-            state = _hpa_state_from(self.store.get_autoscaler_state(svc.spec.name))
-            rec, state = hpa_decide(spec, metrics, state, svc.desired, now)
-            # Kept in the store, so a restarted control plane scales in no sooner than this one would have.
-            self.store.set_autoscaler_state(svc.spec.name, _hpa_state_to(state))
-            qps = next(iter(metrics.external.values()), None)
-            self.store.set_autoscaler_last(svc.spec.name, {
-                "time": now, "current": rec.current_replicas, "desired": rec.desired_replicas,
-                "reason": rec.reason, "message": rec.message, "qps": qps,
-                "metrics": [{"metric": m.metric, "average_value": m.average_value, "value": m.value,
-                             "proposal": m.proposal, "error": m.error} for m in rec.metrics]})
-            if rec.rescale and rec.desired_replicas != svc.desired:
-                self.store.set_desired(svc.spec.name, rec.desired_replicas)
-                self.event("SuccessfulRescale", f"service/{svc.spec.name}",
-                           rec.event() + (f" (QPS {qps:.1f})" if qps is not None else ""))
+            bursting = spec.burst.enabled and self._burst_target(spec, svc) is not None
+            if bursting:
+                ticks.append(spec.burst.tick_seconds)
+            synced = self._sync_hpa(spec, svc, now, apply=not bursting)
+            if bursting:
+                ticked = self._burst_tick(spec, svc, now)
+                if synced or ticked:
+                    self._apply_overlay(spec, svc, now)
+        self.burst_tick_seconds = min(ticks, default=None)
+
+    def _sync_hpa(self, spec: HPASpec, svc: ServiceRow, now: float, apply: bool) -> bool:
+        """One HPA sync when its period has passed; in burst mode `overlay` applies its recommendation."""
+        name = svc.spec.name
+        last = self._hpa_last_sync.get(name)
+        if last is not None and now - last < spec.controller.sync_period_seconds:
+            return False
+        self._hpa_last_sync[name] = now
+        metrics = self._hpa_metrics(spec, svc)
+        kept = self.store.get_autoscaler_state(name) or {}
+        rec, state = hpa_decide(spec, metrics, _hpa_state_from(kept), svc.desired, now)
+        self._hpa_recs[name] = rec
+        # Kept in the store, so a restarted control plane scales in no sooner than this one would have.
+        self.store.set_autoscaler_state(name, {**kept, **_hpa_state_to(state)})
+        qps = next(iter(metrics.external.values()), None)
+        self.store.set_autoscaler_last(name, {
+            "time": now, "current": rec.current_replicas, "desired": rec.desired_replicas,
+            "reason": rec.reason, "message": rec.message, "qps": qps,
+            "metrics": [{"metric": m.metric, "average_value": m.average_value, "value": m.value,
+                         "proposal": m.proposal, "error": m.error} for m in rec.metrics]})
+        if apply and rec.rescale and rec.desired_replicas != svc.desired:
+            self.store.set_desired(name, rec.desired_replicas)
+            self.event("SuccessfulRescale", f"service/{name}",
+                       rec.event() + (f" (QPS {qps:.1f})" if qps is not None else ""))
+        return True
+
+    def _burst_target(self, spec: HPASpec, svc: ServiceRow) -> float | None:
+        """The per-replica QPS target burst mode scales by; None (HPA only) without a QPS AverageValue metric."""
+        target = burst.qps_target(spec)
+        if target is None and svc.spec.name not in self._burst_noted:
+            self._burst_noted.add(svc.spec.name)
+            self.event("BurstUnavailable", f"service/{svc.spec.name}",
+                       "burst mode needs an External QPS metric with an AverageValue target: HPA only")
+        return target if target and target > 0 else None
+
+    def _burst_tick(self, spec: HPASpec, svc: ServiceRow, now: float) -> bool:
+        """One burst decision every `tick_seconds`, over the gateway's stable and panic windows."""
+        name, settings = svc.spec.name, spec.burst
+        last = self._burst_last_tick.get(name)
+        if last is not None and now - last < settings.tick_seconds:
+            return False
+        self._burst_last_tick[name] = now
+        # The windows are the clock's seconds; the gateway counts real ones, in buckets of at least a second.
+        stable_qps = self._gateway_qps(name, max(1.0, self._real(settings.stable_window_seconds)))
+        panic_qps = self._gateway_qps(name, max(1.0, self._real(settings.panic_window_seconds)))
+        ready = len(self.store.replicas(name, states=("ready",)))
+        kept = self.store.get_autoscaler_state(name) or {}
+        # A decider without history (first tick, or after a restart that lost it) holds what is running.
+        state = _burst_state_from(kept.get("burst")) or burst.initial_state(ready, now)
+        decision, state = burst.decide(settings, self._burst_target(spec, svc), stable_qps, panic_qps, ready,
+                                       state, now, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
+        self._burst_decisions[name] = decision
+        self.store.set_autoscaler_state(name, {**kept, "burst": _burst_state_to(state)})
+        if decision.reason in ("PanicStarted", "PanicEnded"):
+            self.event("BurstPanic" if decision.reason == "PanicStarted" else "BurstPanicEnded",
+                       f"service/{name}", f"{decision.reason}: {decision.message}")
+        return True
+
+    def _apply_overlay(self, spec: HPASpec, svc: ServiceRow, now: float) -> None:
+        """A burst-mode service's count: the HPA's, raised to the burst decider's while it panics."""
+        name = svc.spec.name
+        rec, decision = self._hpa_recs.get(name), self._burst_decisions.get(name)
+        if rec is None or decision is None:
+            return
+        if svc.desired == 0 and spec.min_replicas != 0:
+            return  # the HPA's rule: a target scaled to zero by hand has scaling disabled
+        desired, reason = burst.overlay(rec, decision, svc.desired)
+        if reason == "BurstPanic":
+            message = decision.message
+        elif reason == "AwaitingSync":
+            message = f"holding {desired} until the next HPA sync sees the count burst mode set"
+        else:
+            message = rec.message
+        last = self.store.get_autoscaler(name)[1] or {}
+        qps = last.get("qps")
+        self.store.set_autoscaler_last(name, {
+            **last, "time": now, "current": svc.desired, "desired": desired, "reason": reason, "message": message,
+            "burst": {"reason": decision.reason, "panicking": decision.panicking, "stable_qps": decision.stable_qps,
+                      "panic_qps": decision.panic_qps, "desired": decision.desired_replicas,
+                      "ready": decision.ready_replicas}})
+        if desired == svc.desired:
+            return
+        self.store.set_desired(name, desired)
+        if reason == "BurstPanic":
+            text = (f"New size: {desired}; reason: burst: panic window QPS {decision.panic_qps:.1f} "
+                    f"(stable window {decision.stable_qps:.1f}) for {decision.ready_replicas} ready replica(s)")
+        else:
+            text = f"New size: {desired}; reason: {rec.rescale_reason or rec.reason}" + \
+                (f" (QPS {qps:.1f})" if qps is not None else "")
+        self.event("SuccessfulRescale", f"service/{name}", text)
+
+    def _gateway_qps(self, service: str, window: float) -> float:
+        try:
+            return self.gateway.qps(service, window)
+        except NotFound:  # no replica has been routed yet: no traffic
+            return 0.0
 
     def _hpa_metrics(self, spec: HPASpec, svc: ServiceRow) -> Metrics:
         window = max(1.0, self._real(self.settings.qps_window_seconds))
