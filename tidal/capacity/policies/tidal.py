@@ -70,6 +70,8 @@ class TidalState:
     exposure: tuple[float, ...]     # zone-seconds with nodes held, per (stressed, age) bucket, pooled over zones
     events: tuple[int, ...]         # preemptions seen, per bucket
     last_now: float | None = None
+    partial: int = 0                # preemptions that left the zone some of our nodes
+    whole: int = 0                  # preemptions that took all our nodes in the zone
 
 
 def initial_state(params: TidalParams, zones: Sequence[str], seed: int) -> TidalState:
@@ -87,9 +89,10 @@ def _bucket(mem: ZoneMemory, at: float, window: float, tight: bool) -> int:
 
 
 def _learn(observation: Observation, params: TidalParams, state: TidalState, now: float,
-           window: float) -> tuple[list[ZoneMemory], list[float], list[int]]:
+           window: float) -> tuple[list[ZoneMemory], list[float], list[int], int, int]:
     dt = 0.0 if state.last_now is None else max(0.0, now - state.last_now)
     exposure, events, mems = list(state.exposure), list(state.events), []
+    partial, whole = state.partial, state.whole
     for z, m in zip(observation.zones, state.zones):
         if m.seen_at is None:
             m = replace(m, seen_at=now)
@@ -98,6 +101,8 @@ def _learn(observation: Observation, params: TidalParams, state: TidalState, now
             exposure[b] += dt
             events[b] += 1 if z.preempted else 0
             m = replace(m, exposure=m.exposure + dt, events=m.events + (1 if z.preempted else 0))
+            if z.preempted:
+                partial, whole = (partial + 1, whole) if z.held else (partial, whole + 1)
         if z.lost:
             failures = m.failures + 1
             wait = min(params.max_backoff_seconds, params.backoff_seconds * 2 ** (failures - 1))
@@ -107,14 +112,17 @@ def _learn(observation: Observation, params: TidalParams, state: TidalState, now
         if m.cap_hint is not None and now >= m.retry_at:
             m = replace(m, cap_hint=None)
         mems.append(m)
-    return mems, exposure, events
+    return mems, exposure, events, partial, whole
 
 
 def decide(observation: Observation, params: TidalParams, state: TidalState, now: float) -> tuple[Plan, TidalState]:
     zones = observation.zones
     n, od_price = observation.target, observation.on_demand_price
     window = params.cold_start_seconds + params.decision_seconds
-    mems, exposure, events = _learn(observation, params, state, now, window)
+    mems, exposure, events, partial, whole = _learn(observation, params, state, now, window)
+    # The share of losses that take one node rather than all of a zone's (a zone at partial capacity), shrunk
+    # toward one half.
+    one = (partial + params.prior_events) / (partial + whole + 2 * params.prior_events)
 
     # Loss rates: per bucket shrunk toward the pooled rate, itself shrunk toward the prior; a zone's own record
     # scales its bucket's rate. The hazard that matters is the one when a hedge launched now is ready.
@@ -159,7 +167,9 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
         total = sum(sp) + od
         if total < n:
             return float("inf")
-        return cost(sp, od) + event_value * sum(p[i] for i in range(len(sp)) if sp[i] and total - sp[i] < n)
+        # A loss takes one node (share `one`) or all the zone's; either is an outage if it leaves fewer than N.
+        return cost(sp, od) + event_value * sum(
+            p[i] * (one * (total - 1 < n) + (1 - one) * (total - sp[i] < n)) for i in range(len(sp)) if sp[i])
 
     best = objective(spot, on_demand)
     for _ in range(params.max_moves):
@@ -197,5 +207,6 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
         # No zone has yet held a node for us: the first spot launches may all be refused, so on-demand starts
         # alongside them (held only until the spot is ready, by the rule above).
         on_demand, spot = n, first_spot
-    new_state = TidalState(zones=tuple(mems), exposure=tuple(exposure), events=tuple(events), last_now=now)
+    new_state = TidalState(zones=tuple(mems), exposure=tuple(exposure), events=tuple(events), last_now=now,
+                           partial=partial, whole=whole)
     return Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)), new_state
