@@ -209,3 +209,13 @@ def test_registry_names_and_params():
         state = policy.initial_state(params, ["a", "b"], 0)
         plan, _ = policy.decide(obs([0, 0]), params, state, 0.0)
         assert len(plan.spot) == 2 and plan.on_demand >= 0, name
+
+
+def test_tidal_learns_exposure_and_loss_shapes():
+    params = tidal.TidalParams()
+    _, state = _tidal(obs([0, 0], [0, 0]))
+    # 30 s holding 2 + 1 nodes; zone 0 then loses 1 of its 2 (partial), zone 1 its only node (whole).
+    _, state = tidal.decide(obs([1, 0], [1, 0], lost=[1, 1]), params, state, 30.0)
+    assert (state.partial, state.whole) == (1, 1)
+    assert sum(state.events) == 2 and sum(state.exposure) == pytest.approx(2 * 30.0)
+    assert [m.events for m in state.zones] == [1, 1] and state.zones[0].upset_at == 30.0
