@@ -331,3 +331,15 @@ def test_burst_panic_ends_a_stable_window_after_the_last_trigger(world):
     assert any(e.kind == "BurstPanicEnded" for e in store.events(limit=1000))
     # Then the HPA's own rules again: its 300 s down-stabilization keeps 4 for now.
     assert store.get_service(name).desired == 4
+
+
+def test_scale_out_launches_no_on_demand_for_spot_not_yet_tried(world):
+    clock, store, backend, gateway, r = world
+    gateway.qps_["bert-tfserving"] = 100.0
+    run(r, clock, 120)
+    # 1 -> 4 -> 8 -> 10 replicas, spot always available: on-demand only ever for ESS's 30% (ceil(0.3 * 10) = 3);
+    # ESS compensates spot the provider refused, not spot that this very pass is about to launch.
+    assert mix(store) == (3, 7)
+    launched = [n for n in store.nodes("gpu", include_terminated=True)]
+    assert sum(1 for n in launched if n.billing == "on-demand") == 3
+    assert all(n.state == "ready" for n in launched)

@@ -3,8 +3,9 @@
 Each pass reads the store, asks the pure decision functions (HPA `decide`, and
 burst `decide` + `overlay` for a service in burst mode; the scheduler; the pool's
 capacity policy and its Plan diff) what should change, and carries the answers
-out through the backend, writing every change to the store before acting on the next. All times are the injected clock's (virtual when a
-time factor is set); only the gateway's QPS windows are real seconds.
+out through the backend, writing every change to the store before acting on the
+next. All times are the injected clock's (virtual when a time factor is set);
+only the gateway's QPS windows are real seconds.
 """
 
 from __future__ import annotations
