@@ -60,9 +60,18 @@ class FleetResult:
     desired: np.ndarray = field(repr=False)
     ready: np.ndarray = field(repr=False)
 
+    on_demand_price: float = 3.0
+
     @property
     def relative_cost(self) -> float:
+        """Cost over the same node-ticks all on-demand (the savings view)."""
         return self.cost / self.on_demand_cost if self.on_demand_cost else 0.0
+
+    @property
+    def cost_vs_on_demand_policy(self) -> float:
+        """Cost over what an on-demand-only pool of exactly the desired replicas would pay (the protocol's view)."""
+        baseline = float(self.desired.sum()) * self.on_demand_price
+        return self.cost / baseline if baseline else 0.0
 
 
 def _desired(history: list[tuple[float, int]], qps: float, now: float, s: FleetSettings) -> tuple[int, list]:
@@ -154,4 +163,4 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
         mean_latency_seconds=latency_sum / served_ok if served_ok else math.inf,
         failed_requests=failed_requests, availability=float((ready_log >= desired_log).mean()),
         cost=cost, on_demand_cost=node_ticks * s.on_demand_price, preemptions=total_preempted,
-        launch_failures=total_failed, desired=desired_log, ready=ready_log)
+        launch_failures=total_failed, desired=desired_log, ready=ready_log, on_demand_price=s.on_demand_price)
