@@ -47,3 +47,21 @@ def sentiment_base(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("sentiment")
     load_example("sentiment").build(base)
     return base
+
+
+@pytest.fixture(scope="session")
+def half_plus_two_tf_base(tmp_path_factory) -> Path:
+    """Model base path holding half_plus_two as a TensorFlow SavedModel, version 123 (needs TensorFlow)."""
+    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
+    base = tmp_path_factory.mktemp("half_plus_two_tf")
+    load_example("half_plus_two_tf").build(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def sentiment_tf_base(tmp_path_factory) -> Path:
+    """Model base path holding the Keras sentiment SavedModel, version 1623831335 (needs TensorFlow)."""
+    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
+    base = tmp_path_factory.mktemp("sentiment_tf")
+    load_example("sentiment_tf").build(base)
+    return base

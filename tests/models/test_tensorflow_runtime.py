@@ -13,7 +13,6 @@ import pytest
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
 
-from tests.conftest import load_example  # noqa: E402
 from tidal.errors import FailedPrecondition, InvalidArgument  # noqa: E402
 from tidal.http.server import Request  # noqa: E402
 from tidal.models.config import ModelConfig, RuntimeOptions  # noqa: E402
@@ -36,10 +35,8 @@ def example(**features) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def hpt_base(tmp_path_factory):
-    base = tmp_path_factory.mktemp("half_plus_two_tf")
-    load_example("half_plus_two_tf").build(base)
-    return base
+def hpt_base(half_plus_two_tf_base):
+    return half_plus_two_tf_base
 
 
 @pytest.fixture(scope="module")

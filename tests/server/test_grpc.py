@@ -1,8 +1,10 @@
 """TF Serving's gRPC API end to end: TF Serving's own half_plus_two cases with its client package, errors, robustness.
 
-One `tidal model-server` process serves a SavedModel (two versions, labels) and the
-ONNX half_plus_two; the clients are tensorflow-serving-api's stubs, as a TF Serving
-user's code would be.
+One `tidal model-server` process serves the half_plus_two SavedModel (two versions,
+labels) as `default` and as `half_plus_two`, the Keras sentiment SavedModel as
+`sentiment`, and the ONNX half_plus_two as `onnx`; the gRPC clients are
+tensorflow-serving-api's stubs, as a TF Serving user's code would be. The REST
+robustness generator of the ONNX path runs against the SavedModels too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tensorflow.core.framework import types_pb2  # noqa: E402
 
-from tests.conftest import load_example  # noqa: E402
 from tests.server.procs import REPO, ServerProcess, free_port  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -34,11 +35,11 @@ RPC_TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, half_plus_two_base):
+def server(tmp_path_factory, half_plus_two_base, half_plus_two_tf_base, sentiment_tf_base):
     root = tmp_path_factory.mktemp("grpc")
     tf_base = root / "half_plus_two"
-    built = load_example("half_plus_two_tf").build(tf_base)  # version 123
-    shutil.copytree(built, tf_base / "124")
+    shutil.copytree(half_plus_two_tf_base / "123", tf_base / "123")
+    shutil.copytree(half_plus_two_tf_base / "123", tf_base / "124")
     config = root / "models.config"
     config.write_text(f"""
 model_config_list {{
@@ -51,6 +52,8 @@ model_config_list {{
     version_labels {{ key: 'canary' value: 124 }}
   }}
   config {{ name: 'onnx' base_path: '{half_plus_two_base}' }}
+  config {{ name: 'half_plus_two' base_path: '{half_plus_two_tf_base}' }}
+  config {{ name: 'sentiment' base_path: '{sentiment_tf_base}' }}
 }}
 """)
     grpc_port = free_port()
@@ -401,3 +404,21 @@ def test_a_grpc_port_in_use_is_a_clear_error(server, half_plus_two_base):
                           capture_output=True, text=True, timeout=120, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{taken} for gRPC" in proc.stderr
+
+
+def test_rest_generated_bad_requests_against_saved_models_all_4xx(server):
+    """The ONNX path's generator (tests/server/test_robustness.py) at the SavedModel twins of its models."""
+    from tests.server.test_robustness import encode, generate, pipeline
+
+    rng = random.Random(20261125)
+    generated = [generate(rng) for _ in range(10_000)]
+    statuses: list[int] = []
+    order: list[tuple] = []
+    for i in range(4):
+        statuses += pipeline(server.port, [encode(*g) for g in generated[i::4]])
+        order += generated[i::4]
+    bad = [(s, g[0], g[1], g[3][:80]) for s, g in zip(statuses, order) if not 400 <= s < 500]
+    assert not bad, f"{len(bad)} requests not answered 4xx, e.g. {bad[:5]}"
+    assert server.proc.poll() is None
+    status, _, body = server.request("POST", "/v1/models/sentiment:predict", b'{"instances": ["great movie"]}')
+    assert status == 200 and orjson.loads(body)["predictions"][0]["label"] == "positive"

@@ -12,14 +12,19 @@ import re
 import threading
 
 import numpy as np
-import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from tidal.errors import FailedPrecondition, Internal, InvalidArgument
-from tidal.models.config import RuntimeOptions, usable_cores
-from tidal.models.signatures import CLASSIFY, PREDICT, REGRESS, Signature, TensorSpec
+# TensorFlow's C++ runtime logs a warning for every op that rejects an input: a stream of bad
+# requests would flood the server log with what the client already got as an error. Must be set
+# before TensorFlow loads; an explicit setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from tensorflow.core.framework import types_pb2  # noqa: E402
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2  # noqa: E402
+
+from tidal.errors import FailedPrecondition, Internal, InvalidArgument  # noqa: E402
+from tidal.models.config import RuntimeOptions, usable_cores  # noqa: E402
+from tidal.models.signatures import CLASSIFY, PREDICT, REGRESS, Signature, TensorSpec  # noqa: E402
 
 log = logging.getLogger(__name__)
 
