@@ -91,3 +91,35 @@ def test_spot_launch_refused_where_the_trace_has_no_room(backend, tmp_path):
     with pytest.raises(CapacityUnavailable):
         backend.launch_node(NodeLaunch("n3", "p", "z2", "t", "spot", 0), 1, 1000.0)
     assert isinstance(SpotTraceReplay(str(traces), ["z1"], 0.0).capacity("z1", 0.0), int)
+
+
+def test_ready_only_when_the_replica_itself_answers(backend):
+    """A port picked for a replica can be taken by another process before the replica binds it:
+    that process's 200 on the health path must not make the replica ready."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Healthy)  # someone else's server, in this test's process
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        backend.launch_node(NodeLaunch("n0", "p", "z", "gpu.small", "spot", gpus=1), 0, 0.0)
+        h = backend.start_replica(launch("r0", "n0"))  # a process that never listens
+        foreign = h.__class__(h.pid, h.proc_start, port, h.grpc_port)
+        assert not asyncio.run(backend.replica_ready(foreign))
+        # The same answer from the process that listens there does count.
+        own = h.__class__(os.getpid(), h.proc_start, port, h.grpc_port)
+        assert asyncio.run(backend.replica_ready(own))
+    finally:
+        server.shutdown()
+        server.server_close()

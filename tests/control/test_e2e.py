@@ -165,7 +165,10 @@ def test_seed_procedure_end_to_end(home, tmp_path, sentiment_base):
     load = json.loads(out)
     assert load["requests"] >= 1800
     # Nothing the gateway accepted was lost: every request answered 200, through scale-out and the preemption.
-    assert load["errors"] == 0 and load["status"] == {"200": load["requests"]}, (load["status"], load["failures"])
+    # On a failure, when it failed (per second) and what the control plane did meanwhile say why.
+    assert load["errors"] == 0 and load["status"] == {"200": load["requests"]}, (
+        load["status"], load["failures"], [(s["t"], s["errors"]) for s in load["timeline"]],
+        [(e["kind"], e["object"], e["message"]) for e in tidal_json(home, "events", "--limit", "200")])
 
     # SIGKILL the control plane; start it again: same replicas (adopted, same pids), none doubled.
     before = {r["name"]: r["pid"] for r in tidal_json(home, "serve", "get", "bert-tfserving")["replicas"]

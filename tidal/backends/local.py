@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -50,6 +51,45 @@ def proc_environ(pid: int) -> dict[str, str]:
         if sep:
             out[k.decode(errors="replace")] = v.decode(errors="replace")
     return out
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Socket inodes listening on TCP `port` at any address (/proc/net/tcp and tcp6)."""
+    out: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        needle = f":{port:04X} "
+        for line in lines:
+            if needle not in line:  # most lines are other ports' connections: skip them unsplit
+                continue
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 10 the inode.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                out.add(int(fields[9]))
+    return out
+
+
+def owns_listener(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on TCP `port`."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return False
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        fds = list(fd_dir.iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+            return True
+    return False
 
 
 def detect_gpus(env: dict[str, str] | None = None) -> int:
@@ -236,7 +276,14 @@ class LocalBackend:
                                               timeout=self.ready_timeout)
         except (ClientError, OSError):
             return False
-        return resp.status == 200
+        # The port was free when it was picked, not when the replica binds it: another process may have
+        # taken it meanwhile (the replica then fails to bind and exits). Only the replica's own answer counts,
+        # or the gateway would route to whatever else listens there.
+        if resp.status != 200:
+            return False
+        # In a thread: reading the kernel's socket table takes tens of milliseconds on a busy machine,
+        # and this loop also runs the gateway.
+        return await asyncio.to_thread(owns_listener, handle.pid, handle.port)
 
     def orphans(self, known: dict[str, int]) -> list[tuple[str, int]]:
         """Processes carrying this home's marker that are not the process the store records for their replica."""
