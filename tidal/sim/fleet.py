@@ -8,11 +8,10 @@ an M/M/c model of the ready replicas (`tidal.sim.queueing`), so SLO attainment
 and cost are reported together. The capacity policy is the very code the
 control plane runs (`tidal.capacity.policies`).
 
-The autoscaler here is the HPA's core rule on one QPS metric: desired =
-ceil(qps / target per replica) within [min, max], with the HPA's default
-five-minute scale-down stabilization (the most recent highest recommendation
-wins). `tidal.autoscaling` holds the full HPA; it had not landed on main when
-this model was written.
+The autoscaler is `tidal.autoscaling`'s HPA (the same `decide` the control
+plane runs) on the seed's external QPS metric (`sls_ingress_qps`, an
+AverageValue target per replica), synced every `sync_period_seconds`, fed the
+gateway-like windowed QPS of the simulated requests.
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tidal.autoscaling import HPAState, Metrics, decide as hpa_decide, parse_hpa
+from tidal.autoscaling.metrics import ready_pods
 from tidal.capacity.policies.types import Observation, PolicyDef, ZoneView
 from tidal.sim import queueing
 
@@ -39,7 +40,8 @@ class FleetSettings:
     target_qps_per_replica: float = 10.0  # the seed's HPA target
     min_replicas: int = 1
     max_replicas: int = 10
-    scale_down_stabilization_seconds: float = 300.0
+    scale_down_stabilization_seconds: int = 300
+    sync_period_seconds: float = 15.0
     qps_window_seconds: float = 60.0
     spot_price: float = 1.0               # per node-tick
     on_demand_price: float = 3.0
@@ -74,10 +76,16 @@ class FleetResult:
         return self.cost / baseline if baseline else 0.0
 
 
-def _desired(history: list[tuple[float, int]], qps: float, now: float, s: FleetSettings) -> tuple[int, list]:
-    raw = max(s.min_replicas, min(s.max_replicas, math.ceil(qps / s.target_qps_per_replica - 1e-9)))
-    history = [(t, r) for t, r in history if now - t < s.scale_down_stabilization_seconds] + [(now, raw)]
-    return max(r for _, r in history), history
+def hpa_spec(s: FleetSettings):
+    """The seed's hpa.yaml, with the settings' target, bounds and scale-down window."""
+    return parse_hpa({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "service"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "service"},
+                 "minReplicas": s.min_replicas, "maxReplicas": s.max_replicas,
+                 "metrics": [{"type": "External", "external": {
+                     "metric": {"name": "sls_ingress_qps"},
+                     "target": {"type": "AverageValue", "averageValue": str(s.target_qps_per_replica)}}}],
+                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": s.scale_down_stabilization_seconds}}}})
 
 
 def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray, policy: PolicyDef, params: Any,
@@ -92,7 +100,8 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
     od: list[float] = []
     preempted, failed = [0] * n_zones, [0] * n_zones
     state = policy.initial_state(params, list(zones), seed)
-    history: list[tuple[float, int]] = []
+    spec = hpa_spec(s)
+    hpa_state, desired, next_sync = HPAState(), s.min_replicas, 0.0
     window_ticks = max(1, int(round(s.qps_window_seconds / s.tick_seconds)))
     desired_log = np.zeros(ticks, dtype=np.int64)
     ready_log = np.zeros(ticks, dtype=np.int64)
@@ -114,7 +123,10 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
                 total_preempted += over
         lo = max(0, t - window_ticks)
         qps = float(arrivals[lo:t].sum()) / ((t - lo) * s.tick_seconds) if t > lo else 0.0
-        desired, history = _desired(history, qps, now, s)
+        if now >= next_sync:
+            rec, hpa_state = hpa_decide(spec, Metrics(external={"sls_ingress_qps": qps}, pods=ready_pods(desired)),
+                                        hpa_state, desired, now)
+            desired, next_sync = rec.desired_replicas, now + s.sync_period_seconds
         obs = Observation(
             target=desired,
             zones=tuple(ZoneView(zones[z], len(live[z]), sum(1 for l in live[z] if l <= ready_at), preempted[z],
