@@ -422,3 +422,22 @@ def test_rest_generated_bad_requests_against_saved_models_all_4xx(server):
     assert server.proc.poll() is None
     status, _, body = server.request("POST", "/v1/models/sentiment:predict", b'{"instances": ["great movie"]}')
     assert status == 200 and orjson.loads(body)["predictions"][0]["label"] == "positive"
+
+
+def test_sentiment_strings_over_grpc(stub):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "sentiment"
+    text = request.inputs["text"]
+    text.dtype = types_pb2.DT_STRING
+    text.tensor_shape.dim.add().size = 2
+    text.string_val.extend([b"great movie, loved it", "terrible service, never again".encode()])
+    result = stub.Predict(request, RPC_TIMEOUT)
+    assert list(result.outputs["label"].string_val) == [b"positive", b"negative"]
+    assert [d.size for d in result.outputs["probabilities"].tensor_shape.dim] == [2, 2]
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "sentiment"
+    request.model_spec.signature_name = "classification"
+    request.input.example_list.examples.add().features.feature["text"].bytes_list.value.append(b"great movie")
+    (row,) = stub.Classify(request, RPC_TIMEOUT).result.classifications
+    assert [c.label for c in row.classes] == ["negative", "positive"]
+    assert row.classes[1].score > row.classes[0].score
