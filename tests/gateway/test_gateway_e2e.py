@@ -237,3 +237,31 @@ def test_replica_dying_mid_answer(replicas):
             c.close()
             await gw.stop()
     asyncio.run(main())
+
+
+def test_client_leaving_cancels_the_upstream_request(replicas):
+    procs = replicas("r0")
+
+    async def main():
+        gw = await _gateway(procs)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\nx-sleep: 5\r\n"
+                         b"Content-Length: 30\r\n\r\n" + PREDICT)
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            assert gw.stats("hpt").replicas[0].outstanding == 1
+            writer.close()  # the client gives up
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                if gw.stats("hpt").in_flight == 0:
+                    break
+            st = gw.stats("hpt")
+            assert st.in_flight == 0 and st.replicas[0].outstanding == 0  # not waiting 5 s for the replica
+            c = HttpClient()
+            text = (await _get(c, gw, "/-/metrics", method="GET")).body.decode()
+            c.close()
+            assert 'tidal_gateway_requests_total{code="4xx",service="hpt"} 1.0' in text  # counted as 499
+        finally:
+            await gw.stop()
+    asyncio.run(main())
