@@ -40,8 +40,8 @@ def test_closed_loop_sends_exactly_the_count(model_server):
 def test_open_loop_holds_the_rate(model_server):
     r = run(BenchConfig(profile=Constant(rate=200), duration=1.5), *request_for(model_server))
     assert r.sent == 300 and r.answered == 300 and r.errors == 0
-    # Answered over the run, which ends with the last answer: a little over the 1.5 s of sending.
-    assert r.throughput == pytest.approx(200, rel=0.15) and 1.5 <= r.duration < 2.5
+    # Answered over the run, which ends with the last answer (the last request is due at 1.495 s).
+    assert r.throughput == pytest.approx(200, rel=0.15) and 1.49 <= r.duration < 2.5
     assert r.target_rate == 200
 
 
@@ -58,9 +58,9 @@ def test_a_stall_shows_in_open_loop_latency(model_server):
     # The stall covers [0, 1.5) of a 2 s run: the request due at t waits 1.5 - t.
     r = asyncio.run(stalled())
     assert r.answered == 200 and r.errors == 0
-    # 150 of 200 requests are due in the stall; the median one (t=1.0) waits ~0.5 s.
-    assert r.latency_ms["p50"] == pytest.approx(500, abs=200)
-    assert r.latency_ms["max"] == pytest.approx(1500, abs=250)
+    # 150 of 200 requests are due in the stall; the median one (t=1.0) waits ~0.5 s (more on a busy machine).
+    assert 350 <= r.latency_ms["p50"] <= 1000
+    assert r.latency_ms["max"] >= 1350
 
     model_server.stall_until = time.monotonic() + 1.0
     closed = run(BenchConfig(concurrency=1, duration=2.0, timeout=5), host, port, request)
@@ -76,7 +76,7 @@ def test_a_client_side_queue_counts_in_latency_not_in_service_time(model_server)
     r = run(BenchConfig(profile=Constant(rate=100), duration=2.0, connections=1, timeout=5), host, port, request)
     assert r.answered == 200
     # As in the stall test above: the median request is due at 1.0 s and answered after 1.5 s.
-    assert r.latency_ms["p50"] == pytest.approx(500, abs=200)
+    assert 350 <= r.latency_ms["p50"] <= 1000
     assert r.service_ms["p50"] < 50 and r.service_ms["max"] >= 1300
 
 
