@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spot.add_argument("--repeats", type=int, default=10)
     spot.add_argument("--seed", type=int, default=0)
     spot.add_argument("--on-demand-price", type=float, default=3.0, help="per replica-tick; spot costs 1")
-    spot.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    spot.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                      help="json: one object per policy (a list of them with --policy all)")
     from tidal.sim import workload_cli  # the fuller model's options live with it
     workload_cli.add_parser(sub, type(parser))
 
