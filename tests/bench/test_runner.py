@@ -101,6 +101,11 @@ def test_slow_answers_time_out(model_server):
     assert r.failures == {"timeout": 10} and time.monotonic() - started < 2.0
 
 
+def test_a_closed_loop_longer_than_the_timeout_runs_to_its_end(model_server):
+    r = run(BenchConfig(concurrency=2, duration=2.0, timeout=0.3), *request_for(model_server))
+    assert r.errors == 0 and r.failures == {} and r.answered > 100 and 2.0 <= r.duration < 2.5
+
+
 def test_progress_reports_rates_and_replicas(model_server):
     snaps = []
 

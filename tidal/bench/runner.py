@@ -232,6 +232,8 @@ class Bench:
         cfg = self.config
         end = self._start + cfg.duration if cfg.duration else None
         workers = [asyncio.ensure_future(self._worker(end)) for _ in range(cfg.concurrency)]
+        if end is not None:  # the workers stop sending at the end; then their last answers have a timeout
+            await asyncio.wait(workers, timeout=max(0.0, end - self.clock.monotonic()))
         await self._finish(set(workers))
 
     async def _worker(self, end: float | None) -> None:
@@ -246,10 +248,13 @@ class Bench:
             await self._exchange(now)
 
     async def _finish(self, tasks: set[asyncio.Task]) -> None:
-        """Let requests in flight complete, up to one timeout; what is still out then is a timeout."""
+        """Once nothing more is to be sent, let requests in flight complete, up to one timeout; what is still
+        out then is a timeout. (A request-count closed loop has only its per-request timeouts.)"""
+        tasks = {t for t in tasks if not t.done()}
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks, timeout=self.config.timeout + 1.0)
+        limit = None if self.schedule is None and self.config.duration is None else self.config.timeout + 1.0
+        done, pending = await asyncio.wait(tasks, timeout=limit)
         for t in pending:
             t.cancel()
             self.stats.fail("timeout")
