@@ -145,8 +145,8 @@ def _ess(o, refused=(-INF, -INF, -INF), now=100.0, **kw):
     # Zone 0 refused 4 launches: pools {1, 2}; held 3 in zone 1 -> the 4 more go 3 to zone 2, 1 to zone 1 (fewest
     # first, ties to the cheaper): (0, 4, 3). On-demand 3: the other zones take all 7.
     (obs([0, 3, 0], failed=[4, 0, 0], target=10, od_held=3, prices=CHEAP), None, {}, Plan(3, (0, 4, 3))),
-    # Zone 0 reclaimed 2 of its 4: it keeps the 2 it holds, the 2 lost go to zones 2 then 1: (2, 3 + 1, 0 + 1)...
-    # fewest first over {1, 2} from (2, 3, 0): zone 2 -> 1, zone 2 -> 2: (2, 3, 2). On-demand 3.
+    # Zone 0 reclaimed 2 of its 4: it keeps the 2 it holds; the 2 lost go fewest first over pools {1, 2} from
+    # (2, 3, 0): zone 2 -> 1, zone 2 -> 2, giving (2, 3, 2). On-demand 3.
     (obs([2, 3, 0], lost=[2, 0, 0], target=10, od_held=3, prices=CHEAP), None, {}, Plan(3, (2, 3, 2))),
     # Zone 0 refused until 130 > now 100 (no loss reported now): still skipped, 7 over {1, 2} = 4 + 3.
     (obs([0, 0, 0], target=10, prices=CHEAP), (130.0, -INF, -INF), {}, Plan(3, (0, 4, 3))),
@@ -220,17 +220,18 @@ def test_ess_one_call_per_tick_against_capacities():
 
     # 1 -> 10, spot everywhere: (3, 7) at once.
     assert tick(0, 10, [99, 99, 99]) == Plan(3, (4, 3, 0))
-    # Zone 0 drops to 0: its 4 are reclaimed; next tick they go to zones 1 and 2, still (3, 7).
+    # Zone 0 drops to 0 and refuses its 4 at 30; at 60 (refused until 30 + 45 = 75) they go to zones 1 and 2.
     tick(30, 10, [0, 99, 99])
-    assert tick(60, 10, [0, 99, 99]) == Plan(3, (0, 4, 3))
-    # Every zone drops to 0: all 7 lost; next tick on-demand covers all 7.
-    tick(90, 10, [0, 0, 0])
-    assert tick(120, 10, [0, 0, 0]) == Plan(10, (0, 0, 0))
-    # Spot comes back; the refusals run out at 120 + 45 = 165: the 180 tick launches spot, keeps on-demand ...
-    assert tick(150, 10, [99, 99, 99]) == Plan(10, (0, 0, 0))
-    assert tick(180, 10, [99, 99, 99]) == Plan(10, (4, 3, 0))
-    # ... and the next, with the spot held, swaps back to the share.
-    assert tick(210, 10, [99, 99, 99]) == Plan(3, (4, 3, 0))
+    assert tick(60, 10, [0, 0, 0]) == Plan(3, (0, 4, 3))
+    # Zones 1 and 2 drop to 0 too (refused until 90 + 45 = 135): every zone refusing, on-demand 3 + 7.
+    assert tick(90, 10, [0, 0, 0]) == Plan(10, (0, 0, 0))
+    # Zone 0's refusal ran out at 75: spot is tried there again, and the 7 on-demand held stay while it is only
+    # planned (min(10 - 3, 7 - 0) = 7), so the failed retry costs no on-demand cold start.
+    assert tick(120, 10, [0, 0, 0]) == Plan(10, (7, 0, 0))
+    # Zone 0 refused again (until 165); zones 1 and 2 usable again at 150 and have spot back.
+    assert tick(150, 10, [99, 99, 99]) == Plan(10, (0, 4, 3))
+    # The 7 spot held: swapped back to the share.
+    assert tick(180, 10, [99, 99, 99]) == Plan(3, (0, 4, 3))
 
 
 # -- tidal -----------------------------------------------------------------------------------------------------------
