@@ -126,26 +126,112 @@ def test_ess_split(desired, base, pct, expected):
     assert ess.split(desired, ess.EssParams(on_demand_base=base, on_demand_percentage=pct)) == expected
 
 
-def test_ess_pools_compensation_and_remedy():
-    params = ess.EssParams(overprovision=1, spot_pools=2)  # desired 4 -> 2 on-demand (30% rounded up), 2 spot
-    prices = [0.9, 0.3, 0.5]
-    state = ess.initial_state(params, ["a", "b", "c"], 0)
-    # COST_OPTIMIZED: zone 1 cheapest, then 2, then 0. Two pools: zones 1 and 2, one spot each.
-    plan, _ = ess.decide(obs([0, 0, 0], prices=prices), params, state, 0.0)
-    assert plan.spot == (0, 1, 1) and plan.on_demand >= 2
-    # Zone 1 just refused: the pools become zones 2 and 0; held 1 in zone 2 -> 1 more spot in zone 0.
-    plan, _ = ess.decide(obs([0, 0, 1], failed=[0, 1, 0], prices=prices), params, state, 30.0)
-    assert plan.spot == (1, 0, 1) and plan.on_demand >= 2
-    # Without remedy a node under notice still counts as held: no replacement, no compensation.
-    plan, _ = ess.decide(obs([1, 0, 0], noticed=[0, 1, 0], prices=prices),
-                         params.model_copy(update={"spot_remedy": False}), state, 60.0)
-    assert plan == Plan(2, (1, 0, 0))
-    # With remedy it is replaced at once, in the cheapest pool.
-    plan, _ = ess.decide(obs([1, 0, 0], noticed=[0, 1, 0], prices=prices), params, state, 60.0)
-    assert plan.spot == (1, 1, 0)
-    # Every zone refusing: compensation covers all the spot with on-demand, 2 + 2.
-    plan, _ = ess.decide(obs([0, 0, 0], failed=[1, 1, 1], prices=prices), params, state, 90.0)
-    assert plan.on_demand == 4
+INF = float("inf")
+ESS = ess.EssParams()  # the seed: 30% on-demand above a base of 0, 2 spot pools, compensate, remedy, 45 s refusals
+# Prices for the tables below: zone 0 cheapest, then 1, then 2; so the two pools are zones 0 and 1 unless one refuses.
+CHEAP = [0.3, 0.5, 0.9]
+
+
+def _ess(o, refused=(-INF, -INF, -INF), now=100.0, **kw):
+    return ess.decide(o, ESS.model_copy(update=kw), ess.EssState(tuple(refused)), now)
+
+
+@pytest.mark.parametrize("o,refused,kw,expected", [
+    # target 10 -> split (3, 7); 7 spot over pools {0, 1}, fewest first: 4 + 3. On-demand: the share 3 and
+    # nothing for the 7 spot this very decision asks for (the old rule added 7 - 0 held = 7 on-demand).
+    (obs([0, 0, 0], target=10, od_held=1, prices=CHEAP), None, {}, Plan(3, (4, 3, 0))),
+    # target 6 -> split (ceil(1.8) = 2, 4); 4 spot as 2 + 2 (was Plan(6, (2, 2, 0))).
+    (obs([0, 0, 0], target=6, od_held=1, prices=CHEAP), None, {}, Plan(2, (2, 2, 0))),
+    # Zone 0 refused 4 launches: pools {1, 2}; held 3 in zone 1 -> the 4 more go 3 to zone 2, 1 to zone 1 (fewest
+    # first, ties to the cheaper): (0, 4, 3). On-demand 3: the other zones take all 7.
+    (obs([0, 3, 0], failed=[4, 0, 0], target=10, od_held=3, prices=CHEAP), None, {}, Plan(3, (0, 4, 3))),
+    # Zone 0 reclaimed 2 of its 4: it keeps the 2 it holds; the 2 lost go fewest first over pools {1, 2} from
+    # (2, 3, 0): zone 2 -> 1, zone 2 -> 2, giving (2, 3, 2). On-demand 3.
+    (obs([2, 3, 0], lost=[2, 0, 0], target=10, od_held=3, prices=CHEAP), None, {}, Plan(3, (2, 3, 2))),
+    # Zone 0 refused until 130 > now 100 (no loss reported now): still skipped, 7 over {1, 2} = 4 + 3.
+    (obs([0, 0, 0], target=10, prices=CHEAP), (130.0, -INF, -INF), {}, Plan(3, (0, 4, 3))),
+    # At now 100 = refused_until the zone is usable again: pools {0, 1}.
+    (obs([0, 0, 0], target=10, prices=CHEAP), (100.0, -INF, -INF), {}, Plan(3, (4, 3, 0))),
+    # No fallback: zones 0 and 1 refusing leave one pool (zone 2), which takes all 7; on-demand 3.
+    (obs([0, 0, 0], target=10, prices=CHEAP), (130.0, 130.0, -INF), {}, Plan(3, (0, 0, 7))),
+    # Every zone refusing: no spot placed, so on-demand covers all 7: 3 + (7 - 0) = 10.
+    (obs([0, 0, 0], target=10, od_held=3, prices=CHEAP), (130.0, 130.0, 130.0), {}, Plan(10, (0, 0, 0))),
+    # Every zone refusing, 2 spot still held in zone 1: they stay; on-demand for the other 5: 3 + (7 - 2) = 8.
+    (obs([0, 2, 0], target=10, od_held=3, prices=CHEAP), (130.0, 130.0, 130.0), {}, Plan(8, (0, 2, 0))),
+    # Spot back (no zone refusing), 10 on-demand held, no spot yet: 7 spot launched, and the 7 compensating
+    # on-demand stay until the spot is held: min(10 - 3 on-demand above the share, 7 - 0 spot held) = 7 -> 10.
+    (obs([0, 0, 0], target=10, od_held=10, prices=CHEAP), None, {}, Plan(10, (4, 3, 0))),
+    # Next decision, the 7 spot held: min(10 - 3, 7 - 7) = 0 -> on-demand back to its share, 3.
+    (obs([4, 3, 0], target=10, od_held=10, prices=CHEAP), None, {}, Plan(3, (4, 3, 0))),
+    # Half way: 5 of 7 spot held: min(7, 7 - 5) = 2 compensating on-demand stay: 3 + 2 = 5.
+    (obs([4, 1, 0], target=10, od_held=10, prices=CHEAP), None, {}, Plan(5, (4, 3, 0))),
+    # A scale-out never keeps on-demand it does not hold: od_held 1 < share 3: min(1 - 3, 7) < 0 -> 3.
+    (obs([1, 0, 0], target=10, od_held=1, prices=CHEAP), None, {}, Plan(3, (4, 3, 0))),
+    # Without compensate_with_on_demand every zone refusing leaves only the share: 3 on-demand, no spot.
+    (obs([0, 0, 0], target=10, od_held=3, prices=CHEAP), (130.0, 130.0, 130.0),
+     {"compensate_with_on_demand": False}, Plan(3, (0, 0, 0))),
+    # Overprovision 1, target 3: desired 4 -> (ceil(1.2) = 2, 2). Without remedy a node under notice (zone 1)
+    # still counts as held: held (1, 1, 0) = 2 wanted, nothing new; the plan leaves the noticed one out: (1, 0, 0).
+    (obs([1, 0, 0], noticed=[0, 1, 0], od_held=2, prices=[0.9, 0.3, 0.5]), None,
+     {"overprovision": 1, "spot_remedy": False}, Plan(2, (1, 0, 0))),
+    # With remedy it is replaced at once, in the cheapest pool holding fewest (zone 1): (1, 1, 0); on-demand 2.
+    (obs([1, 0, 0], noticed=[0, 1, 0], od_held=2, prices=[0.9, 0.3, 0.5]), None,
+     {"overprovision": 1}, Plan(2, (1, 1, 0))),
+], ids=["scale-out 1->10: share only", "scale-out 1->6: share only", "zone refused: spot in the others",
+        "zone reclaimed: spot in the others", "refusal lasts", "refusal expires", "no fallback to refusing zones",
+        "all refusing: on-demand for all spot", "all refusing: on-demand for the spot not held",
+        "spot back: on-demand stays until spot held", "spot held: swapped back", "swap back half way",
+        "scale-out keeps no on-demand it lacks", "no compensation", "no remedy: noticed counts as held",
+        "remedy: noticed replaced"])
+def test_ess_rules(o, refused, kw, expected):
+    plan, _ = _ess(o, refused or (-INF, -INF, -INF), **kw)
+    assert plan == expected
+
+
+@pytest.mark.parametrize("o,before,kw,after", [
+    # A launch failure or a reclaim in a zone: refused until now + 45 = 145; other zones keep theirs.
+    (obs([0, 0, 0], failed=[0, 2, 0]), (-INF, 120.0, -INF), {}, (-INF, 145.0, -INF)),
+    (obs([0, 0, 0], lost=[1, 0, 0]), (-INF, 120.0, -INF), {}, (145.0, 120.0, -INF)),
+    # The window is the param: 100 + 10 = 110.
+    (obs([0, 0, 0], lost=[0, 0, 1]), (-INF, -INF, -INF), {"unavailable_seconds": 10.0}, (-INF, -INF, 110.0)),
+    # A notice alone is no loss (the control plane reports the reclaim as `preempted` when the notice comes).
+    (obs([1, 0, 0], noticed=[1, 0, 0]), (-INF, -INF, -INF), {}, (-INF, -INF, -INF)),
+], ids=["launch failed", "reclaimed", "custom window", "notice only"])
+def test_ess_refused_until(o, before, kw, after):
+    _, state = _ess(o, before, **kw)
+    assert state == ess.EssState(after)
+
+
+def test_ess_one_call_per_tick_against_capacities():
+    """The expected sequence, one decision per 30 s tick, each plan clipped to the zones' capacities."""
+    params = ess.EssParams()
+    state = ess.initial_state(params, ["z0", "z1", "z2"], 0)
+    held, od, failed = [0, 0, 0], 1, [0, 0, 0]
+
+    def tick(now, target, caps):
+        nonlocal state, held, od, failed
+        o = Observation(target=target, on_demand_held=od, zones=tuple(
+            ZoneView(f"z{i}", held[i], held[i], 0, failed[i], 0, p) for i, p in enumerate(CHEAP)))
+        plan, state = ess.decide(o, params, state, now)
+        now_held = [min(s, c) for s, c in zip(plan.spot, caps)]
+        failed = [s - h for s, h in zip(plan.spot, now_held)]
+        held, od = now_held, plan.on_demand
+        return plan
+
+    # 1 -> 10, spot everywhere: (3, 7) at once.
+    assert tick(0, 10, [99, 99, 99]) == Plan(3, (4, 3, 0))
+    # Zone 0 drops to 0 and refuses its 4 at 30; at 60 (refused until 30 + 45 = 75) they go to zones 1 and 2.
+    tick(30, 10, [0, 99, 99])
+    assert tick(60, 10, [0, 0, 0]) == Plan(3, (0, 4, 3))
+    # Zones 1 and 2 drop to 0 too (refused until 90 + 45 = 135): every zone refusing, on-demand 3 + 7.
+    assert tick(90, 10, [0, 0, 0]) == Plan(10, (0, 0, 0))
+    # Zone 0's refusal ran out at 75: spot is tried there again, and the 7 on-demand held stay while it is only
+    # planned (min(10 - 3, 7 - 0) = 7), so the failed retry costs no on-demand cold start.
+    assert tick(120, 10, [0, 0, 0]) == Plan(10, (7, 0, 0))
+    # Zone 0 refused again (until 165); zones 1 and 2 usable again at 150 and have spot back.
+    assert tick(150, 10, [99, 99, 99]) == Plan(10, (0, 4, 3))
+    # The 7 spot held: swapped back to the share.
+    assert tick(180, 10, [99, 99, 99]) == Plan(3, (0, 4, 3))
 
 
 # -- tidal -----------------------------------------------------------------------------------------------------------
