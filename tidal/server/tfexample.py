@@ -14,10 +14,10 @@ import math
 import numpy as np
 
 from tidal.errors import InvalidArgument
+from tidal.models.signatures import CLASSIFY
 from tidal.server import tensors
 from tidal.server.tensors import is_b64, json_text, json_type
 
-CLASSIFY = "tensorflow/serving/classify"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _KIND_NAME = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
