@@ -132,6 +132,25 @@ def test_spot_unavailable_is_compensated_with_on_demand(world):
     assert any(e.kind == "NodeLaunchFailed" for e in store.events(limit=1000))
 
 
+def test_compensating_on_demand_swaps_back_once_spot_is_held(world):
+    clock, store, backend, gateway, r = world
+    backend.spot_caps = {"z-a": 0, "z-b": 0}
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    assert mix(store) == (4, 0)
+    backend.spot_caps = {}  # spot is back: retried once the zones' 45 s refusals run out
+    served, on_demand = [], []
+    for _ in range(60):
+        run(r, clock, 5)
+        # A notified replica still gets requests (the gateway's "ready") until its replacement is ready.
+        served.append(len(store.replicas("bert-tfserving", states=("ready", "notified"))))
+        on_demand.append(mix(store)[0])
+    # ESS's share of 4 is ceil(0.3 x 4) = 2 on-demand, 2 spot; the 2 compensating on-demand nodes went only
+    # after spot nodes were held to take their replicas: 4 serving throughout, and no on-demand bought meanwhile.
+    assert mix(store) == split(4, EssParams(on_demand_percentage=30)) == (2, 2)
+    assert min(served) == 4 and max(on_demand) == 4 and on_demand[-1] == 2
+
+
 def test_dead_replica_is_replaced_and_restart_adopts_without_duplicates(world, tmp_path):
     clock, store, backend, gateway, r = world
     run(r, clock, 20)

@@ -657,16 +657,12 @@ class Reconciler:
         return self._pools.setdefault(pool, _PoolMemory())
 
     def _scale_pools(self) -> None:
-        """Per pool, two passes: spot launches first; then, having seen which spot launches the
-        provider refused, the whole Plan (on-demand compensation only for spot that failed)."""
+        """Per pool, one decision per pass: the policy's Plan as Launch/Terminate/Drain. Spot launches the
+        provider refuses reach the policy at the next pass (ESS then compensates with on-demand)."""
         self._track_empty_nodes()  # placements made this pass make nodes busy before any is judged empty
         for pool in self.store.list_pools():
             mem = self._memory(pool.name)
             decisions, plan = self._pool_decisions(pool, mem)
-            spot_launches = [d for d in decisions if isinstance(d, Launch) and d.capacity_type == "spot"]
-            if spot_launches:
-                self._execute(pool, mem, spot_launches, plan)
-                decisions, plan = self._pool_decisions(pool, mem)
             self._execute(pool, mem, decisions, plan)
             for n in self.store.nodes(pool.name):
                 # Drained for a swap the plan no longer wants: an ordinary node again.
