@@ -189,6 +189,10 @@ class _Demo:
         cost = pool["cost"]
         want = split(peak["nodes"], EssParams(on_demand_percentage=30))
         ok = sum(v for k, v in load["status"].items() if k.startswith("2"))
+        from tidal.bench.report import summary_table
+        from tidal.bench.runner import Result
+        print("\n== the stress test (tidal bench)")
+        print(summary_table(Result.from_json(load)))
         print("\n== summary")
         print(f"   load: {load['requests']} requests sent, {ok} answered 200, {load['errors']} errors; "
               f"p50 {load['latency_ms'].get('p50', 0):.1f} ms, p99 {load['latency_ms'].get('p99', 0):.1f} ms")
@@ -203,6 +207,9 @@ class _Demo:
         print(f"   cost: ${cost['total']:.4f} (spot ${cost['spot']:.4f} over {cost['spot_node_seconds'] / 3600:.2f} "
               f"node-hours, on-demand ${cost['on_demand']:.4f} over {cost['on_demand_node_seconds'] / 3600:.2f}); "
               f"all on-demand: ${cost['all_on_demand']:.4f}; saved {cost['savings_ratio'] * 100:.0f}%")
+        from tidal.control.home import Home
+        print(f"   console: {Home.from_env().read_address()['api']}/console/"
+              + ("" if self.args.keep else " (up until the demo ends; `tidal demo --keep` leaves it running)"))
         print(f"   (control-plane time: {1 / self.args.time_factor:g}x real time; the demo took "
               f"{time.monotonic() - self.t0:.0f} s)")
 
