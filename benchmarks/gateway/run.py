@@ -219,7 +219,12 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
             rounds = {t: [] for t in TARGETS}
             # MiniLM answers ~10/s on one core: at 64 connections a request waits seconds, so a
             # run must be long enough for many of them to finish.
-            duration = args.duration if model == "tiny" or conc == 1 else max(args.duration, args.minilm_duration)
+            if model == "tiny":
+                duration = args.duration
+            elif conc == 1:  # ~10 answers a second: a short run holds too few to compare
+                duration = max(args.duration, args.minilm_c1_duration)
+            else:
+                duration = max(args.duration, args.minilm_duration)
             for _ in range(args.rounds):
                 for t in TARGETS:
                     settle(urls["direct"], body)
@@ -270,6 +275,7 @@ def main() -> int:
     p.add_argument("--concurrency", default="1,64")
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     p.add_argument("--minilm-duration", type=int, default=30, help="seconds per wrk run for MiniLM with queueing")
+    p.add_argument("--minilm-c1-duration", type=int, default=15, help="seconds per wrk run for MiniLM at concurrency 1")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--replica-cpus", default="0")
     p.add_argument("--proxy-cpus", default="1")
