@@ -23,8 +23,8 @@ pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not 
 grpc = pytest.importorskip("grpc")
 
 from tensorflow_serving.apis import (  # noqa: E402
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-    prediction_service_pb2_grpc, regression_pb2,
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, model_service_pb2_grpc,
+    predict_pb2, prediction_service_pb2_grpc, regression_pb2,
 )
 from tensorflow.core.framework import types_pb2  # noqa: E402
 
@@ -164,6 +164,30 @@ def test_regress_with_context_and_several_examples(stub):
                                context=1.0)
     result = stub.Regress(request, RPC_TIMEOUT)
     assert [r.value for r in result.result.regressions] == [3.5, 5.0]
+
+
+def test_multi_inference(stub):
+    request = inference_pb2.MultiInferenceRequest()
+    for signature, method in (("regress_x_to_y", "tensorflow/serving/regress"),
+                              ("classify_x_to_y", "tensorflow/serving/classify")):
+        task = request.tasks.add()
+        task.model_spec.name = "default"
+        task.model_spec.signature_name = signature
+        task.method_name = method
+    request.input.example_list.examples.add().features.feature["x"].float_list.value.extend([2.0])
+    result = stub.MultiInference(request, RPC_TIMEOUT)
+    assert len(result.results) == 2
+    assert result.results[0].regression_result.regressions[0].value == 3.0
+    assert result.results[1].classification_result.classifications[0].classes[0].score == 3.0
+    for r, signature in zip(result.results, ("regress_x_to_y", "classify_x_to_y")):
+        check_spec(r.model_spec, "default", signature, 124)
+    request.tasks[1].model_spec.signature_name = "regress_x_to_y"
+    err = rpc_error(stub.MultiInference, request)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Duplicate evaluation of signature: regress_x_to_y" in err.details()
+    request.tasks[1].model_spec.name = "onnx"
+    err = rpc_error(stub.MultiInference, request)
+    assert "must access the same model name" in err.details()
 
 
 def test_get_model_status(model_stub):

@@ -4,7 +4,9 @@ Messages and services are the ones tensorflow-serving-api ships, so TF Serving's
 clients work unchanged. Each RPC runs on the event loop the REST server uses,
 through the same Servables, batchers and metrics. Messages and status codes follow
 tensorflow/serving's prediction_service_impl.cc, predict_util.cc, classifier.cc,
-regressor.cc, get_model_metadata_impl.cc and get_model_status_impl.cc.
+regressor.cc, multi_inference.cc, get_model_metadata_impl.cc and get_model_status_impl.cc.
+ModelService's HandleReloadConfigRequest is not served (UNIMPLEMENTED): models come from
+the command line or the config file.
 """
 
 from __future__ import annotations
@@ -174,15 +176,15 @@ class Adapter:
             return {next(iter(sig.inputs)): arr}, len(examples)
         return features_to_tensors(sig, context, examples), len(examples)
 
-    async def classify(self, request):
-        servable = self.resolve(request)
-        sig = self._signature(servable, request.model_spec.signature_name, CLASSIFY)
-        inputs, n = self._inputs(sig, request.input)
+    async def _run_examples(self, servable, sig, request_input, method: str, result) -> None:
+        """Run a classify/regress signature on the request's examples; fill a Classification/RegressionResult."""
+        inputs, n = self._inputs(sig, request_input)
         outputs = await servable.predict(sig.name, inputs)
+        if method == REGRESS:
+            for v in regression_values(outputs, n).tolist():
+                result.regressions.add().value = v
+            return
         classes, scores = classification_arrays(outputs, n)
-        response = self.pb.classification_pb2.ClassificationResponse()
-        self._model_spec(response, servable, sig.name)
-        result = response.result
         k = (classes if classes is not None else scores).shape[1]
         for i in range(n):
             row = result.classifications.add()
@@ -193,18 +195,45 @@ class Adapter:
                     cls.label = v.decode("utf-8", "replace") if type(v) is bytes else str(v)
                 if scores is not None:
                     cls.score = float(scores[i, j])
+
+    async def classify(self, request):
+        servable = self.resolve(request)
+        sig = self._signature(servable, request.model_spec.signature_name, CLASSIFY)
+        response = self.pb.classification_pb2.ClassificationResponse()
+        await self._run_examples(servable, sig, request.input, CLASSIFY, response.result)
+        self._model_spec(response, servable, sig.name)
         return response
 
     async def regress(self, request):
         servable = self.resolve(request)
         sig = self._signature(servable, request.model_spec.signature_name, REGRESS)
-        inputs, n = self._inputs(sig, request.input)
-        outputs = await servable.predict(sig.name, inputs)
-        values = regression_values(outputs, n)
         response = self.pb.regression_pb2.RegressionResponse()
+        await self._run_examples(servable, sig, request.input, REGRESS, response.result)
         self._model_spec(response, servable, sig.name)
-        for v in values.tolist():
-            response.result.regressions.add().value = v
+        return response
+
+    async def multi_inference(self, request):
+        """Several classify/regress signatures of one model over the same examples (multi_inference.cc)."""
+        if not request.tasks:
+            raise InvalidArgument("Tasks is empty")
+        names, signatures = set(), set()
+        for task in request.tasks:
+            names.add(task.model_spec.name)
+            if len(names) > 1:
+                raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            if task.model_spec.signature_name in signatures:
+                raise InvalidArgument(f"Duplicate evaluation of signature: {task.model_spec.signature_name}")
+            signatures.add(task.model_spec.signature_name)
+            if task.method_name not in (CLASSIFY, REGRESS):
+                raise TidalError(f"Unsupported signature method_name: {task.method_name}", Code.UNIMPLEMENTED)
+        servable = self.resolve(request.tasks[0])
+        response = self.pb.inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            sig = self._signature(servable, task.model_spec.signature_name, task.method_name)
+            out = response.results.add()
+            result = out.classification_result if task.method_name == CLASSIFY else out.regression_result
+            await self._run_examples(servable, sig, request.input, task.method_name, result)
+            self._model_spec(out, servable, sig.name)
         return response
 
     # -- metadata and status ------------------------------------------------------------
@@ -362,12 +391,16 @@ class GrpcServer:
             if type(request) is Undecodable:
                 raise InvalidArgument(f"Failed to parse the request message: {request.error}")
             spec = getattr(request, "model_spec", None)
+            if spec is None and getattr(request, "tasks", None):  # MultiInference: one model for all tasks
+                spec = request.tasks[0].model_spec
             if spec is not None:
                 model = spec.name
             result = handler(request)
             if asyncio.iscoroutine(result):
                 result = await result
             spec = getattr(result, "model_spec", None)
+            if spec is None and getattr(result, "results", None):
+                spec = result.results[0].model_spec
             if spec is not None and spec.HasField("version"):
                 version = str(spec.version.value)
             return result
@@ -407,6 +440,7 @@ class GrpcServer:
                 "Classify": self._rpc("grpc_classify", a.classify),
                 "Regress": self._rpc("grpc_regress", a.regress),
                 "GetModelMetadata": self._rpc("grpc_metadata", a.metadata),
+                "MultiInference": self._rpc("grpc_multi_inference", a.multi_inference),
             }),
             service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status)}),
         ]
