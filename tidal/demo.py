@@ -16,6 +16,7 @@ from tidal.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 SEED_HPA = ROOT / "examples" / "seed" / "hpa.yaml"
 SENTIMENT = ROOT / "examples" / "sentiment" / "build.py"
+SENTIMENT_TF = ROOT / "examples" / "sentiment_tf" / "build.py"
 MODEL_VERSION = 1623831335
 
 
@@ -233,8 +234,11 @@ def _status(top: dict) -> tuple[str, dict]:
 
 
 def _build_sentiment(out_dir: Path) -> Path:
+    """The seed serves a TensorFlow SavedModel: build the Keras twin when TensorFlow is installed
+    (`pip install tidal[tensorflow]`), else the ONNX classifier that the ONNX runtime serves."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("tidal_demo_sentiment_build", SENTIMENT)
+    script = SENTIMENT_TF if importlib.util.find_spec("tensorflow") and SENTIMENT_TF.exists() else SENTIMENT
+    spec = importlib.util.spec_from_file_location(f"tidal_demo_{script.parent.name}_build", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -362,3 +362,23 @@ def test_scale_out_launches_no_on_demand_for_spot_not_yet_tried(world):
     launched = [n for n in store.nodes("gpu", include_terminated=True)]
     assert sum(1 for n in launched if n.billing == "on-demand") == 3
     assert all(n.state == "ready" for n in launched)
+
+
+def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
+    """A slow model load (TensorFlow takes ~10 s) and a reclaim notice before it is ready: the notified replica
+    must not enter the gateway, or requests reach a server whose model is not loaded (404 Servable not found)."""
+    clock, store, backend, gateway, r = world
+    run(r, clock, 10)
+    first = store.replicas("bert-tfserving", states=("ready",))
+    assert len(first) == 1
+    backend.auto_ready = False  # new replicas stay loading
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 30)
+    starting = store.replicas("bert-tfserving", states=("starting",))
+    spot_node = next(s.node for s in starting if store.get_node(s.node).billing == "spot")
+    r.notify_node(store.get_node(spot_node), store.get_pool("gpu"), "test")
+    asyncio.run(r.tick())
+    noticed = [x for x in store.replicas("bert-tfserving", states=("notified",)) if x.node == spot_node]
+    assert noticed and all(x.ready_at is None for x in noticed)
+    routed = {e.id for e in gateway.services_["bert-tfserving"]}
+    assert routed == {first[0].id}  # only the replica that answered ready

@@ -779,6 +779,9 @@ class Reconciler:
         for r in reps:
             if r.port is None:
                 continue
+            if r.state == "notified" and r.ready_at is None:
+                # Noticed while still starting (a slow model load): it never answered ready, so it gets no traffic.
+                continue
             state = "draining" if r.state == "draining" else "ready"
             by_service.setdefault(r.service, []).append(ReplicaEndpoint(id=r.id, port=r.port, state=state))
         for name, endpoints in by_service.items():
