@@ -155,3 +155,31 @@ def test_client_reports_connection_lost_before_response():
         assert info.value.retryable
         await srv.stop()
     run(main())
+
+
+def test_pipelined_request_is_cancelled_when_the_client_leaves():
+    async def main():
+        seen = []
+
+        async def handler(req):
+            if req.path == "/first":
+                return Response(200, b"first")
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                seen.append(req.path)
+                raise
+            return Response(200, b"")
+
+        srv = HttpServer(handler)
+        await srv.start()
+        r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+        # The first answer is written from the task that then dispatches the pipelined second one.
+        w.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(0.1)
+        w.close()
+        await asyncio.sleep(0.1)
+        assert seen == ["/second"]
+        await srv.stop()
+    run(main())

@@ -216,7 +216,9 @@ class _Connection(asyncio.Protocol):
                 self._write(resp, keep_alive and not self.server.draining)
         finally:
             self.server.in_flight -= 1
-            self.task = None
+            # _write may already have dispatched the next pipelined request as a new task: keep that one.
+            if self.task is asyncio.current_task():
+                self.task = None
             self.server._maybe_drained()
 
     def _write(self, resp: Response, keep_alive: bool) -> None:
