@@ -96,6 +96,67 @@ def split(outputs: dict[str, np.ndarray], sizes: list[int], run_rows: int | None
     return results
 
 
+class BatchSizeTuner:
+    """Picks a worker-thread batch cap from measured per-row compute cost, by power-of-two bucket."""
+
+    def __init__(self, max_batch_size: int, *, warmup: int = 4, explore_every: int = 4,
+                 alpha: float = 0.3) -> None:
+        self._max = max_batch_size
+        self._top = max_batch_size.bit_length() - 1  # bucket j holds batches of 2**j .. 2**(j+1)-1 rows
+        self._cost: list[float | None] = [None] * (self._top + 1)  # EWMA seconds per row
+        self._warmup = warmup
+        self._every = explore_every
+        self._alpha = alpha
+        self._seen = 0
+        self._since_probe = 0
+        self._best = self._top
+        self._probe: int | None = None
+        self._up = False  # direction of the next routine probe; flips each time
+
+    def _size(self, bucket: int) -> int:
+        # The top bucket's cap is max_batch_size itself, so the tuner can always give back the full limit.
+        return self._max if bucket == self._top else 1 << bucket
+
+    def cap(self) -> int:
+        """The most rows the next batch may take."""
+        return self._size(self._best if self._probe is None else self._probe)
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """Record one batch of `rows` rows that computed in `seconds`."""
+        if rows <= 0 or seconds < 0:
+            return
+        bucket = min(rows.bit_length() - 1, self._top)
+        old = self._cost[bucket]
+        per_row = seconds / rows
+        if old is None or bucket != self._best:
+            # A bucket seen only in passing keeps its latest look: an old estimate would slow the climb.
+            self._cost[bucket] = per_row
+        else:
+            self._cost[bucket] = old + self._alpha * (per_row - old)
+        self._seen += 1
+        self._since_probe += 1
+        self._probe = None
+        if self._seen < self._warmup:
+            return  # a few batches at the configured limit first: one odd timing must not set the cap
+        previous = self._best
+        self._best = min((c, b) for b, c in enumerate(self._cost) if c is not None)[1]
+        if self._best != previous:
+            # Moving pays: keep climbing the same way at once rather than after a full period.
+            step = 1 if self._best > previous else -1
+        elif self._since_probe >= self._every:
+            # Routinely try each neighbour in turn, so a stale estimate cannot pin the cap.
+            self._up = not self._up
+            step = 1 if self._up else -1
+        else:
+            return
+        probe = self._best + step
+        if not 0 <= probe <= self._top:
+            probe = self._best - step
+        if 0 <= probe <= self._top:
+            self._probe = probe
+            self._since_probe = 0
+
+
 class Batcher:
     """Batches one signature of one model version.
 
@@ -110,6 +171,10 @@ class Batcher:
     requests whose non-batch dimensions match). When some batches run but a thread is free,
     a partial batch waits up to batch_timeout_micros for company. A queue holding
     max_enqueued_batches full batches turns new requests away with ResourceExhausted.
+
+    On the worker-thread path, unless allowed_batch_sizes pins the sizes, a BatchSizeTuner
+    lowers the cap below max_batch_size when smaller batches measure cheaper per row (on CPU
+    a big batch can be slower per row than a small one).
     """
 
     _PROBE_EVERY = 32
@@ -140,6 +205,7 @@ class Batcher:
         self._flush_pending = False
         self._alone = 0  # flushes in a row that found a single request
         self._direct = 0
+        self._tuner = None if self._allowed else BatchSizeTuner(self._max)
 
     @property
     def queued_rows(self) -> int:
@@ -199,7 +265,7 @@ class Batcher:
                 asyncio.get_running_loop().call_soon(self._flush)
             return
         while self._queue and self._running < self._threads:
-            if self._running and self._timeout > 0 and self._queued_rows < self._max:
+            if self._running and self._timeout > 0 and self._queued_rows < self._cap():
                 wait = self._queue[0].enqueued + self._timeout - self._clock.monotonic()
                 if wait > 0:
                     if self._timer is None:
@@ -229,20 +295,26 @@ class Batcher:
             self._report(batch)
             self._finish(batch, self._executor.run_inline(self._compute, batch))
 
+    def _cap(self) -> int:
+        if self._tuner is None or self._executor.inline:
+            return self._max
+        return self._tuner.cap()
+
     def _take(self) -> list[_Task]:
         head = self._queue.popleft()
         batch = [head]
         rows = head.rows
-        if self._queue and rows < self._max:
+        cap = self._cap()
+        if self._queue and rows < cap:
             keep: deque[_Task] = deque()
             while self._queue:
                 task = self._queue.popleft()
-                if task.key == head.key and rows + task.rows <= self._max:
+                if task.key == head.key and rows + task.rows <= cap:
                     batch.append(task)
                     rows += task.rows
                 else:
                     keep.append(task)
-                    if rows >= self._max:
+                    if rows >= cap:
                         break
             keep.extend(self._queue)
             self._queue = keep
@@ -263,10 +335,14 @@ class Batcher:
             if not batch:
                 return
             self._report(batch)
+            timed = self._tuner is not None and not self._executor.inline
+            start = self._clock.monotonic()
             try:
                 results = await self._executor.call(self._compute, batch)
             except Exception as e:
                 results = [e] * len(batch)
+            if timed:
+                self._tuner.observe(sum(t.rows for t in batch), self._clock.monotonic() - start)
             self._finish(batch, results)
         finally:
             self._running -= 1
