@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import orjson
 import pytest
 
-from tidal.http.server import HttpServer, Response
+from tests.threaded_server import ThreadedServer
+from tidal.http.server import Response
 
 TF_METADATA = orjson.dumps({
     "model_spec": {"name": "m", "signature_name": "", "version": "1"},
@@ -20,12 +20,11 @@ V2_METADATA = orjson.dumps({"name": "m", "versions": ["1"], "platform": "onnxrun
                             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}], "outputs": []})
 
 
-class FakeModelServer:
+class FakeModelServer(ThreadedServer):
     """Answers metadata and inference for model `m` (input x: FP32 [-1, 3]); can stall all answers for a while."""
 
     def __init__(self) -> None:
-        self.server: HttpServer | None = None
-        self.loop = asyncio.new_event_loop()
+        super().__init__()
         self.stall_until = 0.0  # time.monotonic() before which no request is answered
         self.delay = 0.0
         self.requests = 0
@@ -63,24 +62,6 @@ class FakeModelServer:
     async def _later(self, seconds: float, answer: Response) -> Response:
         await asyncio.sleep(seconds)
         return answer
-
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.server = HttpServer(self.handle, "127.0.0.1", 0)
-            self.loop.run_until_complete(self.server.start())
-            ready.set()
-            self.loop.run_forever()
-        self.thread = threading.Thread(target=main, daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
     @property
     def url(self) -> str:

@@ -5,6 +5,7 @@ Set TIDAL_SCREENSHOTS=docs to write the views' screenshots as docs/console-*.png
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -28,8 +29,9 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture
-def browser():
+@contextlib.contextmanager
+def headless_chromium():
+    """Debian's chromium, headless, with a fresh profile and no background network traffic."""
     profile = tempfile.mkdtemp(prefix="tidal-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -38,10 +40,18 @@ def browser():
                 "--no-first-run", "--window-size=1360,1000", f"--user-data-dir={profile}"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    try:
+        driver.set_page_load_timeout(20)
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser():
+    with headless_chromium() as driver:
+        yield driver
 
 
 def wait(driver, predicate, what: str, timeout: float = 12.0):

@@ -251,25 +251,12 @@ def _check_console_shows_the_scale_out(api: str, home: Path) -> None:
     """Open the console during the real scale-out; the replica table must match the control plane's replicas
     and their nodes' billing. Chromium comes from scripts/system-deps.sh; without it this part is skipped
     loudly (the console's own browser tests in tests/console skip the same way)."""
-    from tests.console.test_browser import CHROMEDRIVER, CHROMIUM, replica_rows, wait
+    from tests.console.test_browser import CHROMEDRIVER, CHROMIUM, headless_chromium, replica_rows, wait
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         import warnings
         warnings.warn("chromium not installed: the console check of the real scale-out did not run")
         return
-    import shutil
-    import tempfile
-
-    from selenium import webdriver
-    profile = tempfile.mkdtemp(prefix="tidal-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1360,1000", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    try:
-        driver.set_page_load_timeout(20)
+    with headless_chromium() as driver:
         driver.get(api + "/console/#/services/bert-tfserving")
 
         def matches(d):
@@ -279,6 +266,3 @@ def _check_console_shows_the_scale_out(api: str, home: Path) -> None:
             shown = sorted(replica_rows(d))
             return len(shown) >= 6 and shown == want and {b for _, b in shown} == {"spot", "on-demand"}
         wait(driver, matches, "the console to list the scaled-out replicas with their billing", timeout=20)
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
