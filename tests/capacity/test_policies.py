@@ -242,46 +242,74 @@ def _tidal(o, state=None, now=0.0, **kw):
 
 
 def test_tidal_starts_with_on_demand_alongside_unproven_spot():
+    # Before any loss is seen, the prior (4 losses a day per zone) makes one spare worth its price: N + 1 spot,
+    # fewest per zone first; none of it confirmed yet, so N on-demand start alongside.
     plan, _ = _tidal(obs([0, 0, 0], [0, 0, 0]))
-    assert plan == Plan(on_demand=3, spot=(1, 1, 1))
+    assert plan == Plan(on_demand=3, spot=(2, 1, 1))
 
 
-def test_tidal_does_not_launch_on_demand_for_cold_spot_but_keeps_what_covers_it():
+def test_tidal_keeps_on_demand_until_ready_spot_takes_its_place():
     _, state = _tidal(obs([0, 0, 0], [0, 0, 0]))
-    # 30 s later: 3 spot held, none ready yet; 3 on-demand held (cold too): kept while spot is not ready.
-    plan, state = _tidal(obs([1, 1, 1], [0, 0, 0], od_held=3), state, 30.0)
+    # 30 s later: the spot launches were confirmed (held) but are cold: the on-demand held stays.
+    plan, state = _tidal(obs([2, 1, 1], [0, 0, 0], od_held=3), state, 30.0)
     assert plan.on_demand == 3
     # Spot ready: on-demand released.
-    plan, state = _tidal(obs([1, 1, 1], [1, 1, 1], od_held=3, od_ready=3), state, 150.0, outage_value=0.0)
-    assert plan.on_demand == 0 and plan.spot == (1, 1, 1)
-    # A cold spot replacement with no on-demand held: no on-demand is launched for it.
+    plan, state = _tidal(obs([2, 1, 1], [2, 1, 1], od_held=3, od_ready=3), state, 150.0)
+    assert plan == Plan(on_demand=0, spot=(2, 1, 1))
+    # Only 2 spot ready of 3 held (one cold): one held on-demand node stays for it, no new one is launched.
+    plan, _ = _tidal(obs([1, 1, 1], [1, 1, 0], od_held=1, od_ready=1), state, 180.0, outage_value=0.0)
+    assert plan == Plan(on_demand=1, spot=(1, 1, 1))
     plan, _ = _tidal(obs([1, 1, 1], [1, 1, 0]), state, 180.0, outage_value=0.0)
-    assert plan.on_demand == 0
+    assert plan == Plan(on_demand=0, spot=(1, 1, 1))
 
 
 def test_tidal_backs_off_a_refusing_zone_and_learns_its_capacity():
     _, state = _tidal(obs([0, 0, 0], [0, 0, 0]))
     plan, state = _tidal(obs([1, 0, 1], failed=[0, 1, 0]), state, 30.0, outage_value=0.0)
-    # Zone 1 refused: retry no sooner than the 60 s backoff; the missing node goes to another zone.
+    # Zone 1 refused: retry no sooner than the 60 s backoff; the missing node goes to another zone, with
+    # on-demand alongside it until the launch is confirmed.
     assert state.zones[1].retry_at == 90.0 and state.zones[1].cap_hint == 0
-    assert plan.spot[1] == 0 and sum(plan.spot) == 3
+    assert plan == Plan(on_demand=1, spot=(2, 0, 1))
     # A second refusal in a row doubles the backoff (120 s).
     _, state = _tidal(obs([2, 0, 1], failed=[0, 1, 0]), state, 90.0, outage_value=0.0)
     assert state.zones[1].retry_at == 90.0 + 120.0
 
 
-def test_tidal_hedges_a_lone_zone_that_keeps_losing_nodes():
-    zone_names = ["a"]
-    params = tidal.TidalParams(outage_value=10.0)
-    state = tidal.initial_state(params, zone_names, 0)
+def _calm_day(params):
+    """A day holding one ready node in each of three zones without a loss."""
+    state = tidal.initial_state(params, ["a", "b", "c"], 0)
     now, plan = 0.0, None
-    # A single zone that takes a node back every 5 minutes: its loss rate is learned and on-demand hedges it.
-    for step in range(60):
-        lost = 1 if step % 10 == 9 else 0
-        plan, state = tidal.decide(Observation(3, (ZoneView("a", 3 - lost, 3 - lost, lost, 0),), plan.on_demand
-                                               if plan else 0, plan.on_demand if plan else 0), params, state, now)
+    for i in range(2880):
+        plan, state = tidal.decide(obs([1, 1, 1] if i else [0, 0, 0], [1, 1, 1] if i > 5 else [0, 0, 0]),
+                                   params, state, now)
         now += 30.0
-    assert plan.on_demand == 3
+    return plan, state, now
+
+
+def test_tidal_spare_follows_the_learned_risk():
+    params = tidal.TidalParams()
+    plan, state, now = _calm_day(params)
+    # A calm day: the learned loss rate is low, the spare is not worth its price.
+    assert plan == Plan(on_demand=0, spot=(1, 1, 1))
+    # Zone b takes its node: it backs off; a spare goes to a calm zone, on-demand alongside until confirmed.
+    plan, state = tidal.decide(obs([1, 0, 1], [1, 0, 1], lost=[0, 1, 0]), params, state, now)
+    assert plan == Plan(on_demand=1, spot=(2, 0, 1))
+    # With outage_value 0 the cheapest cover wins; with a huge one, the most spares allowed (max_spare).
+    assert tidal.decide(obs([1, 1, 1]), params.model_copy(update={"outage_value": 0.0}), state, now)[0] \
+        == Plan(on_demand=0, spot=(1, 1, 1))
+    big = params.model_copy(update={"outage_value": 1e9})
+    assert sum(tidal.decide(obs([1, 1, 1]), big, state, now)[0].spot) == 3 + big.max_spare
+
+
+def test_tidal_spares_are_on_demand_where_spot_cannot_be_had():
+    params = tidal.TidalParams(outage_value=1e6)
+    # One zone that refused its fourth node (its capacity is 3 until the backoff ends): the spare the risk asks
+    # for is on-demand (SpotHedge's fallback, for the spares too). One is enough: it covers the loss of one node,
+    # and a second would not cover the loss of the zone's three (that takes three, above max_spare).
+    state = tidal.initial_state(params, ["a"], 0)
+    _, state = tidal.decide(Observation(3, (ZoneView("a", 0, 0),)), params, state, 0.0)
+    plan, state = tidal.decide(Observation(3, (ZoneView("a", 3, 3, 0, 1),), 0, 0), params, state, 30.0)
+    assert plan == Plan(on_demand=1, spot=(3,))
 
 
 def test_tidal_is_pure():

@@ -22,14 +22,15 @@ def _both(trace, repeats=3):
 
 def test_always_available_costs_the_target_in_spot():
     out = _both(synthetic.constant_trace(3, synthetic.UNLIMITED))
-    # SpotHedge holds N + 1 = 4 spot; Tidal N = 3 spot when no zone has ever lost a node. Both start on-demand
+    # SpotHedge holds N + 1 = 4 spot always; Tidal starts the same (the prior makes a spare worth it) and drops the
+    # spare once the calm it has seen outweighs the prior. Both start on-demand
     # alongside spot and release it once spot is ready: 3 on-demand are charged for tick d = 4 only.
     # Over the 2876 measured ticks, relative to 3 x 3 x 2876:
     assert out["spothedge"] == (1.0, pytest.approx((4 * 2876 + 3 * 3) / (9 * 2876)))
-    # Tidal also pays for a spare while its prior (4 losses a day) still outweighs the calm it has seen: an
-    # hour or two of one spare spot node, under 1% of the on-demand cost.
+    # Tidal's spare lasts about six hours (its prior is 4 losses a day per zone, weighed as one event): ~700
+    # spare node-ticks, 2.7% of the on-demand cost on top of the N spot.
     floor = (3 * 2876 + 3 * 3) / (9 * 2876)
-    assert out["tidal"][0] == 1.0 and floor <= out["tidal"][1] < floor + 0.01
+    assert out["tidal"][0] == 1.0 and floor + 0.02 < out["tidal"][1] < floor + 0.035
 
 
 def test_never_available_falls_back_to_on_demand_from_the_start():

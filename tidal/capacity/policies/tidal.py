@@ -1,25 +1,26 @@
-"""The `tidal` policy: Tidal's default. Spot first, hedged where the pool's own past says a loss is likely.
+"""The `tidal` policy: Tidal's default. A spot spare sized by the pool's own record of losses, not fixed.
 
 Each decision it (1) learns, from what the pool has shown so far, the rate at
 which a zone takes back our spot nodes, by how long ago that zone last took
 nodes or refused a launch (losses come in cascades), by whether it is
 refusing launches now (a zone at partial capacity is about to be emptied) and
 by whether another zone is (capacity is scarce); rates are pooled over zones,
-shrunk toward a prior, and scaled by each zone's own record;
-(2) starts from the nodes it holds, brings spot up to the target N (spread,
-fewest per zone first, calmest zone first), on-demand only for what spot
-cannot be had for; (3) searches, one move at a time, for the cheapest mix of
-spot and on-demand by cost + `outage_value` x risk, where the risk is the
-probability, over the next decision, that a zone whose loss would leave fewer
-than N takes its nodes back (an outage of one recovery window); moves add
-spot in another zone, add on-demand, or remove a node. A node already held is
-priced at `keep_fraction` of a new one so that the hedge does not flap. (4) It
-never launches on-demand to cover spot that is only still cold (on-demand
-launched now is ready no sooner), but keeps on-demand it holds until the spot
-that replaces it is ready, and starts on-demand alongside a launch into a
-zone that refused the last one (a guess). Zones that refuse back off
-exponentially; a refusal reveals the zone's capacity (held = min(plan,
-capacity)) until the backoff ends.
+shrunk toward a prior, and scaled by each zone's own record; (2) lays out, for
+each spare level s = 0..max_spare, the target N plus s spares: the nodes held
+stay (cold ones go first when there are too many), new spot nodes go to the
+zone holding the fewest, calmest first, only where launches are allowed and
+below the capacity a refusal revealed; on-demand covers what spot cannot give
+(SpotHedge's fallback, for the spares too); (3) keeps the layout with the
+least cost + `outage_value` x risk, where the risk is the expected outage
+ticks from a zone taking its nodes in the next decision (a loss takes one node
+or all of the zone's, in the shares seen so far; an outage lasts one recovery
+window) and a held node is priced at `keep_fraction` of a new one, so that the
+spare does not flap. In calm it holds no spare, after a loss one or two, on the
+zones least likely to go next. (4) On-demand starts alongside every spot
+launch not yet confirmed (a refusal then costs no extra recovery window), and
+on-demand held is released only once ready spot takes its place. Zones that
+refuse or reclaim back off exponentially; a refusal reveals the zone's
+capacity (held = min(plan, capacity)) until the backoff ends.
 
 It sees only the Observation (past and present), never capacities or the future.
 """
@@ -42,7 +43,8 @@ AGES = len(AGE_EDGES) + 1
 class TidalParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     overprovision: int = Field(default=0, ge=0, le=1000, description="spot nodes always held above the target")
-    outage_value: float = Field(default=10.0, ge=0, description="an outage tick, in on-demand fleet-ticks")
+    max_spare: int = Field(default=2, ge=0, le=1000, description="most nodes held above the target as a hedge")
+    outage_value: float = Field(default=22.0, ge=0, description="an outage tick, in ticks of the all-on-demand fleet")
     keep_fraction: float = Field(default=0.5, ge=0, le=1, description="price of keeping a held node vs a new one")
     cold_start_seconds: float = Field(default=120.0, ge=0)
     decision_seconds: float = Field(default=30.0, gt=0)
@@ -50,7 +52,6 @@ class TidalParams(BaseModel):
     prior_events: float = Field(default=1.0, gt=0, description="weight of each estimate's prior, in events")
     backoff_seconds: float = Field(default=60.0, gt=0)
     max_backoff_seconds: float = Field(default=1800.0, gt=0)
-    max_moves: int = Field(default=64, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,40 +120,41 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
     zones = observation.zones
     n, od_price = observation.target, observation.on_demand_price
     window = params.cold_start_seconds + params.decision_seconds
+    windows = window / params.decision_seconds  # an outage lasts one recovery window: cold start + one decision
     mems, exposure, events, partial, whole = _learn(observation, params, state, now, window)
     # The share of losses that take one node rather than all of a zone's (a zone at partial capacity), shrunk
     # toward one half.
     one = (partial + params.prior_events) / (partial + whole + 2 * params.prior_events)
 
     # Loss rates: per bucket shrunk toward the pooled rate, itself shrunk toward the prior; a zone's own record
-    # scales its bucket's rate. The hazard that matters is the one when a hedge launched now is ready.
+    # scales its bucket's rate. The hazard that matters is the one when a node launched now is ready.
     k = params.prior_events
     tight = any(m.cap_hint is not None for m in mems)  # some zone is refusing launches: capacity is scarce
     pooled = (sum(events) + k) / (sum(exposure) + k / (params.prior_events_per_day / 86400.0))
     rates = [(e + k) / (x + k / pooled) for e, x in zip(events, exposure)]
-    p = [((m.events + k) / (m.exposure + k / pooled)) / pooled
-         * rates[_bucket(m, now + params.cold_start_seconds, window, tight)] * params.decision_seconds for m in mems]
+    p = [min(1.0, ((m.events + k) / (m.exposure + k / pooled)) / pooled
+             * rates[_bucket(m, now + params.cold_start_seconds, window, tight)] * params.decision_seconds)
+         for m in mems]
 
     held = [z.held for z in zones]
-    usable = [i for i in range(len(zones)) if mems[i].retry_at <= now]
+    ready = [z.ready for z in zones]
+    usable = {i for i in range(len(zones)) if mems[i].retry_at <= now}
 
-    def room(i: int, sp: list[int], extra: int = 1) -> bool:
+    def room(i: int, sp: list[int]) -> bool:
         cap = mems[i].cap_hint
         # New nodes only where launches are allowed and under the capacity a refusal revealed; held ones always.
-        return (i in usable and (cap is None or sp[i] + extra <= cap)) or sp[i] + extra <= held[i]
+        return (i in usable and (cap is None or sp[i] < cap)) or sp[i] < held[i]
 
-    # Capacity for the target: spot first, spread, calmest zone first; on-demand for what spot cannot give.
-    spot = list(held)
-    floor = n + params.overprovision
-    while sum(spot) < floor:
-        open_ = [i for i in usable if room(i, spot)]
-        if not open_:
-            break
-        spot[min(open_, key=lambda i: (spot[i], p[i], zones[i].price, i))] += 1
-    on_demand = max(0, n - sum(spot))
-    first_spot = list(spot)
-
-    event_value = params.outage_value * n * od_price * (window / params.decision_seconds + 1)
+    def layout(total: int) -> list[int]:
+        sp = list(held)
+        while sum(sp) > total:  # too many: cold nodes first, then the fullest and shakiest zone
+            sp[max((i for i in range(len(sp)) if sp[i]), key=lambda i: (sp[i] > ready[i], sp[i], p[i], i))] -= 1
+        while sum(sp) < total:  # too few: the zone holding the fewest, calmest first
+            open_ = [i for i in range(len(sp)) if room(i, sp)]
+            if not open_:
+                break
+            sp[min(open_, key=lambda i: (sp[i], p[i], zones[i].price, i))] += 1
+        return sp
 
     def cost(sp: list[int], od: int) -> float:
         # A node already held is priced at keep_fraction: keeping it buys no new cold start.
@@ -163,50 +165,32 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
             total += price * (count - kept + params.keep_fraction * kept)
         return total
 
-    def objective(sp: list[int], od: int) -> float:
+    def risk(sp: list[int], od: int) -> float:
+        """Expected outage ticks from a loss in the next decision."""
         total = sum(sp) + od
         if total < n:
-            return float("inf")
-        # A loss takes one node (share `one`) or all the zone's; either is an outage if it leaves fewer than N.
-        return cost(sp, od) + event_value * sum(
-            p[i] * (one * (total - 1 < n) + (1 - one) * (total - sp[i] < n)) for i in range(len(sp)) if sp[i])
+            return windows
+        return windows * sum(p[i] * (one * (total - 1 < n) + (1 - one) * (total - sp[i] < n))
+                             for i in range(len(sp)) if sp[i])
 
-    best = objective(spot, on_demand)
-    for _ in range(params.max_moves):
-        candidates: list[tuple[list[int], int]] = []
-        total = sum(spot) + on_demand
-        for i in range(len(zones)):
-            if spot[i]:
-                short = n - (total - spot[i])
-                if short > 0:  # the nodes elsewhere that make zone i's loss survivable
-                    candidates.append((spot, on_demand + short))
-                    for j in range(len(zones)):
-                        if j != i and room(j, spot, short):
-                            candidates.append((spot[:j] + [spot[j] + short] + spot[j + 1:], on_demand))
-                if sum(spot) > floor or on_demand:
-                    candidates.append((spot[:i] + [spot[i] - 1] + spot[i + 1:], on_demand))
-            if room(i, spot):
-                candidates.append((spot[:i] + [spot[i] + 1] + spot[i + 1:], on_demand))
-        if on_demand:
-            candidates.append((spot, on_demand - 1))
-        if on_demand < n:
-            candidates.append((spot, on_demand + 1))
-        scored = [(objective(sp, od), sp, od) for sp, od in candidates if od <= n]
-        value, sp, od = min(scored, key=lambda c: (c[0], sum(c[1]) + c[2]), default=(best, spot, on_demand))
-        if value >= best - 1e-9:
-            break
-        best, spot, on_demand = value, list(sp), od
+    value = params.outage_value * n * od_price
+    best: tuple[float, list[int], int] | None = None
+    for spare in range(params.overprovision, max(params.overprovision, params.max_spare) + 1):
+        spot = layout(n + spare)
+        on_demand = min(n, max(0, n + spare - sum(spot)))
+        score = cost(spot, on_demand) + value * risk(spot, on_demand)
+        if best is None or score < best[0] - 1e-12:
+            best = (score, spot, on_demand)
+    assert best is not None
+    _, spot, on_demand = best
 
-    # A launch into a zone that refused us last time it was tried is a guess: on-demand starts alongside it
-    # (the rule below releases it as soon as the spot is ready), so a refusal costs no extra recovery window.
-    doubtful = sum(max(0, spot[i] - held[i]) for i in range(len(zones)) if mems[i].failures)
-    on_demand = max(on_demand, n - (sum(spot) - doubtful))
-    # Keep on-demand that covers spot which is not ready yet (a replacement launched now would be no sooner).
-    on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
-    if not any(m.exposure for m in mems) and observation.spot_held == 0:
-        # No zone has yet held a node for us: the first spot launches may all be refused, so on-demand starts
-        # alongside them (held only until the spot is ready, by the rule above).
-        on_demand, spot = n, first_spot
+    # A launch is a guess until the zone takes it: on-demand starts alongside (and is held until the spot is
+    # ready), so a refusal costs no extra recovery window.
+    kept = sum(min(a, b) for a, b in zip(spot, held))
+    on_demand = max(on_demand, n - kept)
+    # Held on-demand goes only once ready spot takes its place (releasing it for cold or unconfirmed spot would
+    # open a gap of one cold start).
+    on_demand = max(on_demand, min(observation.on_demand_held, sum(spot) + on_demand - observation.spot_ready))
     new_state = TidalState(zones=tuple(mems), exposure=tuple(exposure), events=tuple(events), last_now=now,
                            partial=partial, whole=whole)
     return Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)), new_state
