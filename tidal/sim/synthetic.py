@@ -59,3 +59,59 @@ def write_trace(trace: SpotTrace, directory: str) -> str:
     return directory
 
 
+
+
+def lognormal_trace(zones: int, median_up_points: float, median_down_points: float, sigma: float, capacity: int,
+                    seed: int, points: int = 3200, partial: float = 0.0, gap_seconds: float = 300.0,
+                    name: str = "lognormal") -> SpotTrace:
+    """Up and down periods with log-normal lengths (heavy tails: most short, a few very long, unlike geometric)."""
+    rng = np.random.default_rng(seed)
+    data = []
+    for _ in range(zones):
+        out: list[int] = []
+        up = bool(rng.random() < 0.7)
+        while len(out) < points:
+            length = max(1, int(rng.lognormal(np.log(median_up_points if up else median_down_points), sigma)))
+            if up:
+                level = np.where(rng.random(length) < partial, rng.integers(1, max(2, capacity), length), capacity)
+                out.extend(int(x) for x in level)
+            else:
+                out.extend([0] * length)
+            up = not up
+        data.append(np.asarray(out[:points], dtype=np.int64))
+    return SpotTrace(name, tuple(f"zone-{i}" for i in range(zones)), gap_seconds, tuple(data))
+
+
+def walk_trace(zones: int, capacity: int, move: float, seed: int, points: int = 3200, crash: float = 0.01,
+               gap_seconds: float = 300.0, name: str = "walk") -> SpotTrace:
+    """Each zone's capacity takes a +-1 step with probability `move` per point in [0, capacity], and drops to 0
+    with probability `crash` (capacity that drains and refills a node at a time)."""
+    rng = np.random.default_rng(seed)
+    data = np.zeros((zones, points), dtype=np.int64)
+    level = rng.integers(0, capacity + 1, zones)
+    for t in range(points):
+        step = np.where(rng.random(zones) < move, rng.choice([-1, 1], zones), 0)
+        level = np.clip(level + step, 0, capacity)
+        level = np.where(rng.random(zones) < crash, 0, level)
+        data[:, t] = level
+    return SpotTrace(name, tuple(f"zone-{i}" for i in range(zones)), gap_seconds, tuple(data))
+
+
+def reversed_trace(trace: SpotTrace) -> SpotTrace:
+    """The same zones played backwards: the same capacities and durations, other sequences of events."""
+    return SpotTrace(trace.path + " reversed", trace.zones, trace.gap_seconds, tuple(d[::-1].copy() for d in trace.data))
+
+
+def binary_trace(trace: SpotTrace) -> SpotTrace:
+    """Only available or not, as a source that reports no counts would give it: 0 stays 0, any capacity is unlimited."""
+    return SpotTrace(trace.path + " binary", trace.zones, trace.gap_seconds,
+                     tuple(np.where(d > 0, UNLIMITED, 0) for d in trace.data))
+
+
+def joined_trace(*traces: SpotTrace, name: str = "joined") -> SpotTrace:
+    """The zones of several traces of one gap side by side, cut to the shortest."""
+    if len({t.gap_seconds for t in traces}) != 1:
+        raise ValueError("joined traces must share gap_seconds")
+    shortest = min(len(d) for t in traces for d in t.data)
+    data = tuple(d[:shortest] for t in traces for d in t.data)
+    return SpotTrace(name, tuple(f"zone-{i}" for i in range(len(data))), traces[0].gap_seconds, data)
