@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tidal.capacity.policies import POLICIES, Observation, Plan, ZoneView
@@ -338,3 +340,12 @@ def test_tidal_learns_exposure_and_loss_shapes():
     assert (state.partial, state.whole) == (1, 1)
     assert sum(state.events) == 2 and sum(state.exposure) == pytest.approx(2 * 30.0)
     assert [m.events for m in state.zones] == [1, 1] and state.zones[0].upset_at == 30.0
+
+
+def test_tidal_backoff_stays_bounded_after_thousands_of_refusals():
+    # A zone that has refused for weeks: the doubling is capped, not an overflow that takes the control plane down.
+    params = tidal.TidalParams()
+    state = tidal.initial_state(params, ["a", "b"], 0)
+    state = dataclasses.replace(state, zones=(dataclasses.replace(state.zones[0], failures=5000), state.zones[1]))
+    _, state = tidal.decide(obs([0, 1], failed=[1, 0]), params, state, 100.0)
+    assert state.zones[0].retry_at == 100.0 + params.max_backoff_seconds

@@ -106,7 +106,7 @@ def _learn(observation: Observation, params: TidalParams, state: TidalState, now
                 partial, whole = (partial + 1, whole) if z.held else (partial, whole + 1)
         if z.lost:
             failures = m.failures + 1
-            wait = min(params.max_backoff_seconds, params.backoff_seconds * 2 ** (failures - 1))
+            wait = min(params.max_backoff_seconds, params.backoff_seconds * 2.0 ** min(failures - 1, 40))
             m = replace(m, upset_at=now, failures=failures, retry_at=now + wait, cap_hint=z.held)
         elif z.held > 0 and m.failures:
             m = replace(m, failures=0)
