@@ -305,13 +305,24 @@ def test_tidal_spare_follows_the_learned_risk():
 
 def test_tidal_spares_are_on_demand_where_spot_cannot_be_had():
     params = tidal.TidalParams(outage_value=1e6)
-    # One zone that refused its fourth node (its capacity is 3 until the backoff ends): the spare the risk asks
-    # for is on-demand (SpotHedge's fallback, for the spares too). One is enough: it covers the loss of one node,
-    # and a second would not cover the loss of the zone's three (that takes three, above max_spare).
+    # Two zones that refused their next node (their capacities, 2 and 1, are known until the backoff ends): the
+    # spares the risk asks for are on-demand (SpotHedge's fallback, for the spares too): two, so that losing
+    # zone a's two nodes still leaves three.
+    state = tidal.initial_state(params, ["a", "b"], 0)
+    _, state = tidal.decide(Observation(3, (ZoneView("a", 0, 0), ZoneView("b", 0, 0))), params, state, 0.0)
+    plan, _ = tidal.decide(Observation(3, (ZoneView("a", 2, 2, 0, 1), ZoneView("b", 1, 1, 0, 1)), 0, 0),
+                           params, state, 30.0)
+    assert plan == Plan(on_demand=2, spot=(2, 1))
+
+
+def test_tidal_buys_no_spare_beside_nodes_all_in_one_zone():
+    params = tidal.TidalParams(outage_value=1e6)
+    # A lone zone holding the target: a loss there is valued as taking all its nodes, which one or two spares
+    # cannot cover (three on-demand would, but the policy never hedges a whole zone with on-demand).
     state = tidal.initial_state(params, ["a"], 0)
     _, state = tidal.decide(Observation(3, (ZoneView("a", 0, 0),)), params, state, 0.0)
-    plan, state = tidal.decide(Observation(3, (ZoneView("a", 3, 3, 0, 1),), 0, 0), params, state, 30.0)
-    assert plan == Plan(on_demand=1, spot=(3,))
+    plan, _ = tidal.decide(Observation(3, (ZoneView("a", 3, 3, 0, 1),), 0, 0), params, state, 30.0)
+    assert plan == Plan(on_demand=0, spot=(3,))
 
 
 def test_tidal_is_pure():

@@ -27,10 +27,10 @@ def test_always_available_costs_the_target_in_spot():
     # alongside spot and release it once spot is ready: 3 on-demand are charged for tick d = 4 only.
     # Over the 2876 measured ticks, relative to 3 x 3 x 2876:
     assert out["spothedge"] == (1.0, pytest.approx((4 * 2876 + 3 * 3) / (9 * 2876)))
-    # Tidal's spare lasts about six hours (its prior is 4 losses a day per zone, weighed as one event): ~700
-    # spare node-ticks, 2.7% of the on-demand cost on top of the N spot.
+    # Tidal's spare lasts about eight hours (its prior is 4 losses a day per zone, weighed as one event): ~930
+    # spare node-ticks, 3.6% of the on-demand cost on top of the N spot.
     floor = (3 * 2876 + 3 * 3) / (9 * 2876)
-    assert out["tidal"][0] == 1.0 and floor + 0.02 < out["tidal"][1] < floor + 0.035
+    assert out["tidal"][0] == 1.0 and floor + 0.025 < out["tidal"][1] < floor + 0.045
 
 
 def test_never_available_falls_back_to_on_demand_from_the_start():
@@ -45,5 +45,5 @@ def test_never_available_falls_back_to_on_demand_from_the_start():
 def test_markov_zones_cost_less_at_about_the_same_availability(spec, seed):
     out = _both(synthetic.markov_trace(spec, seed))
     (sh_a, sh_c), (t_a, t_c) = out["spothedge"], out["tidal"]
-    assert t_c < sh_c - 0.05
+    assert t_c < sh_c - 0.03
     assert t_a >= sh_a - 0.005
