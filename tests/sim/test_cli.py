@@ -65,3 +65,25 @@ def test_serve_json(capsys, traces_dir):
     doc = json.loads(capsys.readouterr().out)
     assert doc["services"] == 2 and doc["requests"] > 2 * 3600 * 25 * 0.9
     assert 0 <= doc["slo_attainment"] <= 1 and 0 < doc["relative_cost"] <= 1
+
+
+def test_spot_policy_params(capsys, traces_dir):
+    def tidal_cost(*extra):
+        assert main(["simulate", "spot", "--traces", traces_dir, "--policy", "tidal", "--repeats", "1",
+                     "--ticks", "600", "-o", "json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["relative_cost"]
+    # A larger outage value buys more spares: never cheaper.
+    assert tidal_cost("--param", "outage_value=1000", "--param", "max_spare=2") > tidal_cost("--param",
+                                                                                              "outage_value=0")
+
+
+@pytest.mark.parametrize("param,message", [
+    ("nope=1", "--param nope: no such parameter for tidal (parameters: "),
+    ("outage_value=abc", "bad parameters for policy 'tidal'"),
+    ("outage_value", "expected KEY=VALUE"),
+])
+def test_spot_bad_params_are_one_line_errors(capsys, traces_dir, param, message):
+    assert main(["simulate", "spot", "--traces", traces_dir, "--policy", "tidal", "--repeats", "1",
+                 "--ticks", "240", "--param", param]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

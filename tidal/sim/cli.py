@@ -9,7 +9,7 @@ import orjson
 
 from tidal.errors import UserError
 from tidal.sim.protocol import TraceResult
-from tidal.sim.spot import NAMES, SpotRun, capacities, evaluate
+from tidal.sim.spot import NAMES, SpotRun, capacities, check_params, evaluate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spot.add_argument("--repeats", type=int, default=10)
     spot.add_argument("--seed", type=int, default=0)
     spot.add_argument("--on-demand-price", type=float, default=3.0, help="per replica-tick; spot costs 1")
+    spot.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="a policy parameter, e.g. outage_value=40 for tidal (repeatable)")
     spot.add_argument("-o", "--output", choices=("table", "json"), default="table",
                       help="json: one object per policy (a list of them with --policy all)")
     from tidal.sim import workload_cli  # the fuller model's options live with it
@@ -59,9 +61,16 @@ def run(args: argparse.Namespace) -> int:
     names = list(NAMES) if args.policy == "all" else [args.policy]
     if args.policy != "all" and args.policy not in NAMES:
         raise UserError(f"unknown policy {args.policy!r} (choose from {', '.join(NAMES)}, or all)")
+    params = []
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param {item!r}: expected KEY=VALUE, e.g. outage_value=40")
+        params.append((key.strip(), value.strip()))
     run_ = SpotRun(args.target, args.overprovision, args.cold_start, args.tick, args.ticks, args.repeats,
-                   args.seed, args.on_demand_price)
+                   args.seed, args.on_demand_price, tuple(params))
     run_.settings()
+    check_params(names, run_)
     loaded = capacities(args.traces, run_)
     results = [evaluate(args.traces, name, run_, loaded) for name in names]
     if args.output == "json":

@@ -28,6 +28,7 @@ class SpotRun:
     repeats: int = 10
     seed: int = 0
     on_demand_price: float = 3.0
+    params: tuple[tuple[str, str], ...] = ()   # --param KEY=VALUE: a policy's own parameters
 
     def settings(self) -> ProtocolSettings:
         if self.tick_seconds <= 0 or self.cold_start_seconds < 0 or self.target < 1 or self.ticks < 1:
@@ -48,10 +49,20 @@ def policy_params(name: str, run: SpotRun) -> Any:
         given["cold_start_seconds"] = run.cold_start_seconds
     if "decision_seconds" in fields:
         given["decision_seconds"] = run.tick_seconds
+    given.update({key: value for key, value in run.params if key in fields})
     try:
         return policy.params(**given)
     except ValidationError as exc:
         raise UserError(f"bad parameters for policy {name!r}: {exc.errors()[0]['msg']}") from None
+
+
+def check_params(names: list[str], run: SpotRun) -> None:
+    """Every --param must name a parameter of at least one of the policies run."""
+    for key, _ in run.params:
+        if not any(name != OPTIMAL and key in POLICIES[name].params.model_fields for name in names):
+            known = sorted({f for name in names if name != OPTIMAL for f in POLICIES[name].params.model_fields})
+            raise UserError(f"--param {key}: no such parameter for {', '.join(names)} "
+                            f"(parameters: {', '.join(known) or 'none'})")
 
 
 def capacities(trace_dir: str, run: SpotRun) -> tuple[traces.SpotTrace, list]:
