@@ -108,6 +108,8 @@ class NodePoolSpec(_Spec):
     spot: bool = False
     # A name in tidal.capacity.policies.POLICIES (checked when the pool is created).
     policy: str | None = Field(default=None, pattern=r"^[a-z][-a-z0-9]*$")
+    # The policy's own parameters (e.g. tidal's outage_value), over those the pool's fields give it.
+    policy_params: dict[str, float | int | bool | str] = Field(default_factory=dict, max_length=32)
     on_demand_base: int = Field(default=0, ge=0, le=1000)
     on_demand_percentage: int = Field(default=100, ge=0, le=100)
     spot_pools: int = Field(default=1, ge=1, le=10)

@@ -360,3 +360,16 @@ def test_tidal_backoff_stays_bounded_after_thousands_of_refusals():
     state = dataclasses.replace(state, zones=(dataclasses.replace(state.zones[0], failures=5000), state.zones[1]))
     _, state = tidal.decide(obs([0, 1], failed=[1, 0]), params, state, 100.0)
     assert state.zones[0].retry_at == 100.0 + params.max_backoff_seconds
+
+
+
+def test_pool_params_take_the_pool_fields_then_policy_params():
+    from tidal.capacity.policies import pool_params
+    # ESS reads the pool's own knobs by name; policy_params override them.
+    params = pool_params("ess", {"on_demand_base": 2, "on_demand_percentage": 30, "name": "p"},
+                         {"on_demand_base": 1})
+    assert (params.on_demand_base, params.on_demand_percentage) == (1, 30)
+    with pytest.raises(ValueError, match="policy 'ess' has no parameter 'outage_value'"):
+        pool_params("ess", {}, {"outage_value": 3})
+    with pytest.raises(ValueError, match="policy 'tidal': max_spare:"):
+        pool_params("tidal", {}, {"max_spare": -1})

@@ -59,6 +59,11 @@ CASES = [
     ("missing service", "GET", "/api/v1/services/x", None, 404, "service 'x' not found"),
     ("bad field", "POST", "/api/v1/nodepools", dict(POOL, on_demand_percentage=130), 400, "on_demand_percentage"),
     ("unknown policy", "POST", "/api/v1/nodepools", dict(POOL, policy="magic"), 400, "unknown capacity policy"),
+    ("unknown policy parameter", "POST", "/api/v1/nodepools", dict(POOL, policy="tidal", policy_params={"nope": 1}),
+     400, "policy 'tidal' has no parameter 'nope'"),
+    ("bad policy parameter", "POST", "/api/v1/nodepools", dict(POOL, policy="tidal",
+                                                               policy_params={"outage_value": "lots"}),
+     400, "policy 'tidal': outage_value:"),
     ("unknown type", "POST", "/api/v1/nodepools", dict(POOL, instance_types=["x.y"]), 400, "unknown instance type"),
     ("service without volume", "POST", "/api/v1/services", None, 404, "volume 'model-pvc' not found"),
     ("preempt a missing pool", "POST", "/api/v1/nodepools/none/preempt", {"count": 1}, 404, "not found"),
@@ -118,3 +123,14 @@ def test_event_log_is_bounded(tmp_path):
         store.add_event(float(i), "K", "o", str(i))
     events = store.events(limit=10000)
     assert 1500 <= len(events) <= 2500 and events[-1].message == "2999"
+
+
+def test_policy_params_reach_the_policy(api):
+    a, store, _ = api
+    status, pool = call(a, "POST", "/api/v1/nodepools", dict(POOL, policy="tidal",
+                                                            policy_params={"outage_value": "40", "max_spare": 1}))
+    assert status == 201 and pool["spec"]["policy_params"] == {"outage_value": "40", "max_spare": 1}
+    spec = store.get_pool("gpu-pool")
+    from tidal.capacity.policies import pool_params
+    params = pool_params(spec.policy, spec.model_dump(), spec.policy_params)
+    assert (params.outage_value, params.max_spare) == (40.0, 1)

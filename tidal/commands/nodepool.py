@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--label", action="append", default=[], help="node label K=V (repeatable)")
     p.add_argument("--spot", action="store_true", help="preemptible (spot) billing")
     p.add_argument("--policy", help="capacity policy: ess (default with --spot), tidal, spothedge, spot-only, even-spread, round-robin, on-demand")
+    p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the policy, e.g. outage_value=40 for tidal (repeatable)")
     p.add_argument("--on-demand-base", type=int, default=0, help="the first N nodes are on-demand")
     p.add_argument("--on-demand-percentage", type=int, default=None,
                    help="share of on-demand nodes above the base (default 100; 0-100)")
@@ -70,6 +72,8 @@ def _spec(args) -> dict:
             "spot_trace": args.spot_trace}
     if args.policy:
         body["policy"] = args.policy
+    if args.policy_param:
+        body["policy_params"] = key_values(args.policy_param, "--policy-param")
     return body
 
 

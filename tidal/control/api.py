@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 from pydantic import ValidationError
 
-from tidal.capacity.policies import POLICIES
+from tidal.capacity.policies import POLICIES, pool_params
 from tidal.control.reconciler import Reconciler
 from tidal.control.views import node_view, service_view
 from tidal.errors import InvalidArgument, NotFound, TidalError, UserError
@@ -232,6 +232,10 @@ class Api:
         spec = NodePoolSpec.model_validate(body)
         if spec.policy not in POLICIES:
             raise InvalidArgument(f"unknown capacity policy {spec.policy!r} (known: {', '.join(POLICIES)})")
+        try:
+            pool_params(spec.policy, spec.model_dump(), spec.policy_params)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         self.r.catalog.validate_pool(spec.instance_types, spec.zones)
         if not any(True for _ in self.r.catalog.offerings(spec.instance_types, spec.zones, "on-demand")):
             raise InvalidArgument("the pool's instance types and zones leave no offering to launch")

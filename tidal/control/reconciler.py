@@ -30,7 +30,7 @@ from tidal.capacity.catalog import Catalog
 from tidal.capacity.cost import NodeLife, summarize
 from tidal.capacity.nodepool import (Drain, Launch, PoolNode, Terminate, demand, observe, plan_decisions, pool_zones,
                                      resources_of, shedding)
-from tidal.capacity.policies import POLICIES
+from tidal.capacity.policies import POLICIES, pool_params
 from tidal.control.home import Home
 from tidal.control.store import NodeRow, ReplicaRow, ServiceRow, Store
 from tidal.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -679,8 +679,7 @@ class Reconciler:
         d = demand(pool, nodes, wants, self.catalog, now)
         zones = tuple(pool_zones(pool, self.catalog))
         policy = POLICIES[pool.policy]
-        params = policy.params.model_validate(
-            {k: getattr(pool, k) for k in policy.params.model_fields if hasattr(pool, k)})
+        params = pool_params(pool.policy, pool.model_dump(), pool.policy_params)
         if mem.zones != zones:
             kept = _load_policy_state(self.store.get_pool_state(pool.name), pool.policy, zones)
             mem.state = kept if kept is not None else policy.initial_state(params, zones, 0)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
 from tidal.capacity.policies import ess, even_spread, on_demand, round_robin, spot_only, spothedge, tidal
 from tidal.capacity.policies.types import Observation, Plan, PolicyDef, ZoneView
 
@@ -22,4 +26,21 @@ POLICIES: dict[str, PolicyDef] = {
                        "Tidal's default: spread spot, on-demand only where spot cannot be had, hazard-aware hedge"),
 }
 
-__all__ = ["POLICIES", "Observation", "Plan", "PolicyDef", "ZoneView"]
+def pool_params(policy: str, fields: dict[str, Any], overrides: dict[str, Any]) -> BaseModel:
+    """A pool's parameters for its policy: the pool's fields of the same names, then its `policy_params`.
+    Raises ValueError, with a one-line reason, for a parameter the policy does not have or a bad value."""
+    params = POLICIES[policy].params
+    unknown = sorted(set(overrides) - set(params.model_fields))
+    if unknown:
+        raise ValueError(f"policy {policy!r} has no parameter {', '.join(map(repr, unknown))} "
+                         f"(it has: {', '.join(params.model_fields)})")
+    given = {k: v for k, v in fields.items() if k in params.model_fields}
+    given.update(overrides)
+    try:
+        return params.model_validate(given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"policy {policy!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+__all__ = ["POLICIES", "Observation", "Plan", "PolicyDef", "ZoneView", "pool_params"]
