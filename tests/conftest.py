@@ -33,35 +33,34 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
+def _built(tmp_path_factory, name: str) -> Path:
+    """A fresh model base path with the example `name` built into it (TensorFlow examples skip without it)."""
+    if name.endswith("_tf"):
+        pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
+    base = tmp_path_factory.mktemp(name)
+    load_example(name).build(base)
+    return base
+
+
 @pytest.fixture(scope="session")
 def half_plus_two_base(tmp_path_factory) -> Path:
     """Model base path holding half_plus_two version 123 (`<base>/123/model.onnx`)."""
-    base = tmp_path_factory.mktemp("half_plus_two")
-    load_example("half_plus_two").build(base)
-    return base
+    return _built(tmp_path_factory, "half_plus_two")
 
 
 @pytest.fixture(scope="session")
 def sentiment_base(tmp_path_factory) -> Path:
     """Model base path holding the sentiment classifier version 1623831335."""
-    base = tmp_path_factory.mktemp("sentiment")
-    load_example("sentiment").build(base)
-    return base
+    return _built(tmp_path_factory, "sentiment")
 
 
 @pytest.fixture(scope="session")
 def half_plus_two_tf_base(tmp_path_factory) -> Path:
     """Model base path holding half_plus_two as a TensorFlow SavedModel, version 123 (needs TensorFlow)."""
-    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
-    base = tmp_path_factory.mktemp("half_plus_two_tf")
-    load_example("half_plus_two_tf").build(base)
-    return base
+    return _built(tmp_path_factory, "half_plus_two_tf")
 
 
 @pytest.fixture(scope="session")
 def sentiment_tf_base(tmp_path_factory) -> Path:
     """Model base path holding the Keras sentiment SavedModel, version 1623831335 (needs TensorFlow)."""
-    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tidal[tensorflow])")
-    base = tmp_path_factory.mktemp("sentiment_tf")
-    load_example("sentiment_tf").build(base)
-    return base
+    return _built(tmp_path_factory, "sentiment_tf")

@@ -197,18 +197,16 @@ class Adapter:
                     cls.score = float(scores[i, j])
 
     async def classify(self, request):
-        servable = self.resolve(request)
-        sig = self._signature(servable, request.model_spec.signature_name, CLASSIFY)
-        response = self.pb.classification_pb2.ClassificationResponse()
-        await self._run_examples(servable, sig, request.input, CLASSIFY, response.result)
-        self._model_spec(response, servable, sig.name)
-        return response
+        return await self._examples_rpc(request, CLASSIFY, self.pb.classification_pb2.ClassificationResponse())
 
     async def regress(self, request):
+        return await self._examples_rpc(request, REGRESS, self.pb.regression_pb2.RegressionResponse())
+
+    async def _examples_rpc(self, request, method, response):
+        """Classify and Regress: tf.Examples in, one signature of `method` run, its result and model spec out."""
         servable = self.resolve(request)
-        sig = self._signature(servable, request.model_spec.signature_name, REGRESS)
-        response = self.pb.regression_pb2.RegressionResponse()
-        await self._run_examples(servable, sig, request.input, REGRESS, response.result)
+        sig = self._signature(servable, request.model_spec.signature_name, method)
+        await self._run_examples(servable, sig, request.input, method, response.result)
         self._model_spec(response, servable, sig.name)
         return response
 
