@@ -8,7 +8,7 @@ import pytest
 
 from tidal.capacity.policies import POLICIES, Observation, Plan, ZoneView
 from tidal.capacity.policies import ess, even_spread, keyed_random, on_demand, placement, round_robin, spot_only
-from tidal.capacity.policies import spothedge, tidal
+from tidal.capacity.policies import spothedge, spothedge_lean, tidal
 
 
 def obs(held, ready=None, lost=None, target=3, od_held=0, od_ready=0, prices=None, noticed=None, failed=None):
@@ -115,6 +115,52 @@ def test_spothedge_zone_status_and_placement():
     # All zones preempted (at most min(1, 3 - 3) = 0 active): all become active again.
     _, state = spothedge.decide(obs([0, 0, 0], lost=[1, 1, 1]), params, state, 30.0)
     assert state.active == (True, True, True)
+
+
+# -- spothedge-lean ---------------------------------------------------------------------------------------------------
+LEAN = spothedge_lean.SpotHedgeLeanParams()
+
+
+def _lean(o, state=None, **state_fields):
+    state = state or spothedge_lean.initial_state(LEAN, [z.name for z in o.zones], 0)
+    return spothedge_lean.decide(o, LEAN, dataclasses.replace(state, **state_fields), 0.0)
+
+
+@pytest.mark.parametrize("held,ready,od_held,expected_od", [
+    ([0, 0, 0], [0, 0, 0], 0, 3),   # nothing held: 4 new spot, on-demand for the target alongside (min(3, 4 - 0))
+    ([2, 1, 0], [2, 1, 0], 0, 1),   # one new spot launch: one on-demand alongside (SpotHedge: 4 - 3 = 1 too)
+    ([2, 1, 1], [2, 1, 0], 0, 0),   # a cold spare held: ready spot covers N, no on-demand (SpotHedge: 1)
+    ([2, 1, 1], [1, 1, 0], 2, 1),   # held on-demand stays while ready spot (2) is short of N: 3 - 2 = 1
+    ([2, 1, 1], [2, 1, 1], 3, 0),   # all ready: on-demand released
+], ids=["start", "one relaunch", "cold spare", "keep held on-demand", "release"])
+def test_spothedge_lean_on_demand_covers_the_target_not_the_spare(held, ready, od_held, expected_od):
+    plan, _ = _lean(obs(held, ready, od_held=od_held, od_ready=od_held))
+    assert plan.on_demand == expected_od and sum(plan.spot) == 4
+
+
+def test_spothedge_lean_places_spot_exactly_as_spothedge():
+    # Same active set, same random draws: the same zones, over a run of losses and refusals.
+    sh = spothedge.initial_state(spothedge.SpotHedgeParams(), "abcd", 7)
+    lean = spothedge_lean.initial_state(LEAN, "abcd", 7)
+    looks = [obs([0, 0, 0, 0]), obs([1, 1, 1, 1]), obs([0, 1, 1, 1], lost=[1, 0, 0, 0]),
+             obs([1, 0, 1, 1], failed=[0, 1, 0, 0]), obs([2, 0, 0, 1], lost=[0, 0, 1, 0])]
+    for o in looks:
+        a, sh = spothedge.decide(o, spothedge.SpotHedgeParams(), sh, 0.0)
+        b, lean = spothedge_lean.decide(o, LEAN, lean, 0.0)
+        assert a.spot == b.spot and sh.active == lean.active and sh.key == lean.key
+
+
+@pytest.mark.parametrize("held,lost,failed,emptied,partial,expected_spot", [
+    # Zones 1 and 2 just lost nodes: zone 0 is the only one active, and holds all the spot.
+    ([3, 0, 0], [0, 1, 1], [0, 0, 0], 3, 0, (3, 0, 0)),   # 3 losses seen emptying a zone, none partial: no spare
+    ([3, 0, 0], [0, 1, 1], [0, 0, 0], 0, 0, (4, 0, 0)),   # too few seen (the 2 here): SpotHedge's spare
+    ([3, 0, 0], [0, 1, 1], [0, 0, 0], 5, 1, (4, 0, 0)),   # a zone was once cut down but not out: the spare helps
+    ([3, 0, 0], [0, 0, 0], [0, 1, 1], 5, 0, (3, 0, 0)),   # refusals by empty zones count as neither kind
+], ids=["lone zone that empties: no spare", "too little evidence", "partial losses seen", "lone after refusals"])
+def test_spothedge_lean_drops_the_spare_beside_a_lone_zone_only_on_evidence(held, lost, failed, emptied, partial,
+                                                                            expected_spot):
+    plan, state = _lean(obs(held, lost=lost, failed=failed), emptied=emptied, partial=partial)
+    assert state.active == (True, False, False) and plan.spot == expected_spot
 
 
 @pytest.mark.parametrize("desired,base,pct,expected", [
@@ -335,7 +381,8 @@ def test_tidal_is_pure():
 
 
 def test_registry_names_and_params():
-    assert set(POLICIES) == {"on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "ess", "tidal"}
+    assert set(POLICIES) == {"on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "spothedge-lean",
+                             "ess", "tidal"}
     for name, policy in POLICIES.items():
         params = policy.params()
         state = policy.initial_state(params, ["a", "b"], 0)

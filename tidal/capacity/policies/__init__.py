@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tidal.capacity.policies import ess, even_spread, on_demand, round_robin, spot_only, spothedge, tidal
+from tidal.capacity.policies import (ess, even_spread, on_demand, round_robin, spot_only, spothedge,
+                                     spothedge_lean, tidal)
 from tidal.capacity.policies.types import Observation, Plan, PolicyDef, ZoneView
 
 POLICIES: dict[str, PolicyDef] = {
@@ -20,6 +21,9 @@ POLICIES: dict[str, PolicyDef] = {
                              round_robin.decide, "N+k spot, new nodes placed round robin over zones"),
     "spothedge": PolicyDef("spothedge", spothedge.SpotHedgeParams, spothedge.initial_state, spothedge.decide,
                            "SkyServe's SpotHedge: N+k spot spread over active zones, dynamic on-demand fallback"),
+    "spothedge-lean": PolicyDef("spothedge-lean", spothedge_lean.SpotHedgeLeanParams, spothedge_lean.initial_state,
+                                spothedge_lean.decide, "SpotHedge's placement and spare, on-demand only for the "
+                                "target, no spare beside a lone zone that empties at once"),
     "ess": PolicyDef("ess", ess.EssParams, ess.initial_state, ess.decide,
                      "the seed's node pool: base + percentage on-demand, spot pools, compensate with on-demand"),
     "tidal": PolicyDef("tidal", tidal.TidalParams, tidal.initial_state, tidal.decide,

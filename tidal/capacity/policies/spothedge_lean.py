@@ -1,0 +1,67 @@
+"""The `spothedge-lean` policy: SpotHedge's spot placement and spare, with less on-demand and no useless spare.
+
+It places spot exactly as SpotHedge does (N+k spread over the active zones, the
+same active/preempted bookkeeping and random draws), so every loss SpotHedge's
+spare absorbs, its spare absorbs too. It saves where SpotHedge pays for nothing:
+- on-demand: SpotHedge holds min(N, N+k - ready spot), which buys on-demand for
+  a spare that is merely cold. Here on-demand starts alongside each new spot
+  launch (it may be refused) and stays while ready spot is short of N, not of
+  N+k;
+- a spare beside a lone zone: with one zone active, all N+k nodes sit in it,
+  and a loss that takes all of them takes the spare too. Once the pool has seen
+  `lone_evidence` losses that emptied a zone and none that left a zone some
+  nodes (a preemption or a refusal that cut a zone down but not out), the lone
+  zone holds N.
+It never holds more than SpotHedge; it is the safe choice where availability
+must not drop below SpotHedge's (benchmarks/sim/synthetic_table.py), and
+`tidal` the cheaper one where calm periods can be bet on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidal.capacity.policies.keyed_random import seed_key
+from tidal.capacity.policies.spothedge import active_zones, spread
+from tidal.capacity.policies.types import Observation, Plan
+
+
+class SpotHedgeLeanParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    overprovision: int = Field(default=1, ge=0, le=1000)
+    lone_evidence: int = Field(default=3, ge=0, le=1000,
+                               description="zone-emptying losses seen (and no partial ones) before a lone zone "
+                                           "goes without its spare")
+
+
+@dataclass(frozen=True, slots=True)
+class SpotHedgeLeanState:
+    active: tuple[bool, ...]
+    key: int
+    emptied: int = 0   # preemptions that took all our nodes in a zone
+    partial: int = 0   # preemptions or refusals that left a zone some of our nodes
+
+
+def initial_state(params: SpotHedgeLeanParams, zones: Sequence[str], seed: int) -> SpotHedgeLeanState:
+    return SpotHedgeLeanState(active=(True,) * len(zones), key=seed_key(seed))
+
+
+def decide(observation: Observation, params: SpotHedgeLeanParams, state: SpotHedgeLeanState,
+           now: float) -> tuple[Plan, SpotHedgeLeanState]:
+    zones, n = observation.zones, observation.target
+    emptied = state.emptied + sum(1 for z in zones if z.preempted and not z.held)
+    partial = state.partial + sum(1 for z in zones if z.lost and z.held)
+    active = active_zones(zones, state.active)
+    lone = len(zones) > 1 and sum(active) == 1
+    spare = 0 if lone and emptied >= params.lone_evidence and not partial else params.overprovision
+    want = n + spare
+    spot, key = spread([z.held for z in zones], want, active, state.key)
+    kept = min(sum(z.held for z in zones), want)  # held nodes the plan keeps; the rest of `want` is new launches
+    on_demand = min(n, want - kept)
+    # On-demand already held stays until ready spot covers the target (releasing it for cold spot opens a gap).
+    on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
+    return (Plan(on_demand=max(0, on_demand), spot=tuple(spot)),
+            SpotHedgeLeanState(active=active, key=key, emptied=emptied, partial=partial))
