@@ -257,9 +257,10 @@ def test_update_rolls_replicas_without_a_gap(world):
     assert backend.launches[-1].version_policy == "latest"
 
 
-def test_policy_state_survives_a_restart(world, tmp_path):
+@pytest.mark.parametrize("policy", ["spothedge", "spothedge-lean"])
+def test_policy_state_survives_a_restart(world, tmp_path, policy):
     clock, store, backend, gateway, r = world
-    pool = store.get_pool("gpu").model_copy(update={"policy": "spothedge"})
+    pool = store.get_pool("gpu").model_copy(update={"policy": policy})
     store.update_pool(pool)
     backend.spot_caps = {"z-b": 0}  # z-b refuses: SpotHedge marks it preempted
     gateway.qps_["bert-tfserving"] = 30.0
@@ -267,7 +268,7 @@ def test_policy_state_survives_a_restart(world, tmp_path):
     state = r._memory("gpu").state
     assert state is not None and False in state.active
     from tidal.control.reconciler import _load_policy_state
-    kept = _load_policy_state(store.get_pool_state("gpu"), "spothedge", r._memory("gpu").zones)
+    kept = _load_policy_state(store.get_pool_state("gpu"), policy, r._memory("gpu").zones)
     assert kept == state  # what a restarted control plane starts from
     assert _load_policy_state(store.get_pool_state("gpu"), "ess", r._memory("gpu").zones) is None
 
