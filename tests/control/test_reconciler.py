@@ -1,6 +1,7 @@
 """The reconcile loop with a fake clock, a fake backend and a fake gateway: the seed's procedure, step by step."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -383,3 +384,14 @@ def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
     assert noticed and all(x.ready_at is None for x in noticed)
     routed = {e.id for e in gateway.services_["bert-tfserving"]}
     assert routed == {first[0].id}  # only the replica that answered ready
+
+
+def test_a_policy_state_saved_by_an_older_version_is_dropped():
+    # An older TidalState had fewer fields: unpickling fills the fields it had and leaves the rest unset (a slots
+    # dataclass's __setstate__ zips fields with values), which would fail at the next decision.
+    from tidal.capacity.policies import tidal
+    from tidal.control.reconciler import _complete
+    full = tidal.initial_state(tidal.TidalParams(), ["a", "b"], 0)
+    old = tidal.TidalState.__new__(tidal.TidalState)
+    old.__setstate__([getattr(full, f.name) for f in dataclasses.fields(full)][:3])
+    assert _complete(full) and not _complete(old)

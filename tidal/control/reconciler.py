@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
 import pickle
@@ -120,7 +121,23 @@ def _load_policy_state(text: str | None, policy: str, zones: tuple[str, ...]):
         kept_policy, kept_zones, state = pickle.loads(base64.b64decode(text))
     except Exception:  # a state from another version of the policy: start afresh
         return None
-    return state if (kept_policy, tuple(kept_zones)) == (policy, zones) else None
+    if (kept_policy, tuple(kept_zones)) != (policy, zones) or not _complete(state):
+        return None
+    return state
+
+
+def _complete(state) -> bool:
+    """Whether an unpickled policy state has every field its class has now: a state saved by an older version
+    of the policy unpickles without the fields added since, and would fail at the next decision."""
+    if not dataclasses.is_dataclass(state):
+        return True
+    for f in dataclasses.fields(state):
+        if not hasattr(state, f.name):
+            return False
+        value = getattr(state, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type) and not _complete(value):
+            return False
+    return True
 
 
 def _workload_name(name: str) -> str | None:
