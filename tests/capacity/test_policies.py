@@ -8,7 +8,7 @@ import pytest
 
 from tidal.capacity.policies import POLICIES, Observation, Plan, ZoneView
 from tidal.capacity.policies import ess, even_spread, keyed_random, on_demand, placement, round_robin, spot_only
-from tidal.capacity.policies import spothedge, spothedge_lean, tidal
+from tidal.capacity.policies import hedge, spothedge, spothedge_lean, tidal
 
 
 def obs(held, ready=None, lost=None, target=3, od_held=0, od_ready=0, prices=None, noticed=None, failed=None):
@@ -283,106 +283,156 @@ def test_ess_one_call_per_tick_against_capacities():
 
 
 # -- tidal -----------------------------------------------------------------------------------------------------------
-def _tidal(o, state=None, now=0.0, **kw):
-    params = tidal.TidalParams(**kw)
-    state = state or tidal.initial_state(params, [z.name for z in o.zones], 0)
-    return tidal.decide(o, params, state, now)
+def _tidal(o, params=tidal.TidalParams(), **state_fields):
+    state = tidal.initial_state(params, [z.name for z in o.zones], 0)
+    return tidal.decide(o, params, dataclasses.replace(state, **state_fields), 0.0)
 
 
-def test_tidal_starts_with_on_demand_alongside_unproven_spot():
+@pytest.mark.parametrize("held,ready,od_held,od_ready,expected_od", [
+    ([0, 0, 0], [0, 0, 0], 0, 0, 3),  # nothing held: 4 new spot, on-demand for the target alongside (SpotHedge: 3)
+    ([2, 1, 0], [2, 1, 0], 0, 0, 1),  # one new spot launch: one on-demand alongside it (SpotHedge: 4 - 3 = 1)
+    ([2, 1, 1], [2, 1, 0], 0, 0, 0),  # the launch was taken, a cold spare: ready spot covers N (SpotHedge: 1)
+    ([2, 1, 1], [2, 1, 0], 1, 0, 0),  # on-demand still cold goes too: it would be ready no sooner than the spare
+    ([2, 1, 1], [1, 1, 0], 2, 0, 1),  # held on-demand stays while ready spot (2) is short of N: 3 - 2 = 1
+    ([2, 1, 1], [2, 1, 0], 1, 1, 1),  # ready on-demand is the spare until the spot one is ready (spothedge-lean: 0)
+    ([2, 1, 1], [2, 1, 1], 1, 1, 0),  # all spot ready: on-demand released
+], ids=["start", "one relaunch", "cold spare", "cold on-demand goes", "keep for the target", "ready spare stays",
+        "release"])
+def test_tidal_on_demand_covers_the_target_and_a_ready_spare(held, ready, od_held, od_ready, expected_od):
+    o = obs(held, ready, od_held=od_held, od_ready=od_ready)
+    plan, _ = _tidal(o)
+    sh, _ = spothedge.decide(o, spothedge.SpotHedgeParams(), spothedge.initial_state(spothedge.SpotHedgeParams(),
+                                                                                     "abc", 0), 0.0)
+    assert plan.on_demand == expected_od <= sh.on_demand and plan.spot == sh.spot
+
+
+def test_tidal_places_spot_exactly_as_spothedge():
+    # Same active set, same random draws: the same zones, over a run of losses and refusals.
+    sh = spothedge.initial_state(spothedge.SpotHedgeParams(), "abcd", 7)
+    ours = tidal.initial_state(tidal.TidalParams(), "abcd", 7)
+    looks = [obs([0, 0, 0, 0]), obs([1, 1, 1, 1]), obs([0, 1, 1, 1], lost=[1, 0, 0, 0]),
+             obs([1, 0, 1, 1], failed=[0, 1, 0, 0]), obs([2, 0, 0, 1], lost=[0, 0, 1, 0])]
+    for o in looks:
+        a, sh = spothedge.decide(o, spothedge.SpotHedgeParams(), sh, 0.0)
+        b, ours = tidal.decide(o, tidal.TidalParams(), ours, 0.0)
+        assert a.spot == b.spot and sh.active == ours.active and sh.key == ours.key
+
+
+@pytest.mark.parametrize("evidence,lost,emptied,partial,expected_spot", [
+    # Zones 1 and 2 just lost nodes: zone 0 is the only one active, and holds all the spot.
+    (0, [0, 2, 2], 5, 0, (4, 0, 0)),   # off by default: SpotHedge's spare, whatever was seen
+    (3, [0, 2, 1], 2, 0, (3, 0, 0)),   # zone 1 lost both its nodes: the third such loss, none partial: no spare
+    (3, [0, 1, 1], 2, 0, (4, 0, 0)),   # zones that held one node say nothing of whole-zone losses: still 2
+    (3, [0, 2, 2], 5, 1, (4, 0, 0)),   # a zone was once cut down but not out: the spare helps
+], ids=["default: off", "evidence reached", "one-node losses do not count", "partial losses seen"])
+def test_tidal_lone_zone_rule_is_opt_in_and_counts_only_whole_multi_node_losses(evidence, lost, emptied, partial,
+                                                                                expected_spot):
+    plan, state = _tidal(obs([3, 0, 0], lost=lost), tidal.TidalParams(lone_evidence=evidence), emptied=emptied,
+                         partial=partial)
+    assert state.active == (True, False, False) and plan.spot == expected_spot
+
+
+# -- tidal-hedge -----------------------------------------------------------------------------------------------------
+def _hedge(o, state=None, now=0.0, **kw):
+    params = hedge.HedgeParams(**kw)
+    state = state or hedge.initial_state(params, [z.name for z in o.zones], 0)
+    return hedge.decide(o, params, state, now)
+
+
+def test_hedge_starts_with_on_demand_alongside_unproven_spot():
     # Before any loss is seen, the prior (4 losses a day per zone) makes one spare worth its price: N + 1 spot,
     # fewest per zone first; none of it confirmed yet, so N on-demand start alongside.
-    plan, _ = _tidal(obs([0, 0, 0], [0, 0, 0]))
+    plan, _ = _hedge(obs([0, 0, 0], [0, 0, 0]))
     assert plan == Plan(on_demand=3, spot=(2, 1, 1))
 
 
-def test_tidal_keeps_on_demand_until_ready_spot_takes_its_place():
-    _, state = _tidal(obs([0, 0, 0], [0, 0, 0]))
+def test_hedge_keeps_on_demand_until_ready_spot_takes_its_place():
+    _, state = _hedge(obs([0, 0, 0], [0, 0, 0]))
     # 30 s later: the spot launches were confirmed (held) but are cold: the on-demand held stays.
-    plan, state = _tidal(obs([2, 1, 1], [0, 0, 0], od_held=3), state, 30.0)
+    plan, state = _hedge(obs([2, 1, 1], [0, 0, 0], od_held=3), state, 30.0)
     assert plan.on_demand == 3
     # Spot ready: on-demand released.
-    plan, state = _tidal(obs([2, 1, 1], [2, 1, 1], od_held=3, od_ready=3), state, 150.0)
+    plan, state = _hedge(obs([2, 1, 1], [2, 1, 1], od_held=3, od_ready=3), state, 150.0)
     assert plan == Plan(on_demand=0, spot=(2, 1, 1))
     # Only 2 spot ready of 3 held (one cold): one held on-demand node stays for it, no new one is launched.
-    plan, _ = _tidal(obs([1, 1, 1], [1, 1, 0], od_held=1, od_ready=1), state, 180.0, outage_value=0.0)
+    plan, _ = _hedge(obs([1, 1, 1], [1, 1, 0], od_held=1, od_ready=1), state, 180.0, outage_value=0.0)
     assert plan == Plan(on_demand=1, spot=(1, 1, 1))
-    plan, _ = _tidal(obs([1, 1, 1], [1, 1, 0]), state, 180.0, outage_value=0.0)
+    plan, _ = _hedge(obs([1, 1, 1], [1, 1, 0]), state, 180.0, outage_value=0.0)
     assert plan == Plan(on_demand=0, spot=(1, 1, 1))
 
 
-def test_tidal_backs_off_a_refusing_zone_and_learns_its_capacity():
-    _, state = _tidal(obs([0, 0, 0], [0, 0, 0]))
-    plan, state = _tidal(obs([1, 0, 1], failed=[0, 1, 0]), state, 30.0, outage_value=0.0)
+def test_hedge_backs_off_a_refusing_zone_and_learns_its_capacity():
+    _, state = _hedge(obs([0, 0, 0], [0, 0, 0]))
+    plan, state = _hedge(obs([1, 0, 1], failed=[0, 1, 0]), state, 30.0, outage_value=0.0)
     # Zone 1 refused: retry no sooner than the 60 s backoff; the missing node goes to another zone, with
     # on-demand alongside it until the launch is confirmed.
     assert state.zones[1].retry_at == 90.0 and state.zones[1].cap_hint == 0
     assert plan == Plan(on_demand=1, spot=(2, 0, 1))
     # A second refusal in a row doubles the backoff (120 s).
-    _, state = _tidal(obs([2, 0, 1], failed=[0, 1, 0]), state, 90.0, outage_value=0.0)
+    _, state = _hedge(obs([2, 0, 1], failed=[0, 1, 0]), state, 90.0, outage_value=0.0)
     assert state.zones[1].retry_at == 90.0 + 120.0
 
 
 def _calm_day(params):
     """A day holding one ready node in each of three zones without a loss."""
-    state = tidal.initial_state(params, ["a", "b", "c"], 0)
+    state = hedge.initial_state(params, ["a", "b", "c"], 0)
     now, plan = 0.0, None
     for i in range(2880):
-        plan, state = tidal.decide(obs([1, 1, 1] if i else [0, 0, 0], [1, 1, 1] if i > 5 else [0, 0, 0]),
+        plan, state = hedge.decide(obs([1, 1, 1] if i else [0, 0, 0], [1, 1, 1] if i > 5 else [0, 0, 0]),
                                    params, state, now)
         now += 30.0
     return plan, state, now
 
 
-def test_tidal_spare_follows_the_learned_risk():
-    params = tidal.TidalParams()
+def test_hedge_spare_follows_the_learned_risk():
+    params = hedge.HedgeParams()
     plan, state, now = _calm_day(params)
     # A calm day: the learned loss rate is low, the spare is not worth its price.
     assert plan == Plan(on_demand=0, spot=(1, 1, 1))
     # Zone b takes its node: it backs off; a spare goes to a calm zone, on-demand alongside until confirmed.
-    plan, state = tidal.decide(obs([1, 0, 1], [1, 0, 1], lost=[0, 1, 0]), params, state, now)
+    plan, state = hedge.decide(obs([1, 0, 1], [1, 0, 1], lost=[0, 1, 0]), params, state, now)
     assert plan == Plan(on_demand=1, spot=(2, 0, 1))
     # With outage_value 0 the cheapest cover wins; with a huge one, the most spares allowed (max_spare).
-    assert tidal.decide(obs([1, 1, 1]), params.model_copy(update={"outage_value": 0.0}), state, now)[0] \
+    assert hedge.decide(obs([1, 1, 1]), params.model_copy(update={"outage_value": 0.0}), state, now)[0] \
         == Plan(on_demand=0, spot=(1, 1, 1))
     big = params.model_copy(update={"outage_value": 1e9})
-    assert sum(tidal.decide(obs([1, 1, 1]), big, state, now)[0].spot) == 3 + big.max_spare
+    assert sum(hedge.decide(obs([1, 1, 1]), big, state, now)[0].spot) == 3 + big.max_spare
 
 
-def test_tidal_spares_are_on_demand_where_spot_cannot_be_had():
-    params = tidal.TidalParams(outage_value=1e6)
+def test_hedge_spares_are_on_demand_where_spot_cannot_be_had():
+    params = hedge.HedgeParams(outage_value=1e6)
     # Two zones that refused their next node (their capacities, 2 and 1, are known until the backoff ends): the
     # spares the risk asks for are on-demand (SpotHedge's fallback, for the spares too): two, so that losing
     # zone a's two nodes still leaves three.
-    state = tidal.initial_state(params, ["a", "b"], 0)
-    _, state = tidal.decide(Observation(3, (ZoneView("a", 0, 0), ZoneView("b", 0, 0))), params, state, 0.0)
-    plan, _ = tidal.decide(Observation(3, (ZoneView("a", 2, 2, 0, 1), ZoneView("b", 1, 1, 0, 1)), 0, 0),
+    state = hedge.initial_state(params, ["a", "b"], 0)
+    _, state = hedge.decide(Observation(3, (ZoneView("a", 0, 0), ZoneView("b", 0, 0))), params, state, 0.0)
+    plan, _ = hedge.decide(Observation(3, (ZoneView("a", 2, 2, 0, 1), ZoneView("b", 1, 1, 0, 1)), 0, 0),
                            params, state, 30.0)
     assert plan == Plan(on_demand=2, spot=(2, 1))
 
 
-def test_tidal_buys_no_spare_beside_nodes_all_in_one_zone():
-    params = tidal.TidalParams(outage_value=1e6)
+def test_hedge_buys_no_spare_beside_nodes_all_in_one_zone():
+    params = hedge.HedgeParams(outage_value=1e6)
     # A lone zone holding the target: a loss there is valued as taking all its nodes, which one or two spares
     # cannot cover (three on-demand would, but the policy never hedges a whole zone with on-demand).
-    state = tidal.initial_state(params, ["a"], 0)
-    _, state = tidal.decide(Observation(3, (ZoneView("a", 0, 0),)), params, state, 0.0)
-    plan, _ = tidal.decide(Observation(3, (ZoneView("a", 3, 3, 0, 1),), 0, 0), params, state, 30.0)
+    state = hedge.initial_state(params, ["a"], 0)
+    _, state = hedge.decide(Observation(3, (ZoneView("a", 0, 0),)), params, state, 0.0)
+    plan, _ = hedge.decide(Observation(3, (ZoneView("a", 3, 3, 0, 1),), 0, 0), params, state, 30.0)
     assert plan == Plan(on_demand=0, spot=(3,))
 
 
-def test_tidal_is_pure():
+def test_hedge_is_pure():
     o = obs([1, 1, 1], [1, 1, 1], lost=[0, 1, 0])
-    params = tidal.TidalParams()
-    state = tidal.initial_state(params, ["a", "b", "c"], 0)
-    first = tidal.decide(o, params, state, 10.0)
-    assert tidal.decide(o, params, state, 10.0) == first
-    assert state == tidal.initial_state(params, ["a", "b", "c"], 0)
+    params = hedge.HedgeParams()
+    state = hedge.initial_state(params, ["a", "b", "c"], 0)
+    first = hedge.decide(o, params, state, 10.0)
+    assert hedge.decide(o, params, state, 10.0) == first
+    assert state == hedge.initial_state(params, ["a", "b", "c"], 0)
 
 
 def test_registry_names_and_params():
     assert set(POLICIES) == {"on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "spothedge-lean",
-                             "ess", "tidal"}
+                             "ess", "tidal-hedge", "tidal"}
     for name, policy in POLICIES.items():
         params = policy.params()
         state = policy.initial_state(params, ["a", "b"], 0)
@@ -390,22 +440,22 @@ def test_registry_names_and_params():
         assert len(plan.spot) == 2 and plan.on_demand >= 0, name
 
 
-def test_tidal_learns_exposure_and_loss_shapes():
-    params = tidal.TidalParams()
-    _, state = _tidal(obs([0, 0], [0, 0]))
+def test_hedge_learns_exposure_and_loss_shapes():
+    params = hedge.HedgeParams()
+    _, state = _hedge(obs([0, 0], [0, 0]))
     # 30 s holding 2 + 1 nodes; zone 0 then loses 1 of its 2 (partial), zone 1 its only node (whole).
-    _, state = tidal.decide(obs([1, 0], [1, 0], lost=[1, 1]), params, state, 30.0)
+    _, state = hedge.decide(obs([1, 0], [1, 0], lost=[1, 1]), params, state, 30.0)
     assert (state.partial, state.whole) == (1, 1)
     assert sum(state.events) == 2 and sum(state.exposure) == pytest.approx(2 * 30.0)
     assert [m.events for m in state.zones] == [1, 1] and state.zones[0].upset_at == 30.0
 
 
-def test_tidal_backoff_stays_bounded_after_thousands_of_refusals():
+def test_hedge_backoff_stays_bounded_after_thousands_of_refusals():
     # A zone that has refused for weeks: the doubling is capped, not an overflow that takes the control plane down.
-    params = tidal.TidalParams()
-    state = tidal.initial_state(params, ["a", "b"], 0)
+    params = hedge.HedgeParams()
+    state = hedge.initial_state(params, ["a", "b"], 0)
     state = dataclasses.replace(state, zones=(dataclasses.replace(state.zones[0], failures=5000), state.zones[1]))
-    _, state = tidal.decide(obs([0, 1], failed=[1, 0]), params, state, 100.0)
+    _, state = hedge.decide(obs([0, 1], failed=[1, 0]), params, state, 100.0)
     assert state.zones[0].retry_at == 100.0 + params.max_backoff_seconds
 
 
@@ -418,5 +468,7 @@ def test_pool_params_take_the_pool_fields_then_policy_params():
     assert (params.on_demand_base, params.on_demand_percentage) == (1, 30)
     with pytest.raises(ValueError, match="policy 'ess' has no parameter 'outage_value'"):
         pool_params("ess", {}, {"outage_value": 3})
-    with pytest.raises(ValueError, match="policy 'tidal': max_spare:"):
-        pool_params("tidal", {}, {"max_spare": -1})
+    with pytest.raises(ValueError, match="policy 'tidal-hedge': max_spare:"):
+        pool_params("tidal-hedge", {}, {"max_spare": -1})
+    with pytest.raises(ValueError, match="policy 'tidal' has no parameter 'max_spare'"):
+        pool_params("tidal", {}, {"max_spare": 1})

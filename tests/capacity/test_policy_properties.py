@@ -44,3 +44,19 @@ def test_every_policy_plans_the_target_and_is_pure(name, seq, seed, gap):
         # Spot the pool may not get is covered by on-demand in the policies that fall back; the others hold N + k.
         assert sum(plan.spot) + plan.on_demand >= observation.target
         state = after
+
+
+@settings(max_examples=200, deadline=None)
+@given(seq=looks(), seed=st.integers(0, 2**31 - 1))
+def test_tidal_places_spot_as_spothedge_and_never_holds_more_on_demand(seq, seed):
+    # What makes `tidal` never dearer than SpotHedge, run by run: from the same looks, the same spot plan (zones,
+    # random draws, active set) and at most SpotHedge's on-demand.
+    sh, ours = POLICIES["spothedge"], POLICIES["tidal"]
+    sh_params, our_params = sh.params(), ours.params()
+    zones = [z.name for z in seq[0].zones]
+    sh_state, our_state = sh.initial_state(sh_params, zones, seed), ours.initial_state(our_params, zones, seed)
+    for i, observation in enumerate(seq):
+        a, sh_state = sh.decide(observation, sh_params, sh_state, i * 30.0)
+        b, our_state = ours.decide(observation, our_params, our_state, i * 30.0)
+        assert a.spot == b.spot and b.on_demand <= a.on_demand
+        assert (our_state.active, our_state.key) == (sh_state.active, sh_state.key)

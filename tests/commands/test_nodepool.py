@@ -17,8 +17,9 @@ def _body(*argv: str) -> dict:
 
 
 def test_policy_params_are_sent_as_a_map():
-    body = _body("--spot", "--policy", "tidal", "--policy-param", "outage_value=40", "--policy-param", "max_spare=1")
-    assert body["policy"] == "tidal" and body["policy_params"] == {"outage_value": "40", "max_spare": "1"}
+    body = _body("--spot", "--policy", "tidal-hedge", "--policy-param", "outage_value=40", "--policy-param",
+                 "max_spare=1")
+    assert body["policy"] == "tidal-hedge" and body["policy_params"] == {"outage_value": "40", "max_spare": "1"}
     assert "policy_params" not in _body("--spot")
 
 

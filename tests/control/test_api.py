@@ -62,8 +62,8 @@ CASES = [
     ("unknown policy parameter", "POST", "/api/v1/nodepools", dict(POOL, policy="tidal", policy_params={"nope": 1}),
      400, "policy 'tidal' has no parameter 'nope'"),
     ("bad policy parameter", "POST", "/api/v1/nodepools", dict(POOL, policy="tidal",
-                                                               policy_params={"outage_value": "lots"}),
-     400, "policy 'tidal': outage_value:"),
+                                                               policy_params={"lone_evidence": "lots"}),
+     400, "policy 'tidal': lone_evidence:"),
     ("unknown type", "POST", "/api/v1/nodepools", dict(POOL, instance_types=["x.y"]), 400, "unknown instance type"),
     ("service without volume", "POST", "/api/v1/services", None, 404, "volume 'model-pvc' not found"),
     ("preempt a missing pool", "POST", "/api/v1/nodepools/none/preempt", {"count": 1}, 404, "not found"),
@@ -127,7 +127,7 @@ def test_event_log_is_bounded(tmp_path):
 
 def test_policy_params_reach_the_policy(api):
     a, store, _ = api
-    status, pool = call(a, "POST", "/api/v1/nodepools", dict(POOL, policy="tidal",
+    status, pool = call(a, "POST", "/api/v1/nodepools", dict(POOL, policy="tidal-hedge",
                                                             policy_params={"outage_value": "40", "max_spare": 1}))
     assert status == 201 and pool["spec"]["policy_params"] == {"outage_value": "40", "max_spare": 1}
     spec = store.get_pool("gpu-pool")

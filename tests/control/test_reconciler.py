@@ -258,7 +258,7 @@ def test_update_rolls_replicas_without_a_gap(world):
     assert backend.launches[-1].version_policy == "latest"
 
 
-@pytest.mark.parametrize("policy", ["spothedge", "spothedge-lean"])
+@pytest.mark.parametrize("policy", ["spothedge", "spothedge-lean", "tidal"])
 def test_policy_state_survives_a_restart(world, tmp_path, policy):
     clock, store, backend, gateway, r = world
     pool = store.get_pool("gpu").model_copy(update={"policy": policy})
@@ -387,11 +387,11 @@ def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
 
 
 def test_a_policy_state_saved_by_an_older_version_is_dropped():
-    # An older TidalState had fewer fields: unpickling fills the fields it had and leaves the rest unset (a slots
-    # dataclass's __setstate__ zips fields with values), which would fail at the next decision.
-    from tidal.capacity.policies import tidal
+    # An older HedgeState (then TidalState) had fewer fields: unpickling fills the fields it had and leaves the rest
+    # unset (a slots dataclass's __setstate__ zips fields with values), which would fail at the next decision.
+    from tidal.capacity.policies import hedge
     from tidal.control.reconciler import _complete
-    full = tidal.initial_state(tidal.TidalParams(), ["a", "b"], 0)
-    old = tidal.TidalState.__new__(tidal.TidalState)
+    full = hedge.initial_state(hedge.HedgeParams(), ["a", "b"], 0)
+    old = hedge.HedgeState.__new__(hedge.HedgeState)
     old.__setstate__([getattr(full, f.name) for f in dataclasses.fields(full)][:3])
     assert _complete(full) and not _complete(old)

@@ -69,7 +69,7 @@ def test_serve_json(capsys, traces_dir):
 
 def test_spot_policy_params(capsys, traces_dir):
     def tidal_cost(*extra):
-        assert main(["simulate", "spot", "--traces", traces_dir, "--policy", "tidal", "--repeats", "1",
+        assert main(["simulate", "spot", "--traces", traces_dir, "--policy", "tidal-hedge", "--repeats", "1",
                      "--ticks", "600", "-o", "json", *extra]) == 0
         return json.loads(capsys.readouterr().out)["relative_cost"]
     # A larger outage value buys more spares: never cheaper.
@@ -79,8 +79,8 @@ def test_spot_policy_params(capsys, traces_dir):
 
 @pytest.mark.parametrize("param,message", [
     ("nope=1", "--param nope: no such parameter for tidal (parameters: "),
-    ("outage_value=abc", "bad parameters for policy 'tidal'"),
-    ("outage_value", "expected KEY=VALUE"),
+    ("lone_evidence=abc", "bad parameters for policy 'tidal'"),
+    ("lone_evidence", "expected KEY=VALUE"),
 ])
 def test_spot_bad_params_are_one_line_errors(capsys, traces_dir, param, message):
     assert main(["simulate", "spot", "--traces", traces_dir, "--policy", "tidal", "--repeats", "1",

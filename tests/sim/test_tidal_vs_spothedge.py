@@ -1,7 +1,8 @@
-"""Tidal's policy against SpotHedge on synthetic traces nobody tuned on (the protocol, 3 repeats to stay fast)."""
+"""Tidal's policies against SpotHedge on synthetic traces nobody tuned on (the protocol, 3 repeats to stay fast)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tidal.capacity.policies import POLICIES
@@ -9,51 +10,65 @@ from tidal.sim import synthetic, traces
 from tidal.sim.protocol import ProtocolSettings, run_trace
 
 
-def _both(trace, repeats=3):
+def _runs(trace, names=("spothedge", "tidal", "tidal-hedge"), repeats=3):
     expanded = traces.expand(trace, 30)
     caps = [traces.window(expanded, o, 2880) for o in traces.offsets(expanded, 2880, repeats, 0)]
-    out = {}
-    for name in ("spothedge", "tidal"):
-        policy = POLICIES[name]
-        r = run_trace(caps, trace.zones, policy, policy.params(), ProtocolSettings())
-        out[name] = (r.availability.mean(), r.relative_cost.mean())
-    return out
+    return {name: run_trace(caps, trace.zones, POLICIES[name], POLICIES[name].params(), ProtocolSettings())
+            for name in names}
 
 
-def test_always_available_costs_the_target_in_spot():
-    out = _both(synthetic.constant_trace(3, synthetic.UNLIMITED))
-    # SpotHedge holds N + 1 = 4 spot always; Tidal starts the same (the prior makes a spare worth it) and drops the
-    # spare once the calm it has seen outweighs the prior. Both start on-demand
-    # alongside spot and release it once spot is ready: 3 on-demand are charged for tick d = 4 only.
-    # Over the 2876 measured ticks, relative to 3 x 3 x 2876:
-    assert out["spothedge"] == (1.0, pytest.approx((4 * 2876 + 3 * 3) / (9 * 2876)))
-    # Tidal's spare lasts about eight hours (its prior is 4 losses a day per zone, weighed as one event): ~930
-    # spare node-ticks, 3.6% of the on-demand cost on top of the N spot.
+def _means(trace):
+    return {name: (r.availability.mean(), r.relative_cost.mean()) for name, r in _runs(trace).items()}
+
+
+def test_always_available_costs_spothedges_spare_or_bets_on_calm():
+    out = _means(synthetic.constant_trace(3, synthetic.UNLIMITED))
+    # SpotHedge holds N + 1 = 4 spot always, and so does `tidal`: a causal policy that held less here would be less
+    # available than SpotHedge on a trace that starts the same and then loses a node. Both start on-demand alongside
+    # spot and release it once spot is ready: 3 on-demand are charged for tick d = 4 only. Over the 2876 measured
+    # ticks, relative to 3 x 3 x 2876:
+    spothedge = (1.0, pytest.approx((4 * 2876 + 3 * 3) / (9 * 2876)))
+    assert out["spothedge"] == spothedge and out["tidal"] == spothedge
+    # `tidal-hedge` starts the same (its prior makes a spare worth it) and drops the spare once the calm it has seen
+    # outweighs the prior, after about eight hours (the prior is 4 losses a day per zone, weighed as one event):
+    # ~930 spare node-ticks, 3.6% of the on-demand cost on top of the N spot.
     floor = (3 * 2876 + 3 * 3) / (9 * 2876)
-    assert out["tidal"][0] == 1.0 and floor + 0.025 < out["tidal"][1] < floor + 0.045
+    assert out["tidal-hedge"][0] == 1.0 and floor + 0.025 < out["tidal-hedge"][1] < floor + 0.045
 
 
 def test_never_available_falls_back_to_on_demand_from_the_start():
-    out = _both(synthetic.constant_trace(3, 0))
-    assert out["tidal"] == (1.0, pytest.approx(1.0)) and out["spothedge"] == (1.0, pytest.approx(1.0))
+    out = _means(synthetic.constant_trace(3, 0))
+    assert all(v == (1.0, pytest.approx(1.0)) for v in out.values())
+
+
+@pytest.mark.parametrize("trace", [
+    synthetic.markov_trace(synthetic.MarkovZones(mean_up_points=100, mean_down_points=30), 1),
+    synthetic.markov_trace(synthetic.MarkovZones(zones=3, mean_up_points=20, mean_down_points=5,
+                                                 up_capacity=synthetic.UNLIMITED), 8),
+    synthetic.lognormal_trace(4, 20, 20, 1.2, 6, 11, partial=0.2),
+    synthetic.walk_trace(3, 8, 0.2, 13, crash=0.003),
+], ids=["4 per zone on/off", "zones that empty at once", "log-normal, partial", "random walk"])
+def test_tidal_is_spothedge_run_by_run_for_less(trace):
+    out = _runs(trace, ("spothedge", "tidal"))
+    sh, ours = out["spothedge"], out["tidal"]
+    for a, b in zip(sh.repeats, ours.repeats):
+        # The same spot nodes in the same zones at every tick, never more on-demand, so never dearer; and, on
+        # these traces, ready as often (on-demand it does not hold could only have mattered after a second loss
+        # within one cold start of a spare that is itself cold).
+        assert np.array_equal(a.spot_held, b.spot_held) and (b.on_demand_held <= a.on_demand_held).all()
+        assert b.availability == a.availability and b.relative_cost <= a.relative_cost
+    assert ours.relative_cost.mean() < sh.relative_cost.mean()
 
 
 @pytest.mark.parametrize("spec,seed", [
     (synthetic.MarkovZones(mean_up_points=100, mean_down_points=30), 1),
     (synthetic.MarkovZones(zones=2, mean_up_points=80, mean_down_points=40), 4),
 ], ids=["3 independent on/off zones", "2 zones"])
-def test_markov_zones_cost_less_at_about_the_same_availability(spec, seed):
-    out = _both(synthetic.markov_trace(spec, seed))
-    (sh_a, sh_c), (t_a, t_c) = out["spothedge"], out["tidal"]
+def test_tidal_hedge_costs_less_at_about_the_same_availability(spec, seed):
+    out = _means(synthetic.markov_trace(spec, seed))
+    (sh_a, sh_c), (t_a, t_c) = out["spothedge"], out["tidal-hedge"]
     assert t_c < sh_c - 0.03
     assert t_a >= sh_a - 0.005
-
-
-def _pair(trace, names=("spothedge", "spothedge-lean"), repeats=3):
-    expanded = traces.expand(trace, 30)
-    caps = [traces.window(expanded, o, 2880) for o in traces.offsets(expanded, 2880, repeats, 0)]
-    return {name: run_trace(caps, trace.zones, POLICIES[name], POLICIES[name].params(), ProtocolSettings())
-            for name in names}
 
 
 @pytest.mark.parametrize("spec,seed", [
@@ -61,7 +76,7 @@ def _pair(trace, names=("spothedge", "spothedge-lean"), repeats=3):
     (synthetic.MarkovZones(mean_up_points=100, mean_down_points=30), 1),
 ], ids=["zones that empty at once", "4 nodes per zone"])
 def test_spothedge_lean_is_spothedge_with_less_on_demand_and_no_useless_spare(spec, seed):
-    out = _pair(synthetic.markov_trace(spec, seed))
+    out = _runs(synthetic.markov_trace(spec, seed), ("spothedge", "spothedge-lean"))
     sh, lean = out["spothedge"], out["spothedge-lean"]
     # Run by run: never more spot held than SpotHedge's N + 1 at any tick, and cheaper in every repeat.
     for a, b in zip(sh.repeats, lean.repeats):

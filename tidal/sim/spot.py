@@ -14,8 +14,8 @@ from tidal.sim import optimal, traces
 from tidal.sim.protocol import ProtocolSettings, RepeatResult, TraceResult, run_repeat
 
 OPTIMAL = "optimal"
-NAMES = ("on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "spothedge-lean", "ess", "tidal",
-         OPTIMAL)
+NAMES = ("on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "spothedge-lean", "ess", "tidal-hedge",
+         "tidal", OPTIMAL)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tidal.capacity.policies import (ess, even_spread, on_demand, round_robin, spot_only, spothedge,
+from tidal.capacity.policies import (ess, even_spread, hedge, on_demand, round_robin, spot_only, spothedge,
                                      spothedge_lean, tidal)
 from tidal.capacity.policies.types import Observation, Plan, PolicyDef, ZoneView
 
@@ -27,7 +27,10 @@ POLICIES: dict[str, PolicyDef] = {
     "ess": PolicyDef("ess", ess.EssParams, ess.initial_state, ess.decide,
                      "the seed's node pool: base + percentage on-demand, spot pools, compensate with on-demand"),
     "tidal": PolicyDef("tidal", tidal.TidalParams, tidal.initial_state, tidal.decide,
-                       "Tidal's default: spread spot, on-demand only where spot cannot be had, hazard-aware hedge"),
+                       "Tidal's default: SpotHedge's spot and spare, on-demand only where it can keep the pool "
+                       "serving"),
+    "tidal-hedge": PolicyDef("tidal-hedge", hedge.HedgeParams, hedge.initial_state, hedge.decide,
+                             "a spare sized by the pool's record of losses: none in calm (cheaper, bets on calm)"),
 }
 
 def pool_params(policy: str, fields: dict[str, Any], overrides: dict[str, Any]) -> BaseModel:

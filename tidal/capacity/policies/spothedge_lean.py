@@ -59,9 +59,18 @@ def decide(observation: Observation, params: SpotHedgeLeanParams, state: SpotHed
     spare = 0 if lone and emptied >= params.lone_evidence and not partial else params.overprovision
     want = n + spare
     spot, key = spread([z.held for z in zones], want, active, state.key)
-    kept = min(sum(z.held for z in zones), want)  # held nodes the plan keeps; the rest of `want` is new launches
-    on_demand = min(n, want - kept)
-    # On-demand already held stays until ready spot covers the target (releasing it for cold spot opens a gap).
-    on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
-    return (Plan(on_demand=max(0, on_demand), spot=tuple(spot)),
+    return (Plan(on_demand=on_demand_for(observation, want, keep_ready=False), spot=tuple(spot)),
             SpotHedgeLeanState(active=active, key=key, emptied=emptied, partial=partial))
+
+
+def on_demand_for(observation: Observation, want: int, keep_ready: bool) -> int:
+    """On-demand beside `want` spot nodes placed as SpotHedge places them, covering the target, not a cold spare:
+    one node alongside each new spot launch (the zone may refuse it), and those held stay while ready spot is
+    short of N. With `keep_ready`, on-demand that is ready also stays, up to `want`, until ready spot takes its
+    place: there it is the spare, and releasing it for a cold spot node leaves none for one cold start."""
+    n = observation.target
+    kept = min(observation.spot_held, want)  # held nodes the plan keeps; the rest of `want` is new launches
+    on_demand = max(min(n, want - kept), min(observation.on_demand_held, n - observation.spot_ready))
+    if keep_ready:
+        on_demand = max(on_demand, min(observation.on_demand_ready, want - observation.spot_ready))
+    return max(0, min(n, on_demand))
