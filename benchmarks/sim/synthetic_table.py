@@ -1,7 +1,7 @@
 """SpotHedge against Tidal's policy on traces nobody tuned on: the published traces transformed, and synthetic ones.
 
 Usage: .venv/bin/python benchmarks/sim/synthetic_table.py [--repeats 30] [--policy-seeds 2] [--seed 0]
-           [--trace-seed 0] [--jobs 2] [--policies spothedge,tidal]
+           [--trace-seed 0] [--jobs 2] [--policies spothedge,tidal,tidal:lone_evidence=3]
 Every policy runs on the same windows (`--repeats` offsets drawn as the protocol does, with `--seed`) and with the
 same `--policy-seeds` random seeds, so runs pair one to one; the table gives each policy's mean relative cost % /
 availability % and, against the first policy, the paired availability difference with its 95% band
@@ -24,7 +24,7 @@ import os
 import time
 from multiprocessing import Pool
 
-from tidal.capacity.policies import POLICIES
+from tidal.capacity.policies import POLICIES, pool_params
 from tidal.sim import compare, synthetic, traces
 from tidal.sim.protocol import ProtocolSettings, run_trace
 
@@ -81,8 +81,8 @@ def _run(job: tuple[str, str, int, int, int, int]) -> tuple[str, str, int, list[
     trace = cases(shift)[name]
     expanded = traces.expand(trace, 30)
     caps = [traces.window(expanded, o, 2880) for o in traces.offsets(expanded, 2880, repeats, seed)]
-    policy = POLICIES[policy_name]
-    result = run_trace(caps, trace.zones, policy, policy.params(), ProtocolSettings(), seed=policy_seed)
+    policy, params = _policy(policy_name)
+    result = run_trace(caps, trace.zones, policy, params, ProtocolSettings(), seed=policy_seed)
     return name, policy_name, policy_seed, result.relative_cost.tolist(), result.availability.tolist()
 
 
@@ -96,6 +96,11 @@ def main() -> None:
     parser.add_argument("--policies", default="spothedge,tidal")
     args = parser.parse_args()
     names, policies = list(cases(args.trace_seed)), args.policies.split(",")
+    for spec in policies:  # a bad name or parameter fails here, in one line, not in every worker
+        try:
+            _policy(spec)
+        except ValueError as exc:
+            parser.error(f"--policies {spec!r}: {exc}")
     policy_seeds = [1000 * k for k in range(args.policy_seeds)]  # run_trace seeds repeat i with seed + i
     started = time.time()
     with Pool(args.jobs) as pool:
@@ -128,14 +133,32 @@ def main() -> None:
         out.append(row)
     runs_each = args.repeats * args.policy_seeds
     for p in others:
+        # Run by run over every trace: how often the policy was less (more) available than the base, and dearer.
+        pairs = [(a, b, ca, cb) for n in names for a, b, ca, cb in zip(runs[(n, base)][1], runs[(n, p)][1],
+                                                                        runs[(n, base)][0], runs[(n, p)][0])]
+        less = sum(1 for a, b, _, _ in pairs if b < a - 1e-12)
+        more = sum(1 for a, b, _, _ in pairs if b > a + 1e-12)
+        dearer = sum(1 for _, _, ca, cb in pairs if cb > ca + 1e-12)
         print(f"\n{p} cheaper and at least as available as {base} on {strict[p]} of {len(names)} traces; "
-              f"{noise[p]} counting availability deficits within the 95% band")
+              f"{noise[p]} counting availability deficits within the 95% band; run by run, of {len(pairs)} runs: "
+              f"less available in {less}, more in {more}, dearer in {dearer}")
     print(f"{runs_each} paired runs per trace ({args.repeats} windows, seed {args.seed}, x {args.policy_seeds} "
           f"policy seeds), trace seed {args.trace_seed}; {time.time() - started:.0f} s with {args.jobs} jobs")
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthetic_table.json")
     with open(path, "w") as f:
         json.dump({"repeats": args.repeats, "policy_seeds": args.policy_seeds, "seed": args.seed,
                    "trace_seed": args.trace_seed, "rows": out}, f, indent=1)
+
+
+def _policy(spec: str):
+    """A policy and its parameters from NAME or NAME:KEY=VALUE+KEY=VALUE (e.g. tidal:lone_evidence=3)."""
+    name, _, given = spec.partition(":")
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
+    pairs = [kv.split("=", 1) for kv in given.split("+") if kv]
+    if any(len(kv) != 2 for kv in pairs):
+        raise ValueError("expected NAME:KEY=VALUE+KEY=VALUE")
+    return POLICIES[name], pool_params(name, {}, dict(pairs))
 
 
 def mean(values: list[float]) -> float:

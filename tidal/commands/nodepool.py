@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--label", action="append", default=[], help="node label K=V (repeatable)")
     p.add_argument("--spot", action="store_true", help="preemptible (spot) billing")
-    p.add_argument("--policy", help="capacity policy: ess (default with --spot), tidal, spothedge, spothedge-lean, spot-only, even-spread, round-robin, on-demand")
+    p.add_argument("--policy", help="capacity policy: ess (default with --spot), tidal, tidal-hedge, spothedge, "
+                                    "spothedge-lean, spot-only, even-spread, round-robin, on-demand")
     p.add_argument("--policy-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a parameter of the policy, e.g. outage_value=40 for tidal (repeatable)")
+                   help="a parameter of the policy, e.g. outage_value=40 for tidal-hedge (repeatable)")
     p.add_argument("--on-demand-base", type=int, default=0, help="the first N nodes are on-demand")
     p.add_argument("--on-demand-percentage", type=int, default=None,
                    help="share of on-demand nodes above the base (default 100; 0-100)")

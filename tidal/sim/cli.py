@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spot.add_argument("--seed", type=int, default=0)
     spot.add_argument("--on-demand-price", type=float, default=3.0, help="per replica-tick; spot costs 1")
     spot.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                      help="a policy parameter, e.g. outage_value=40 for tidal (repeatable)")
+                      help="a policy parameter, e.g. outage_value=40 for tidal-hedge (repeatable)")
     spot.add_argument("-o", "--output", choices=("table", "json"), default="table",
                       help="json: one object per policy (a list of them with --policy all)")
     from tidal.sim import workload_cli  # the fuller model's options live with it
