@@ -318,6 +318,21 @@ def test_tidal_places_spot_exactly_as_spothedge():
         assert a.spot == b.spot and sh.active == ours.active and sh.key == ours.key
 
 
+@pytest.mark.parametrize("last_target,growing,ready,expected_od", [
+    # Target 4, 5 spot held (2, 2, 1): the spare is the one not ready.
+    (4, False, [2, 1, 1], 0),   # steady: a cold spare gets no on-demand
+    (3, False, [2, 1, 1], 1),   # scale-out 3 -> 4: the ready spare is target now; SpotHedge's 5 - 4 = 1 covers
+    (4, True, [2, 1, 1], 1),    # still catching up: it stays
+    (4, True, [2, 2, 1], 0),    # caught up (5 ready): growth over
+    (5, True, [2, 1, 1], 0),    # scaled in again: growth over
+    (0, False, [2, 1, 1], 0),   # the first target is no scale-out
+], ids=["steady", "scale-out", "catching up", "caught up", "scaled in", "first target"])
+def test_tidal_covers_the_new_spare_after_a_scale_out(last_target, growing, ready, expected_od):
+    plan, state = _tidal(obs([2, 2, 1], ready, target=4), target=last_target, growing=growing)
+    assert plan.on_demand == expected_od and plan.spot == (2, 2, 1) and state.target == 4
+    assert state.growing == (expected_od == 1)
+
+
 @pytest.mark.parametrize("evidence,lost,emptied,partial,expected_spot", [
     # Zones 1 and 2 just lost nodes: zone 0 is the only one active, and holds all the spot.
     (0, [0, 2, 2], 5, 0, (4, 0, 0)),   # off by default: SpotHedge's spare, whatever was seen
