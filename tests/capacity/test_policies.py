@@ -333,6 +333,19 @@ def test_tidal_covers_the_new_spare_after_a_scale_out(last_target, growing, read
     assert state.growing == (expected_od == 1)
 
 
+@pytest.mark.parametrize("losses,exposure_days,expected_od", [
+    (0, 0.0, 0),      # the prior: 4 losses a day per node; 4 ready x 150 s x 4.6e-5/s = 0.03 expected: no cover
+    (6, 1.0, 0),      # 7 losses over 1 + 0.25 node-days: 6.5e-5/s x 4 x 150 s = 0.04
+    (60, 1.0, 1),     # 61 over 1.25: 5.6e-4/s x 4 x 150 s = 0.34 >= 0.1: the cold spare is covered, as SpotHedge does
+], ids=["prior only", "calm pool", "churning pool"])
+def test_tidal_covers_a_cold_spare_only_where_a_second_loss_within_a_cold_start_is_likely(losses, exposure_days,
+                                                                                         expected_od):
+    # 5 spot held, 4 ready (target 4): SpotHedge would hold 1 on-demand for the cold spare.
+    plan, state = _tidal(obs([2, 2, 1], [2, 1, 1], target=4), target=4, losses=losses,
+                         exposure=exposure_days * 86400.0)
+    assert plan.on_demand == expected_od and plan.spot == (2, 2, 1)
+
+
 @pytest.mark.parametrize("evidence,lost,emptied,partial,expected_spot", [
     # Zones 1 and 2 just lost nodes: zone 0 is the only one active, and holds all the spot.
     (0, [0, 2, 2], 5, 0, (4, 0, 0)),   # off by default: SpotHedge's spare, whatever was seen
