@@ -18,7 +18,14 @@ import tempfile
 import time
 
 from tidal.sim import synthetic
+from tidal.sim.traces import SpotTrace
 from tidal.sim.workload_cli import simulate, summary
+
+
+def world(zones: int = 10) -> SpotTrace:
+    """The scale run's synthetic trace: zones flipping on/off (100/30 points of 5 min), 8 nodes each when up."""
+    return synthetic.markov_trace(synthetic.MarkovZones(zones=zones, points=1200, mean_up_points=100,
+                                                        mean_down_points=30, up_capacity=8, partial=0.1), 0)
 
 
 def main() -> None:
@@ -29,8 +36,7 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=30.0)
     parser.add_argument("--policy", default="tidal")
     args = parser.parse_args()
-    trace = synthetic.markov_trace(synthetic.MarkovZones(zones=args.zones, points=1200, mean_up_points=100,
-                                                         mean_down_points=30, up_capacity=8, partial=0.1), 0)
+    trace = world(args.zones)
     with tempfile.TemporaryDirectory() as directory:
         synthetic.write_trace(trace, directory)
         sim_args = argparse.Namespace(

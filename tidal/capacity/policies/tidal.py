@@ -95,8 +95,9 @@ def decide(observation: Observation, params: TidalParams, state: TidalState, now
     # losses a second loss before the cold spare is ready is likely, and SpotHedge's on-demand for that spare is
     # what covers it (without this, 20-replica pools under heavy churn were 0.65 point less available).
     dt = 0.0 if state.last_now is None else max(0.0, now - state.last_now)
-    exposure = state.exposure + dt * (observation.spot_held + sum(z.preempted for z in zones))
-    losses = state.losses + sum(z.preempted for z in zones)
+    reclaimed = sum(z.preempted for z in zones)
+    exposure = state.exposure + dt * (observation.spot_held + reclaimed)
+    losses = state.losses + reclaimed
     rate = (losses + 1) / (exposure + 86400.0 / params.prior_losses_per_day)
     window = params.cold_start_seconds + params.decision_seconds
     risky = rate * observation.spot_ready * window >= params.insure_above
