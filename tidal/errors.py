@@ -88,6 +88,10 @@ class Unavailable(TidalError):
     code = Code.UNAVAILABLE
 
 
+class CapacityUnavailable(Unavailable):
+    """A launch the provider refused for lack of capacity (a spot zone with none left)."""
+
+
 class Unimplemented(TidalError):
     code = Code.UNIMPLEMENTED
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tidal.errors import Unavailable
+from tidal.errors import CapacityUnavailable
 
-
-class CapacityUnavailable(Unavailable):
-    """A launch the provider refused for lack of capacity (a spot zone with none left)."""
+__all__ = ["CapacityUnavailable", "NodeLaunch", "ReplicaLaunch", "ReplicaHandle", "Backend"]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ class PoolNode:
     launched_at: float
     empty_since: float | None = None  # None while a replica is bound to it
     cordoned: bool = False            # its replicas are moving off it (a Drain in progress)
+    reclaim_at: float | None = None   # a noticed spot node: when the provider takes it
 
 
 @dataclass(frozen=True)

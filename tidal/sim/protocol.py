@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tidal.capacity.policies.types import Observation, PolicyDef, ZoneView
+from tidal.sim.pool import SimPool
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def score(spot_held: np.ndarray, on_demand_held: np.ndarray, settings: ProtocolS
 
 def run_repeat(capacity: np.ndarray, zones: Sequence[str], policy: PolicyDef, params: Any, seed: int,
                settings: ProtocolSettings, spot_prices: Sequence[float] | None = None) -> RepeatResult:
-    """One repeat: `capacity` is zones x ticks."""
+    """One repeat: `capacity` is zones x ticks. The Plans are carried out by the control plane's executor
+    (`tidal.sim.pool.SimPool`), so a refused launch and a reclaim reach the policy as they do in a live pool."""
     n_zones, ticks = capacity.shape
     d = settings.cold_start_ticks
     prices = [settings.spot_price] * n_zones if spot_prices is None else list(spot_prices)
@@ -66,9 +68,8 @@ def run_repeat(capacity: np.ndarray, zones: Sequence[str], policy: PolicyDef, pa
     held = np.zeros((ticks, n_zones), dtype=np.int64)
     od = np.zeros(ticks, dtype=np.int64)
     state = policy.initial_state(params, list(zones), seed)
+    pool = SimPool(zones, prices, settings.on_demand_price)
     prev_held = [0] * n_zones
-    preempted = [0] * n_zones
-    failed = [0] * n_zones
     od_held = 0
     for t in range(ticks):
         # The decision at t sees tick t-1: ready(t-1) = min(held[t-1-d..t-1]), nothing ready before d.
@@ -77,21 +78,19 @@ def run_repeat(capacity: np.ndarray, zones: Sequence[str], policy: PolicyDef, pa
             od_ready = int(od[t - 1 - d:t].min())
         else:
             ready, od_ready = [0] * n_zones, 0
+        ledger = pool.ledger
         obs = Observation(
             target=settings.target,
-            zones=tuple(ZoneView(zones[z], prev_held[z], ready[z], preempted[z], failed[z], 0, prices[z])
-                        for z in range(n_zones)),
+            zones=tuple(ZoneView(zones[z], prev_held[z], ready[z], ledger.preempted.get(zones[z], 0),
+                                 ledger.launch_failed.get(zones[z], 0), 0, prices[z]) for z in range(n_zones)),
             on_demand_held=od_held, on_demand_ready=od_ready, on_demand_price=settings.on_demand_price)
-        plan, state = policy.decide(obs, params, state, t * settings.tick_seconds)
-        caps = cap[t]
-        now_held = [min(p, c) for p, c in zip(plan.spot, caps)]
-        for z in range(n_zones):
-            kept = min(plan.spot[z], prev_held[z])
-            preempted[z] = max(0, kept - now_held[z])
-            failed[z] = plan.spot[z] - now_held[z] - preempted[z]
-        held[t] = now_held
-        od[t] = od_held = plan.on_demand
-        prev_held = now_held
+        now = t * settings.tick_seconds
+        plan, state = policy.decide(obs, params, state, now)
+        # Step 4 of the protocol: a launch beyond the zone's capacity fails, a node above it is preempted.
+        pool.step(plan, cap[t], now)
+        pool.reclaim(now)
+        held[t] = prev_held = pool.spot_held()
+        od[t] = od_held = pool.on_demand_held()
     availability, relative_cost, ready_total = score(held, od, settings, prices)
     return RepeatResult(availability, relative_cost, held, od, ready_total)
 
