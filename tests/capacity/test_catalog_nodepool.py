@@ -67,6 +67,14 @@ DEMAND = [
     ("min keeps the floor", [], [], 0),
     ("a node under notice does not count", [n("a"), n("b", state="notified")], [GPU], 2),
     ("max caps the target", [], [GPU] * 20, 10),
+    # the CPU node (empty, inside or past the delay) cannot take the GPU replica: 1 held + 1 new
+    ("an empty CPU node is no room for a pending GPU replica", [n("c", itype="cpu.small", empty_since=NOW - 10)],
+     [GPU], 2),
+    ("nor when it is past the delay", [n("c", itype="cpu.small", empty_since=NOW - 100)], [GPU], 2),
+    ("busy CPU node + pending GPU replica: 2", [n("c", itype="cpu.small")], [GPU], 2),
+    # nothing pending: the empty CPU node is just empty (1 busy GPU node)
+    ("without pending replicas an empty node does not count", [n("g"), n("c", itype="cpu.small", empty_since=NOW - 10)],
+     [], 1),
 ]
 
 

@@ -95,7 +95,11 @@ def demand(pool: NodePoolSpec, nodes: list[PoolNode], pending: list[Resources], 
     extra = 0
     if pending and node_type is not None:
         extra = max(0, nodes_needed(pending, resources_of(node_type)))
-    target = max(pool.min_nodes, min(pool.max_nodes, len(busy) + extra))
+    # An empty node that cannot hold any pending replica (a CPU node while a GPU replica waits) is no capacity
+    # for it: counted as held, so the Plan launches the new node beside it rather than counting it as that node.
+    unfit = [n for n in live if n.empty_since is not None and pending and n.instance_type in catalog.types
+             and not any(r.fits_in(resources_of(catalog.types[n.instance_type])) for r in pending)]
+    target = max(pool.min_nodes, min(pool.max_nodes, len(busy) + len(unfit) + extra))
     return Demand(target, len(live), len(expired), extra, node_type.name if node_type else None)
 
 

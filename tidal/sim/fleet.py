@@ -26,6 +26,7 @@ from tidal.autoscaling import HPAState, Metrics, decide as hpa_decide, parse_hpa
 from tidal.autoscaling.metrics import ready_pods
 from tidal.capacity.policies.types import Observation, PolicyDef, ZoneView
 from tidal.sim import queueing
+from tidal.sim.pool import SimPool
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class FleetSettings:
     qps_window_seconds: float = 60.0
     spot_price: float = 1.0               # per node-tick
     on_demand_price: float = 3.0
+    scale_in_after_seconds: float = 0.0   # a node without a replica goes at once (a live pool's default is 600)
 
 
 @dataclass(frozen=True)
@@ -90,15 +92,19 @@ def hpa_spec(s: FleetSettings):
 
 def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray, policy: PolicyDef, params: Any,
                 settings: FleetSettings, seed: int = 0, spot_prices: Sequence[float] | None = None) -> FleetResult:
-    """One service for len(arrivals) ticks; `capacity` is zones x ticks (spot nodes each zone can hold)."""
+    """One service for len(arrivals) ticks; `capacity` is zones x ticks (spot nodes each zone can hold).
+
+    The Plans are carried out by the control plane's executor (`tidal.sim.pool.SimPool`): only nodes without a
+    replica are terminated, and a busy node of a kind the Plan holds too many of is drained first (its replica
+    moves to a node the Plan keeps), as in a live pool. Each replica holds one node (`SimPool.place`)."""
     s = settings
     n_zones, ticks = capacity.shape[0], len(arrivals)
     rng = np.random.default_rng(seed)
     prices = [s.spot_price] * n_zones if spot_prices is None else list(spot_prices)
-    live: list[list[float]] = [[] for _ in range(n_zones)]     # launch times of spot nodes not under notice
-    noticed: list[list[tuple[float, float]]] = [[] for _ in range(n_zones)]  # (launch time, gone at)
-    od: list[float] = []
-    preempted, failed = [0] * n_zones, [0] * n_zones
+    pool = SimPool(zones, prices, s.on_demand_price, s.scale_in_after_seconds)
+    if s.launch_failure_rate > 0:
+        pool.refuse = lambda launch: launch.capacity_type == "spot" and rng.random() < s.launch_failure_rate
+    price_of = dict(zip(zones, prices))
     state = policy.initial_state(params, list(zones), seed)
     spec = hpa_spec(s)
     hpa_state, desired, next_sync = HPAState(), s.min_replicas, 0.0
@@ -111,48 +117,36 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
     for t in range(ticks):
         now = t * s.tick_seconds
         ready_at = now - s.cold_start_seconds
-        for z in range(n_zones):
-            noticed[z] = [(l, g) for l, g in noticed[z] if g > now]
-            over = len(live[z]) - int(capacity[z, t])
-            if over > 0:  # the provider reclaims its newest nodes first and says so `notice_seconds` ahead
-                live[z].sort()
-                for launched in live[z][-over:]:
-                    noticed[z].append((launched, now + s.notice_seconds))
-                del live[z][-over:]
-                preempted[z] += over
-                total_preempted += over
+        pool.expire_notices(now)
+        pool.capacity = dict(zip(zones, capacity[:, t].tolist()))
+        # The provider reclaims its newest nodes first and says so `notice_seconds` ahead.
+        total_preempted += len(pool.reclaim(now, s.notice_seconds))
         lo = max(0, t - window_ticks)
         qps = float(arrivals[lo:t].sum()) / ((t - lo) * s.tick_seconds) if t > lo else 0.0
         if now >= next_sync:
             rec, hpa_state = hpa_decide(spec, Metrics(external={"sls_ingress_qps": qps}, pods=ready_pods(desired)),
                                         hpa_state, desired, now)
             desired, next_sync = rec.desired_replicas, now + s.sync_period_seconds
-        obs = Observation(
-            target=desired,
-            zones=tuple(ZoneView(zones[z], len(live[z]), sum(1 for l in live[z] if l <= ready_at), preempted[z],
-                                 failed[z], len(noticed[z]), prices[z]) for z in range(n_zones)),
-            on_demand_held=len(od), on_demand_ready=sum(1 for l in od if l <= ready_at),
-            on_demand_price=s.on_demand_price)
+        pool.place(desired, now)
+        ledger, nodes = pool.ledger, list(pool.nodes.values())
+        views = []
+        for z in zones:
+            spot = [n for n in nodes if n.billing == "spot" and n.zone == z]
+            held = [n for n in spot if n.state == "ready"]
+            views.append(ZoneView(z, len(held), sum(1 for n in held if n.launched_at <= ready_at),
+                                  ledger.preempted.get(z, 0), ledger.launch_failed.get(z, 0),
+                                  len(spot) - len(held), price_of[z]))
+        od = [n for n in nodes if n.billing == "on-demand"]
+        obs = Observation(target=desired, zones=tuple(views), on_demand_held=len(od),
+                          on_demand_ready=sum(1 for n in od if n.launched_at <= ready_at),
+                          on_demand_price=s.on_demand_price)
         plan, state = policy.decide(obs, params, state, now)
-        preempted, failed = [0] * n_zones, [0] * n_zones
-        for z in range(n_zones):
-            want = plan.spot[z]
-            if want < len(live[z]):  # scale in the newest (least likely ready) first
-                live[z].sort()
-                del live[z][want:]
-            for _ in range(want - len(live[z])):
-                if len(live[z]) >= capacity[z, t] or rng.random() < s.launch_failure_rate:
-                    failed[z] += 1
-                    total_failed += 1
-                else:
-                    live[z].append(now)
-        if plan.on_demand < len(od):
-            od.sort()
-            del od[plan.on_demand:]
-        od.extend([now] * (plan.on_demand - len(od)))
+        pool.step(plan, capacity[:, t].tolist(), now)
+        total_failed += sum(pool.ledger.launch_failed.values())
 
         # Serving: noticed nodes are drained by the gateway; only ready nodes not under notice take requests.
-        ready = sum(1 for z in range(n_zones) for l in live[z] if l <= ready_at) + sum(1 for l in od if l <= ready_at)
+        nodes = list(pool.nodes.values())
+        ready = sum(1 for n in nodes if n.state == "ready" and n.launched_at <= ready_at)
         desired_log[t], ready_log[t] = desired, ready
         count = int(arrivals[t])
         if count:
@@ -166,9 +160,8 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
                 if math.isfinite(mean):
                     latency_sum += mean * count
                     served_ok += count
-        held_spot = [len(live[z]) + len(noticed[z]) for z in range(n_zones)]
-        cost += sum(h * p for h, p in zip(held_spot, prices)) + len(od) * s.on_demand_price
-        node_ticks += sum(held_spot) + len(od)
+        cost += sum(price_of[n.zone] if n.billing == "spot" else s.on_demand_price for n in nodes)
+        node_ticks += len(nodes)
     total = int(arrivals.sum())
     return FleetResult(
         ticks=ticks, requests=total, slo_attainment=met / total if total else 1.0,

@@ -42,6 +42,7 @@ class SimPool:
         self.nodes: dict[str, PoolNode] = {}
         self.capacity: dict[str, int] = {}
         self.ledger = Ledger()
+        self.refuse = None   # an extra reason to refuse a launch (the fuller model's random failures), or None
         self._next = 0
 
     # -- the executor's Provider
@@ -51,6 +52,8 @@ class SimPool:
                        and n.state == "ready")
             if held >= self.capacity.get(launch.zone, 0):
                 raise CapacityUnavailable(f"no spot capacity in {launch.zone}")
+        if self.refuse is not None and self.refuse(launch):
+            raise CapacityUnavailable(f"launch refused in {launch.zone}")
         self._next += 1
         name = f"n{self._next}"
         self.nodes[name] = PoolNode(name, launch.zone, launch.instance_type, launch.capacity_type, "ready", now,
@@ -61,6 +64,23 @@ class SimPool:
 
     def drain(self, drain: Drain, now: float) -> None:
         self.nodes[drain.node] = replace(self.nodes[drain.node], cordoned=True)
+
+    def place(self, replicas: int, now: float) -> None:
+        """One replica per node: on spot nodes first, then on-demand (the fallback the policies shed first; the
+        control plane's scheduler likewise places last on a kind its pool is shrinking), oldest first, never on a
+        node being drained. Those are busy; the rest are empty (since they last held a replica, or since launch).
+        A drained node's replica has moved: it is empty."""
+        order = sorted((n for n in self.nodes.values() if n.state == "ready" and not n.cordoned),
+                       key=lambda n: (n.billing != "spot", n.launched_at, n.name))
+        busy = {n.name for n in order[:replicas]}
+        for n in list(self.nodes.values()):
+            if n.state != "ready":
+                continue
+            if n.name in busy:
+                if n.empty_since is not None:
+                    self.nodes[n.name] = replace(n, empty_since=None)
+            elif n.empty_since is None:
+                self.nodes[n.name] = replace(n, empty_since=now)
 
     # -- one decision
     def step(self, plan: Plan, capacity: Sequence[int], now: float) -> None:
