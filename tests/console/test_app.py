@@ -121,7 +121,14 @@ def test_actions_need_the_token(app):
     assert call(app, "POST", "/console/api/services/sentiment/scale", b'{"replicas": 99}', token=TOKEN).status == 400
     assert call(app, "POST", "/console/api/services/ghost/scale", body, token=TOKEN).status == 404
     pre = call(app, "POST", "/console/api/nodes/inference-h-00/preempt", b"{}", token=TOKEN)
-    assert pre.status == 200 and app.provider.actions_seen[-1] == ("preempt", "inference-h-00", 120.0)
+    # Without notice_seconds the pool's own notice applies (as the API's preempt without "notice").
+    assert pre.status == 200 and app.provider.actions_seen[-1] == ("preempt", "inference-h-00", None)
+    pre = call(app, "POST", "/console/api/nodes/inference-h-00/preempt", b'{"notice_seconds": 30}', token=TOKEN)
+    assert pre.status == 200 and app.provider.actions_seen[-1] == ("preempt", "inference-h-00", 30.0)
+    for bad in (b'{"notice_seconds": -1}', b"[]", b"null", b'{"replicas": 1}'):
+        assert call(app, "POST", "/console/api/nodes/inference-h-00/preempt", bad, token=TOKEN).status == 400, bad
+    for bad in (b"[]", b"null", b"3", b'{"replicas": 1001}', b'{"replicas": 2, "other": 1}'):
+        assert call(app, "POST", "/console/api/services/sentiment/scale", bad, token=TOKEN).status == 400, bad
     assert call(app, "GET", "/console/api/session").body == b'{"authenticated":false,"actions":["scale","preempt"]}'
     assert doc(call(app, "GET", "/console/api/session", token=TOKEN))["authenticated"] is True
 

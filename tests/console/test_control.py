@@ -14,7 +14,9 @@ from tidal.capacity.policies.ess import EssParams, split
 from tidal.clock import FakeClock
 from tidal.console.app import ConsoleApp
 from tidal.console.control import ControlPlaneProvider
+from tidal.console.readmodel import StoreReadModel
 from tidal.control.home import Home
+from tidal.control.operations import Operations
 from tidal.control.reconciler import ControlSettings, Reconciler
 from tidal.control.store import Store
 from tidal.gateway.proxy import ServiceStats
@@ -55,8 +57,13 @@ class World:
                                               model_path="/models/sentiment", cpu=3.5, memory_mib=512,
                                               selector={"inference": "tensorflow"}), self.clock.now())
         self.store.put_autoscaler("sentiment", HPA, self.clock.now())
-        self.provider = ControlPlaneProvider(self.store, self.gateway, CAT, self.clock, reconciler=self.r,
-                                             gateway_url="http://127.0.0.1:8501")
+        self.wakes = 0
+        self.ops = Operations(self.r, self._wake)
+        self.provider = ControlPlaneProvider(
+            StoreReadModel(self.store, self.gateway, CAT, self.clock, "http://127.0.0.1:8501"), self.ops)
+
+    def _wake(self) -> None:
+        self.wakes += 1
 
     def run(self, seconds: float, step: float = 5.0) -> None:
         for _ in range(int(seconds / step)):
