@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tidal.commands.common import add_output, client, emit, key_values, table
@@ -108,6 +109,8 @@ def run(args) -> int:
         print(f"service {created['name']} created: release {created['release']}, workload {created['workload']}")
         if created.get("runtime_note"):
             print(created["runtime_note"])
+        for warning in created.get("warnings") or ():
+            print(warning, file=sys.stderr)
         print(f"endpoint: {created['endpoint']}  (e.g. {created['endpoint']}/v1/models/{created['model_name']}:predict)")
         print(f"watch it: tidal serve get {created['name']}")
         return 0
