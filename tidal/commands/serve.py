@@ -59,7 +59,9 @@ def _serve_flags(p: argparse.ArgumentParser, runtime: str) -> None:
     p.add_argument("-d", "--data", action="append", default=[], help="VOLUME:MOUNT_PATH, e.g. model-pvc:/models")
     p.add_argument("--selector", action="append", default=[], help="node label K=V (repeatable)")
     p.add_argument("--toleration", action="append", default=[])
-    p.add_argument("-e", "--env", action="append", default=[], help="K=V (repeatable)")
+    p.add_argument("-e", "--env", action="append", default=[],
+                   help="K=V (repeatable); variables that change how code loads (LD_*, PYTHON*, DYLD_*, ...) "
+                        "need the operator's TIDAL_ALLOW_ENV=NAME,... in the control plane's environment")
     p.add_argument("-a", "--annotation", action="append", default=[])
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
