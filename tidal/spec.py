@@ -108,7 +108,8 @@ def normal_volume_url(url: str, admission: Admission) -> str:
     scheme = parts.scheme.lower()
     web = scheme in ("http", "https")
     if scheme not in VOLUME_SCHEMES and not web:
-        raise ValueError(f"volume URL scheme {scheme}:// is not supported (use {', '.join(s + '://' for s in VOLUME_SCHEMES)})")
+        known = ", ".join(s + "://" for s in VOLUME_SCHEMES)
+        raise ValueError(f"volume URL scheme {scheme}:// is not supported (use {known})")
     if web and not admission.allow_http_volumes:
         raise ValueError(f"http(s) volumes are off ({url}); the operator may allow them with "
                          f"TIDAL_ALLOW_HTTP_VOLUMES=1 in the control plane's environment")
