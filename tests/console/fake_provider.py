@@ -146,6 +146,7 @@ class FakeProvider:
         self.desired = replicas
         return f"sentiment: desired replicas set to {replicas}"
 
-    async def preempt(self, node: str, notice_seconds: float) -> str:
+    async def preempt(self, node: str, notice_seconds: float | None) -> str:
         self.actions_seen.append(("preempt", node, notice_seconds))
-        return f"{node}: preemption in {notice_seconds:g} s"
+        notice = 120.0 if notice_seconds is None else notice_seconds  # the pool's own notice when not given
+        return f"{node}: preemption in {notice:g} s"

@@ -121,7 +121,14 @@ def test_actions_need_the_token(app):
     assert call(app, "POST", "/console/api/services/sentiment/scale", b'{"replicas": 99}', token=TOKEN).status == 400
     assert call(app, "POST", "/console/api/services/ghost/scale", body, token=TOKEN).status == 404
     pre = call(app, "POST", "/console/api/nodes/inference-h-00/preempt", b"{}", token=TOKEN)
-    assert pre.status == 200 and app.provider.actions_seen[-1] == ("preempt", "inference-h-00", 120.0)
+    # Without notice_seconds the pool's own notice applies (as the API's preempt without "notice").
+    assert pre.status == 200 and app.provider.actions_seen[-1] == ("preempt", "inference-h-00", None)
+    pre = call(app, "POST", "/console/api/nodes/inference-h-00/preempt", b'{"notice_seconds": 30}', token=TOKEN)
+    assert pre.status == 200 and app.provider.actions_seen[-1] == ("preempt", "inference-h-00", 30.0)
+    for bad in (b'{"notice_seconds": -1}', b"[]", b"null", b'{"replicas": 1}'):
+        assert call(app, "POST", "/console/api/nodes/inference-h-00/preempt", bad, token=TOKEN).status == 400, bad
+    for bad in (b"[]", b"null", b"3", b'{"replicas": 1001}', b'{"replicas": 2, "other": 1}'):
+        assert call(app, "POST", "/console/api/services/sentiment/scale", bad, token=TOKEN).status == 400, bad
     assert call(app, "GET", "/console/api/session").body == b'{"authenticated":false,"actions":["scale","preempt"]}'
     assert doc(call(app, "GET", "/console/api/session", token=TOKEN))["authenticated"] is True
 
@@ -136,3 +143,17 @@ def test_series_columns_must_align():
     with pytest.raises(ValueError, match="qps"):
         Series(t=[1.0, 2.0], qps=[1.0], p50_ms=[1, 2], p99_ms=[1, 2], replicas_spot=[1, 1],
                replicas_on_demand=[1, 1], cost_per_hour=[1, 1])
+
+
+def test_the_console_sends_no_cors_headers(app):
+    # The console answers its own page only; a cross-origin caller gets no Access-Control-* grant from it.
+    origin = {"origin": "https://elsewhere.example"}
+    for method, url, body in [("GET", "/console/", b""), ("GET", "/console/api/overview", b""),
+                              ("GET", "/console/api/session", b""), ("OPTIONS", "/console/api/overview", b""),
+                              ("POST", "/console/api/services/sentiment/scale", b'{"replicas": 3}')]:
+        req_headers = dict(origin, authorization=f"Bearer {TOKEN}")
+        resp = app.handle(Request(method, url.encode(), req_headers, body, "test", _Conn()))
+        if not isinstance(resp, Response):
+            resp = asyncio.run(resp)
+        names = [k.lower() if isinstance(k, str) else k.decode().lower() for k, _ in resp.headers or []]
+        assert not any(n.startswith("access-control") for n in names), (method, url, names)

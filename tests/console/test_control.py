@@ -14,7 +14,9 @@ from tidal.capacity.policies.ess import EssParams, split
 from tidal.clock import FakeClock
 from tidal.console.app import ConsoleApp
 from tidal.console.control import ControlPlaneProvider
+from tidal.console.readmodel import StoreReadModel
 from tidal.control.home import Home
+from tidal.control.operations import Operations
 from tidal.control.reconciler import ControlSettings, Reconciler
 from tidal.control.store import Store
 from tidal.gateway.proxy import ServiceStats
@@ -55,8 +57,13 @@ class World:
                                               model_path="/models/sentiment", cpu=3.5, memory_mib=512,
                                               selector={"inference": "tensorflow"}), self.clock.now())
         self.store.put_autoscaler("sentiment", HPA, self.clock.now())
-        self.provider = ControlPlaneProvider(self.store, self.gateway, CAT, self.clock, reconciler=self.r,
-                                             gateway_url="http://127.0.0.1:8501")
+        self.wakes = 0
+        self.ops = Operations(self.r, self._wake)
+        self.provider = ControlPlaneProvider(
+            StoreReadModel(self.store, self.gateway, CAT, self.clock, "http://127.0.0.1:8501"), self.ops)
+
+    def _wake(self) -> None:
+        self.wakes += 1
 
     def run(self, seconds: float, step: float = 5.0) -> None:
         for _ in range(int(seconds / step)):
@@ -133,3 +140,34 @@ def test_actions_go_through_the_reconciler(world):
     world.store.delete_autoscaler("sentiment")
     ok = call(app, "POST", "/console/api/services/sentiment/scale", b'{"replicas": 2}', token="t")
     assert ok.status == 200 and world.store.get_service("sentiment").desired == 2
+
+
+def test_the_console_and_the_api_follow_one_rule(world):
+    """A manual count under an autoscaler: refused alike (same status, same words) by the console's scale and the
+    API's PATCH, where the API used to drop `replicas` silently; without the autoscaler both set it."""
+    import json
+    from types import SimpleNamespace
+
+    from tidal.control.api import Api
+
+    api = Api(world.r, "t", "http://127.0.0.1:8501", wake=world._wake, operations=world.ops)
+    app = ConsoleApp(world.provider, token="t", clock=world.clock)
+
+    def patch(replicas):
+        req = SimpleNamespace(method="PATCH", path="/api/v1/services/sentiment", query="",
+                              headers={"authorization": "Bearer t"}, body=json.dumps({"replicas": replicas}).encode())
+        resp = asyncio.run(api.handle(req))
+        return resp.status, orjson.loads(resp.body)
+
+    console = call(app, "POST", "/console/api/services/sentiment/scale", b'{"replicas": 3}', token="t")
+    status, body = patch(3)
+    assert console.status == status == 400 and orjson.loads(console.body)["error"] == body["error"]
+    assert "autoscaler sets sentiment's replicas" in body["error"] and world.wakes == 0
+    assert world.store.get_service("sentiment").desired == 1
+
+    world.ops.delete_autoscaler("sentiment")
+    assert call(app, "POST", "/console/api/services/sentiment/scale", b'{"replicas": 3}', token="t").status == 200
+    assert world.store.get_service("sentiment").desired == 3
+    assert patch(4)[0] == 200 and world.store.get_service("sentiment").desired == 4
+    kinds = [e.kind for e in world.store.events()][-3:]
+    assert kinds == ["AutoscalerDeleted", "ServiceScaled", "ServiceUpdated"] and world.wakes == 3

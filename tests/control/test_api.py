@@ -134,3 +134,130 @@ def test_policy_params_reach_the_policy(api):
     from tidal.capacity.policies import pool_params
     params = pool_params(spec.policy, spec.model_dump(), spec.policy_params)
     assert (params.outage_value, params.max_spare) == (40.0, 1)
+
+
+# -- bodies, volumes, env and model paths (the hardening checks)
+
+WRITES = [("POST", "/api/v1/services"), ("PATCH", "/api/v1/services/bert-tfserving"),
+          ("PUT", "/api/v1/services/bert-tfserving/autoscaler"), ("POST", "/api/v1/autoscalers"),
+          ("POST", "/api/v1/nodepools"), ("POST", "/api/v1/nodepools/gpu-pool/preempt"),
+          ("POST", "/api/v1/volumes")]
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'"x"', b"1", b"null", b"true"], ids=["list", "string", "number", "null",
+                                                                                 "bool"])
+@pytest.mark.parametrize("method,path", WRITES, ids=[f"{m} {p}" for m, p in WRITES])
+def test_a_body_that_is_not_an_object_is_400(api, method, path, raw):
+    a, _, _ = api
+    status, out = call(a, method, path, raw=raw)
+    assert status == 400 and "JSON object" in out["error"], out
+
+
+def test_an_empty_body_is_an_empty_object(api):
+    a, _, _ = api
+    status, out = call(a, "POST", "/api/v1/volumes", raw=b"")
+    assert status == 400 and "name" in out["error"]
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("file://", "file:// URL needs an absolute path"),
+    ("file:", "scheme"),
+    ("nourl", "scheme"),
+    ("ftp://host/models", "not supported"),
+    ("http://models.example.com/m", "http(s) volumes are off"),
+    ("s3://", "needs a bucket"),
+    ("oss:///models", "needs a bucket"),
+    ("s3://bucket/../other", "'..'"),
+    ("s3://user:pw@bucket/m", "credentials"),
+    ("file://elsewhere/srv", "no host"),
+    ("file:///no/such/folder", "no folder /no/such/folder"),
+])
+def test_volume_urls_outside_the_rules_are_one_clear_400(api, url, needle):
+    a, store, _ = api
+    status, out = call(a, "POST", "/api/v1/volumes", {"name": "v", "url": url})
+    assert status == 400 and needle in out["error"] and "\n" not in out["error"], out
+    assert store.list_volumes() == []
+
+
+def test_volume_urls_are_normalised(api):
+    a, _, tmp = api
+    status, vol = call(a, "POST", "/api/v1/volumes", {"name": "v", "url": f"file://{tmp}/vol/./tensorflow/../"})
+    assert status == 201 and vol["url"] == f"file://{tmp}/vol"
+    status, vol = call(a, "POST", "/api/v1/volumes", {"name": "o", "url": "OSS://bucket/models/"})
+    assert status == 201 and vol["url"] == "oss://bucket/models"
+
+
+def test_a_volume_may_not_name_its_own_secret(api):
+    a, _, _ = api
+    status, out = call(a, "POST", "/api/v1/volumes", {"name": "o", "url": "oss://b", "secret": "volume-other"})
+    assert status == 400 and "credentials" in out["error"]
+
+
+def test_a_bad_row_from_before_still_lists_and_deletes(api):
+    a, store, _ = api
+    from tidal.spec import VolumeSpec
+    store.put_volume(VolumeSpec.model_construct(name="old", url="file:", endpoint="", options="", secret=""), 0.0)
+    status, vols = call(a, "GET", "/api/v1/volumes")
+    assert status == 200 and [(v["name"], v["url"]) for v in vols] == [("old", "file:")]
+    assert call(a, "DELETE", "/api/v1/volumes/old") == (200, {"deleted": "old"})
+    assert call(a, "GET", "/api/v1/volumes") == (200, [])
+
+
+@pytest.fixture
+def with_volume(api):
+    a, store, tmp = api
+    assert call(a, "POST", "/api/v1/volumes", {"name": "model-pvc", "url": f"file://{tmp}/vol"})[0] == 201
+    return a, store, tmp
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"LD_PRELOAD": "/tmp/x.so"}, "LD_PRELOAD"),
+    ({"PYTHONPATH": "/tmp"}, "PYTHONPATH"),
+    ({"PYTHONSTARTUP": "/tmp/s.py"}, "PYTHONSTARTUP"),
+    ({"DYLD_INSERT_LIBRARIES": "x"}, "DYLD_INSERT_LIBRARIES"),
+    ({"BASH_ENV": "/tmp/x"}, "BASH_ENV"),
+    ({"BAD NAME": "x"}, "not a valid variable name"),
+])
+def test_env_that_changes_how_code_loads_is_refused(with_volume, env, needle):
+    a, store, tmp = with_volume
+    status, out = call(a, "POST", "/api/v1/services", service(tmp, env=env))
+    assert status == 400 and needle in out["error"] and "\n" not in out["error"], out
+    assert ("TIDAL_ALLOW_ENV" in out["error"]) == (needle != "not a valid variable name")
+    assert store.list_services() == []
+
+
+def test_env_the_operator_allows_is_accepted(tmp_path):
+    home = Home(tmp_path).ensure()
+    store = Store(tmp_path / "state.db")
+    r = Reconciler(store, FakeBackend(), FakeGateway(), load_catalog(), FakeClock(), home)
+    (tmp_path / "vol" / "tensorflow").mkdir(parents=True)
+    a = Api(r, TOKEN, "http://127.0.0.1:8501", wake=lambda: None, env={"TIDAL_ALLOW_ENV": "PYTHONPATH, LD_PRELOAD"})
+    assert call(a, "POST", "/api/v1/volumes", {"name": "model-pvc", "url": f"file://{tmp_path}/vol"})[0] == 201
+    status, _ = call(a, "POST", "/api/v1/services", service(tmp_path, env={"PYTHONPATH": "/opt/x", "OMP_NUM_THREADS": "2"}))
+    assert status == 201 and store.get_service("bert-tfserving").spec.env["PYTHONPATH"] == "/opt/x"
+    assert call(a, "PATCH", "/api/v1/services/bert-tfserving", {"env": {"PYTHONHOME": "/x"}})[0] == 400
+
+
+@pytest.mark.parametrize("path,status,needle", [
+    ("/models/../../..", 400, "escapes the mount /models"),
+    ("/models/tensorflow/../../etc", 400, "escapes the mount /models"),
+    ("/models/a/../tensorflow", 201, None),
+])
+def test_model_paths_stay_inside_their_mount(with_volume, path, status, needle):
+    a, store, tmp = with_volume
+    got, out = call(a, "POST", "/api/v1/services", service(tmp, model_path=path))
+    assert got == status, out
+    if needle:
+        assert needle in out["error"]
+    else:
+        assert out["model_path"] == "/models/tensorflow"
+
+
+def test_serve_warns_when_the_local_model_path_does_not_exist(with_volume):
+    a, store, tmp = with_volume
+    status, out = call(a, "POST", "/api/v1/services", service(tmp, model_path="/models/missing"))
+    assert status == 201 and store.get_service("bert-tfserving")
+    (warning,) = out["warnings"]
+    assert warning.startswith("warning: ") and f"{tmp}/vol/missing" in warning and "\n" not in warning
+    status, out = call(a, "POST", "/api/v1/services", service(tmp, name="other"))
+    assert status == 201 and out["warnings"] == []

@@ -231,6 +231,8 @@ def test_cli_errors_are_one_line(home, tmp_path):
         (("nodepool", "preempt", "nope"), "not found"),
         (("apply", "-f", str(tmp_path / "missing.yaml")), "cannot read"),
         (("volume", "create", "v", "--url", "nourl"), "scheme"),
+        (("volume", "create", "v", "--url", "file://"), "absolute path"),
+        (("volume", "create", "v", "--url", "file:///no/such/folder"), "no folder /no/such/folder"),
     ]:
         proc = tidal(home, *argv, check=False)
         assert proc.returncode != 0, argv
@@ -238,13 +240,14 @@ def test_cli_errors_are_one_line(home, tmp_path):
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (argv, proc.stderr)
 
     # Tidal's own documents go through `apply -f` too.
+    (tmp_path / "models").mkdir()  # a file volume's folder must exist
     (tmp_path / "mine.yaml").write_text(
         "kind: NodePool\nspec: {name: cpu-pool, labels: {tier: cpu}, instance_types: [ecs.c6.large], max_nodes: 2}\n"
-        "---\nkind: Volume\nspec: {name: local-models, url: file:///srv/models}\n")
+        f"---\nkind: Volume\nspec: {{name: local-models, url: 'file://{tmp_path}/models'}}\n")
     tidal(home, "apply", "-f", str(tmp_path / "mine.yaml"))
     pools = tidal_json(home, "nodepool", "list")
     assert [(p["name"], p["spec"]["policy"]) for p in pools] == [("cpu-pool", "on-demand")]
-    assert [v["url"] for v in tidal_json(home, "volume", "list")] == ["file:///srv/models"]
+    assert [v["url"] for v in tidal_json(home, "volume", "list")] == [f"file://{tmp_path}/models"]
 
 
 def _check_console_shows_the_scale_out(api: str, home: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tidal.commands.common import add_output, client, emit, key_values, table
@@ -58,7 +59,9 @@ def _serve_flags(p: argparse.ArgumentParser, runtime: str) -> None:
     p.add_argument("-d", "--data", action="append", default=[], help="VOLUME:MOUNT_PATH, e.g. model-pvc:/models")
     p.add_argument("--selector", action="append", default=[], help="node label K=V (repeatable)")
     p.add_argument("--toleration", action="append", default=[])
-    p.add_argument("-e", "--env", action="append", default=[], help="K=V (repeatable)")
+    p.add_argument("-e", "--env", action="append", default=[],
+                   help="K=V (repeatable); variables that change how code loads (LD_*, PYTHON*, DYLD_*, ...) "
+                        "need the operator's TIDAL_ALLOW_ENV=NAME,... in the control plane's environment")
     p.add_argument("-a", "--annotation", action="append", default=[])
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
@@ -108,6 +111,8 @@ def run(args) -> int:
         print(f"service {created['name']} created: release {created['release']}, workload {created['workload']}")
         if created.get("runtime_note"):
             print(created["runtime_note"])
+        for warning in created.get("warnings") or ():
+            print(warning, file=sys.stderr)
         print(f"endpoint: {created['endpoint']}  (e.g. {created['endpoint']}/v1/models/{created['model_name']}:predict)")
         print(f"watch it: tidal serve get {created['name']}")
         return 0

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("create", help="create or replace a volume", epilog=EXAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
-    p.add_argument("--url", required=True, help="file://, s3://, oss://, gs:// URL of the model store")
+    p.add_argument("--url", required=True,
+                   help="file:// (an existing folder), s3://, oss://, gs:// URL of the model store; "
+                        "http(s):// where the operator allows it")
     p.add_argument("--endpoint", default="", help="object-store endpoint")
     p.add_argument("--credentials-from-env", action="store_true",
                    help="read the access key from OSS_ACCESS_KEY_ID/SECRET or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
@@ -52,8 +54,8 @@ def run(args) -> int:
     api = client()
     if args.action == "create":
         url = args.url
-        if "://" not in url and url.startswith("/"):
-            url = "file://" + url
+        if "://" not in url and url.startswith(("/", "./", "../")):
+            url = "file://" + os.path.abspath(url)  # a folder on this machine
         body = {"name": args.name, "url": url, "endpoint": args.endpoint}
         if args.credentials_from_env:
             creds = credentials_from_env(url)

@@ -14,11 +14,12 @@ from typing import Any, Awaitable, Optional, Union
 from urllib.parse import parse_qs, unquote
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tidal.clock import Clock, RealClock
 from tidal.console.model import NodePool, NodePools, Overview, ServiceDetail, ServiceSummary
 from tidal.console.provider import ACTIONS, ConsoleProvider
+from tidal.control.operations import ScaleRequest
 from tidal.errors import TidalError
 from tidal.http.server import Request, Response, error_response
 
@@ -27,15 +28,13 @@ DEFAULT_WINDOW = 900.0
 MAX_WINDOW = 7 * 24 * 3600.0
 
 
-class ScaleBody(BaseModel):
-    replicas: int = Field(ge=0, le=10_000)
-
-
 class PreemptBody(BaseModel):
-    notice_seconds: float = Field(120.0, ge=0, le=3600)
+    model_config = ConfigDict(extra="forbid")
+    notice_seconds: Optional[float] = Field(None, ge=0)  # None: the node pool's own notice
 
 
-_BODIES = {"scale": ScaleBody, "preempt": PreemptBody}
+# The console's request bodies; a scale is the operations' own input, so its bounds are the API's.
+_BODIES = {"scale": ScaleRequest, "preempt": PreemptBody}
 
 
 def service_json(s: ServiceSummary) -> dict[str, Any]:

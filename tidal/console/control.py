@@ -1,21 +1,25 @@
-"""The console's provider over a running control plane: its store, gateway and catalog, plus sampled history.
+"""The console's provider over a running control plane: a narrow read model, the operations, sampled history.
 
 The store keeps desired and observed state but no time series, so the provider
 samples each service (QPS, latency, replicas by billing, cost) every few seconds
 into a bounded in-memory history, and remembers each autoscaler decision it sees.
+Its actions are the control plane's operations, under the same rules as the API's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from tidal.console.model import (Decision, Event, Latency, Node, NodePool, NodePools, Overview, Replica,
                                  ReplicaCounts, Series, ServiceDetail, ServiceSummary, Usage)
-from tidal.errors import FailedPrecondition, NotFound
+from tidal.console.readmodel import ReadModel, StoreReadModel
+from tidal.control.operations import Operations, ScaleRequest
+from tidal.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +41,13 @@ class Sample:
 
 
 class ControlPlaneProvider:
-    """Reads the control plane's state for the console; `sample()` adds a point to every service's history."""
+    """Reads the control plane's state for the console; `sample()` adds a point to every service's history.
+    Without `operations` the console is read-only."""
 
-    def __init__(self, store, gateway, catalog, clock, *, reconciler=None, gateway_url: str | None = None,
-                 wake: Callable[[], None] | None = None, max_samples: int = 4320,
+    def __init__(self, read: ReadModel, operations: Operations | None = None, *, max_samples: int = 4320,
                  sample_seconds: float = 5.0) -> None:
-        self.store = store
-        self.gateway = gateway
-        self.catalog = catalog
-        self.clock = clock
-        self.reconciler = reconciler
-        self.gateway_url = gateway_url
-        self.wake = wake or (lambda: None)
+        self.read = read
+        self.ops = operations
         self.max_samples = max_samples
         self.sample_seconds = sample_seconds
         self._history: dict[str, deque[Sample]] = {}
@@ -57,8 +56,8 @@ class ControlPlaneProvider:
 
     # -- what the state says now
     def _snapshot(self) -> dict[str, Any]:
-        nodes = {n.name: n for n in self.store.nodes()}
-        replicas = self.store.replicas()
+        nodes = {n.name: n for n in self.read.nodes()}
+        replicas = self.read.replicas()
         on_node: dict[str, int] = {}
         for r in replicas:
             if r.node and r.state in _PLACED:
@@ -67,7 +66,7 @@ class ControlPlaneProvider:
 
     def _prices(self, node) -> tuple[float, float]:
         """(price now, on-demand price) per hour of a node's instance type; 0 for a type not in the catalog."""
-        t = self.catalog.types.get(node.instance_type)
+        t = self.read.instance_type(node.instance_type)
         if t is None:
             return 0.0, 0.0
         return t.price(node.zone, node.billing), t.on_demand_price
@@ -91,17 +90,14 @@ class ControlPlaneProvider:
             else:
                 od += 1
         qps = p50 = p99 = None
-        try:
-            st = self.gateway.stats(name)
-        except (NotFound, AttributeError):
-            st = None
+        st = self.read.stats(name)
         if st is not None:
             w = _WINDOW if _WINDOW in st.qps else next(iter(st.qps), None)
             if w is not None:
                 qps = st.qps.get(w)
                 p50 = st.p50.get(w) * 1000 if st.p50.get(w) is not None else None
                 p99 = st.p99.get(w) * 1000 if st.p99.get(w) is not None else None
-        endpoint = f"{self.gateway_url}/services/{name}" if self.gateway_url else None
+        endpoint = f"{self.read.gateway_url}/services/{name}" if self.read.gateway_url else None
         summary = ServiceSummary(
             name=name, model=row.spec.model_name or name, version=str(row.spec.version), runtime=row.spec.type,
             endpoint=endpoint,
@@ -111,7 +107,7 @@ class ControlPlaneProvider:
         return summary, spot, od
 
     def _remember_decision(self, name: str) -> None:
-        found = self.store.get_autoscaler(name)
+        found = self.read.autoscaler(name)
         last = found[1] if found else None
         if not last or "time" not in last:
             return
@@ -124,10 +120,10 @@ class ControlPlaneProvider:
 
     def sample(self) -> None:
         """Add the current figures of every service to its history (and note the autoscaler's last decision)."""
-        now = self.clock.now()
+        now = self.read.now()
         snap = self._snapshot()
         live = set()
-        for row in self.store.list_services():
+        for row in self.read.services():
             name = row.spec.name
             live.add(name)
             s, spot, od = self._summary(row, snap)
@@ -141,7 +137,7 @@ class ControlPlaneProvider:
 
     def _fresh(self) -> None:
         # Reads between the sampler's ticks (or without a sampler) still see the present.
-        if self.clock.now() - self._last_sample >= self.sample_seconds:
+        if self.read.now() - self._last_sample >= self.sample_seconds:
             self.sample()
 
     async def run_sampler(self, real_interval: float = 5.0) -> None:
@@ -156,13 +152,12 @@ class ControlPlaneProvider:
     def overview(self) -> Overview:
         self._fresh()
         snap = self._snapshot()
-        return Overview(services=[self._summary(row, snap)[0] for row in self.store.list_services()])
+        return Overview(services=[self._summary(row, snap)[0] for row in self.read.services()])
 
     def service(self, name: str) -> Optional[ServiceDetail]:
         self._fresh()
-        try:
-            row = self.store.get_service(name)
-        except NotFound:
+        row = self.read.service(name)
+        if row is None:
             return None
         snap = self._snapshot()
         summary, _, _ = self._summary(row, snap)
@@ -183,20 +178,19 @@ class ControlPlaneProvider:
 
     def _events(self, name: str, limit: int = 40) -> list[Event]:
         """The service's own events, its replicas', and those of the nodes its replicas ran on."""
-        every = ("pending", "starting", "ready", "notified", "draining", "stopped", "failed")
-        reps = self.store.replicas(name, states=every)
+        reps = self.read.replicas(name, every_state=True)
         objects = {f"service/{name}"} | {f"replica/{r.id}" for r in reps} | {f"node/{r.node}" for r in reps if r.node}
-        mine = [e for e in self.store.events(limit=2000) if e.object in objects]
+        mine = [e for e in self.read.events(limit=2000) if e.object in objects]
         return [Event(time=e.time, kind=e.kind, object=e.object, message=e.message) for e in mine[-limit:]]
 
     def nodepools(self) -> NodePools:
         snap = self._snapshot()
-        services = {s.spec.name: s.spec for s in self.store.list_services()}
+        services = {s.spec.name: s.spec for s in self.read.services()}
         pools = []
-        for pool in self.store.list_pools():
+        for pool in self.read.pools():
             nodes = []
-            for n in self.store.nodes(pool.name):
-                t = self.catalog.types.get(n.instance_type)
+            for n in self.read.nodes(pool.name):
+                t = self.read.instance_type(n.instance_type)
                 on = [r for r in snap["replicas"] if r.node == n.name and r.state in _PLACED]
                 cpu = mem = 0.0
                 for r in on:
@@ -214,27 +208,18 @@ class ControlPlaneProvider:
             pools.append(NodePool(name=pool.name, labels=pool.labels, policy=policy, nodes=nodes))
         return NodePools(pools=pools)
 
-    # -- actions (with the token)
-    async def scale(self, service: str, replicas: int) -> str:
-        from tidal.spec import ServiceSpec
-        row = self.store.get_service(service)
-        if self.store.get_autoscaler(service) is not None:
-            raise FailedPrecondition(f"an autoscaler sets {service}'s replicas; change its min/max instead")
-        spec = ServiceSpec.model_validate({**row.spec.model_dump(), "replicas": replicas})
-        self.store.update_service(spec, replicas)
-        if self.reconciler is not None:
-            self.reconciler.event("ServiceScaled", f"service/{service}", f"replicas set to {replicas} from the console")
-        self.wake()
-        return f"{service}: desired replicas {row.desired} -> {replicas}"
+    # -- actions (with the token): the control plane's operations, under the API's rules
+    def _operations(self) -> Operations:
+        if self.ops is None:
+            raise FailedPrecondition("this console is read-only: it was mounted without the control plane's operations")
+        return self.ops
 
-    async def preempt(self, node: str, notice_seconds: float) -> str:
-        row = self.store.get_node(node)
-        if self.reconciler is None:
-            raise FailedPrecondition("this console cannot inject preemptions")
-        async with self.reconciler.lock:
-            self.reconciler.preempt(row.pool, node, 1, notice_seconds)
-        self.wake()
-        return f"{node}: preemption notice, reclaimed in {notice_seconds:g} s"
+    async def scale(self, service: str, replicas: int) -> str:
+        return self._operations().scale_service(service, ScaleRequest(replicas=replicas), by="the console").message
+
+    async def preempt(self, node: str, notice_seconds: float | None = None) -> str:
+        done = await self._operations().preempt_node(node, notice_seconds)
+        return f"{node}: preemption notice, reclaimed in {done.notice_seconds:g} s"
 
 
 def _requests(spec) -> tuple[float, float]:
@@ -247,17 +232,25 @@ def _requests(spec) -> tuple[float, float]:
 def mount(cp) -> Callable:
     """The daemon's console: a handler for every path outside the API (`/` leads to `/console/`).
 
-    Called from `ControlPlane.start()` once the store, gateway and reconciler exist; it
-    starts the sampler on the running loop, so the charts have a past when first opened.
+    Called from `ControlPlane.start()` once the store, gateway and reconciler exist: it builds the
+    console's read model and the operations from them and hands only those to `console_handler`.
     """
+    r = cp.reconciler
+    gateway_url = f"http://{cp.options.host}:{cp.gateway.port}" if cp.gateway is not None else None
+    read = StoreReadModel(cp.store, cp.gateway, r.catalog, r.clock, gateway_url)
+    wake = cp._wake.set if cp._wake is not None else (lambda: None)
+    ops = Operations.build(r, wake, os.environ)
+    return console_handler(read, ops, token=cp.home.token(), clock=r.clock)
+
+
+def console_handler(read: ReadModel, operations: Operations | None, *, token: str | None, clock) -> Callable:
+    """The console over a read model and the operations; it starts the sampler on the running loop, so the
+    charts have a past when first opened."""
     from tidal.console.app import ConsoleApp
     from tidal.http.server import Response, error_response
 
-    r = cp.reconciler
-    gateway_url = f"http://{cp.options.host}:{cp.gateway.port}" if cp.gateway is not None else None
-    provider = ControlPlaneProvider(cp.store, cp.gateway, r.catalog, r.clock, reconciler=r, gateway_url=gateway_url,
-                                    wake=cp._wake.set if cp._wake is not None else None)
-    app = ConsoleApp(provider, token=cp.home.token(), clock=r.clock)
+    provider = ControlPlaneProvider(read, operations)
+    app = ConsoleApp(provider, token=token, clock=clock)
     task = asyncio.get_running_loop().create_task(provider.run_sampler())
     provider.sampler = task  # held, so the task is not collected
 

@@ -25,7 +25,8 @@ class ConsoleActions(Protocol):
 
     async def scale(self, service: str, replicas: int) -> str: ...
 
-    async def preempt(self, node: str, notice_seconds: float) -> str: ...
+    async def preempt(self, node: str, notice_seconds: float | None) -> str:
+        """`notice_seconds` None: the node pool's own notice."""
 
 
 # Action name -> the provider method that carries it out (and the JSON body it takes).

@@ -1,48 +1,44 @@
-"""The control plane's HTTP API: a thin adapter (token check, decode, call the store or reconciler, encode)."""
+"""The control plane's HTTP API: a thin adapter (token check, decode, call an operation or read, encode)."""
 
 from __future__ import annotations
 
 import hmac
-import importlib.util
 import logging
+import os
 import re
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, unquote
 
 import orjson
 from pydantic import ValidationError
 
-from tidal.capacity.policies import POLICIES, pool_params
+from tidal.control.operations import Operations, validation_message
 from tidal.control.reconciler import Reconciler
 from tidal.control.views import node_view, service_view
 from tidal.errors import InvalidArgument, NotFound, TidalError, UserError
 from tidal.http.server import Request, Response, error_response
-from tidal.spec import NodePoolSpec, ServiceSpec, VolumeSpec
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
+WRITES = ("POST", "PATCH", "PUT")
 
-
-def validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
-    msg = first.get("msg", "invalid").removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
+__all__ = ["Api", "PREFIX", "validation_message"]
 
 
 class Api:
     """Routes (all under /api/v1, all need `Authorization: Bearer <token>`)."""
 
     def __init__(self, reconciler: Reconciler, token: str, gateway_url: str, wake: Callable[[], None],
-                 console: Callable | None = None) -> None:
+                 console: Callable | None = None, *, operations: Operations | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.r = reconciler
         self.store = reconciler.store
         self.token = token.encode()
         self.gateway_url = gateway_url
-        self.wake = wake
         self.console = console
+        # The operator's allowances come from the control plane's environment unless the caller passes them.
+        self.ops = operations or Operations.build(reconciler, wake, os.environ if env is None else env)
         self.routes: list[tuple[str, re.Pattern, Callable]] = []
         for method, pattern, fn in [
             ("GET", r"/healthz", self.healthz),
@@ -88,6 +84,8 @@ class Api:
                 body = orjson.loads(req.body) if req.body else {}
             except orjson.JSONDecodeError as exc:
                 return error_response(400, f"request body is not valid JSON: {exc}")
+            if req.method in WRITES and not isinstance(body, dict):
+                return error_response(400, f"the request body must be a JSON object, not {_json_kind(body)}")
             query = {k: v[-1] for k, v in parse_qs(req.query).items()}
             try:
                 result = await _maybe_await(fn(body=body, query=query, **m.groupdict()))
@@ -129,88 +127,34 @@ class Api:
                 for s in self.store.list_services()]
 
     def create_service(self, body: dict, **_: Any):
-        spec = ServiceSpec.model_validate(body)
-        for m in spec.data:
-            self.store.get_volume(m.volume)  # NotFound with a hint if the volume is missing
-        if spec.model_path:
-            self.r.resolve_model_path(spec)
-        self.store.create_service(spec, self.r.clock.now())
-        self.r.event("ServiceCreated", f"service/{spec.name}",
-                     f"{spec.type} release {spec.release} (workload {spec.workload}), {spec.replicas} replica(s)")
-        self.wake()
-        out = self._service(spec.name)
-        note = self._runtime_note(spec)
-        if note:
-            out["runtime_note"] = note
+        done = self.ops.create_service(body)
+        out = self._service(done.name)
+        if done.notes:
+            out["runtime_note"] = done.notes[0]
+        out["warnings"] = list(done.warnings)
         return 201, out
-
-    def _runtime_note(self, spec: ServiceSpec) -> str | None:
-        """`serve tensorflow` on an ONNX model (or without TensorFlow): say which runtime the replicas will use."""
-        if spec.type != "tensorflow" or not spec.model_path:
-            return None
-        has_tf = importlib.util.find_spec("tensorflow") is not None
-        base, _ = self.r.resolve_model_path(spec)
-        if "://" in base or not Path(base).is_dir():
-            return None if has_tf else ("note: TensorFlow is not installed here; the replicas serve the model with "
-                                        "the runtime its files need (ONNX Runtime for model.onnx)")
-        onnx = any(Path(base).glob("*/*.onnx"))
-        saved = any(Path(base).glob("*/saved_model.pb"))
-        if onnx and not saved:
-            return (f"note: {base} holds ONNX models: served with ONNX Runtime"
-                    + ("" if has_tf else " (TensorFlow is not installed here)"))
-        if saved and not has_tf:
-            return f"warning: TensorFlow is not installed here and {base} holds SavedModels: replicas cannot load them"
-        return None
 
     def get_service(self, name: str, **_: Any) -> dict:
         return self._service(name)
 
     def update_service(self, name: str, body: dict, **_: Any) -> dict:
-        row = self.store.get_service(name)
-        data = row.spec.model_dump()
-        data.update(body)
-        data["name"] = name
-        spec = ServiceSpec.model_validate(data)
-        desired = spec.replicas if "replicas" in body and self.store.get_autoscaler(name) is None else None
-        self.store.update_service(spec, desired)
-        self.r.event("ServiceUpdated", f"service/{name}", f"updated: {', '.join(sorted(body)) or 'nothing'}")
-        self.wake()
+        self.ops.update_service(name, body)
         return self._service(name)
 
     def delete_service(self, name: str, **_: Any) -> dict:
-        self.store.delete_service(name)
-        self.r.event("ServiceDeleted", f"service/{name}", "deleted; its replicas drain and stop")
-        self.wake()
+        self.ops.delete_service(name)
         return {"deleted": name}
 
     def put_autoscaler(self, name: str, body: dict, **_: Any) -> dict:
-        from tidal.autoscaling.spec import parse_hpa
-        self.store.get_service(name)
-        document = body.get("document")
-        spec = parse_hpa(document)
-        self.store.put_autoscaler(name, document, self.r.clock.now())
-        self.r.event("AutoscalerSet", f"service/{name}",
-                     f"HPA {spec.name or name}: {spec.min_replicas} to {spec.max_replicas} replicas")
-        self.wake()
+        self.ops.set_autoscaler(name, body)
         return self._service(name)
 
     def apply_hpa(self, body: dict, **_: Any) -> dict:
-        from tidal.autoscaling.spec import parse_hpa
-        document = body.get("document")
-        spec = parse_hpa(document)
-        target = spec.scale_target_ref.name
-        name = self.r.resolve_target(target)
-        svc = self.store.get_service(name).spec
-        self.store.put_autoscaler(name, document, self.r.clock.now())
-        note = "" if target in (svc.name, svc.release, svc.workload) else \
-            f" scaleTargetRef {target} names another version of it: bound to its running workload {svc.workload}"
-        self.r.event("AutoscalerSet", f"service/{name}",
-                     f"HPA {spec.name}: {spec.min_replicas} to {spec.max_replicas} replicas{note}")
-        self.wake()
-        return {"service": name, "hpa": spec.name, "note": note.strip()}
+        bound = self.ops.apply_hpa(body)
+        return {"service": bound.service, "hpa": bound.hpa, "note": bound.note}
 
     def delete_autoscaler(self, name: str, **_: Any) -> dict:
-        self.store.delete_autoscaler(name)
+        self.ops.delete_autoscaler(name)
         return {"deleted": name}
 
     def _pool(self, name: str) -> dict:
@@ -229,81 +173,26 @@ class Api:
         return [self._pool(p.name) for p in self.store.list_pools()]
 
     def create_pool(self, body: dict, **_: Any):
-        spec = NodePoolSpec.model_validate(body)
-        if spec.policy not in POLICIES:
-            raise InvalidArgument(f"unknown capacity policy {spec.policy!r} (known: {', '.join(POLICIES)})")
-        try:
-            pool_params(spec.policy, spec.model_dump(), spec.policy_params)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
-        self.r.catalog.validate_pool(spec.instance_types, spec.zones)
-        if not any(True for _ in self.r.catalog.offerings(spec.instance_types, spec.zones, "on-demand")):
-            raise InvalidArgument("the pool's instance types and zones leave no offering to launch")
-        if spec.spot_trace:
-            from tidal.sim.traces import load_spot_traces
-            load_spot_traces(spec.spot_trace)  # a bad trace fails the create, not the loop
-        self.store.create_pool(spec, self.r.clock.now())
-        self.r.attach_trace(spec)
-        self.r.event("NodePoolCreated", f"nodepool/{spec.name}",
-                     f"labels {spec.labels}, policy {spec.policy}, "
-                     f"{'spot' if spec.spot else 'on-demand'}, {spec.min_nodes}-{spec.max_nodes} nodes")
-        self.wake()
-        return 201, self._pool(spec.name)
+        return 201, self._pool(self.ops.create_pool(body).name)
 
     def get_pool(self, name: str, **_: Any) -> dict:
         return self._pool(name)
 
     def delete_pool(self, name: str, **_: Any) -> dict:
-        busy = [n.name for n in self.store.nodes(name)]
-        if busy:
-            raise InvalidArgument(f"node pool {name!r} still has nodes ({', '.join(busy)}); "
-                                  f"delete the services placed on it and wait for it to scale in")
-        self.store.delete_pool(name)
+        self.ops.delete_pool(name)
         return {"deleted": name}
 
     async def preempt(self, name: str, body: dict, **_: Any) -> dict:
-        notice = body.get("notice")
-        count = body.get("count", 1)
-        if notice is not None and (not isinstance(notice, (int, float)) or notice < 0):
-            raise InvalidArgument("notice must be a number of seconds >= 0")
-        if not isinstance(count, int):
-            raise InvalidArgument("count must be an integer")
-        async with self.r.lock:
-            nodes = self.r.preempt(name, body.get("node"), count, notice)
-        self.wake()
-        return {"preempted": nodes}
+        return {"preempted": (await self.ops.preempt(name, body)).nodes}
 
     def list_volumes(self, **_: Any) -> list:
         return [v.model_dump() for v in self.store.list_volumes()]
 
     def create_volume(self, body: dict, **_: Any):
-        creds = body.pop("credentials", None) or {}
-        spec = VolumeSpec.model_validate(body)
-        if creds:
-            if not isinstance(creds, dict) or not all(isinstance(v, str) for v in creds.values()):
-                raise InvalidArgument("credentials must be an object of strings")
-            secret = f"volume-{spec.name}"
-            self.r.home.put_secret(secret, creds)
-            spec = spec.model_copy(update={"secret": secret})
-        try:
-            old = self.store.get_volume(spec.name)
-        except NotFound:
-            old = None
-        self.store.put_volume(spec, self.r.clock.now())
-        if old is not None and old.secret and old.secret != spec.secret:
-            self.r.home.delete_secret(old.secret)
-        self.r.event("VolumeCreated", f"volume/{spec.name}",
-                     f"{spec.url}{' (credentials in the secret store)' if spec.secret else ''}")
-        return 201, spec.model_dump()
+        return 201, self.ops.create_volume(body).model_dump()
 
     def delete_volume(self, name: str, **_: Any) -> dict:
-        users = [s.spec.name for s in self.store.list_services() if any(m.volume == name for m in s.spec.data)]
-        if users:
-            raise InvalidArgument(f"volume {name!r} is used by service(s) {', '.join(users)}")
-        vol = self.store.get_volume(name)
-        self.store.delete_volume(name)
-        if vol.secret:
-            self.r.home.delete_secret(vol.secret)
+        self.ops.delete_volume(name)
         return {"deleted": name}
 
     def events(self, query: dict, **_: Any) -> list:
@@ -352,6 +241,11 @@ class Api:
                 lines = []
             out.append({"replica": r.id, "state": r.state, "lines": lines})
         return {"logs": out}
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 async def _maybe_await(x):
