@@ -80,15 +80,22 @@ class FakeBackend:
 class FakeGateway:
     def __init__(self) -> None:
         self.services_: dict[str, list] = {}
+        self.models_: dict[str, tuple[str, ...]] = {}         # service -> model names it answers for
         self.qps_: dict[str, float] = {}
         self.window_qps_: dict[str, dict[float, float]] = {}  # service -> {window: QPS}, over qps_
         self.windows_asked: list[float] = []
 
     def set_service(self, name, replicas, hosts=(), models=(), **_):
+        for other, held in self.models_.items():
+            taken = set(models) & set(held)
+            if other != name and taken:  # as the gateway does: one service per model name
+                raise ValueError(f"model name {sorted(taken)[0]!r} is already routed to service {other!r}")
         self.services_[name] = list(replicas)
+        self.models_[name] = tuple(models)
 
     def remove_service(self, name):
         self.services_.pop(name, None)
+        self.models_.pop(name, None)
 
     def services(self):
         return sorted(self.services_)

@@ -377,8 +377,9 @@ def test_scale_out_launches_no_on_demand_for_spot_not_yet_tried(world):
 
 
 def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
-    """A slow model load (TensorFlow takes ~10 s) and a reclaim notice before it is ready: the notified replica
-    must not enter the gateway, or requests reach a server whose model is not loaded (404 Servable not found)."""
+    """A slow model load (TensorFlow takes ~10 s) and a reclaim notice before it is ready: the replica must not
+    enter the gateway (requests would reach a server whose model is not loaded: 404 Servable not found), nor count
+    as available: it stops, and its replacement starts on another node."""
     clock, store, backend, gateway, r = world
     run(r, clock, 10)
     first = store.replicas("bert-tfserving", states=("ready",))
@@ -387,13 +388,15 @@ def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
     gateway.qps_["bert-tfserving"] = 40.0
     run(r, clock, 30)
     starting = store.replicas("bert-tfserving", states=("starting",))
-    spot_node = next(s.node for s in starting if store.get_node(s.node).billing == "spot")
-    r.notify_node(store.get_node(spot_node), store.get_pool("gpu"), "test")
+    victim = next(s for s in starting if store.get_node(s.node).billing == "spot")
+    r.notify_node(store.get_node(victim.node), store.get_pool("gpu"), "test")
     asyncio.run(r.tick())
-    noticed = [x for x in store.replicas("bert-tfserving", states=("notified",)) if x.node == spot_node]
-    assert noticed and all(x.ready_at is None for x in noticed)
+    assert store.get_replica(victim.id).state == "stopped"
+    assert not store.replicas("bert-tfserving", states=("notified",))
     routed = {e.id for e in gateway.services_["bert-tfserving"]}
     assert routed == {first[0].id}  # only the replica that answered ready
+    live = store.replicas("bert-tfserving", states=("pending", "starting", "ready"))
+    assert len(live) == 4 and all(x.node != victim.node for x in live)
 
 
 def test_a_policy_state_saved_by_an_older_version_is_dropped(world, caplog):
@@ -406,3 +409,34 @@ def test_a_policy_state_saved_by_an_older_version_is_dropped(world, caplog):
         asyncio.run(r.tick())
     assert any("node pool gpu" in m and "starting afresh" in m for m in caplog.messages)
     assert store.get_pool_state("gpu").startswith("{")
+
+
+def test_a_model_name_freed_by_a_deleted_service_is_routed_to_its_successor(world):
+    """`serve delete A`, then serve B with A's model name: B answers by model name as soon as A lets it go
+    (A gives the name up at once; B asks again each pass), with no control-plane restart."""
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    run(r, clock, 10)
+    assert gateway.models_["bert-tfserving"] == ("chnsenticorp",)
+    old = store.get_service("bert-tfserving").spec
+    store.delete_service("bert-tfserving")
+    store.create_service(old.model_copy(update={"name": "bert-v2"}), clock.now())
+    asyncio.run(r.tick())
+    # A drains (its endpoints stay for in-flight work) without its model name; B has it.
+    assert gateway.models_.get("bert-tfserving", ()) == ()
+    assert gateway.models_["bert-v2"] == ("chnsenticorp",)
+    run(r, clock, 20)
+    assert "bert-tfserving" not in gateway.services() and gateway.models_["bert-v2"] == ("chnsenticorp",)
+
+
+def test_a_model_name_held_by_another_live_service_is_retried_until_free(world):
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    spec = store.get_service("bert-tfserving").spec
+    store.create_service(spec.model_copy(update={"name": "twin"}), clock.now())
+    run(r, clock, 10)
+    # Two live services ask for one name: the first keeps it, the other is reached by its path prefix.
+    assert gateway.models_["bert-tfserving"] == ("chnsenticorp",) and gateway.models_["twin"] == ()
+    store.delete_service("bert-tfserving")
+    run(r, clock, 5)
+    assert gateway.models_["twin"] == ("chnsenticorp",)

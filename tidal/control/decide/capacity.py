@@ -19,7 +19,7 @@ from tidal.capacity.nodepool import (Drain, Launch, PoolNode, Terminate, demand,
 from tidal.capacity.policies import POLICIES, pool_params
 from tidal.capacity.policies.persist import encode_state, load_or_initial
 from tidal.control.commands import (Command, DrainNode, Event, LaunchNode, LaunchRefused, MarkEmpty, Preempted,
-                                    SavePolicyState, TerminateNode, Uncordon, Warn)
+                                    SavePolicyState, StopReplica, TerminateNode, Uncordon, Warn)
 from tidal.control.decide.replicas import requests_of
 from tidal.control.snapshot import Snapshot
 from tidal.scheduling import matches
@@ -126,7 +126,12 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
                 "NodeTerminated", f"node/{n.name}",
                 f"{dec.reason} (lived {now - n.launched_at:.0f}s, {n.billing})")))
         elif isinstance(dec, Drain):
-            reps = [r.id for r in snap.on(dec.node, (S.STARTING, S.READY))]
+            reps = [r.id for r in snap.on(dec.node, (S.READY,))]
+            # One still starting serves nothing yet: it stops, and its replacement starts on a node the plan keeps.
+            out += [StopReplica(r.id, f"its node {dec.node} is being drained before it was ready",
+                                Event("ReplicaStopped", f"replica/{r.id}",
+                                      f"its node {dec.node} is being drained before it was ready"))
+                    for r in snap.on(dec.node, (S.STARTING,))]
             out.append(DrainNode(dec.node, tuple(reps), Event("NodeDrain", f"node/{dec.node}",
                                                               f"{dec.reason} ({len(reps)} replica(s))") if reps else None))
     for n in nodes:

@@ -19,7 +19,19 @@ def notify(snap: Snapshot, node: NodeRow, pool: NodePoolSpec, why: str, notice_s
     reps = snap.on(node.name, (S.PENDING, S.STARTING, S.READY))
     out: list[Command] = []
     if pool.spot_remedy:
-        out += [NotifyReplica(r.id, now + max(0.0, notice - margin_seconds)) for r in reps]
+        drain_at = now + max(0.0, notice - margin_seconds)
+        for r in reps:
+            if r.state == S.READY:
+                out.append(NotifyReplica(r.id, drain_at))
+            else:
+                # Not serving yet: it cannot cover anything while its node goes, and counting it as
+                # available would overstate the service. Its replacement starts elsewhere now.
+                out.append(StopReplica(r.id, f"its node {node.name} is going away before it was ready", Event(
+                    "ReplicaStopped", f"replica/{r.id}", f"its node {node.name} is going away before it was ready")))
+        # Replicas already moving off it (a capacity drain, no deadline) now have the notice's deadline.
+        for r in snap.on(node.name, (S.NOTIFIED,)):
+            if r.drain_at is None or r.drain_at > drain_at:
+                out.append(NotifyReplica(r.id, drain_at))
         fate = "replaced now (spot remedy)"
     else:
         fate = "replaced when it goes (no spot remedy)"
