@@ -440,3 +440,97 @@ def test_a_model_name_held_by_another_live_service_is_retried_until_free(world):
     store.delete_service("bert-tfserving")
     run(r, clock, 5)
     assert gateway.models_["twin"] == ("chnsenticorp",)
+
+
+CPU_CAT = Catalog([InstanceType(name="cpu.large", vcpu=4, memory_gib=16, gpus=0, on_demand_price=0.4,
+                                spot_prices={"z-a": 0.10, "z-b": 0.12})])
+
+
+@pytest.fixture
+def cpu_world(tmp_path):
+    """Two CPU replicas (1 CPU each) of one service on a spot pool of 4-CPU nodes, --max 4."""
+    clock = FakeClock(1_000_000.0)
+    store = Store(tmp_path / "state.db")
+    backend, gateway = FakeBackend(), FakeGateway()
+    r = Reconciler(store, backend, gateway, CPU_CAT, clock, Home(tmp_path).ensure(),
+                   ControlSettings(drain_seconds=5, notice_margin_seconds=5))
+    store.create_pool(NodePoolSpec(name="cpu", spot=True, on_demand_percentage=0, spot_remedy=True,
+                                   multi_zone="cost-optimized", spot_pools=2, instance_types=["cpu.large"],
+                                   max_nodes=4, scale_in_after_seconds=60, notice_seconds=30), clock.now())
+    store.create_service(ServiceSpec(name="web", version="1", model_name="m", model_path="/models/m", cpu=1,
+                                     memory_mib=1024, replicas=2), clock.now())
+    return clock, store, backend, gateway, r
+
+
+def test_replicas_of_a_service_spread_over_nodes_and_zones(cpu_world):
+    """Two replicas that fit on one node still land on two nodes in two zones: one lost node (or zone) takes one."""
+    clock, store, backend, gateway, r = cpu_world
+    run(r, clock, 20)
+    ready = store.replicas("web", states=("ready",))
+    assert len(ready) == 2
+    nodes = [store.get_node(x.node) for x in ready]
+    assert len({n.name for n in nodes}) == 2 and len({n.zone for n in nodes}) == 2
+
+
+def test_six_preemptions_of_a_max_4_pool_keep_nodes_and_processes_bounded(cpu_world):
+    """A noticed replica is replaced once; the pool stays under --max; processes stay within desired + noticed."""
+    clock, store, backend, gateway, r = cpu_world
+    store.update_pool(store.get_pool("cpu").model_copy(update={"compensate_with_on_demand": True}))
+    run(r, clock, 20)
+    made, ticks, worst_procs = 0, 0, 0
+    while made < 6:
+        ticks += 1
+        assert ticks < 100, "no spot node to preempt for too long"
+        if any(n.billing == "spot" and n.state == "ready" for n in store.nodes("cpu")):
+            # Notices overlap (30 s notices every 10 s), every third with no notice at all.
+            asyncio.run(_preempt_pool(r, "cpu", notice=0 if made % 3 == 2 else 30))
+            made += 1
+        for _ in range(2):
+            asyncio.run(r.tick())
+            clock.advance(5)
+            live = [n for n in store.nodes("cpu") if n.state == "ready"]
+            noticed_nodes = {n.name for n in store.nodes("cpu") if n.state == "notified"}
+            leaving = [x for x in store.replicas("web")
+                       if x.node in noticed_nodes or x.state in ("notified", "draining")]
+            assert len(live) <= 4
+            # Never more than the desired count that is not leaving; one replacement per leaving replica.
+            assert len(store.replicas("web", states=("pending", "starting", "ready"))) <= 2
+            assert len(backend.procs) <= 2 + len(leaving), ([(x.id, x.state, x.node) for x in store.replicas("web")])
+            worst_procs = max(worst_procs, len(backend.procs))
+    assert worst_procs > 2  # the notices overlapped: replacements ran beside the replicas they replace
+    run(r, clock, 120)
+    assert len(store.replicas("web", states=("ready",))) == 2 and len(backend.procs) == 2
+    assert len([n for n in store.nodes("cpu") if n.state != "terminated"]) <= 4
+    assert not store.replicas("web", states=("notified", "pending", "starting"))
+    # Each noticed replica was replaced once: the first 2, then one per replica a notice took.
+    noticed_replicas = {e.object for e in store.events(limit=10000)
+                        if e.kind in ("ReplicaDraining", "ReplicaStopped") and ("node" in e.message)}
+    assert len(backend.launches) <= 2 + len(noticed_replicas)
+
+
+async def _preempt_pool(r, pool, notice):
+    async with r.lock:
+        r.preempt(pool, notice_seconds=notice)
+
+
+def test_a_model_that_cannot_load_fails_with_the_servers_reason_and_backs_off(world):
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    backend.auto_ready = False
+    why = "model chnsenticorp: model base path /vol/tensorflow does not exist"
+    run(r, clock, 5)
+    (rep,) = store.replicas("bert-tfserving", states=("starting",))
+    backend.failing[rep.id] = why
+    run(r, clock, 5)
+    failed = store.get_replica(rep.id)
+    assert failed.state == "failed" and failed.reason == why
+    assert rep.id in backend.stopped  # the model server that kept polling is stopped
+    events = [e for e in store.events(limit=1000) if e.object == f"replica/{rep.id}"]
+    assert events[-1].kind == "ReplicaFailed" and why in events[-1].message
+    # Every replacement fails the same way: back-off paces them (at once, then 10 s, 20 s, 40 s ...).
+    for _ in range(24):
+        for x in store.replicas("bert-tfserving", states=("starting",)):
+            backend.failing[x.id] = why
+        run(r, clock, 5)
+    assert len(backend.launches) <= 6
+    assert any(e.kind == "BackOff" for e in store.events(limit=1000))

@@ -197,6 +197,7 @@ class Reconciler:
             return  # the cluster's own provisioner follows the pending replicas
         timing = capacity.Timing(self.settings.unavailable_seconds, self.settings.cold_start_seconds)
         cmds, self._pools = capacity.decide(self._snapshot(policy_states=True), self.catalog, self._pools, timing)
+        self._placement = placement.capacity_ran(self._placement)
         self._run(cmds)
 
     # ------------------------------------------------------------------ injected preemption

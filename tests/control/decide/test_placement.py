@@ -3,7 +3,7 @@
 import pytest
 
 from tidal.control.commands import Note, StartReplica
-from tidal.control.decide.placement import PlacementMemory, place
+from tidal.control.decide.placement import PlacementMemory, capacity_ran, place
 from tidal.states import NodeState, ReplicaState as S
 
 from .build import CAT, node, pool, replica, service, snap
@@ -29,10 +29,13 @@ CASES = [
     ("only a shared node fits and the pool can grow: pending once (demand launches a node)",
      [service(**CPU)], [pool(max_nodes=2)], [node("n1")],
      [replica("a", S.READY, "n1"), replica("b", S.PENDING)], {}, None, {}),
-    ("held once already: it shares",
+    ("held, the capacity step has not seen it yet: still pending",
      [service(**CPU)], [pool(max_nodes=2)], [node("n1")],
-     [replica("a", S.READY, "n1"), replica("b", S.PENDING)], {}, PlacementMemory(held=frozenset({"b"})),
-     {"b": "n1"}),
+     [replica("a", S.READY, "n1"), replica("b", S.PENDING)], {}, PlacementMemory(held=frozenset({"b"})), {}),
+    ("held, and the capacity step has had its chance: it shares",
+     [service(**CPU)], [pool(max_nodes=2)], [node("n1")],
+     [replica("a", S.READY, "n1"), replica("b", S.PENDING)], {},
+     capacity_ran(PlacementMemory(held=frozenset({"b"}))), {"b": "n1"}),
     ("the pool is at its maximum: it shares at once",
      [service(**CPU)], [pool(max_nodes=1)], [node("n1")],
      [replica("a", S.READY, "n1"), replica("b", S.PENDING)], {}, None, {"b": "n1"}),

@@ -4,8 +4,9 @@ The scoring is tidal.scheduling's. On top of it: a node that is cordoned, under 
 notice, or holds a replica of the same service that is leaving (noticed or
 draining) takes none of that service's replicas; and a replica that could only
 share a node with another replica of its service, while the node's pool still has
-room below its maximum, stays pending once so the pool's demand launches a node
-for it (at the maximum, or once held, it shares).
+room below its maximum, stays pending until the capacity step has seen it once,
+so the pool's demand launches a node for it (at the maximum, or once the capacity
+step has had its chance, it shares).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from tidal.states import NodeState, ReplicaState as S
 @dataclass(frozen=True)
 class PlacementMemory:
     pending_noted: frozenset[str] = frozenset()  # replicas whose FailedScheduling event is written
-    held: frozenset[str] = frozenset()           # replicas held pending once rather than share a node
+    held: frozenset[str] = frozenset()           # held pending rather than share a node: for the capacity step
+    waited: frozenset[str] = frozenset()         # held, and the capacity step has seen them: they may share
+
+
+def capacity_ran(memory: PlacementMemory) -> PlacementMemory:
+    """The capacity step has seen the held replicas as demand: from now on they may share a node."""
+    return PlacementMemory(memory.pending_noted, frozenset(), memory.waited | memory.held)
 
 
 def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str]], memory: PlacementMemory,
@@ -64,12 +71,12 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
     result = schedule(requests, infos, used, placed)
     by_id = {r.id: r for r in pending}
     out: list[Command] = []
-    held = set(memory.held) & set(by_id)
+    held, waited = set(memory.held) & set(by_id), set(memory.waited) & set(by_id)
     for bind in result.binds:
         pool = snap.pools[pool_of[bind.node]]
         room = len(snap.pool_nodes(pool.name, (NodeState.READY,))) < pool.max_nodes
-        if bind.colocated and can_grow and room and bind.replica not in held:
-            held.add(bind.replica)  # pending once: the pool's demand now launches a node for it
+        if bind.colocated and can_grow and room and bind.replica not in waited:
+            held.add(bind.replica)  # pending: the pool's demand launches a node for it
             continue
         rep = by_id[bind.replica]
         out.append(StartReplica(rep.id, rep.service, bind.node, Event(
@@ -84,4 +91,4 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
         out.append(Note(Event("FailedScheduling", f"replica/{rid}",
                               f"no node with labels {spec.selector or '{}'} has room for {req.gpus} GPU, "
                               f"{req.cpu:g} CPU, {req.memory_mib:g} MiB: pending (the pool scales out if it can)")))
-    return out, PlacementMemory(frozenset(noted), frozenset(held))
+    return out, PlacementMemory(frozenset(noted), frozenset(held), frozenset(waited))
