@@ -1,7 +1,6 @@
 """The reconcile loop with a fake clock, a fake backend and a fake gateway: the seed's procedure, step by step."""
 
 import asyncio
-import dataclasses
 
 import pytest
 

@@ -65,6 +65,7 @@ class ReplicaPhase(StrEnum):
 class ReplicaStatus:
     phase: ReplicaPhase
     reason: str = ""
+    endpoint: str | None = None  # where it answers now, when the backend can move it (None: as started)
 
 
 @dataclass(frozen=True)

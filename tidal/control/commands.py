@@ -58,6 +58,13 @@ class FailReplica(Command):
 
 
 @dataclass(frozen=True)
+class SetEndpoint(Command):
+    """The backend reports the replica answering elsewhere now (a rescheduled pod)."""
+    replica: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
 class NotifyReplica(Command):
     """Its node is going: it serves until its replacement is ready or `drain_at` (None: no deadline)."""
     replica: str

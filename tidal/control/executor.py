@@ -14,7 +14,7 @@ from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, Replic
 from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
                                     FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
                                     NotifyReplica, Outcomes, Preempted, ReplicaExited, Route, Routed, SaveAutoscaler,
-                                    SavePolicyState, SetDesired, StartReplica, StopReplica, TerminateNode, Uncordon,
+                                    SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
                                     Unroute, Warn)
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import NotFound
@@ -88,6 +88,9 @@ class Executor:
             self.backend.stop_replica(rep.id, rep.ref, 1.0)
         self.store.update_replica(c.replica, state=S.FAILED, stopped_at=self.clock.now(), reason=c.reason)
         self.record(c.event)
+
+    def _SetEndpoint(self, c: SetEndpoint, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, endpoint=c.endpoint)
 
     def _NotifyReplica(self, c: NotifyReplica, out: Outcomes) -> None:
         self.store.update_replica(c.replica, state=S.NOTIFIED, drain_at=c.drain_at)

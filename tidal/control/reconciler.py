@@ -19,7 +19,6 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidal.autoscaling.spec import parse_hpa
 from tidal.backends.base import Backend, NodeLaunch, ReplicaLaunch
 from tidal.capacity.catalog import Catalog
 from tidal.capacity.cost import NodeLife, summarize

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from tidal.control.records import AutoscalerMemory, AutoscalerStatus, load_memory, load_status
 from tidal.errors import AlreadyExists, NotFound
-from tidal.states import NodeState, ReplicaState
+from tidal.states import REPLICA_ACTIVE, REPLICA_LIVE, NodeState, ReplicaState
 from tidal.spec import NodePoolSpec, ServiceSpec, VolumeSpec
 
 SCHEMA = """
@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 # Kept for readers of the old names; the groups live in tidal.states.
-LIVE_REPLICA_STATES = ReplicaState.LIVE
-ACTIVE_REPLICA_STATES = ReplicaState.ACTIVE
+LIVE_REPLICA_STATES = REPLICA_LIVE
+ACTIVE_REPLICA_STATES = REPLICA_ACTIVE
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ class Store:
             raise NotFound(f"replica {rid!r} not found")
         return _replica(rows[0])
 
-    def replicas(self, service: str | None = None, states: Iterable[str] = ReplicaState.ACTIVE,
+    def replicas(self, service: str | None = None, states: Iterable[str] = REPLICA_ACTIVE,
                  stopped_since: float | None = None) -> list[ReplicaRow]:
         states = sorted(str(s) for s in states)
         sql = f"SELECT * FROM replicas WHERE state IN ({', '.join('?' * len(states))})"

@@ -6,7 +6,7 @@ import pytest
 
 from tidal.backends.base import ReplicaPhase, ReplicaStatus
 from tidal.control.commands import (CreateReplica, DiscardReplica, DrainReplica, Event, FailReplica, MarkReady,
-                                    Note, ReplicaExited, StopReplica)
+                                    Note, ReplicaExited, SetEndpoint, StopReplica)
 from tidal.control.decide import replicas as decide
 from tidal.states import ReplicaState as S
 
@@ -45,6 +45,9 @@ OBSERVED = [
     ("a ready replica reported failed later is left to its liveness (only starting ones fail to load)",
      [replica("r1", S.READY, "n1")], {"r1": st("failed", "x")}, []),
     ("no status (nothing running yet): nothing", [replica("r1", S.STARTING, "n1")], {}, []),
+    ("a backend that moved it reports where it answers now",
+     [replica("r1", S.READY, "n1")], {"r1": ReplicaStatus(ReplicaPhase.READY, endpoint="10.0.0.7:8501")},
+     [SetEndpoint("r1", "10.0.0.7:8501")]),
 ]
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tidal.backends.base import ReplicaPhase, ReplicaStatus
 from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainReplica, Event, FailReplica,
-                                    MarkReady, Note, ReplicaExited, StopReplica)
+                                    MarkReady, Note, ReplicaExited, SetEndpoint, StopReplica)
 from tidal.control.snapshot import FAILURE_WINDOW_SECONDS, Snapshot
 from tidal.control.store import ReplicaRow
 from tidal.scheduling import Resources
@@ -54,6 +54,8 @@ def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], timing: Timing)
         if st is None:
             continue
         obj = f"replica/{rep.id}"
+        if st.endpoint and st.endpoint != rep.endpoint and st.phase is not ReplicaPhase.EXITED:
+            out.append(SetEndpoint(rep.id, st.endpoint))
         if st.phase is ReplicaPhase.EXITED:
             if rep.state == S.DRAINING:
                 out.append(ReplicaExited(rep.id, Event("ReplicaStopped", obj, "drained and exited")))
