@@ -17,19 +17,19 @@ import asyncio
 import logging
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from tidal.backends.base import Backend, NodeLaunch, ReplicaLaunch
 from tidal.capacity.catalog import Catalog
 from tidal.capacity.cost import NodeLife, summarize
 from tidal.capacity.nodepool import pool_zones
-from tidal.control.commands import Command, DiscardReplica, Event, Outcomes, StopReplica, TerminateNode
+from tidal.control.commands import (Command, DiscardReplica, Event, FailReplica, Note, Outcomes, StopReplica,
+                                    TerminateNode)
 from tidal.control.decide import autoscaling, capacity, notices, placement, replicas, routing
 from tidal.control.decide.autoscaling import workload_name as _workload_name
 from tidal.control.decide.replicas import (DEFAULT_CPU, DEFAULT_MEMORY_MIB, release_hash,  # noqa: F401 (re-exported)
                                            requests_of)
 from tidal.control.executor import Executor
 from tidal.control.home import Home
+from tidal.control.settings import ControlSettings  # noqa: F401 (its home before: tidal up and the daemon import it here)
 from tidal.control.snapshot import Snapshot, take
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import InvalidArgument, NotFound
@@ -37,19 +37,6 @@ from tidal.spec import NodePoolSpec, ServiceSpec
 from tidal.states import NodeState, ReplicaState as S
 
 log = logging.getLogger(__name__)
-
-
-class ControlSettings(BaseModel):
-    """The control plane's own knobs; durations are in the clock's (virtual) seconds."""
-    model_config = ConfigDict(extra="forbid")
-    tick_seconds: float = Field(default=5.0, gt=0)
-    qps_window_seconds: float = Field(default=30.0, gt=0)
-    drain_seconds: float = Field(default=10.0, ge=0)          # a scaled-in replica serves in-flight work this long
-    notice_margin_seconds: float = Field(default=10.0, ge=0)  # a noticed replica drains this long before its node goes
-    start_timeout_seconds: float = Field(default=600.0, gt=0)
-    stop_grace_seconds: float = Field(default=30.0, gt=0)     # real seconds before a stopping replica is killed
-    unavailable_seconds: float = Field(default=45.0, ge=0)    # an offering that refused a launch is skipped this long
-    cold_start_seconds: float = Field(default=0.0, ge=0)      # local nodes are up at once
 
 
 class Reconciler:
@@ -87,14 +74,9 @@ class Reconciler:
             self._pools = capacity.feed(self._pools, outcomes.refused, outcomes.preempted)
         return outcomes
 
-    @property
-    def _timing(self) -> replicas.Timing:
-        return replicas.Timing(self.settings.drain_seconds, self.settings.start_timeout_seconds)
-
     # ------------------------------------------------------------------ startup
     def adopt(self) -> None:
         """After a restart: keep replicas that still run, mark the gone ones failed; the backend removes strays."""
-        now = self.clock.now()
         provisioner = self.backend.provisioner
         for node in self.store.nodes():
             t = self.catalog.types.get(node.instance_type)
@@ -103,15 +85,13 @@ class Reconciler:
                                                   t.gpus if t else 0))
         reps = self.store.replicas(states=S.RUNNING)
         adoption = self.backend.adopt({r.id: r.ref for r in reps if r.ref})
-        for rep in reps:
-            if rep.id in adoption.running:
-                self.event("ReplicaAdopted", f"replica/{rep.id}", f"{rep.endpoint} is still running: adopted")
-            else:
-                why = "its process was gone when the control plane restarted"
-                self.store.update_replica(rep.id, state=S.FAILED, stopped_at=now, reason=why)
-                self.event("ReplicaFailed", f"replica/{rep.id}", why)
-        for rid, what in adoption.removed:
-            self.event("ReplicaKilled", f"replica/{rid}", what)
+        gone = "its process was gone when the control plane restarted"
+        cmds: list[Command] = [
+            Note(Event("ReplicaAdopted", f"replica/{r.id}", f"{r.endpoint} is still running: adopted"))
+            if r.id in adoption.running else FailReplica(r.id, gone, Event("ReplicaFailed", f"replica/{r.id}", gone))
+            for r in reps]
+        cmds += [Note(Event("ReplicaKilled", f"replica/{rid}", what)) for rid, what in adoption.removed]
+        self._run(cmds)
         for pool in self.store.list_pools():
             self.attach_trace(pool)
 
@@ -125,12 +105,12 @@ class Reconciler:
     async def tick(self) -> None:
         async with self.lock:
             statuses = await self._observe_replicas()
-            self._run(replicas.observed(self._snapshot(), statuses, self._timing))
+            self._run(replicas.observed(self._snapshot(), statuses, self.settings))
             snap = self._snapshot()
             self._run(notices.reclaims(snap, self._spot_capacity(snap), self.settings.notice_margin_seconds))
             self._run(notices.expire(self._snapshot()))
             self._autoscale()
-            cmds, self._replicas = replicas.lifecycle(self._snapshot(), self._timing, self._replicas)
+            cmds, self._replicas = replicas.lifecycle(self._snapshot(), self.settings, self._replicas)
             self._run(cmds)
             self._place()
             self._scale_pools()
@@ -194,8 +174,8 @@ class Reconciler:
         provider refuses reach the policy at the next pass (ESS then compensates with on-demand)."""
         if self.backend.provisioner is None:
             return  # the cluster's own provisioner follows the pending replicas
-        timing = capacity.Timing(self.settings.unavailable_seconds, self.settings.cold_start_seconds)
-        cmds, self._pools = capacity.decide(self._snapshot(policy_states=True), self.catalog, self._pools, timing)
+        cmds, self._pools = capacity.decide(self._snapshot(policy_states=True), self.catalog, self._pools,
+                                            self.settings)
         self._placement = placement.capacity_ran(self._placement)
         self._run(cmds)
 

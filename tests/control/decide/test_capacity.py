@@ -5,11 +5,12 @@ import json
 from tidal.control.commands import (DrainNode, Event, LaunchNode, LaunchRefused, MarkEmpty, Preempted,
                                     SavePolicyState, StopReplica, TerminateNode, Uncordon, Warn)
 from tidal.control.decide import capacity
+from tidal.control.settings import ControlSettings
 from tidal.states import ReplicaState as S
 
 from .build import CAT, NOW, kinds, node, pool, replica, service, snap
 
-T = capacity.Timing(unavailable_seconds=45.0)
+T = ControlSettings(unavailable_seconds=45.0)
 CPU = {"cpu": 6.0, "memory_mib": 1024.0}  # one per cpu.large node
 
 

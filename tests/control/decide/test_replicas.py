@@ -8,11 +8,12 @@ from tidal.backends.base import ReplicaPhase, ReplicaStatus
 from tidal.control.commands import (CreateReplica, DiscardReplica, DrainReplica, Event, FailReplica, MarkReady,
                                     Note, ReplicaExited, SetEndpoint, StopReplica)
 from tidal.control.decide import replicas as decide
+from tidal.control.settings import ControlSettings
 from tidal.states import ReplicaState as S
 
 from .build import NOW, node, replica, service, snap
 
-T = decide.Timing(drain_seconds=10.0, start_timeout_seconds=600.0)
+T = ControlSettings(drain_seconds=10.0, start_timeout_seconds=600.0)
 
 
 def st(phase, reason=""):

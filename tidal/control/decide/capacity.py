@@ -21,6 +21,7 @@ from tidal.capacity.policies.persist import encode_state, load_or_initial
 from tidal.control.commands import (Command, DrainNode, Event, LaunchNode, LaunchRefused, MarkEmpty, Preempted,
                                     SavePolicyState, StopReplica, TerminateNode, Uncordon, Warn)
 from tidal.control.decide.replicas import requests_of
+from tidal.control.settings import ControlSettings
 from tidal.control.snapshot import Snapshot
 from tidal.scheduling import matches
 from tidal.spec import NodePoolSpec
@@ -36,12 +37,6 @@ class PoolMemory:
     unavailable: Mapping[tuple[str, str, str], float] = field(default_factory=dict)  # offering -> refused at
     last_plan: dict | None = None
     shedding: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Timing:
-    unavailable_seconds: float = 45.0
-    cold_start_seconds: float = 0.0
 
 
 def empty_since(snap: Snapshot) -> dict[str, float | None]:
@@ -60,18 +55,18 @@ def track_empty(snap: Snapshot) -> list[Command]:
 
 
 def decide(snap: Snapshot, catalog: Catalog, memory: Mapping[str, PoolMemory],
-           timing: Timing) -> tuple[list[Command], dict[str, PoolMemory]]:
+           settings: ControlSettings) -> tuple[list[Command], dict[str, PoolMemory]]:
     out = track_empty(snap)  # placements made this pass make nodes busy before any is judged empty
     empty = empty_since(snap)
     memories = dict(memory)
     for pool in snap.pools.values():
-        cmds, memories[pool.name] = _pool(snap, catalog, pool, memory.get(pool.name, PoolMemory()), empty, timing)
+        cmds, memories[pool.name] = _pool(snap, catalog, pool, memory.get(pool.name, PoolMemory()), empty, settings)
         out += cmds
     return out, memories
 
 
 def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory, empty: dict[str, float | None],
-          timing: Timing) -> tuple[list[Command], PoolMemory]:
+          settings: ControlSettings) -> tuple[list[Command], PoolMemory]:
     now = snap.now
     out: list[Command] = []
     rows = snap.pool_nodes(pool.name)
@@ -89,9 +84,9 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
         state, why = load_or_initial(policy, params, zones, snap.policy_states.get(pool.name))
         if why:
             out.append(Warn(f"node pool {pool.name}: {why}"))
-    unavailable = {k: t for k, t in mem.unavailable.items() if now - t < timing.unavailable_seconds}
+    unavailable = {k: t for k, t in mem.unavailable.items() if now - t < settings.unavailable_seconds}
     obs = observe(pool, catalog, nodes, d.target, list(zones), d.node_type, dict(mem.preempted),
-                  dict(mem.launch_failed), timing.cold_start_seconds, now)
+                  dict(mem.launch_failed), settings.cold_start_seconds, now)
     plan, new_state = policy.decide(obs, params, state, now)
     if new_state != mem.state or mem.zones != zones:
         out.append(SavePolicyState(pool.name, encode_state(pool.policy, zones, new_state)))

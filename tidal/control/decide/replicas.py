@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from tidal.backends.base import ReplicaPhase, ReplicaStatus
 from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainReplica, Event, FailReplica,
                                     MarkReady, Note, ReplicaExited, SetEndpoint, StopReplica)
+from tidal.control.settings import ControlSettings
 from tidal.control.snapshot import FAILURE_WINDOW_SECONDS, Snapshot
 from tidal.control.store import ReplicaRow
 from tidal.scheduling import Resources
@@ -17,13 +18,6 @@ from tidal.states import ReplicaState as S
 # Requests assumed for a replica that asks for nothing, so "fits on a node" means something.
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY_MIB = 1024.0
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The settings these rules read (ControlSettings' fields of the same names)."""
-    drain_seconds: float = 10.0
-    start_timeout_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ def requests_of(spec: ServiceSpec) -> Resources:
     return Resources(cpu=cpu, memory_mib=mem, gpus=spec.gpus)
 
 
-def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], timing: Timing) -> list[Command]:
+def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], settings: ControlSettings) -> list[Command]:
     """Replica processes that exited, became ready, cannot load their model, or never became ready in time."""
     out: list[Command] = []
     now = snap.now
@@ -73,20 +67,20 @@ def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], timing: Timing)
             # and the service's back-off paces the replacements.
             out.append(FailReplica(rep.id, st.reason, Event("ReplicaFailed", obj, f"cannot serve: {st.reason}; "
                                                                                 f"replacing it"), stop=True))
-        elif now - rep.created_at > timing.start_timeout_seconds:
+        elif now - rep.created_at > settings.start_timeout_seconds:
             out.append(FailReplica(rep.id, "not ready in time", Event(
-                "ReplicaFailed", obj, f"not ready after {timing.start_timeout_seconds:.0f}s; replacing it"), stop=True))
+                "ReplicaFailed", obj, f"not ready after {settings.start_timeout_seconds:.0f}s; replacing it"), stop=True))
     return out
 
 
-def lifecycle(snap: Snapshot, timing: Timing, memory: ReplicaMemory) -> tuple[list[Command], ReplicaMemory]:
+def lifecycle(snap: Snapshot, settings: ControlSettings, memory: ReplicaMemory) -> tuple[list[Command], ReplicaMemory]:
     """Replicas wanted vs held, per service: create, scale in, roll a new release, drain noticed replicas."""
     now = snap.now
     out: list[Command] = []
     noted = set(memory.backoff_noted)
     for r in snap.replicas:
         if r.service not in snap.services and r.state in (S.PENDING, S.STARTING, S.READY, S.NOTIFIED):
-            out.append(_drain(r, "its service was deleted", now, timing))
+            out.append(_drain(r, "its service was deleted", now, settings))
     for name, svc in snap.services.items():
         reps = snap.of(name)
         current = release_hash(svc.spec)
@@ -108,19 +102,19 @@ def lifecycle(snap: Snapshot, timing: Timing, memory: ReplicaMemory) -> tuple[li
             # Remove the least useful first: not placed, then still starting, then the newest ready.
             order = {S.PENDING: 0, S.STARTING: 1, S.READY: 2}
             victims = sorted(live, key=lambda r: (order[r.state], -r.created_at, r.id))[:len(live) - want]
-            out += [_drain(r, f"scaled in to {want}", now, timing) for r in victims]
+            out += [_drain(r, f"scaled in to {want}", now, settings) for r in victims]
         ready_current = sum(1 for r in live if r.state == S.READY)
         # Rolling update: an old replica goes once the new ones can carry the service.
         surplus = ready_current + sum(1 for r in outdated if r.state == S.READY) - want
         for r in sorted(outdated, key=lambda r: (r.state == S.READY, r.created_at)):
             if r.state != S.READY or surplus > 0:
-                out.append(_drain(r, "replaced by the service's new release", now, timing))
+                out.append(_drain(r, "replaced by the service's new release", now, settings))
                 surplus -= r.state == S.READY
         # Noticed replicas drain once their replacements are ready, or when the notice is nearly over.
         for r in reps:
             if r.state == S.NOTIFIED and (ready_current >= want or (r.drain_at is not None and now >= r.drain_at)):
                 node = snap.node(r.node)
-                stop_at = now + timing.drain_seconds
+                stop_at = now + settings.drain_seconds
                 if node is not None and node.reclaim_at is not None:
                     stop_at = min(stop_at, node.reclaim_at)
                 why = (f"its node {r.node} is going away and its replacement is ready" if ready_current >= want
@@ -152,7 +146,7 @@ def stop_drained(snap: Snapshot) -> list[Command]:
             for r in snap.in_state(S.DRAINING) if r.drain_at is None or snap.now >= r.drain_at]
 
 
-def _drain(r: ReplicaRow, why: str, now: float, timing: Timing) -> Command:
+def _drain(r: ReplicaRow, why: str, now: float, settings: ControlSettings) -> Command:
     if r.state == S.PENDING or r.ref is None:
         return DiscardReplica(r.id, why)
-    return DrainReplica(r.id, now + timing.drain_seconds, Event("ReplicaDraining", f"replica/{r.id}", why), reason=why)
+    return DrainReplica(r.id, now + settings.drain_seconds, Event("ReplicaDraining", f"replica/{r.id}", why), reason=why)
