@@ -533,3 +533,23 @@ def test_a_model_that_cannot_load_fails_with_the_servers_reason_and_backs_off(wo
         run(r, clock, 5)
     assert len(backend.launches) <= 6
     assert any(e.kind == "BackOff" for e in store.events(limit=1000))
+
+
+def test_a_replica_drained_off_a_node_is_never_placed_back_on_it(world):
+    """The swap back from compensating on-demand to spot drains on-demand nodes: no replica lands on a node after
+    a drain took replicas off it (it was going away: a replica placed there would be drained off again)."""
+    clock, store, backend, gateway, r = world
+    backend.spot_caps = {"z-a": 0, "z-b": 0}
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    backend.spot_caps = {}
+    drained: dict[str, int] = {}
+    for _ in range(80):
+        run(r, clock, 5)
+        for e in store.events(limit=100000):
+            if e.kind == "NodeDrain":
+                drained.setdefault(e.object.split("/", 1)[1], e.id)
+    placed_after = [(e.message, n) for e in store.events(limit=100000) if e.kind == "ReplicaScheduled"
+                    for n, since in drained.items() if f"started on node {n} " in e.message and e.id > since]
+    assert drained and placed_after == []
+    assert mix(store) == (2, 2) and len(store.replicas("bert-tfserving", states=("ready",))) == 4

@@ -3,8 +3,9 @@
 The scoring is tidal.scheduling's. On top of it: a node that is cordoned, under a
 notice, or holds a replica of the same service that is leaving (noticed or
 draining) takes none of that service's replicas; and a replica that could only
-share a node with another replica of its service, while the node's pool still has
-room below its maximum, stays pending until the capacity step has seen it once,
+share a node with another replica of its service, or go to a node its pool is
+shrinking (it would be drained off again), while the pool still has room below
+its maximum, stays pending until the capacity step has seen it once,
 so the pool's demand launches a node for it (at the maximum, or once the capacity
 step has had its chance, it shares).
 """
@@ -75,8 +76,8 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
     for bind in result.binds:
         pool = snap.pools[pool_of[bind.node]]
         room = len(snap.pool_nodes(pool.name, (NodeState.READY,))) < pool.max_nodes
-        if bind.colocated and can_grow and room and bind.replica not in waited:
-            held.add(bind.replica)  # pending: the pool's demand launches a node for it
+        if (bind.colocated or bind.node in shed) and can_grow and room and bind.replica not in waited:
+            held.add(bind.replica)  # pending: the pool's demand launches a node for it (one the plan keeps)
             continue
         rep = by_id[bind.replica]
         out.append(StartReplica(rep.id, rep.service, bind.node, Event(
