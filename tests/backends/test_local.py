@@ -1,5 +1,6 @@
 """The local backend with real processes (a stand-in executable for the model server): pinning, identity, orphans, stop."""
 
+import asyncio
 import json
 import os
 import time
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tidal.backends.base import CapacityUnavailable, NodeLaunch, ReplicaLaunch
+from tidal.backends.base import CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase
 from tidal.backends.local import LocalBackend, SpotTraceReplay, proc_environ
 
 
@@ -57,22 +58,79 @@ def test_gpu_pinning_identity_orphans_and_stop(backend, tmp_path):
     # Credentials reach the process's environment, never its command line.
     argv = (tmp_path / "argv-r0").read_text()
     assert "shh" not in argv and "--rest_api_port" in argv and "--model_config_file" in argv
+    assert argv.split()[:3] == ["-P", "-m", "tidal"]  # safe path: never a tidal/ folder from the cwd
     config = (tmp_path / "run" / "r0.models.config").read_text()
     assert 'name: "m"' in config and "specific { versions: 1623831335 }" in config
 
-    h = handles["r0"]
-    assert backend.replica_alive("r0", h)
-    assert not backend.replica_alive("r1", h)  # the process is not that replica
-    assert not backend.replica_alive("r0", h.__class__(h.pid, h.proc_start + 1, h.port, h.grpc_port))  # pid reused
-    assert proc_environ(h.pid)["TIDAL_HOME"] == str(tmp_path)
+    ref = handles["r0"].ref
+    assert backend._alive("r0", ref)
+    assert not backend._alive("r1", ref)  # the process is not that replica
+    assert not backend._alive("r0", {**ref, "proc_start": ref["proc_start"] + 1})  # pid reused
+    assert proc_environ(ref["pid"])["TIDAL_HOME"] == str(tmp_path)
+    assert handles["r0"].endpoint == f"127.0.0.1:{ref['port']}"
 
-    known = {rid: hd.pid for rid, hd in handles.items()}
-    assert backend.orphans(known) == [("cpu", cpu.pid)]
-    backend.kill(cpu.pid)
-    assert wait(lambda: not backend.replica_alive("cpu", cpu))
+    # After a restart: the recorded replicas still run; "cpu" was started but never recorded: killed.
+    adoption = backend.adopt({rid: st.ref for rid, st in handles.items()})
+    assert adoption.running == set(handles)
+    assert [rid for rid, _ in adoption.removed] == ["cpu"] and str(cpu.ref["pid"]) in adoption.removed[0][1]
+    assert wait(lambda: not backend._alive("cpu", cpu.ref))
 
-    backend.stop_replica("r0", h, grace_seconds=5.0)
-    assert wait(lambda: not backend.replica_alive("r0", h))
+    statuses = asyncio.run(backend.observe_replicas({"r0": ref}, known_ready=frozenset({"r0"})))
+    assert statuses["r0"].phase is ReplicaPhase.READY  # known ready: only checked to run
+    backend.stop_replica("r0", ref, grace_seconds=5.0)
+    assert wait(lambda: not backend._alive("r0", ref))
+    assert asyncio.run(backend.observe_replicas({"r0": ref}))["r0"].phase is ReplicaPhase.EXITED
+
+
+def test_a_model_that_cannot_load_is_reported_with_the_servers_reason(tmp_path):
+    """The model server keeps running when its base path does not exist (it polls for it): the backend reads
+    its reason and reports the replica failed rather than starting forever."""
+    b = LocalBackend(tmp_path / "home", ready_timeout=0.5)
+    try:
+        st = b.start_replica(ReplicaLaunch(replica="r0", service="s", node="n0", model_name="m",
+                                           model_base_path=str(tmp_path / "no-such-model"), version_policy="latest",
+                                           gpus=0))
+        async def until_failed():
+            try:
+                for _ in range(240):
+                    status = (await b.observe_replicas({"r0": st.ref}))["r0"]
+                    if status.phase is not ReplicaPhase.STARTING:
+                        return status
+                    await asyncio.sleep(0.25)
+            finally:
+                b.close()  # its pooled connections belong to this loop
+
+        status = asyncio.run(until_failed())
+        assert status.phase is ReplicaPhase.FAILED and "no-such-model does not exist" in status.reason
+        assert "does not exist" in b.logs("r0", tail=50)
+        b.stop_replica("r0", st.ref, grace_seconds=5.0)
+        assert wait(lambda: not b._alive("r0", st.ref), timeout=10)
+    finally:
+        for proc in list(b._children.values()):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_replica_ignores_a_tidal_folder_in_the_working_directory(tmp_path, monkeypatch):
+    """`tidal up` works from any folder: a bogus tidal/ package in the cwd is not what the model server imports."""
+    bogus = tmp_path / "cwd" / "tidal"
+    bogus.mkdir(parents=True)
+    (bogus / "__init__.py").write_text("raise SystemExit('imported the bogus tidal package')\n")
+    (bogus / "__main__.py").write_text("raise SystemExit('imported the bogus tidal package')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    b = LocalBackend(tmp_path / "home", ready_timeout=0.5)
+    try:
+        st = b.start_replica(ReplicaLaunch(replica="r0", service="s", node="n0", model_name="m",
+                                           model_base_path=str(tmp_path / "none"), version_policy="latest", gpus=0))
+        # The real model server runs: it logs its REST API (the bogus package would have exited at import).
+        assert wait(lambda: "REST API on" in b.logs("r0"), timeout=60), b.logs("r0")
+        assert "bogus" not in b.logs("r0")
+        b.stop_replica("r0", st.ref, grace_seconds=5.0)
+    finally:
+        for proc in list(b._children.values()):
+            proc.kill()
+            proc.wait()
+        b.close()
 
 
 def test_spot_launch_refused_where_the_trace_has_no_room(backend, tmp_path):
@@ -96,7 +154,6 @@ def test_spot_launch_refused_where_the_trace_has_no_room(backend, tmp_path):
 def test_ready_only_when_the_replica_itself_answers(backend):
     """A port picked for a replica can be taken by another process before the replica binds it:
     that process's 200 on the health path must not make the replica ready."""
-    import asyncio
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -114,12 +171,13 @@ def test_ready_only_when_the_replica_itself_answers(backend):
     try:
         port = server.server_address[1]
         backend.launch_node(NodeLaunch("n0", "p", "z", "gpu.small", "spot", gpus=1), 0, 0.0)
-        h = backend.start_replica(launch("r0", "n0"))  # a process that never listens
-        foreign = h.__class__(h.pid, h.proc_start, port, h.grpc_port)
-        assert not asyncio.run(backend.replica_ready(foreign))
+        st = backend.start_replica(launch("r0", "n0"))  # a process that never listens
+        foreign = {**st.ref, "port": port}
+        assert not asyncio.run(backend._ready(foreign))
+        assert asyncio.run(backend.observe_replicas({"r0": foreign}))["r0"].phase is ReplicaPhase.STARTING
         # The same answer from the process that listens there does count.
-        own = h.__class__(os.getpid(), h.proc_start, port, h.grpc_port)
-        assert asyncio.run(backend.replica_ready(own))
+        own = {**st.ref, "pid": os.getpid(), "port": port}
+        assert asyncio.run(backend._ready(own))
     finally:
         server.shutdown()
         server.server_close()

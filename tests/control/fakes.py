@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from tidal.backends.base import CapacityUnavailable, NodeLaunch, ReplicaHandle, ReplicaLaunch
+from tidal.backends.base import (Adoption, CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase, ReplicaStatus,
+                                 StartedReplica)
 from tidal.errors import NotFound
 
 
 class FakeBackend:
+    """Replicas are entries in `procs` (id -> ref); `ready` answer their probe, `failing` cannot load (id -> why)."""
+
     def __init__(self) -> None:
         self.nodes: dict[str, NodeLaunch] = {}
-        self.procs: dict[str, ReplicaHandle] = {}      # replica id -> handle of a "running" process
+        self.procs: dict[str, dict] = {}               # replica id -> ref of a "running" process
         self.launches: list[ReplicaLaunch] = []
         self.ready: set[str] = set()                   # replicas whose health check answers 200
+        self.failing: dict[str, str] = {}              # replicas that run but cannot load their model: why
         self.auto_ready = True
         self.spot_caps: dict[str, int] = {}            # zone -> capacity
         self.stopped: list[str] = []
+        self.provisioner = self
         self._pid = 1000
 
     def adopt_node(self, node: NodeLaunch) -> None:
@@ -32,36 +37,41 @@ class FakeBackend:
     def spot_capacity(self, pool: str, zone: str, now: float) -> int | None:
         return self.spot_caps.get(zone)
 
-    def start_replica(self, launch: ReplicaLaunch) -> ReplicaHandle:
+    def start_replica(self, launch: ReplicaLaunch) -> StartedReplica:
         self._pid += 1
-        h = ReplicaHandle(pid=self._pid, proc_start=1, port=20000 + self._pid, grpc_port=30000 + self._pid)
-        self.procs[launch.replica] = h
+        ref = {"pid": self._pid}
+        self.procs[launch.replica] = ref
         self.launches.append(launch)
         if self.auto_ready:
             self.ready.add(launch.replica)
-        return h
+        return StartedReplica(ref=ref, endpoint=f"127.0.0.1:{20000 + self._pid}")
 
-    def stop_replica(self, replica: str, handle, grace_seconds: float) -> None:
+    def stop_replica(self, replica: str, ref, grace_seconds: float) -> None:
         self.procs.pop(replica, None)
         self.stopped.append(replica)
 
-    def replica_alive(self, replica: str, handle: ReplicaHandle) -> bool:
-        h = self.procs.get(replica)
-        return h is not None and h.pid == handle.pid
+    async def observe_replicas(self, refs, known_ready=frozenset()):
+        out = {}
+        for rid, ref in refs.items():
+            if self.procs.get(rid) != ref:
+                out[rid] = ReplicaStatus(ReplicaPhase.EXITED, "exit status 1")
+            elif rid in self.failing:
+                out[rid] = ReplicaStatus(ReplicaPhase.FAILED, self.failing[rid])
+            elif rid in known_ready or rid in self.ready:
+                out[rid] = ReplicaStatus(ReplicaPhase.READY)
+            else:
+                out[rid] = ReplicaStatus(ReplicaPhase.STARTING)
+        return out
 
-    async def replica_ready(self, handle: ReplicaHandle) -> bool:
-        return any(h.pid == handle.pid and rid in self.ready for rid, h in self.procs.items())
+    def adopt(self, refs) -> Adoption:
+        running = frozenset(rid for rid, ref in refs.items() if self.procs.get(rid) == ref)
+        removed = []
+        for rid in [rid for rid in self.procs if rid not in running]:
+            removed.append((rid, f"stray process {self.procs.pop(rid)['pid']} the store does not know: killed"))
+        return Adoption(running, tuple(removed))
 
-    def orphans(self, known: dict[str, int]) -> list[tuple[str, int]]:
-        return [(rid, h.pid) for rid, h in self.procs.items() if known.get(rid) != h.pid]
-
-    def kill(self, pid: int) -> None:
-        for rid, h in list(self.procs.items()):
-            if h.pid == pid:
-                del self.procs[rid]
-
-    def log_path(self, replica: str) -> str:
-        return f"/nonexistent/{replica}.log"
+    def logs(self, replica: str, tail: int = 100) -> str:
+        return ""
 
     def close(self) -> None:
         pass
@@ -70,15 +80,22 @@ class FakeBackend:
 class FakeGateway:
     def __init__(self) -> None:
         self.services_: dict[str, list] = {}
+        self.models_: dict[str, tuple[str, ...]] = {}         # service -> model names it answers for
         self.qps_: dict[str, float] = {}
         self.window_qps_: dict[str, dict[float, float]] = {}  # service -> {window: QPS}, over qps_
         self.windows_asked: list[float] = []
 
     def set_service(self, name, replicas, hosts=(), models=(), **_):
+        for other, held in self.models_.items():
+            taken = set(models) & set(held)
+            if other != name and taken:  # as the gateway does: one service per model name
+                raise ValueError(f"model name {sorted(taken)[0]!r} is already routed to service {other!r}")
         self.services_[name] = list(replicas)
+        self.models_[name] = tuple(models)
 
     def remove_service(self, name):
         self.services_.pop(name, None)
+        self.models_.pop(name, None)
 
     def services(self):
         return sorted(self.services_)

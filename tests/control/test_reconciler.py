@@ -1,7 +1,6 @@
 """The reconcile loop with a fake clock, a fake backend and a fake gateway: the seed's procedure, step by step."""
 
 import asyncio
-import dataclasses
 
 import pytest
 
@@ -162,7 +161,7 @@ def test_dead_replica_is_replaced_and_restart_adopts_without_duplicates(world, t
     assert store.get_replica(rep.id).state == "failed"
     (new,) = store.replicas("bert-tfserving", states=("ready",))
     # A restarted control plane (same store and processes) adopts the running one; a stray is killed.
-    backend.procs["stray-1"] = backend.procs[new.id].__class__(pid=99999, proc_start=1, port=1, grpc_port=2)
+    backend.procs["stray-1"] = {"pid": 99999}
     r2 = Reconciler(store, backend, FakeGateway(), CAT, clock, Home(tmp_path), r.settings)
     r2.adopt()
     run(r2, clock, 10)
@@ -266,12 +265,22 @@ def test_policy_state_survives_a_restart(world, tmp_path, policy):
     backend.spot_caps = {"z-b": 0}  # z-b refuses: SpotHedge marks it preempted
     gateway.qps_["bert-tfserving"] = 30.0
     run(r, clock, 40)
-    state = r._memory("gpu").state
+    mem = r.pool_memory("gpu")
+    state = mem.state
     assert state is not None and False in state.active
-    from tidal.control.reconciler import _load_policy_state
-    kept = _load_policy_state(store.get_pool_state("gpu"), policy, r._memory("gpu").zones)
-    assert kept == state  # what a restarted control plane starts from
-    assert _load_policy_state(store.get_pool_state("gpu"), "ess", r._memory("gpu").zones) is None
+    from tidal.capacity.policies import POLICIES, pool_params
+    from tidal.capacity.policies.persist import decode_state, load_or_initial
+    text = store.get_pool_state("gpu")
+    assert text.startswith("{")  # JSON, not pickle
+    params = pool_params(policy, pool.model_dump(), pool.policy_params)
+    kept, why = load_or_initial(POLICIES[policy], params, mem.zones, text)
+    assert kept == state and why is None  # what a restarted control plane starts from
+    assert decode_state(text, "ess", mem.zones, type(state))[0] is None
+    # A restarted control plane starts from it.
+    r2 = Reconciler(store, backend, gateway, CAT, clock, Home(tmp_path), r.settings)
+    r2.adopt()
+    asyncio.run(r2.tick())
+    assert False in r2.pool_memory("gpu").state.active
 
 
 BURST_HPA = {**SEED_HPA, "metadata": {"name": "bert-tfserving-hpa",
@@ -313,8 +322,8 @@ def test_burst_mode_scales_within_a_tick(world):
     assert r.burst_tick_seconds == 2.0
     # Its state is persisted beside the HPA's; the decision and the events say why.
     state = store.get_autoscaler_state("bert-tfserving")
-    assert state["burst"]["panic_since"] is not None and state["burst"]["max_panic_replicas"] == 4
-    assert state["recommendations"]
+    assert state.burst.panic_since is not None and state.burst.max_panic_replicas == 4
+    assert state.hpa.recommendations
     events = store.events(limit=1000)
     assert any(e.kind == "BurstPanic" and "PanicStarted" in e.message for e in events)
     rescales = [e.message for e in events if e.kind == "SuccessfulRescale"]
@@ -333,14 +342,14 @@ def test_hpa_exact_mode_waits_for_its_sync(world):
     assert seen[18] == 3 and seen[34] == 4
     assert 60.0 not in gateway.windows_asked and 6.0 not in gateway.windows_asked
     assert r.burst_tick_seconds is None
-    assert "burst" not in store.get_autoscaler_state("bert-tfserving")
+    assert store.get_autoscaler_state("bert-tfserving").burst is None
 
 
 def test_burst_panic_ends_a_stable_window_after_the_last_trigger(world):
     clock, store, backend, gateway, r = world
     _step_2_to_40_qps(world, BURST_HPA)
     name = "bert-tfserving"
-    panic_since = store.get_autoscaler_state(name)["burst"]["panic_since"]
+    panic_since = store.get_autoscaler_state(name).burst.panic_since
     # Load falls back to 2 QPS in every window: no new trigger; the 4 replicas stay while the panic lasts.
     gateway.window_qps_[name] = {6.0: 2.0, 30.0: 2.0, 60.0: 2.0}
     while clock.now() <= panic_since + 60:
@@ -348,7 +357,7 @@ def test_burst_panic_ends_a_stable_window_after_the_last_trigger(world):
         assert store.get_service(name).desired == 4
         clock.advance(2.0)
     asyncio.run(r.tick())
-    assert store.get_autoscaler_state(name)["burst"]["panic_since"] is None
+    assert store.get_autoscaler_state(name).burst.panic_since is None
     assert any(e.kind == "BurstPanicEnded" for e in store.events(limit=1000))
     # Then the HPA's own rules again: its 300 s down-stabilization keeps 4 for now.
     assert store.get_service(name).desired == 4
@@ -367,8 +376,9 @@ def test_scale_out_launches_no_on_demand_for_spot_not_yet_tried(world):
 
 
 def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
-    """A slow model load (TensorFlow takes ~10 s) and a reclaim notice before it is ready: the notified replica
-    must not enter the gateway, or requests reach a server whose model is not loaded (404 Servable not found)."""
+    """A slow model load (TensorFlow takes ~10 s) and a reclaim notice before it is ready: the replica must not
+    enter the gateway (requests would reach a server whose model is not loaded: 404 Servable not found), nor count
+    as available: it stops, and its replacement starts on another node."""
     clock, store, backend, gateway, r = world
     run(r, clock, 10)
     first = store.replicas("bert-tfserving", states=("ready",))
@@ -377,21 +387,169 @@ def test_a_replica_noticed_while_still_starting_gets_no_traffic(world):
     gateway.qps_["bert-tfserving"] = 40.0
     run(r, clock, 30)
     starting = store.replicas("bert-tfserving", states=("starting",))
-    spot_node = next(s.node for s in starting if store.get_node(s.node).billing == "spot")
-    r.notify_node(store.get_node(spot_node), store.get_pool("gpu"), "test")
+    victim = next(s for s in starting if store.get_node(s.node).billing == "spot")
+    r.notify_node(store.get_node(victim.node), store.get_pool("gpu"), "test")
     asyncio.run(r.tick())
-    noticed = [x for x in store.replicas("bert-tfserving", states=("notified",)) if x.node == spot_node]
-    assert noticed and all(x.ready_at is None for x in noticed)
+    assert store.get_replica(victim.id).state == "stopped"
+    assert not store.replicas("bert-tfserving", states=("notified",))
     routed = {e.id for e in gateway.services_["bert-tfserving"]}
     assert routed == {first[0].id}  # only the replica that answered ready
+    live = store.replicas("bert-tfserving", states=("pending", "starting", "ready"))
+    assert len(live) == 4 and all(x.node != victim.node for x in live)
 
 
-def test_a_policy_state_saved_by_an_older_version_is_dropped():
-    # An older HedgeState (then TidalState) had fewer fields: unpickling fills the fields it had and leaves the rest
-    # unset (a slots dataclass's __setstate__ zips fields with values), which would fail at the next decision.
-    from tidal.capacity.policies import hedge
-    from tidal.control.reconciler import _complete
-    full = hedge.initial_state(hedge.HedgeParams(), ["a", "b"], 0)
-    old = hedge.HedgeState.__new__(hedge.HedgeState)
-    old.__setstate__([getattr(full, f.name) for f in dataclasses.fields(full)][:3])
-    assert _complete(full) and not _complete(old)
+def test_a_policy_state_saved_by_an_older_version_is_dropped(world, caplog):
+    """A pickled record (what an older control plane stored) is dropped with one log line; the policy starts afresh."""
+    import base64
+    import pickle
+    clock, store, backend, gateway, r = world
+    store.set_pool_state("gpu", base64.b64encode(pickle.dumps(("ess", ("z-a", "z-b"), object))).decode())
+    with caplog.at_level("WARNING"):
+        asyncio.run(r.tick())
+    assert any("node pool gpu" in m and "starting afresh" in m for m in caplog.messages)
+    assert store.get_pool_state("gpu").startswith("{")
+
+
+def test_a_model_name_freed_by_a_deleted_service_is_routed_to_its_successor(world):
+    """`serve delete A`, then serve B with A's model name: B answers by model name as soon as A lets it go
+    (A gives the name up at once; B asks again each pass), with no control-plane restart."""
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    run(r, clock, 10)
+    assert gateway.models_["bert-tfserving"] == ("chnsenticorp",)
+    old = store.get_service("bert-tfserving").spec
+    store.delete_service("bert-tfserving")
+    store.create_service(old.model_copy(update={"name": "bert-v2"}), clock.now())
+    asyncio.run(r.tick())
+    # A drains (its endpoints stay for in-flight work) without its model name; B has it.
+    assert gateway.models_.get("bert-tfserving", ()) == ()
+    assert gateway.models_["bert-v2"] == ("chnsenticorp",)
+    run(r, clock, 20)
+    assert "bert-tfserving" not in gateway.services() and gateway.models_["bert-v2"] == ("chnsenticorp",)
+
+
+def test_a_model_name_held_by_another_live_service_is_retried_until_free(world):
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    spec = store.get_service("bert-tfserving").spec
+    store.create_service(spec.model_copy(update={"name": "twin"}), clock.now())
+    run(r, clock, 10)
+    # Two live services ask for one name: the first keeps it, the other is reached by its path prefix.
+    assert gateway.models_["bert-tfserving"] == ("chnsenticorp",) and gateway.models_["twin"] == ()
+    store.delete_service("bert-tfserving")
+    run(r, clock, 5)
+    assert gateway.models_["twin"] == ("chnsenticorp",)
+
+
+CPU_CAT = Catalog([InstanceType(name="cpu.large", vcpu=4, memory_gib=16, gpus=0, on_demand_price=0.4,
+                                spot_prices={"z-a": 0.10, "z-b": 0.12})])
+
+
+@pytest.fixture
+def cpu_world(tmp_path):
+    """Two CPU replicas (1 CPU each) of one service on a spot pool of 4-CPU nodes, --max 4."""
+    clock = FakeClock(1_000_000.0)
+    store = Store(tmp_path / "state.db")
+    backend, gateway = FakeBackend(), FakeGateway()
+    r = Reconciler(store, backend, gateway, CPU_CAT, clock, Home(tmp_path).ensure(),
+                   ControlSettings(drain_seconds=5, notice_margin_seconds=5))
+    store.create_pool(NodePoolSpec(name="cpu", spot=True, on_demand_percentage=0, spot_remedy=True,
+                                   multi_zone="cost-optimized", spot_pools=2, instance_types=["cpu.large"],
+                                   max_nodes=4, scale_in_after_seconds=60, notice_seconds=30), clock.now())
+    store.create_service(ServiceSpec(name="web", version="1", model_name="m", model_path="/models/m", cpu=1,
+                                     memory_mib=1024, replicas=2), clock.now())
+    return clock, store, backend, gateway, r
+
+
+def test_replicas_of_a_service_spread_over_nodes_and_zones(cpu_world):
+    """Two replicas that fit on one node still land on two nodes in two zones: one lost node (or zone) takes one."""
+    clock, store, backend, gateway, r = cpu_world
+    run(r, clock, 20)
+    ready = store.replicas("web", states=("ready",))
+    assert len(ready) == 2
+    nodes = [store.get_node(x.node) for x in ready]
+    assert len({n.name for n in nodes}) == 2 and len({n.zone for n in nodes}) == 2
+
+
+def test_six_preemptions_of_a_max_4_pool_keep_nodes_and_processes_bounded(cpu_world):
+    """A noticed replica is replaced once; the pool stays under --max; processes stay within desired + noticed."""
+    clock, store, backend, gateway, r = cpu_world
+    store.update_pool(store.get_pool("cpu").model_copy(update={"compensate_with_on_demand": True}))
+    run(r, clock, 20)
+    made, ticks, worst_procs = 0, 0, 0
+    while made < 6:
+        ticks += 1
+        assert ticks < 100, "no spot node to preempt for too long"
+        if any(n.billing == "spot" and n.state == "ready" for n in store.nodes("cpu")):
+            # Notices overlap (30 s notices every 10 s), every third with no notice at all.
+            asyncio.run(_preempt_pool(r, "cpu", notice=0 if made % 3 == 2 else 30))
+            made += 1
+        for _ in range(2):
+            asyncio.run(r.tick())
+            clock.advance(5)
+            live = [n for n in store.nodes("cpu") if n.state == "ready"]
+            noticed_nodes = {n.name for n in store.nodes("cpu") if n.state == "notified"}
+            leaving = [x for x in store.replicas("web")
+                       if x.node in noticed_nodes or x.state in ("notified", "draining")]
+            assert len(live) <= 4
+            # Never more than the desired count that is not leaving; one replacement per leaving replica.
+            assert len(store.replicas("web", states=("pending", "starting", "ready"))) <= 2
+            assert len(backend.procs) <= 2 + len(leaving), ([(x.id, x.state, x.node) for x in store.replicas("web")])
+            worst_procs = max(worst_procs, len(backend.procs))
+    assert worst_procs > 2  # the notices overlapped: replacements ran beside the replicas they replace
+    run(r, clock, 120)
+    assert len(store.replicas("web", states=("ready",))) == 2 and len(backend.procs) == 2
+    assert len([n for n in store.nodes("cpu") if n.state != "terminated"]) <= 4
+    assert not store.replicas("web", states=("notified", "pending", "starting"))
+    # Each noticed replica was replaced once: the first 2, then one per replica a notice took.
+    noticed_replicas = {e.object for e in store.events(limit=10000)
+                        if e.kind in ("ReplicaDraining", "ReplicaStopped") and ("node" in e.message)}
+    assert len(backend.launches) <= 2 + len(noticed_replicas)
+
+
+async def _preempt_pool(r, pool, notice):
+    async with r.lock:
+        r.preempt(pool, notice_seconds=notice)
+
+
+def test_a_model_that_cannot_load_fails_with_the_servers_reason_and_backs_off(world):
+    clock, store, backend, gateway, r = world
+    store.delete_autoscaler("bert-tfserving")
+    backend.auto_ready = False
+    why = "model chnsenticorp: model base path /vol/tensorflow does not exist"
+    run(r, clock, 5)
+    (rep,) = store.replicas("bert-tfserving", states=("starting",))
+    backend.failing[rep.id] = why
+    run(r, clock, 5)
+    failed = store.get_replica(rep.id)
+    assert failed.state == "failed" and failed.reason == why
+    assert rep.id in backend.stopped  # the model server that kept polling is stopped
+    events = [e for e in store.events(limit=1000) if e.object == f"replica/{rep.id}"]
+    assert events[-1].kind == "ReplicaFailed" and why in events[-1].message
+    # Every replacement fails the same way: back-off paces them (at once, then 10 s, 20 s, 40 s ...).
+    for _ in range(24):
+        for x in store.replicas("bert-tfserving", states=("starting",)):
+            backend.failing[x.id] = why
+        run(r, clock, 5)
+    assert len(backend.launches) <= 6
+    assert any(e.kind == "BackOff" for e in store.events(limit=1000))
+
+
+def test_a_replica_drained_off_a_node_is_never_placed_back_on_it(world):
+    """The swap back from compensating on-demand to spot drains on-demand nodes: no replica lands on a node after
+    a drain took replicas off it (it was going away: a replica placed there would be drained off again)."""
+    clock, store, backend, gateway, r = world
+    backend.spot_caps = {"z-a": 0, "z-b": 0}
+    gateway.qps_["bert-tfserving"] = 40.0
+    run(r, clock, 60)
+    backend.spot_caps = {}
+    drained: dict[str, int] = {}
+    for _ in range(80):
+        run(r, clock, 5)
+        for e in store.events(limit=100000):
+            if e.kind == "NodeDrain":
+                drained.setdefault(e.object.split("/", 1)[1], e.id)
+    placed_after = [(e.message, n) for e in store.events(limit=100000) if e.kind == "ReplicaScheduled"
+                    for n, since in drained.items() if f"started on node {n} " in e.message and e.id > since]
+    assert drained and placed_after == []
+    assert mix(store) == (2, 2) and len(store.replicas("bert-tfserving", states=("ready",))) == 4

@@ -1,13 +1,23 @@
-"""The narrow interface between the control plane and what runs nodes and replicas (local processes, Kubernetes)."""
+"""The engine-neutral interface between the control plane and what runs nodes and replicas (local processes, Kubernetes).
+
+The control plane speaks of nodes, replicas, their readiness and their
+endpoints. How a backend finds a replica again (a process id and start time, a
+pod's uid) is its own business: it hands back an opaque, JSON-serialisable
+`ref` that the store keeps as it is and gives back. Node provisioning is a
+separate, optional part (`provisioner`): a backend whose cluster provisions
+nodes itself has none, and the control plane's capacity step then has nothing
+to launch.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
 from tidal.errors import CapacityUnavailable
 
-__all__ = ["CapacityUnavailable", "NodeLaunch", "ReplicaLaunch", "ReplicaHandle", "Backend"]
+ReplicaRef = dict[str, Any]  # opaque to the control plane; JSON-serialisable
 
 
 @dataclass(frozen=True)
@@ -35,41 +45,63 @@ class ReplicaLaunch:
 
 
 @dataclass(frozen=True)
-class ReplicaHandle:
-    """How to find a started replica again, also after a control-plane restart."""
-    pid: int
-    proc_start: int
-    port: int        # REST (the one the gateway uses)
-    grpc_port: int
+class StartedReplica:
+    ref: ReplicaRef
+    endpoint: str  # "host:port" of its REST API (the one the gateway uses)
 
 
-class Backend(Protocol):
+class ReplicaPhase(StrEnum):
+    STARTING = "starting"   # running, not ready yet
+    READY = "ready"         # answers its readiness probe
+    FAILED = "failed"       # running but cannot serve (its model cannot load): `reason` says why
+    EXITED = "exited"       # gone (or no longer the replica it was): `reason` says what is known
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    phase: ReplicaPhase
+    reason: str = ""
+    endpoint: str | None = None  # where it answers now, when the backend can move it (None: as started)
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """After a control-plane restart: which recorded replicas still run, and what strays the backend removed."""
+    running: frozenset[str]
+    removed: tuple[tuple[str, str], ...] = ()  # (replica id, what was removed and why), e.g. a stray process
+
+
+class NodeProvisioner(Protocol):
+    """Launches and terminates nodes (absent where the cluster's own provisioner does it)."""
+
     def launch_node(self, node: NodeLaunch, spot_held_in_zone: int, now: float) -> None:
         """Create a node, or raise CapacityUnavailable."""
 
     def terminate_node(self, name: str) -> None: ...
 
-    def spot_capacity(self, pool: str, zone: str, now: float) -> int | None:
-        """How many spot nodes the zone can hold now (None: no limit known)."""
-
-    def start_replica(self, launch: ReplicaLaunch) -> ReplicaHandle: ...
-
-    def stop_replica(self, replica: str, handle: ReplicaHandle | None, grace_seconds: float) -> None:
-        """Ask the replica to drain and exit; force it after `grace_seconds`. Returns at once."""
-
-    def replica_alive(self, replica: str, handle: ReplicaHandle) -> bool:
-        """The process is running and is really this replica (pid reuse is not enough)."""
-
-    async def replica_ready(self, handle: ReplicaHandle) -> bool: ...
-
-    def orphans(self, known: dict[str, int]) -> list[tuple[str, int]]:
-        """Replica processes of this installation other than the pid the store records for each: (id, pid)."""
-
     def adopt_node(self, node: NodeLaunch) -> None:
         """Know a node the store already holds (after a restart)."""
 
-    def kill(self, pid: int) -> None: ...
+    def spot_capacity(self, pool: str, zone: str, now: float) -> int | None:
+        """How many spot nodes the zone can hold now (None: no limit known)."""
 
-    def log_path(self, replica: str) -> str: ...
+
+class Backend(Protocol):
+    provisioner: NodeProvisioner | None
+
+    def start_replica(self, launch: ReplicaLaunch) -> StartedReplica: ...
+
+    def stop_replica(self, replica: str, ref: ReplicaRef | None, grace_seconds: float) -> None:
+        """Ask the replica to drain and exit; force it after `grace_seconds`. Returns at once."""
+
+    async def observe_replicas(self, refs: dict[str, ReplicaRef],
+                               known_ready: frozenset[str] = frozenset()) -> dict[str, ReplicaStatus]:
+        """Each replica's phase. `known_ready` were ready at the last look: a backend may only check they run."""
+
+    def adopt(self, refs: dict[str, ReplicaRef]) -> Adoption:
+        """After a restart: which of these still run; replicas of this installation not among them are removed."""
+
+    def logs(self, replica: str, tail: int = 100) -> str:
+        """The last `tail` lines the replica wrote ('' when there are none)."""
 
     def close(self) -> None: ...

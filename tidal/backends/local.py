@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,7 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tidal.backends.base import CapacityUnavailable, NodeLaunch, ReplicaHandle, ReplicaLaunch
+from tidal.backends.base import (Adoption, CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase, ReplicaRef,
+                                 ReplicaStatus, StartedReplica)
 from tidal.http.client import ClientError, HttpClient
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class LocalBackend:
         self._gpu_slots: dict[str, list[int]] = {}
         self._next_gpu = 0
         self._lock = threading.Lock()
+        self.provisioner = self  # nodes are slices of this machine: it launches them itself
 
     # -- nodes: bookkeeping, a zone's spot capacity may refuse a launch
     def set_trace(self, pool: str, directory: str, zones: list[str], start: float) -> None:
@@ -169,13 +172,19 @@ class LocalBackend:
         self.nodes.pop(name, None)
         self._gpu_slots.pop(name, None)
 
-    # -- replicas: real processes
+    # -- replicas: real processes; a replica's ref is {pid, proc_start, port, grpc_port}
     def log_path(self, replica: str) -> str:
+        """The replica's log file (the API's `tidal logs` reads it; `logs()` is the engine-neutral way)."""
         return str(self.home_root / "logs" / "replicas" / f"{replica}.log")
 
-    def start_replica(self, launch: ReplicaLaunch) -> ReplicaHandle:
+    def logs(self, replica: str, tail: int = 100) -> str:
+        text = _tail(Path(self.log_path(replica)), max(1, tail) * 400)
+        return "\n".join(text.splitlines()[-tail:]) if tail > 0 else ""
+
+    def start_replica(self, launch: ReplicaLaunch) -> StartedReplica:
         port, grpc_port = free_port(self.host), free_port(self.host)
-        argv = [self.python, "-m", "tidal", "model-server", "--port", str(grpc_port),
+        # -P (safe path): the model server imports the installed tidal, never a tidal/ folder in the cwd.
+        argv = [self.python, "-P", "-m", "tidal", "model-server", "--port", str(grpc_port),
                 "--rest_api_port", str(port), "--rest_api_host", self.host]
         if launch.model_config_file:
             argv += ["--model_config_file", launch.model_config_file]
@@ -201,7 +210,8 @@ class LocalBackend:
         with self._lock:
             self._children[proc.pid] = proc
         start = proc_start_time(proc.pid) or 0
-        return ReplicaHandle(pid=proc.pid, proc_start=start, port=port, grpc_port=grpc_port)
+        ref = {"pid": proc.pid, "proc_start": start, "port": port, "grpc_port": grpc_port}
+        return StartedReplica(ref=ref, endpoint=f"{self.host}:{port}")
 
     def _write_model_config(self, launch: ReplicaLaunch) -> Path:
         """TF Serving's model config (text format): the only way its flags carry a version policy."""
@@ -224,24 +234,24 @@ class LocalBackend:
         path.write_text(text)
         return path
 
-    def stop_replica(self, replica: str, handle: ReplicaHandle | None, grace_seconds: float) -> None:
-        if handle is None or not self.replica_alive(replica, handle):
-            self._reap(handle.pid if handle else None)
+    def stop_replica(self, replica: str, ref: ReplicaRef | None, grace_seconds: float) -> None:
+        if not ref or not self._alive(replica, ref):
+            self._reap(ref.get("pid") if ref else None)
             return
         try:
-            os.kill(handle.pid, signal.SIGTERM)
+            os.kill(ref["pid"], signal.SIGTERM)
         except ProcessLookupError:
             return
         # The model server drains in-flight requests on SIGTERM; force it only if it hangs.
-        timer = threading.Timer(grace_seconds, self._force, args=(replica, handle))
+        timer = threading.Timer(grace_seconds, self._force, args=(replica, ref))
         timer.daemon = True
         timer.start()
 
-    def _force(self, replica: str, handle: ReplicaHandle) -> None:
-        if self.replica_alive(replica, handle):
+    def _force(self, replica: str, ref: ReplicaRef) -> None:
+        if self._alive(replica, ref):
             log.warning("replica %s did not exit within its grace period: killing it", replica)
-            self.kill(handle.pid)
-        self._reap(handle.pid)
+            self._kill(ref["pid"])
+        self._reap(ref["pid"])
 
     def _reap(self, pid: int | None) -> None:
         if pid is None:
@@ -252,27 +262,31 @@ class LocalBackend:
             with self._lock:
                 self._children.pop(pid, None)
 
-    def kill(self, pid: int) -> None:
+    def _kill(self, pid: int) -> None:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self._reap(pid)
 
-    def replica_alive(self, replica: str, handle: ReplicaHandle) -> bool:
+    def _alive(self, replica: str, ref: ReplicaRef) -> bool:
+        """The process runs and is really this replica (pid reuse is not enough: its start time and marker too)."""
+        pid = ref.get("pid")
+        if pid is None:
+            return False
         with self._lock:
-            proc = self._children.get(handle.pid)
+            proc = self._children.get(pid)
         if proc is not None and proc.poll() is not None:
-            self._reap(handle.pid)
+            self._reap(pid)
             return False
-        start = proc_start_time(handle.pid)
-        if start is None or (handle.proc_start and start != handle.proc_start):
+        start = proc_start_time(pid)
+        if start is None or (ref.get("proc_start") and start != ref["proc_start"]):
             return False
-        return proc_environ(handle.pid).get(REPLICA_ENV) == replica
+        return proc_environ(pid).get(REPLICA_ENV) == replica
 
-    async def replica_ready(self, handle: ReplicaHandle) -> bool:
+    async def _ready(self, ref: ReplicaRef) -> bool:
         try:
-            resp = await self._client.request("GET", self.host, handle.port, "/v2/health/ready",
+            resp = await self._client.request("GET", self.host, ref["port"], "/v2/health/ready",
                                               timeout=self.ready_timeout)
         except (ClientError, OSError):
             return False
@@ -283,9 +297,48 @@ class LocalBackend:
             return False
         # In a thread: reading the kernel's socket table takes tens of milliseconds on a busy machine,
         # and this loop also runs the gateway.
-        return await asyncio.to_thread(owns_listener, handle.pid, handle.port)
+        return await asyncio.to_thread(owns_listener, ref["pid"], ref["port"])
 
-    def orphans(self, known: dict[str, int]) -> list[tuple[str, int]]:
+    async def observe_replicas(self, refs: dict[str, ReplicaRef],
+                               known_ready: frozenset[str] = frozenset()) -> dict[str, ReplicaStatus]:
+        out: dict[str, ReplicaStatus] = {}
+        probes = []
+        for rid, ref in refs.items():
+            if not self._alive(rid, ref):
+                out[rid] = ReplicaStatus(ReplicaPhase.EXITED, self._exit_reason(rid))
+            elif rid in known_ready:
+                out[rid] = ReplicaStatus(ReplicaPhase.READY)
+            else:
+                probes.append((rid, ref))
+        results = await asyncio.gather(*(self._ready(ref) for _, ref in probes))
+        for (rid, ref), ok in zip(probes, results):
+            if ok:
+                out[rid] = ReplicaStatus(ReplicaPhase.READY)
+                continue
+            # The model server keeps running when its model cannot load (it polls the base path): its log says why.
+            failure = await asyncio.to_thread(self._load_failure, rid)
+            out[rid] = ReplicaStatus(ReplicaPhase.FAILED, failure) if failure else ReplicaStatus(ReplicaPhase.STARTING)
+        return out
+
+    def _load_failure(self, replica: str) -> str | None:
+        found = _LOAD_FAILURE.findall(_tail(Path(self.log_path(replica)), 16384))
+        return found[-1].strip() if found else None
+
+    def _exit_reason(self, replica: str) -> str:
+        lines = [ln.strip() for ln in _tail(Path(self.log_path(replica)), 4096).splitlines() if ln.strip()]
+        return f"process exited ({lines[-1][:200]})" if lines else "process exited"
+
+    def adopt(self, refs: dict[str, ReplicaRef]) -> Adoption:
+        running = frozenset(rid for rid, ref in refs.items() if ref and self._alive(rid, ref))
+        known = {rid: refs[rid]["pid"] for rid in running}
+        removed = []
+        for rid, pid in self._strays(known):
+            # Started just before a crash, before its ref was recorded: the store does not want it.
+            self._kill(pid)
+            removed.append((rid, f"stray process {pid} the store does not know: killed"))
+        return Adoption(running=running, removed=tuple(removed))
+
+    def _strays(self, known: dict[str, int]) -> list[tuple[str, int]]:
         """Processes carrying this home's marker that are not the process the store records for their replica."""
         me = str(self.home_root)
         out = []
@@ -301,6 +354,23 @@ class LocalBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+# The model manager's line for a base path it cannot use (tidal.models.repository's messages); a path that cannot
+# be *listed* (a store down) is not here: the server keeps polling it and may become ready.
+_LOAD_FAILURE = re.compile(r"(model \S+: model base path .*?(?:does not exist|is not a directory|"
+                           r"is a file, not a directory|no filesystem for .*))$", re.MULTILINE)
+
+
+def _tail(path: Path, nbytes: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - nbytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _quote(s: str) -> str:

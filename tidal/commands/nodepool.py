@@ -6,6 +6,7 @@ import argparse
 
 from tidal.commands.common import add_output, client, clock_time, emit, key_values, money, table
 from tidal.errors import UserError
+from tidal.states import NodeState
 
 EXAMPLE = """example (the seed's node pool: preemptible, cost-optimized, 30% pay-as-you-go, supplemental pay-as-you-go):
   tidal nodepool create gpu-pool --label inference=tensorflow --spot --on-demand-percentage 30 \\
@@ -79,7 +80,7 @@ def _spec(args) -> dict:
 
 
 def _summary_row(p: dict) -> list:
-    nodes = [n for n in p["nodes"] if n["state"] != "terminated"]
+    nodes = [n for n in p["nodes"] if n["state"] != NodeState.TERMINATED]
     od = sum(1 for n in nodes if n["billing"] == "on-demand")
     return [p["name"], ",".join(f"{k}={v}" for k, v in p["labels"].items()), p["spec"]["policy"],
             len(nodes), od, len(nodes) - od, money(p["cost"]["total"]), f"{p['cost']['savings_ratio'] * 100:.0f}%"]

@@ -256,7 +256,7 @@ def spawn_background(home: Home, argv: list[str], wait_seconds: float = 30.0) ->
     from tidal.control.client import ApiClient
     home.ensure()
     with open(home.log_file, "ab") as log_out:
-        proc = subprocess.Popen([sys.executable, "-m", "tidal", "up", "--foreground", *argv],
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "tidal", "up", "--foreground", *argv],
                                 stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True,
                                 env=dict(os.environ, TIDAL_HOME=str(home.root)))

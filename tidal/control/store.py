@@ -7,9 +7,11 @@ import sqlite3
 import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from tidal.control.records import AutoscalerMemory, AutoscalerStatus, load_memory, load_status
 from tidal.errors import AlreadyExists, NotFound
+from tidal.states import REPLICA_ACTIVE, REPLICA_LIVE, NodeState, ReplicaState
 from tidal.spec import NodePoolSpec, ServiceSpec, VolumeSpec
 
 SCHEMA = """
@@ -30,27 +32,26 @@ CREATE INDEX IF NOT EXISTS nodes_pool ON nodes(pool, state);
 CREATE TABLE IF NOT EXISTS replicas (
   id TEXT PRIMARY KEY, service TEXT NOT NULL, release TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
   port INTEGER, grpc_port INTEGER, pid INTEGER, proc_start INTEGER, created_at REAL NOT NULL,
-  ready_at REAL, drain_at REAL, stopped_at REAL, reason TEXT NOT NULL DEFAULT '');
+  ready_at REAL, drain_at REAL, stopped_at REAL, reason TEXT NOT NULL DEFAULT '', ref TEXT, endpoint TEXT);
 CREATE INDEX IF NOT EXISTS replicas_service ON replicas(service, state);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, kind TEXT NOT NULL,
   object TEXT NOT NULL, message TEXT NOT NULL);
 """
 
-# Replica states: pending (no node) -> starting (process launched) -> ready -> draining -> stopped | failed;
-# notified: its node has a reclaim notice, it still serves until its replacement is ready, then drains.
-LIVE_REPLICA_STATES = ("pending", "starting", "ready")
-ACTIVE_REPLICA_STATES = ("pending", "starting", "ready", "notified", "draining")
+# Kept for readers of the old names; the groups live in tidal.states.
+LIVE_REPLICA_STATES = REPLICA_LIVE
+ACTIVE_REPLICA_STATES = REPLICA_ACTIVE
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeRow:
     name: str
     pool: str
     zone: str
     instance_type: str
     billing: str
-    state: str  # ready | notified | terminated
+    state: NodeState
     launched_at: float
     empty_since: float | None = None
     notified_at: float | None = None
@@ -60,25 +61,36 @@ class NodeRow:
     cordoned: int = 0  # 1 while its replicas move elsewhere (see nodepool.Drain)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReplicaRow:
     id: str
     service: str
     release: str
     node: str | None
-    state: str
-    port: int | None
-    grpc_port: int | None
-    pid: int | None
-    proc_start: int | None
+    state: ReplicaState
     created_at: float
     ready_at: float | None = None
     drain_at: float | None = None
     stopped_at: float | None = None
     reason: str = ""
+    ref: dict | None = None       # the backend's opaque handle (JSON in the store)
+    endpoint: str | None = None   # "host:port" of its REST API
+
+    @property
+    def port(self) -> int | None:
+        return int(self.endpoint.rsplit(":", 1)[1]) if self.endpoint else None
+
+    @property
+    def host(self) -> str | None:
+        return self.endpoint.rsplit(":", 1)[0] if self.endpoint else None
+
+    @property
+    def pid(self) -> int | None:
+        """The local backend's process id, which `serve get` shows (None for a backend without processes)."""
+        return self.ref.get("pid") if self.ref else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServiceRow:
     spec: ServiceSpec
     desired: int
@@ -101,6 +113,23 @@ def _row(cls, r: sqlite3.Row):
     return cls(**{f.name: r[f.name] for f in fields(cls)})
 
 
+def _node(r: sqlite3.Row) -> NodeRow:
+    return NodeRow(**{f.name: NodeState(r[f.name]) if f.name == "state" else r[f.name] for f in fields(NodeRow)})
+
+
+def _replica(r: sqlite3.Row) -> ReplicaRow:
+    values = {f.name: r[f.name] for f in fields(ReplicaRow)}
+    values["state"] = ReplicaState(values["state"])
+    values["ref"] = json.loads(values["ref"]) if values["ref"] else None
+    return ReplicaRow(**values)
+
+
+def _replica_columns(rep: ReplicaRow) -> dict:
+    d = asdict(rep)
+    d["ref"] = json.dumps(rep.ref, separators=(",", ":")) if rep.ref is not None else None
+    return d
+
+
 class Store:
     """One SQLite file. Every write is its own transaction, committed before the caller acts on it."""
 
@@ -117,10 +146,17 @@ class Store:
     def _migrate(self) -> None:
         """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables as they were)."""
         for table, column, decl in (("nodes", "cordoned", "INTEGER NOT NULL DEFAULT 0"),
-                                    ("autoscalers", "state", "TEXT")):
+                                    ("autoscalers", "state", "TEXT"), ("replicas", "ref", "TEXT"),
+                                    ("replicas", "endpoint", "TEXT")):
             have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        # Rows written before the backend's opaque ref: all local processes, found by pid, start time and port.
+        # The old columns stay (readable by an older version); the ref and endpoint are what is used now.
+        self._db.execute(
+            "UPDATE replicas SET ref=json_object('pid', pid, 'proc_start', coalesce(proc_start, 0), 'port', port, "
+            "'grpc_port', coalesce(grpc_port, 0)), endpoint='127.0.0.1:' || port "
+            "WHERE ref IS NULL AND pid IS NOT NULL AND port IS NOT NULL")
 
     def close(self) -> None:
         with self._lock:
@@ -246,27 +282,33 @@ class Store:
                 (service, json.dumps(document), now))
 
     def get_autoscaler(self, service: str) -> tuple[dict, dict | None] | None:
+        """(the HPA document, the last status as the API shows it) or None."""
         rows = self._q("SELECT document, last FROM autoscalers WHERE service=?", (service,))
         if not rows:
             return None
-        return json.loads(rows[0]["document"]), json.loads(rows[0]["last"]) if rows[0]["last"] else None
+        last = load_status(rows[0]["last"], service)
+        return json.loads(rows[0]["document"]), last.view() if last is not None else None
 
-    def set_autoscaler_last(self, service: str, last: dict) -> None:
-        self._x("UPDATE autoscalers SET last=? WHERE service=?", (json.dumps(last), service))
+    def get_autoscaler_status(self, service: str) -> AutoscalerStatus | None:
+        rows = self._q("SELECT last FROM autoscalers WHERE service=?", (service,))
+        return load_status(rows[0]["last"], service) if rows else None
 
-    def get_autoscaler_state(self, service: str) -> dict | None:
+    def set_autoscaler_last(self, service: str, last: AutoscalerStatus) -> None:
+        self._x("UPDATE autoscalers SET last=? WHERE service=?", (last.model_dump_json(), service))
+
+    def get_autoscaler_state(self, service: str) -> AutoscalerMemory | None:
         rows = self._q("SELECT state FROM autoscalers WHERE service=?", (service,))
-        return json.loads(rows[0]["state"]) if rows and rows[0]["state"] else None
+        return load_memory(rows[0]["state"], service) if rows else None
 
-    def set_autoscaler_state(self, service: str, state: dict) -> None:
-        self._x("UPDATE autoscalers SET state=? WHERE service=?", (json.dumps(state), service))
+    def set_autoscaler_state(self, service: str, state: AutoscalerMemory) -> None:
+        self._x("UPDATE autoscalers SET state=? WHERE service=?", (state.model_dump_json(), service))
 
     def delete_autoscaler(self, service: str) -> None:
         self._x("DELETE FROM autoscalers WHERE service=?", (service,))
 
     # -- nodes
     def add_node(self, node: NodeRow) -> None:
-        d = asdict(node)
+        d = {k: str(v) if k == "state" else v for k, v in asdict(node).items()}
         self._x(f"INSERT INTO nodes({', '.join(d)}) VALUES({', '.join('?' * len(d))})", tuple(d.values()))
 
     def update_node(self, name: str, **changes: Any) -> None:
@@ -277,7 +319,7 @@ class Store:
         rows = self._q("SELECT * FROM nodes WHERE name=?", (name,))
         if not rows:
             raise NotFound(f"node {name!r} not found")
-        return _row(NodeRow, rows[0])
+        return _node(rows[0])
 
     def nodes(self, pool: str | None = None, *, include_terminated: bool = False) -> list[NodeRow]:
         sql, args = "SELECT * FROM nodes WHERE 1=1", []
@@ -286,14 +328,16 @@ class Store:
             args.append(pool)
         if not include_terminated:
             sql += " AND state != 'terminated'"
-        return [_row(NodeRow, r) for r in self._q(sql + " ORDER BY launched_at, name", tuple(args))]
+        return [_node(r) for r in self._q(sql + " ORDER BY launched_at, name", tuple(args))]
 
     # -- replicas
     def add_replica(self, rep: ReplicaRow) -> None:
-        d = asdict(rep)
+        d = _replica_columns(rep)
         self._x(f"INSERT INTO replicas({', '.join(d)}) VALUES({', '.join('?' * len(d))})", tuple(d.values()))
 
     def update_replica(self, rid: str, **changes: Any) -> None:
+        if "ref" in changes:
+            changes["ref"] = json.dumps(changes["ref"], separators=(",", ":")) if changes["ref"] is not None else None
         sets = ", ".join(f"{k}=?" for k in changes)
         self._x(f"UPDATE replicas SET {sets} WHERE id=?", (*changes.values(), rid))
 
@@ -301,15 +345,20 @@ class Store:
         rows = self._q("SELECT * FROM replicas WHERE id=?", (rid,))
         if not rows:
             raise NotFound(f"replica {rid!r} not found")
-        return _row(ReplicaRow, rows[0])
+        return _replica(rows[0])
 
-    def replicas(self, service: str | None = None, states: tuple[str, ...] = ACTIVE_REPLICA_STATES) -> list[ReplicaRow]:
+    def replicas(self, service: str | None = None, states: Iterable[str] = REPLICA_ACTIVE,
+                 stopped_since: float | None = None) -> list[ReplicaRow]:
+        states = sorted(str(s) for s in states)
         sql = f"SELECT * FROM replicas WHERE state IN ({', '.join('?' * len(states))})"
         args: list = list(states)
         if service is not None:
             sql += " AND service=?"
             args.append(service)
-        return [_row(ReplicaRow, r) for r in self._q(sql + " ORDER BY created_at, id", tuple(args))]
+        if stopped_since is not None:
+            sql += " AND stopped_at >= ?"
+            args.append(stopped_since)
+        return [_replica(r) for r in self._q(sql + " ORDER BY created_at, id", tuple(args))]
 
     # -- events
     MAX_EVENTS = 100_000

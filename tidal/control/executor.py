@@ -1,0 +1,210 @@
+"""Carries out a decision's commands against the store, the backend and the gateway, and records their events.
+
+Every change is written to the store before the next command acts on it; what
+only acting reveals (a launch the provider refused, a model name another service
+holds) comes back as `Outcomes` for the decisions' state.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaLaunch
+from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
+                                    FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
+                                    NotifyReplica, Outcomes, Preempted, ReplicaExited, Route, Routed, SaveAutoscaler,
+                                    SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
+                                    Unroute, Warn)
+from tidal.control.store import NodeRow, ReplicaRow, Store
+from tidal.errors import NotFound
+from tidal.spec import ServiceSpec
+from tidal.states import NodeState, ReplicaState as S
+
+log = logging.getLogger(__name__)
+
+LaunchSpec = Callable[[ReplicaRow, ServiceSpec, str], ReplicaLaunch]
+
+
+class Executor:
+    def __init__(self, store: Store, backend: Backend, gateway, clock, launch_spec: LaunchSpec,
+                 stop_grace_seconds: float) -> None:
+        self.store = store
+        self.backend = backend
+        self.gateway = gateway
+        self.clock = clock
+        self.launch_spec = launch_spec
+        self.stop_grace_seconds = stop_grace_seconds
+        self._conflicts: set[tuple[str, tuple[str, ...]]] = set()  # logged once each
+
+    def event(self, kind: str, obj: str, message: str) -> None:
+        self.store.add_event(self.clock.now(), kind, obj, message)
+        log.info("%s %s: %s", kind, obj, message)
+
+    def record(self, e: Event | None, **fill: str) -> None:
+        if e is not None:
+            self.event(e.kind, e.obj.format(**fill) if fill else e.obj, e.message.format(**fill) if fill else e.message)
+
+    def run(self, commands: Iterable[Command]) -> Outcomes:
+        out = Outcomes()
+        for c in commands:
+            getattr(self, "_" + type(c).__name__)(c, out)
+        return out
+
+    # -- replicas
+    def _CreateReplica(self, c: CreateReplica, out: Outcomes) -> None:
+        rid = f"{c.workload}-{self.store.next_id('replica:' + c.service)}"
+        self.store.add_replica(ReplicaRow(id=rid, service=c.service, release=c.release, node=None,
+                                          state=S.PENDING, created_at=self.clock.now()))
+
+    def _StartReplica(self, c: StartReplica, out: Outcomes) -> None:
+        now = self.clock.now()
+        rep = self.store.get_replica(c.replica)
+        try:
+            launch = self.launch_spec(rep, self.store.get_service(c.service).spec, c.node)
+        except Exception as exc:
+            self.store.update_replica(rep.id, state=S.FAILED, stopped_at=now, reason=str(exc))
+            self.event("ReplicaFailed", f"replica/{rep.id}", f"cannot start: {exc}")
+            return
+        # The node is recorded before the process starts; the ref right after it (see Reconciler.adopt()).
+        self.store.update_replica(rep.id, node=c.node)
+        try:
+            started = self.backend.start_replica(launch)
+        except Exception as exc:
+            self.store.update_replica(rep.id, state=S.FAILED, stopped_at=now, reason=f"cannot start: {exc}")
+            self.event("ReplicaFailed", f"replica/{rep.id}", f"cannot start: {exc}")
+            return
+        self.store.update_replica(rep.id, state=S.STARTING, ref=started.ref, endpoint=started.endpoint)
+        out.started[rep.id] = started.ref
+        self.record(c.event, endpoint=started.endpoint)
+
+    def _MarkReady(self, c: MarkReady, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, state=S.READY, ready_at=self.clock.now())
+        self.record(c.event)
+
+    def _FailReplica(self, c: FailReplica, out: Outcomes) -> None:
+        if c.stop:
+            rep = self.store.get_replica(c.replica)
+            self.backend.stop_replica(rep.id, rep.ref, 1.0)
+        self.store.update_replica(c.replica, state=S.FAILED, stopped_at=self.clock.now(), reason=c.reason)
+        self.record(c.event)
+
+    def _SetEndpoint(self, c: SetEndpoint, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, endpoint=c.endpoint)
+
+    def _NotifyReplica(self, c: NotifyReplica, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, state=S.NOTIFIED, drain_at=c.drain_at)
+
+    def _DrainReplica(self, c: DrainReplica, out: Outcomes) -> None:
+        changes = {"reason": c.reason} if c.reason is not None else {}
+        self.store.update_replica(c.replica, state=S.DRAINING, drain_at=c.drain_at, **changes)
+        self.record(c.event)
+
+    def _DiscardReplica(self, c: DiscardReplica, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, state=S.STOPPED, stopped_at=self.clock.now(), reason=c.reason)
+
+    def _StopReplica(self, c: StopReplica, out: Outcomes) -> None:
+        rep = self.store.get_replica(c.replica)
+        if rep.ref is not None:
+            self.backend.stop_replica(rep.id, rep.ref, self.stop_grace_seconds)
+        self.store.update_replica(rep.id, state=S.STOPPED, stopped_at=self.clock.now(), reason=c.reason)
+        self.record(c.event)
+
+    def _ReplicaExited(self, c: ReplicaExited, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, state=S.STOPPED, stopped_at=self.clock.now())
+        self.record(c.event)
+
+    # -- nodes
+    def _LaunchNode(self, c: LaunchNode, out: Outcomes) -> None:
+        now = self.clock.now()
+        provisioner = self.backend.provisioner
+        if provisioner is None:
+            return  # the cluster provisions nodes itself
+        name = f"{c.pool}-{'spot' if c.capacity_type == 'spot' else 'od'}-{self.store.next_id('node')}"
+        try:
+            provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type, c.gpus),
+                                    c.spot_held_in_zone, now)
+        except CapacityUnavailable as exc:
+            out.refused.append(LaunchRefused(c.pool, (c.instance_type, c.zone, c.capacity_type), now))
+            self.event("NodeLaunchFailed", f"nodepool/{c.pool}", str(exc))
+            return
+        self.store.add_node(NodeRow(name=name, pool=c.pool, zone=c.zone, instance_type=c.instance_type,
+                                    billing=c.capacity_type, state=NodeState.READY, launched_at=now, empty_since=now))
+        self.record(c.event, name=name)
+
+    def _TerminateNode(self, c: TerminateNode, out: Outcomes) -> None:
+        try:
+            node = self.store.get_node(c.node)
+        except NotFound:
+            return
+        if node.state == NodeState.TERMINATED:
+            return
+        bound = [r for r in self.store.replicas() if r.node == node.name]
+        if bound and node.state == NodeState.READY and not c.force:
+            log.warning("not terminating node %s: %d replica(s) still on it", node.name, len(bound))
+            return
+        if self.backend.provisioner is not None:
+            self.backend.provisioner.terminate_node(node.name)
+        self.store.update_node(node.name, state=NodeState.TERMINATED, terminated_at=self.clock.now(), reason=c.reason)
+        self.record(c.event)
+
+    def _DrainNode(self, c: DrainNode, out: Outcomes) -> None:
+        self.store.update_node(c.node, cordoned=1)
+        for rid in c.replicas:
+            self.store.update_replica(rid, state=S.NOTIFIED, drain_at=None)
+        self.record(c.event)
+
+    def _Uncordon(self, c: Uncordon, out: Outcomes) -> None:
+        self.store.update_node(c.node, cordoned=0)
+
+    def _NotifyNode(self, c: NotifyNode, out: Outcomes) -> None:
+        now = self.clock.now()
+        self.store.update_node(c.node, state=NodeState.NOTIFIED, notified_at=now, reclaim_at=c.reclaim_at)
+        out.preempted.append(Preempted(c.pool, c.zone))
+        self.record(c.event)
+
+    def _MarkEmpty(self, c: MarkEmpty, out: Outcomes) -> None:
+        self.store.update_node(c.node, empty_since=c.since)
+
+    # -- services, autoscalers, pools
+    def _SetDesired(self, c: SetDesired, out: Outcomes) -> None:
+        self.store.set_desired(c.service, c.desired)
+        self.record(c.event)
+
+    def _SaveAutoscaler(self, c: SaveAutoscaler, out: Outcomes) -> None:
+        if c.status is not None:
+            self.store.set_autoscaler_last(c.service, c.status)
+        if c.memory is not None:
+            self.store.set_autoscaler_state(c.service, c.memory)
+
+    def _SavePolicyState(self, c: SavePolicyState, out: Outcomes) -> None:
+        self.store.set_pool_state(c.pool, c.text)
+
+    # -- routing
+    def _Route(self, c: Route, out: Outcomes) -> None:
+        from tidal.gateway.config import ReplicaEndpoint
+        endpoints = [ReplicaEndpoint(id=e.id, host=e.host, port=e.port, state=e.state) for e in c.endpoints]
+        models = c.models
+        try:
+            self.gateway.set_service(c.service, endpoints, models=models)
+            self._conflicts.discard((c.service, models))
+        except Exception as exc:
+            if not models:
+                raise
+            # Another service still answers for this model name: reach this one by its path prefix for now.
+            if (c.service, models) not in self._conflicts:
+                self._conflicts.add((c.service, models))
+                log.info("service %s: model name %s not routed yet (%s)", c.service, ", ".join(models), exc)
+            models = ()
+            self.gateway.set_service(c.service, endpoints, models=())
+        out.routed.append(Routed(c.service, models))
+
+    def _Unroute(self, c: Unroute, out: Outcomes) -> None:
+        self.gateway.remove_service(c.service)
+
+    # -- records only
+    def _Note(self, c: Note, out: Outcomes) -> None:
+        self.record(c.event)
+
+    def _Warn(self, c: Warn, out: Outcomes) -> None:
+        log.warning("%s", c.message)
