@@ -39,7 +39,8 @@ def world(tmp_path):
     r = Reconciler(store, backend, gateway, CAT, clock, home, ControlSettings(drain_seconds=5, notice_margin_seconds=5))
     store.create_pool(NodePoolSpec(name="gpu", labels={"inference": "tensorflow"}, spot=True, on_demand_percentage=30,
                                    compensate_with_on_demand=True, spot_remedy=True, multi_zone="cost-optimized",
-                                   spot_pools=2, max_nodes=10, scale_in_after_seconds=60, notice_seconds=120), clock.now())
+                                   # room above the 10 replicas: a noticed node counts toward --max until it goes
+                                   spot_pools=2, max_nodes=12, scale_in_after_seconds=60, notice_seconds=120), clock.now())
     store.put_volume(VolumeSpec(name="model-pvc", url=f"file://{tmp_path}/vol"), clock.now())
     spec = ServiceSpec(name="bert-tfserving", version="202111111111", model_name="chnsenticorp", gpus=1,
                        selector={"inference": "tensorflow"}, data=[VolumeMount(volume="model-pvc", mount="/models")],

@@ -143,6 +143,10 @@ def run(args) -> int:
         print()
         table(["REPLICA", "NODE", "STATE", "PORT"], [[r["name"], r["node"] or "-", r["state"], r["port"] or "-"]
                                                      for r in s["replicas"]])
+        if s.get("failures"):
+            print("\nRECENT FAILURES:")
+            for f in s["failures"]:
+                print(f"  {f['name']}: {f['reason'] or 'failed'}")
         return 0
     if args.action == "delete":
         api.delete(f"/services/{args.name}")

@@ -17,6 +17,7 @@ from tidal.control.reconciler import Reconciler
 from tidal.control.views import node_view, service_view
 from tidal.errors import InvalidArgument, NotFound, TidalError, UserError
 from tidal.http.server import Request, Response, error_response
+from tidal.states import ReplicaState
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,10 @@ class Api:
 
     def _service(self, name: str) -> dict:
         row = self.store.get_service(name)
-        return service_view(row, self.store.replicas(name), self.gateway_url, self.store.get_autoscaler(name),
-                            self._nodes())
+        # Failures of the last 10 minutes come along, so `serve get` can say why replicas do not come up.
+        failed = self.store.replicas(name, states=(ReplicaState.FAILED,), stopped_since=self.r.clock.now() - 600)
+        return service_view(row, self.store.replicas(name) + failed, self.gateway_url,
+                            self.store.get_autoscaler(name), self._nodes())
 
     def _nodes(self) -> dict:
         return {n.name: n for n in self.store.nodes()}
@@ -233,12 +236,7 @@ class Api:
                                                      "stopped", "failed"))[-5:]
         out = []
         for r in reps:
-            path = self.r.backend.log_path(r.id)
-            try:
-                with open(path, "rb") as f:
-                    lines = f.read().decode(errors="replace").splitlines()[-tail:]
-            except FileNotFoundError:
-                lines = []
+            lines = self.r.backend.logs(r.id, tail).splitlines()
             out.append({"replica": r.id, "state": r.state, "lines": lines})
         return {"logs": out}
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tidal.backends.base import ReplicaRef
+from tidal.capacity.executor import PoolCommands
 from tidal.control.records import AutoscalerMemory, AutoscalerStatus
 
 
@@ -128,6 +129,20 @@ class DrainNode(Command):
     node: str
     replicas: tuple[str, ...]
     event: Optional[Event]
+
+
+@dataclass(frozen=True)
+class CarryOutPool(Command):
+    """A pool's capacity commands, carried out by the executor every capacity Plan goes through
+    (`tidal.capacity.executor.carry_out`, which the simulator runs too): terminations and drains, then launches
+    while `planned.launch_budget` lasts. `actions[i]` are the control-plane commands for `planned.commands[i]`
+    (with their events); a refused launch spends no budget and comes back as `LaunchRefused`."""
+    pool: str
+    planned: PoolCommands
+    actions: tuple[tuple[Command, ...], ...]
+
+    def flat(self) -> list[Command]:
+        return [a for group in self.actions for a in group]
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,12 @@ holds) comes back as `Outcomes` for the decisions' state.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Callable, Iterable
 
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaLaunch
-from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
+from tidal.capacity.executor import Ledger, carry_out
+from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
                                     FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
                                     NotifyReplica, Outcomes, Preempted, ReplicaExited, Route, Routed, SaveAutoscaler,
                                     SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
@@ -47,9 +49,12 @@ class Executor:
 
     def run(self, commands: Iterable[Command]) -> Outcomes:
         out = Outcomes()
+        self.carry(commands, out)
+        return out
+
+    def carry(self, commands: Iterable[Command], out: Outcomes) -> None:
         for c in commands:
             getattr(self, "_" + type(c).__name__)(c, out)
-        return out
 
     # -- replicas
     def _CreateReplica(self, c: CreateReplica, out: Outcomes) -> None:
@@ -115,22 +120,48 @@ class Executor:
         self.record(c.event)
 
     # -- nodes
-    def _LaunchNode(self, c: LaunchNode, out: Outcomes) -> None:
+    def _CarryOutPool(self, c: CarryOutPool, out: Outcomes) -> None:
+        """Through the one executor of capacity Plans (`tidal.capacity.executor.carry_out`, which the simulator
+        runs too): its provider here is this executor's node commands, each capacity command's own group."""
+        groups: dict[object, deque] = {}
+        for cmd, group in zip(c.planned.commands, c.actions):
+            groups.setdefault(cmd, deque()).append(group)
+        executor = self
+
+        class Provider:
+            def launch(self, launch, now):
+                (node,) = groups[launch].popleft()
+                if not executor._LaunchNode(node, out):
+                    raise CapacityUnavailable(f"launch refused in {launch.zone}")
+
+            def terminate(self, terminate, now):
+                executor.carry(groups[terminate].popleft(), out)
+
+            def drain(self, drain, now):
+                executor.carry(groups[drain].popleft(), out)
+
+        carry_out(c.planned, Provider(), Ledger(), self.clock.now())
+
+    def _LaunchNode(self, c: LaunchNode, out: Outcomes) -> bool:
         now = self.clock.now()
         provisioner = self.backend.provisioner
         if provisioner is None:
-            return  # the cluster provisions nodes itself
+            return False  # the cluster provisions nodes itself
         name = f"{c.pool}-{'spot' if c.capacity_type == 'spot' else 'od'}-{self.store.next_id('node')}"
+        # What the zone holds now (launches before this one in the pass may have been refused).
+        held = sum(1 for n in self.store.nodes(c.pool) if n.billing == "spot" and n.zone == c.zone
+                   and n.state == NodeState.READY) if c.capacity_type == "spot" else 0
         try:
             provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type, c.gpus),
-                                    c.spot_held_in_zone, now)
+                                    held, now)
         except CapacityUnavailable as exc:
             out.refused.append(LaunchRefused(c.pool, (c.instance_type, c.zone, c.capacity_type), now))
             self.event("NodeLaunchFailed", f"nodepool/{c.pool}", str(exc))
-            return
+            return False
         self.store.add_node(NodeRow(name=name, pool=c.pool, zone=c.zone, instance_type=c.instance_type,
                                     billing=c.capacity_type, state=NodeState.READY, launched_at=now, empty_since=now))
         self.record(c.event, name=name)
+        return True
 
     def _TerminateNode(self, c: TerminateNode, out: Outcomes) -> None:
         try:

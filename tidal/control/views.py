@@ -11,6 +11,9 @@ def service_view(row: ServiceRow, replicas: list[ReplicaRow], gateway_url: str,
     mine = [r for r in replicas if r.service == spec.name]
     shown = [r for r in mine if r.state in ("pending", "starting", "ready", "notified", "draining")]
     available = sum(1 for r in mine if r.state in ("ready", "notified"))
+    # The latest failures with their reasons (a model path that does not exist, a process that exited), so
+    # `serve get` says why a replica is not coming up; older ones are in `tidal events`.
+    failed = sorted((r for r in mine if r.state == "failed"), key=lambda r: -(r.stopped_at or r.created_at))[:3]
     out = {
         "name": spec.name,
         "version": spec.version,
@@ -22,6 +25,7 @@ def service_view(row: ServiceRow, replicas: list[ReplicaRow], gateway_url: str,
                       "billing": nodes[r.node].billing if nodes and r.node in nodes else None,
                       "zone": nodes[r.node].zone if nodes and r.node in nodes else None}
                      for r in shown],
+        "failures": [{"name": r.id, "node": r.node, "reason": r.reason, "stopped_at": r.stopped_at} for r in failed],
         "release": spec.release,
         "workload": spec.workload,
         "model_name": spec.model_name,

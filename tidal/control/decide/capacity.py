@@ -1,11 +1,12 @@
 """Capacity (pure): per node pool, demand -> the pool's policy -> its Plan -> LaunchNode / TerminateNode / DrainNode.
 
-tidal.capacity's functions decide (demand, observe, the policy, plan_decisions,
-shedding); this module adds the control plane's rules around them: a pool stays
-under `max_nodes` (except the one-for-one surge that swaps a node of a kind the
-plan holds too many of), launches the provider refused are skipped for a while
-and reach the policy as failures, a drained node stays cordoned while its pool
-still sheds it, and nodes are marked empty or busy for scale-in.
+tidal.capacity decides (demand, observe, the policy) and turns the Plan into
+commands with the executor every Plan goes through, the simulator's too
+(`tidal.capacity.executor`: the diff, the launch budget under `max_nodes`,
+refused launches skipped for a while and fed back as failures). This module
+wraps those commands in the control plane's (events, the replicas a drain moves)
+as one `CarryOutPool`, keeps a drained node cordoned while its pool still sheds
+it, and marks nodes empty or busy for scale-in.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from tidal.capacity.catalog import Catalog
-from tidal.capacity.nodepool import (Drain, Launch, PoolNode, Terminate, demand, observe, plan_decisions, pool_zones,
-                                     shedding)
+from tidal.capacity.executor import Ledger, pool_commands
+from tidal.capacity.nodepool import Drain, Launch, PoolNode, Terminate, demand, observe, pool_zones, shedding
 from tidal.capacity.policies import POLICIES, pool_params
 from tidal.capacity.policies.persist import encode_state, load_or_initial
-from tidal.control.commands import (Command, DrainNode, Event, LaunchNode, LaunchRefused, MarkEmpty, Preempted,
-                                    SavePolicyState, StopReplica, TerminateNode, Uncordon, Warn)
+from tidal.control.commands import (CarryOutPool, Command, DrainNode, Event, LaunchNode, LaunchRefused, MarkEmpty,
+                                    Preempted, SavePolicyState, StopReplica, TerminateNode, Uncordon, Warn)
 from tidal.control.decide.replicas import requests_of
 from tidal.control.settings import ControlSettings
 from tidal.control.snapshot import Snapshot
@@ -32,9 +33,7 @@ from tidal.states import NodeState, ReplicaState as S
 class PoolMemory:
     state: object = None
     zones: tuple[str, ...] | None = None  # the zones `state` follows (None: not loaded yet)
-    preempted: Mapping[str, int] = field(default_factory=dict)      # per zone, since the last decision
-    launch_failed: Mapping[str, int] = field(default_factory=dict)  # per zone, since the last decision
-    unavailable: Mapping[tuple[str, str, str], float] = field(default_factory=dict)  # offering -> refused at
+    ledger: Ledger = field(default_factory=Ledger)  # losses and refusals since the last decision (the executor's)
     last_plan: dict | None = None
     shedding: frozenset[str] = frozenset()
 
@@ -84,51 +83,49 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
         state, why = load_or_initial(policy, params, zones, snap.policy_states.get(pool.name))
         if why:
             out.append(Warn(f"node pool {pool.name}: {why}"))
-    unavailable = {k: t for k, t in mem.unavailable.items() if now - t < settings.unavailable_seconds}
-    obs = observe(pool, catalog, nodes, d.target, list(zones), d.node_type, dict(mem.preempted),
-                  dict(mem.launch_failed), settings.cold_start_seconds, now)
+    ledger = mem.ledger.expire(now, settings.unavailable_seconds)
+    obs = observe(pool, catalog, nodes, d.target, list(zones), d.node_type, dict(ledger.preempted),
+                  dict(ledger.launch_failed), settings.cold_start_seconds, now)
     plan, new_state = policy.decide(obs, params, state, now)
     if new_state != mem.state or mem.zones != zones:
         out.append(SavePolicyState(pool.name, encode_state(pool.policy, zones, new_state)))
     shed = frozenset(shedding(plan, list(zones), nodes))
-    decisions = plan_decisions(pool, plan, list(zones), nodes, catalog, now, d.node_type, frozenset(unavailable))
-    # max_nodes bounds the pool, except for the one-for-one surge that swaps a node of a kind
-    # the plan holds too many of (it goes once its replicas have moved).
-    live = [n for n in nodes if n.state == NodeState.READY]
-    od = sum(1 for n in live if n.billing == "on-demand")
-    excess = max(0, od - plan.on_demand) + max(0, len(live) - od - sum(plan.spot))
-    room = pool.max_nodes - len(live) + excess
-    held = {z: sum(1 for n in live if n.billing == "spot" and n.zone == z) for z in zones}
+    planned = pool_commands(pool, plan, zones, nodes, catalog, now, d.node_type, ledger,
+                            settings.unavailable_seconds)
+    held = {z: sum(1 for n in nodes if n.state == NodeState.READY and n.billing == "spot" and n.zone == z)
+            for z in zones}
     gone: set[str] = set()
     by_name = {n.name: n for n in rows}
-    for dec in decisions:
+    actions: list[tuple[Command, ...]] = []
+    for dec in planned.commands:
         if isinstance(dec, Launch):
-            if room <= 0:
-                continue
-            room -= 1
             t = catalog.get(dec.instance_type)
+            # What the zone holds if the launches before this one succeed (the executor recounts at launch).
             spot_held = held.get(dec.zone, 0) if dec.capacity_type == "spot" else 0
             if dec.capacity_type == "spot":
                 held[dec.zone] = spot_held + 1
             price = t.price(dec.zone, dec.capacity_type)
-            out.append(LaunchNode(pool.name, dec.zone, dec.instance_type, dec.capacity_type, t.gpus, spot_held, Event(
-                "NodeLaunched", "node/{name}",
-                f"{dec.capacity_type} {dec.instance_type} in {dec.zone} (${price:.3f}/h) for pool {pool.name}")))
+            actions.append((LaunchNode(pool.name, dec.zone, dec.instance_type, dec.capacity_type, t.gpus, spot_held,
+                                       Event("NodeLaunched", "node/{name}",
+                                             f"{dec.capacity_type} {dec.instance_type} in {dec.zone} "
+                                             f"(${price:.3f}/h) for pool {pool.name}")),))
         elif isinstance(dec, Terminate):
             n = by_name[dec.node]
             gone.add(n.name)
-            out.append(TerminateNode(n.name, dec.reason, Event(
+            actions.append((TerminateNode(n.name, dec.reason, Event(
                 "NodeTerminated", f"node/{n.name}",
-                f"{dec.reason} (lived {now - n.launched_at:.0f}s, {n.billing})")))
+                f"{dec.reason} (lived {now - n.launched_at:.0f}s, {n.billing})")),))
         elif isinstance(dec, Drain):
             reps = [r.id for r in snap.on(dec.node, (S.READY,))]
             # One still starting serves nothing yet: it stops, and its replacement starts on a node the plan keeps.
-            out += [StopReplica(r.id, f"its node {dec.node} is being drained before it was ready",
-                                Event("ReplicaStopped", f"replica/{r.id}",
-                                      f"its node {dec.node} is being drained before it was ready"))
-                    for r in snap.on(dec.node, (S.STARTING,))]
-            out.append(DrainNode(dec.node, tuple(reps), Event("NodeDrain", f"node/{dec.node}",
-                                                              f"{dec.reason} ({len(reps)} replica(s))") if reps else None))
+            stops = tuple(StopReplica(r.id, f"its node {dec.node} is being drained before it was ready",
+                                      Event("ReplicaStopped", f"replica/{r.id}",
+                                            f"its node {dec.node} is being drained before it was ready"))
+                          for r in snap.on(dec.node, (S.STARTING,)))
+            actions.append(stops + (DrainNode(dec.node, tuple(reps), Event(
+                "NodeDrain", f"node/{dec.node}", f"{dec.reason} ({len(reps)} replica(s))") if reps else None),))
+    if planned.commands:
+        out.append(CarryOutPool(pool.name, planned, tuple(actions)))
     for n in nodes:
         # Drained for a swap the plan no longer wants: an ordinary node again. One the plan still sheds stays
         # cordoned, so the replicas that just left it are not placed back on it.
@@ -137,7 +134,7 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
             out.append(Uncordon(n.name))
     last_plan = {"time": now, "target": d.target, "on_demand": plan.on_demand, "spot": plan.spot_by_zone(obs),
                  "pending": len(wants)}
-    return out, PoolMemory(new_state, zones, {}, {}, unavailable, last_plan, shed)
+    return out, PoolMemory(new_state, zones, ledger.decided(), last_plan, shed)
 
 
 def feed(memory: Mapping[str, PoolMemory], refused: list[LaunchRefused],
@@ -146,12 +143,9 @@ def feed(memory: Mapping[str, PoolMemory], refused: list[LaunchRefused],
     out = dict(memory)
     for r in refused:
         m = out.get(r.pool, PoolMemory())
-        zone = r.offering[1]
-        out[r.pool] = replace(m, unavailable={**m.unavailable, r.offering: r.at},
-                              launch_failed={**m.launch_failed, zone: m.launch_failed.get(zone, 0) + 1})
+        instance_type, zone, capacity_type = r.offering
+        out[r.pool] = replace(m, ledger=m.ledger.refusal(Launch(r.pool, zone, instance_type, capacity_type), r.at))
     for p in preempted:
         m = out.get(p.pool, PoolMemory())
-        out[p.pool] = replace(m, preempted={**m.preempted, p.zone: m.preempted.get(p.zone, 0) + 1})
+        out[p.pool] = replace(m, ledger=m.ledger.preemption(p.zone))
     return out
-
-
