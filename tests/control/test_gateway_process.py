@@ -222,3 +222,42 @@ def test_a_killed_gateway_is_back_within_two_seconds(deployment):
     assert f"gateway: pid {third['pid']}" in text and "restarts" in text and "was killed by SIGKILL" in text
     events = [e["message"] for e in tidal_json(home, "events", "--limit", "50") if e["kind"] == "GatewayRestarted"]
     assert len(events) >= 2 and f"process {second['pid']} was killed by SIGKILL" in events[-1]
+
+
+def test_down_without_a_control_plane_stops_the_gateway_it_left(deployment):
+    home = deployment
+    addr = json.loads((home / "address.json").read_text())
+    gateway_pid = tidal_json(home, "top")["gateway"]["pid"]
+    os.kill(addr["pid"], signal.SIGKILL)
+    wait_for("the killed control plane is gone", lambda: not Path(f"/proc/{addr['pid']}").exists()
+             or "Z" in Path(f"/proc/{addr['pid']}/stat").read_text().split(")")[-1][:3], 10, 0.1)
+    out = tidal(home, "down").stdout
+    assert "no control plane is running" in out and f"gateway stopped (process {gateway_pid})" in out
+    assert gateway_pids(home) == []
+
+
+def test_in_process_mode_stays_for_tests_that_build_a_control_plane(tmp_path):
+    import asyncio
+
+    from tidal.control.daemon import ControlPlane, DaemonOptions, GatewayMode
+    from tidal.control.home import Home
+    from tidal.gateway import Gateway
+
+    async def run() -> None:
+        cp = ControlPlane(Home(tmp_path / "home"), DaemonOptions(api_port=0, gateway_port=0,
+                                                                 gateway_mode=GatewayMode.IN_PROCESS))
+        await cp.start()
+        try:
+            assert isinstance(cp.gateway, Gateway) and cp.gateway_supervisor is None
+            reader, writer = await asyncio.open_connection("127.0.0.1", cp.gateway.port)
+            writer.write(b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            writer.close()
+        finally:
+            await cp.stop()
+    old = os.umask(0o022)  # the control plane sets its own; give the test's back
+    try:
+        asyncio.run(run())
+    finally:
+        os.umask(old)
+    assert not gateway_pids((tmp_path / "home").resolve())

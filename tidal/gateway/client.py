@@ -70,6 +70,7 @@ class GatewayClient:
         self._attached = False
         self._dirty = True  # the gateway may not hold the mirror yet
         self._down_until = 0.0
+        self._failures = 0  # calls in a row the gateway did not answer
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.RLock()
         self._last_qps: dict[tuple[str, float], float] = {}
@@ -89,6 +90,7 @@ class GatewayClient:
             self._attached = True
             self._dirty = True
             self._down_until = 0.0
+            self._failures = 0
             return self._flush()
 
     def detach(self) -> None:
@@ -239,9 +241,12 @@ class GatewayClient:
                 if fresh or attempt:
                     log.warning("the gateway at %s did not answer %s %s: %s", self.url, method, path.split("?")[0],
                                 exc)
-                    self._down_until = self._monotonic() + self._retry_seconds
+                    # A gateway that hangs costs a timeout per try: try less often while it stays silent.
+                    self._failures += 1
+                    self._down_until = self._monotonic() + min(5.0, self._retry_seconds * 2 ** (self._failures - 1))
                     self._dirty = self._dirty or method == "PUT"
                     raise _Unreachable() from None
+        self._failures = 0
         if status == 200:
             return orjson.loads(data)
         try:

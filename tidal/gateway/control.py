@@ -42,7 +42,16 @@ class RouteDocument(BaseModel):
 
 
 def check_claims(services: Iterable[ServiceConfig], domain: str = "localhost") -> None:
-    """Raise `AlreadyExists` when two services claim one host or model (the gateway's own rule)."""
+    """Raise `AlreadyExists` when two services claim one host or model, `ValueError` for a replica id used
+    twice in a service or a service named twice (the gateway's own rules, checked before anything changes)."""
+    services = list(services)
+    names = [s.name for s in services]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a service is named twice in the table: {sorted(names)}")
+    for s in services:
+        ids = [ep.id for ep in s.replicas]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"service {s.name!r}: replica ids must be unique, got {ids}")
     build_table([RouteSpec(s.name, s.hosts, s.models) for s in services], domain=domain)
 
 
@@ -95,7 +104,7 @@ def load_routes(path: Path) -> list[ServiceConfig]:
         services = RoutesFile.model_validate_json(text).services
         check_claims(services)
         return services
-    except (ValidationError, AlreadyExists) as exc:
+    except (ValueError, AlreadyExists) as exc:  # pydantic's ValidationError is a ValueError
         log.warning("the routes file %s is not valid (%s); starting with no routes", path,
                     str(exc).splitlines()[0])
         return []
