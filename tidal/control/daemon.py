@@ -77,7 +77,6 @@ class ControlPlane:
         return cast(kept) if kept is not None else default
 
     async def start(self) -> None:
-        from tidal.gateway import Gateway
         os.umask(0o077)  # the database, logs and run files are the owner's alone
         self.home.ensure()
         self._lock_fd = _lock(self.home.pid_file)
@@ -99,31 +98,14 @@ class ControlPlane:
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
         api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
         self._wake = asyncio.Event()
-        if self.options.gateway_mode == GatewayMode.IN_PROCESS:
-            self.gateway = Gateway(self.options.host, gw_port)
-        else:
-            from tidal.gateway.client import GatewayClient
-            from tidal.gateway.control import load_routes
-            from tidal.gateway.supervisor import GatewayFiles, GatewaySupervisor
-            files = GatewayFiles.in_home(self.home.root)
-            # The routes the gateway serves now (if it still runs) or served last: the reconciler starts from them.
-            self.gateway = GatewayClient(self.options.host, gw_port, token, services=load_routes(files.routes_file))
+        self.gateway = self._make_gateway(gw_port, token)
         self.reconciler = Reconciler(self.store, backend, self.gateway, catalog, clock, self.home,
                                      self.options.settings, real_seconds=clock.real)
         # Adopt the replicas still running and route to them before the gateway takes its first request
         # (a gateway process that outlived the control plane gets the new table as soon as it is adopted).
         self.reconciler.adopt()
         self.reconciler.sync_gateway()
-        if self.options.gateway_mode == GatewayMode.IN_PROCESS:
-            try:
-                await self.gateway.start()
-            except OSError as exc:
-                raise FailedPrecondition(f"cannot listen on {self.options.host}:{gw_port} for the gateway: "
-                                         f"{exc.strerror or exc} (choose another with --gateway-port)") from None
-        else:
-            self.gateway_supervisor = GatewaySupervisor(files, self.options.host, gw_port, token, self.gateway,
-                                                        on_event=lambda k, o, m: self.reconciler.event(k, o, m))
-            await self.gateway_supervisor.start()
+        await self._start_gateway(gw_port, token)
         try:
             if gw_port == 0:
                 self.store.set_meta("gateway_port", repr(self.gateway.port))
@@ -148,6 +130,31 @@ class ControlPlane:
             await self._stop_gateway(keep_adopted=True)
             raise
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    def _make_gateway(self, port: int, token: str):
+        from tidal.gateway import Gateway
+        if self.options.gateway_mode == GatewayMode.IN_PROCESS:
+            return Gateway(self.options.host, port)
+        from tidal.gateway.client import GatewayClient
+        from tidal.gateway.control import load_routes
+        from tidal.gateway.supervisor import GatewayFiles
+        # The routes the gateway serves now (if it still runs) or served last: the reconciler starts from them.
+        routes = load_routes(GatewayFiles.in_home(self.home.root).routes_file)
+        return GatewayClient(self.options.host, port, token, services=routes)
+
+    async def _start_gateway(self, port: int, token: str) -> None:
+        """Start the gateway (in process), or adopt or start its process and watch it."""
+        if self.options.gateway_mode == GatewayMode.IN_PROCESS:
+            try:
+                await self.gateway.start()
+            except OSError as exc:
+                raise FailedPrecondition(f"cannot listen on {self.options.host}:{port} for the gateway: "
+                                         f"{exc.strerror or exc} (choose another with --gateway-port)") from None
+            return
+        from tidal.gateway.supervisor import GatewayFiles, GatewaySupervisor
+        self.gateway_supervisor = GatewaySupervisor(GatewayFiles.in_home(self.home.root), self.options.host, port,
+                                                    token, self.gateway, on_event=self.reconciler.event)
+        await self.gateway_supervisor.start()
 
     async def _loop(self) -> None:
         clock = self.reconciler.clock
