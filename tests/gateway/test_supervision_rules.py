@@ -4,7 +4,8 @@ import signal
 
 import pytest
 
-from tidal.gateway.supervisor import CRASH_WINDOW_SECONDS, describe_exit, restart_delay
+from tidal.gateway.supervision import (CRASH_WINDOW_SECONDS, RunRecord, StartAction, describe_exit, plan_start,
+                                      restart_delay)
 
 
 @pytest.mark.parametrize("name, exits, now, want", [
@@ -35,3 +36,23 @@ def test_describe_exit(code, words, want):
 def test_an_exit_no_one_saw_coming_says_so():
     # Not our child (it outlived an earlier control plane) and no last words: an uncatchable signal.
     assert describe_exit(None, None).startswith("was killed without a word (SIGKILL")
+
+
+REC = RunRecord(pid=41, proc_start=7, host="127.0.0.1", port=8501, started_at=0.0, restarts=2)
+
+
+@pytest.mark.parametrize("name, rec, alive, answers, port, words, want", [
+    ("first start: no run file", None, False, False, 8501, None, (StartAction.START, None)),
+    ("it outlived the control plane and answers: adopt", REC, True, True, 8501, None, (StartAction.ADOPT, None)),
+    ("port 0 asked: any port will do", REC, True, True, 0, None, (StartAction.ADOPT, None)),
+    ("another port asked: replace", REC, True, True, 9000, None,
+     (StartAction.REPLACE, "process 41 was replaced: port 9000 was asked for, it served 8501")),
+    ("alive but silent (hung, or not ours): replace", REC, True, False, 8501, None,
+     (StartAction.REPLACE, "process 41 was replaced: it did not answer the control plane")),
+    ("it died while no control plane ran, and said why", REC, False, False, 8501,
+     "was stopped by SIGTERM (it drained its requests first)",
+     (StartAction.START, "process 41 was stopped by SIGTERM (it drained its requests first) while no control "
+                         "plane ran")),
+])
+def test_plan_start(name, rec, alive, answers, port, words, want):
+    assert plan_start(rec, alive, answers, port, words) == want, name

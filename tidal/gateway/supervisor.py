@@ -20,38 +20,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from tidal.backends.local import REPLICA_ENV, proc_environ, proc_start_time
 from tidal.errors import FailedPrecondition
 from tidal.gateway.client import GatewayClient, connect_host
 from tidal.gateway.control import HELLO, save_routes
+from tidal.gateway.supervision import RestartRecord, RunRecord, StartAction, describe_exit, plan_start, restart_delay
 from tidal.http.client import ClientError, HttpClient
 
 log = logging.getLogger(__name__)
 
 GATEWAY_ENV = "TIDAL_GATEWAY_HOME"  # marks a gateway process with the home it serves
-CRASH_WINDOW_SECONDS = 60.0
-MAX_RESTART_DELAY_SECONDS = 30.0
-
-
-class RestartRecord(BaseModel):
-    time: float  # epoch seconds
-    reason: str
-
-
-class RunRecord(BaseModel):
-    """`run/gateway.json`: which process is this home's gateway, and its history."""
-
-    pid: int
-    proc_start: int
-    host: str
-    port: int
-    started_at: float  # epoch seconds
-    restarts: int = 0
-    last_restart: RestartRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -67,38 +49,6 @@ class GatewayFiles:
     def in_home(cls, root: Path) -> "GatewayFiles":
         return cls(root, root / "run" / "gateway.json", root / "run" / "gateway-routes.json", root / "token",
                    root / "logs" / "gateway.log", root / "run" / "gateway-exit.json")
-
-
-def restart_delay(exits: Sequence[float], now: float) -> float:
-    """Seconds to wait before starting the gateway again, given when it exited (monotonic seconds).
-
-    A gateway that died now and then comes back at once: traffic waits in the socket's
-    queue meanwhile. One that keeps dying (a broken install, a bad host) must not spin:
-    from the fourth exit within a minute it waits 1, 2, 4, ... seconds, up to 30.
-    """
-    recent = sum(1 for t in exits if now - t < CRASH_WINDOW_SECONDS)
-    if recent <= 3:
-        return 0.0
-    return min(MAX_RESTART_DELAY_SECONDS, 2.0 ** (recent - 4))
-
-
-def describe_exit(returncode: int | None, last_words: str | None = None) -> str:
-    """Why the gateway exited: the signal that killed it, else what it said, else its exit status.
-
-    `returncode` is None when it was not this control plane's child (it outlived an earlier one).
-    """
-    if returncode is not None and returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    if last_words:
-        return last_words
-    if returncode is None:
-        # Every exit it can see coming leaves a word; none means a signal it cannot catch, or the kernel.
-        return ("was killed without a word (SIGKILL or the kernel's OOM killer; it was started by an earlier "
-                "control plane, so its exit status is not known)")
-    return f"exited with status {returncode}"
 
 
 def read_run(path: Path) -> RunRecord | None:
@@ -172,30 +122,28 @@ class GatewaySupervisor:
         """Adopt this home's live gateway, or start one; it serves the client's routes before this returns."""
         rec = read_run(self.files.run_file)
         alive = rec is not None and is_ours(self.files.home, rec.pid, rec.proc_start)
-        if alive and self.port in (0, rec.port) and await self._hello(rec.port, rec.pid, 2.0):
+        answers = alive and await self._hello(rec.port, rec.pid, 2.0)
+        action, why = plan_start(rec, alive, answers, self.port,
+                                 self._last_words(rec.pid) if rec is not None and not alive else None)
+        if action is StartAction.ADOPT:
             self._record = rec
             self.port = rec.port
             self.adopted = True
             self._kill_strays(keep=rec.pid)
             self._spawn_standby()
-            self._on_event("GatewayAdopted", "gateway",
-                           f"process {rec.pid} on port {rec.port} is still serving: adopted")
+            self._on_event("GatewayAdopted", "gateway", f"process {rec.pid} on port {rec.port} is still serving: "
+                                                        f"adopted")
         else:
-            if alive:  # it answers on another port than the one asked for now, or not at all: replace it
+            if action is StartAction.REPLACE:
                 await self._terminate(rec.pid, rec.proc_start)
             self._kill_strays(keep=None)
-            history = {}
-            if rec is not None:
-                why = (f"process {rec.pid} was replaced (asked for port {self.port}, it served {rec.port})" if alive
-                       else f"process {rec.pid} {describe_exit(None, self._last_words(rec.pid))} while no control "
-                            f"plane was running")
-                history = {"restarts": rec.restarts + 1, "last_restart": RestartRecord(time=self._wall(), reason=why)}
-            await self._launch(**history)
-            if rec is not None:
-                self._on_event("GatewayRestarted", "gateway", f"{history['last_restart'].reason}; process "
-                               f"{self._record.pid} serves on port {self.port}")
-            else:
+            if rec is None:
+                await self._launch()
                 self._on_event("GatewayStarted", "gateway", f"process {self._record.pid} serves on port {self.port}")
+            else:
+                await self._launch(rec.restarts + 1, RestartRecord(time=self._wall(), reason=why))
+                self._on_event("GatewayRestarted", "gateway", f"{why}; process {self._record.pid} serves on port "
+                                                              f"{self.port}")
         if not self.client.attach(self.port):
             log.warning("the gateway took no routes yet; they are sent again when it answers")
         self._task = asyncio.get_running_loop().create_task(self._watch())
