@@ -82,12 +82,16 @@ def gateway_pids(home: Path) -> list[int]:
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                    backlog=4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(4096)
     except OSError as exc:
+        sock.close()
         raise FailedPrecondition(f"cannot listen on {host}:{port} for the gateway: {exc.strerror or exc} "
                                  f"(choose another with --gateway-port)") from None
+    return sock
 
 
 class GatewaySupervisor:
