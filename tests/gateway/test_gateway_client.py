@@ -209,3 +209,20 @@ def test_a_restarted_gateway_serves_its_routes_file_and_takes_the_latest(served,
         restarted.stop()
         restarted.close()
         served.gateway = restarted.gateway  # stopped once more by the fixture: harmless
+
+
+def test_a_pending_table_goes_out_with_the_next_pass_even_when_nothing_changed(served):
+    c = _client(served, retry_seconds=0.0)
+    c.set_service("a", [ep("r0")])
+    served.stop()
+    c.set_service("a", [ep("r1", 9001)])  # pending: the gateway is down
+    restarted = ServedGateway(served.routes_file, served.port).start()
+    try:
+        assert [r.id for r in restarted._call(lambda: restarted.gateway.stats("a")).replicas] == ["r0"]
+        c.set_service("a", [ep("r1", 9001)])  # the reconcile pass repeats itself: no change, but it goes out
+        assert [r.id for r in restarted._call(lambda: restarted.gateway.stats("a")).replicas] == ["r1"]
+        assert c.reachable
+    finally:
+        restarted.stop()
+        restarted.close()
+        served.gateway = restarted.gateway

@@ -125,6 +125,9 @@ class GatewayClient:
         if len(set(ids)) != len(ids):
             raise ValueError(f"service {name!r}: replica ids must be unique, got {ids}")
         if self._routes.get(name) == config:
+            if self._dirty:  # the reconcile pass repeats itself each tick: a good time to send what is pending
+                with self._lock:
+                    self._flush()
             return
         check_claims([*(s for s in self._routes.values() if s.name != name), config], self.settings.domain)
         self._change(name, config)
