@@ -224,8 +224,17 @@ def test_a_killed_gateway_is_back_within_two_seconds(deployment):
     assert len(events) >= 2 and f"process {second['pid']} was killed by SIGKILL" in events[-1]
 
 
-def test_down_without_a_control_plane_stops_the_gateway_it_left(deployment):
+def test_down_stops_the_gateway_with_or_without_a_control_plane(deployment):
     home = deployment
+    # With one: the gateway drains and goes, then the replicas; nothing of either is left.
+    assert "control plane stopped" in tidal(home, "down").stdout
+    assert gateway_pids(home) == []  # `down` returns once the gateway has exited
+    wait_for("the replicas exit after down", lambda: not our_processes(home), 30)
+    assert not (home / "run" / "gateway.json").exists()
+    tidal(home, "up")
+    assert [e["kind"] for e in tidal_json(home, "events", "--limit", "5") if e["kind"].startswith("Gateway")][-1] \
+        == "GatewayStarted"  # a fresh start after `down`, not a restart
+    # Without one (killed outright): `down` still stops the gateway it left serving.
     addr = json.loads((home / "address.json").read_text())
     gateway_pid = tidal_json(home, "top")["gateway"]["pid"]
     os.kill(addr["pid"], signal.SIGKILL)
