@@ -27,7 +27,7 @@ from pathlib import Path
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tidal.gateway.process",
                                 description="the gateway as a control plane's own process")
-    p.add_argument("--listen-fd", type=int, help="an inherited listening socket (the supervisor keeps it open)")
+    p.add_argument("--listen-fd", type=int, help="an inherited listening socket (for a gateway started by hand)")
     p.add_argument("--activate-fd", type=int,
                    help="a Unix socket: wait on it for the listening socket, exit when it closes first")
     p.add_argument("--host", default="127.0.0.1")

@@ -394,7 +394,7 @@ class Gateway:
         return error_response(503, f"service {svc.name!r} has no ready replica")
 
     # -- the gateway's own endpoints
-    def _admin(self, req: Request):
+    def _admin(self, req: Request) -> Response:
         if self._admin_extra is not None:
             resp = self._admin_extra(req)
             if resp is not None:
