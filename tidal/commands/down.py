@@ -6,6 +6,7 @@ import argparse
 
 from tidal.control.daemon import stop_background
 from tidal.control.home import Home
+from tidal.gateway.supervisor import GatewayFiles, stop_orphan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,4 +20,8 @@ def run(args) -> int:
         print("control plane stopped")
     else:
         print(f"no control plane is running for {home.root}")
+        # A control plane killed outright leaves its gateway serving: `down` stops it too.
+        pid = stop_orphan(GatewayFiles.in_home(home.root), args.timeout)
+        if pid is not None:
+            print(f"gateway stopped (process {pid})")
     return 0

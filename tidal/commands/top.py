@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from tidal.commands.common import add_output, client, emit, money, table
 
@@ -14,6 +15,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _ms(x) -> str:
     return "-" if x is None else f"{x * 1000:.1f}ms"
+
+
+def gateway_line(g: dict | None, now: float) -> str | None:
+    """One line on the gateway process: where it serves, since when, and why it last restarted."""
+    if not g or g.get("mode") != "process":
+        return None
+    if g.get("pid") is None:
+        return f"gateway: {g.get('url')}: not running"
+    up = max(0.0, now - g["up_since"])
+    line = (f"gateway: pid {g['pid']} at {g['url']}, up since {time.strftime('%H:%M:%S', time.localtime(g['up_since']))} "
+            f"({up:.0f}s), restarts {g['restarts']}")
+    last = g.get("last_restart")
+    if last:
+        line += f"; last restart at {time.strftime('%H:%M:%S', time.localtime(last['time']))}: {last['reason']}"
+    if not g.get("reachable", True):
+        line += " (not answering now)"
+    return line
 
 
 def run(args) -> int:
@@ -30,6 +48,9 @@ def run(args) -> int:
                      _ms((t.get("p50") or {}).get(w)) if w is not None else "-",
                      _ms((t.get("p99") or {}).get(w)) if w is not None else "-",
                      t.get("requests", "-"), t.get("errors", "-"), last.get("reason", "-")])
+    line = gateway_line(data.get("gateway"), time.time())
+    if line:
+        print(line + "\n")
     table(["SERVICE", "DESIRED", "AVAILABLE", "QPS", "P50", "P99", "REQUESTS", "ERRORS", "AUTOSCALER"], rows)
     print()
     table(["NODE", "POOL", "ZONE", "INSTANCE TYPE", "BILLING", "STATE", "PRICE/H"],

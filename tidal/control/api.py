@@ -221,7 +221,9 @@ class Api:
         for n in self.store.nodes():
             t = self.r.catalog.types.get(n.instance_type)
             nodes.append(node_view(n, t.price(n.zone, n.billing) if t else None))
-        return {"time": self.r.clock.now(), "services": services, "nodes": nodes, "cost": self.r.cost().as_dict()}
+        describe = getattr(self.r.gateway, "describe", None)  # the gateway process: pid, up since, restarts
+        return {"time": self.r.clock.now(), "services": services, "nodes": nodes, "cost": self.r.cost().as_dict(),
+                "gateway": describe() if describe else None}
 
     def logs(self, name: str, query: dict, **_: Any) -> dict:
         try:

@@ -1,4 +1,9 @@
-"""The control-plane process: store, gateway, API and reconcile loop together; `tidal up` runs it in the background."""
+"""The control-plane process: store, API and reconcile loop, with the gateway as its supervised process; `tidal up`.
+
+The gateway runs as a process of its own by default (`GatewayMode.PROCESS`): it keeps
+serving with its last routes while the control plane is down or restarting. Tests that
+want one process can build the control plane with `GatewayMode.IN_PROCESS`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +36,11 @@ DEFAULT_API_PORT = 8470
 DEFAULT_GATEWAY_PORT = 8501  # the seed's Ingress port for the REST API
 
 
+class GatewayMode(str, Enum):
+    PROCESS = "process"        # its own supervised process (what `tidal up` runs)
+    IN_PROCESS = "in-process"  # inside the control plane: it goes down with it
+
+
 class DaemonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
@@ -37,6 +48,7 @@ class DaemonOptions(BaseModel):
     gateway_port: int | None = Field(default=None, ge=0, le=65535)
     time_factor: float | None = Field(default=None, gt=0, le=1000)
     catalog: str | None = None
+    gateway_mode: GatewayMode = GatewayMode.PROCESS
     settings: ControlSettings = Field(default_factory=ControlSettings)
 
 
@@ -48,7 +60,8 @@ class ControlPlane:
         self.options = options
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
-        self.gateway = None
+        self.gateway = None  # a `Gateway` in process, else a `GatewayClient` to the gateway process
+        self.gateway_supervisor = None
         self.api_server: HttpServer | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -64,7 +77,6 @@ class ControlPlane:
         return cast(kept) if kept is not None else default
 
     async def start(self) -> None:
-        from tidal.gateway import Gateway
         os.umask(0o077)  # the database, logs and run files are the owner's alone
         self.home.ensure()
         self._lock_fd = _lock(self.home.pid_file)
@@ -85,39 +97,64 @@ class ControlPlane:
         backend = LocalBackend(self.home.root, host=self.options.host)
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
         api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
-        self.gateway = Gateway(self.options.host, gw_port)
         self._wake = asyncio.Event()
+        self.gateway = self._make_gateway(gw_port, token)
         self.reconciler = Reconciler(self.store, backend, self.gateway, catalog, clock, self.home,
                                      self.options.settings, real_seconds=clock.real)
-        # Adopt the replicas still running and route to them before the gateway takes its first request.
+        # Adopt the replicas still running and route to them before the gateway takes its first request
+        # (a gateway process that outlived the control plane gets the new table as soon as it is adopted).
         self.reconciler.adopt()
         self.reconciler.sync_gateway()
+        await self._start_gateway(gw_port, token)
         try:
-            await self.gateway.start()
-        except OSError as exc:
-            raise FailedPrecondition(f"cannot listen on {self.options.host}:{gw_port} for the gateway: "
-                                     f"{exc.strerror or exc} (choose another with --gateway-port)") from None
-        if gw_port == 0:
-            self.store.set_meta("gateway_port", repr(self.gateway.port))
-        gateway_url = f"http://{self.options.host}:{self.gateway.port}"
-        console = _console_handler(self)
-        api = Api(self.reconciler, token, gateway_url, self._wake.set, console)
-        self.api_server = HttpServer(api.handle, self.options.host, api_port)
-        try:
-            await self.api_server.start()
-        except OSError as exc:
-            await self.gateway.stop()
-            raise FailedPrecondition(f"cannot listen on {self.options.host}:{api_port} for the API: "
-                                     f"{exc.strerror or exc} (choose another with --port)") from None
-        if api_port == 0:
-            self.store.set_meta("api_port", repr(self.api_server.port))
-        self.reconciler.event("ControlPlaneStarted", "control-plane",
-                              f"API http://{self.options.host}:{self.api_server.port}, gateway {gateway_url}, "
-                              f"time factor {factor:g}")
-        self.home.write_address({"api": f"http://{self.options.host}:{self.api_server.port}",
-                                 "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor})
-        Path(self.home.pid_file).write_text(f"{os.getpid()}\n")
+            if gw_port == 0:
+                self.store.set_meta("gateway_port", repr(self.gateway.port))
+            gateway_url = f"http://{self.options.host}:{self.gateway.port}"
+            console = _console_handler(self)
+            api = Api(self.reconciler, token, gateway_url, self._wake.set, console)
+            self.api_server = HttpServer(api.handle, self.options.host, api_port)
+            try:
+                await self.api_server.start()
+            except OSError as exc:
+                raise FailedPrecondition(f"cannot listen on {self.options.host}:{api_port} for the API: "
+                                         f"{exc.strerror or exc} (choose another with --port)") from None
+            if api_port == 0:
+                self.store.set_meta("api_port", repr(self.api_server.port))
+            self.reconciler.event("ControlPlaneStarted", "control-plane",
+                                  f"API http://{self.options.host}:{self.api_server.port}, gateway {gateway_url}, "
+                                  f"time factor {factor:g}")
+            self.home.write_address({"api": f"http://{self.options.host}:{self.api_server.port}",
+                                     "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor})
+            Path(self.home.pid_file).write_text(f"{os.getpid()}\n")
+        except BaseException:
+            await self._stop_gateway(keep_adopted=True)
+            raise
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    def _make_gateway(self, port: int, token: str):
+        from tidal.gateway import Gateway
+        if self.options.gateway_mode == GatewayMode.IN_PROCESS:
+            return Gateway(self.options.host, port)
+        from tidal.gateway.client import GatewayClient
+        from tidal.gateway.control import load_routes
+        from tidal.gateway.supervisor import GatewayFiles
+        # The routes the gateway serves now (if it still runs) or served last: the reconciler starts from them.
+        routes = load_routes(GatewayFiles.in_home(self.home.root).routes_file)
+        return GatewayClient(self.options.host, port, token, services=routes)
+
+    async def _start_gateway(self, port: int, token: str) -> None:
+        """Start the gateway (in process), or adopt or start its process and watch it."""
+        if self.options.gateway_mode == GatewayMode.IN_PROCESS:
+            try:
+                await self.gateway.start()
+            except OSError as exc:
+                raise FailedPrecondition(f"cannot listen on {self.options.host}:{port} for the gateway: "
+                                         f"{exc.strerror or exc} (choose another with --gateway-port)") from None
+            return
+        from tidal.gateway.supervisor import GatewayFiles, GatewaySupervisor
+        self.gateway_supervisor = GatewaySupervisor(GatewayFiles.in_home(self.home.root), self.options.host, port,
+                                                    token, self.gateway, on_event=self.reconciler.event)
+        await self.gateway_supervisor.start()
 
     async def _loop(self) -> None:
         clock = self.reconciler.clock
@@ -156,9 +193,8 @@ class ControlPlane:
                 pass
         if self.api_server is not None:
             await self.api_server.stop(2.0)
-        if self.gateway is not None:
-            # The gateway first: it takes no new requests and finishes those in flight, then the replicas go.
-            await self.gateway.stop()
+        # The gateway first: it takes no new requests and finishes those in flight, then the replicas go.
+        await self._stop_gateway()
         if stop_replicas and self.reconciler is not None:
             async with self.reconciler.lock:
                 self.reconciler.shutdown()
@@ -173,6 +209,16 @@ class ControlPlane:
                 pass
         if self._lock_fd is not None:
             os.close(self._lock_fd)
+
+    async def _stop_gateway(self, keep_adopted: bool = False) -> None:
+        """Stop the gateway; `keep_adopted`: a start that failed leaves a gateway it adopted serving its routes."""
+        if self.gateway_supervisor is not None:
+            if keep_adopted and self.gateway_supervisor.adopted:
+                await self.gateway_supervisor.release()
+            else:
+                await self.gateway_supervisor.stop()
+        elif self.gateway is not None and hasattr(self.gateway, "stop"):
+            await self.gateway.stop()
 
 
 def _last_time(store: Store) -> float:

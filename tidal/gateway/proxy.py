@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import random
+import socket
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
@@ -146,7 +147,11 @@ class Gateway:
     """Build, `await start()`, drive with `set_service`/`set_replica_state`, `await stop()`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, clock: Clock | None = None,
-                 settings: GatewaySettings | None = None, rand: Callable[[], float] | None = None) -> None:
+                 settings: GatewaySettings | None = None, rand: Callable[[], float] | None = None,
+                 sock: socket.socket | None = None,
+                 admin: Callable[[Request], Response | None] | None = None) -> None:
+        # `sock`: a listening socket handed over by a supervisor (it stays open while this process restarts);
+        # `admin`: answers more `/-/` paths first (the route-control endpoints of a supervised gateway).
         self.host = host
         self.port = port
         self.settings = settings or GatewaySettings()
@@ -158,10 +163,13 @@ class Gateway:
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
         self._registry = make_registry(self._snapshot)
+        self._sock = sock
+        self._admin_extra = admin
 
     # -- lifecycle
     async def start(self) -> None:
-        self._server = HttpServer(self._handle, self.host, self.port, max_body=self.settings.max_body_bytes)
+        self._server = HttpServer(self._handle, self.host, self.port, max_body=self.settings.max_body_bytes,
+                                  sock=self._sock)
         await self._server.start()
         self.port = self._server.port
 
@@ -387,6 +395,10 @@ class Gateway:
 
     # -- the gateway's own endpoints
     def _admin(self, req: Request) -> Response:
+        if self._admin_extra is not None:
+            resp = self._admin_extra(req)
+            if resp is not None:
+                return resp
         if req.path == "/-/metrics":
             return Response(200, render(self._registry), b"text/plain; version=0.0.4; charset=utf-8")
         if req.path == "/-/healthz":

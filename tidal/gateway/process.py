@@ -1,0 +1,140 @@
+"""The supervised gateway process: serves the routes it was last given, takes new ones from its control plane only.
+
+Started by the control plane (`tidal.gateway.supervisor`) as
+`python -P -m tidal.gateway.process --activate-fd N --token-file F --routes-file R`, in a
+session of its own so that it outlives a control plane killed with SIGKILL. It starts as
+a standby: imported and idle, it waits on a Unix socket until the control plane hands it
+the listening socket (SCM_RIGHTS); if the control plane goes first it exits. Taking over
+from a gateway that died then costs milliseconds, not an interpreter's start. Once active
+it loads the routes file first, so it serves at once, with or without a control plane.
+SIGTERM drains the requests in flight, then it exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tidal.gateway.process",
+                                description="the gateway as a control plane's own process")
+    p.add_argument("--listen-fd", type=int, help="an inherited listening socket (for a gateway started by hand)")
+    p.add_argument("--activate-fd", type=int,
+                   help="a Unix socket: wait on it for the listening socket, exit when it closes first")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="port to listen on when no socket is handed over")
+    p.add_argument("--token-file", required=True, help="the control plane's token (0600): only it may set routes")
+    p.add_argument("--routes-file", required=True, help="the routes last given: read at start, rewritten on change")
+    p.add_argument("--exit-file", help="where to say why it exits (its supervisor may not be its parent)")
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace, token: str) -> str:
+    from tidal.gateway.control import ControlEndpoints, apply_routes, load_routes
+    from tidal.gateway.proxy import Gateway
+
+    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    routes_file = Path(args.routes_file)
+    services = load_routes(routes_file)
+    started = time.time()
+    endpoints: ControlEndpoints | None = None
+    gw = Gateway(args.host, sock.getsockname()[1] if sock else args.port, sock=sock,
+                 admin=lambda req: endpoints.handle(req))
+    try:
+        apply_routes(gw, {}, services)
+    except Exception as exc:  # a damaged file must not keep the gateway down: the control plane sends them again
+        logging.getLogger("tidal.gateway").warning("the routes in %s cannot be applied (%s); starting with none",
+                                                   routes_file, exc)
+        services = []
+        for name in gw.services():
+            gw.remove_service(name)
+    endpoints = ControlEndpoints(gw, token, routes_file, services,
+                                 info=lambda: {"started_at": started, "port": gw.port})
+    await gw.start()
+    logging.getLogger("tidal.gateway").info("gateway (pid %d) serving on %s:%d with %d service(s) from %s",
+                                            os.getpid(), args.host, gw.port, len(services), routes_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig.name), stop.set()))
+    await stop.wait()
+    # No new requests from here; those in flight finish (up to the drain timeout), then the replicas may go.
+    await gw.stop()
+    return f"was stopped by {received[0]} (it drained its requests first)"
+
+
+def _say_why(exit_file: str | None, reason: str) -> None:
+    """Leave the reason for a supervisor that is not this process's parent (it cannot read the exit status)."""
+    if exit_file:
+        try:
+            Path(exit_file).write_text(json.dumps({"pid": os.getpid(), "reason": reason}))
+        except OSError:
+            pass
+
+
+def _await_activation(fd: int) -> int | None:
+    """Block until the supervisor sends the listening socket; None when it closes the channel instead."""
+    channel = socket.socket(fileno=fd)
+    try:
+        msg, fds, _, _ = socket.recv_fds(channel, 16, 1)
+    except OSError:
+        return None
+    finally:
+        channel.close()
+    if msg != b"go" or not fds:
+        for extra in fds:
+            os.close(extra)
+        return None
+    return fds[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        token = Path(args.token_file).read_text().strip()
+    except OSError as exc:
+        print(f"tidal gateway: error: cannot read the token file {args.token_file}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    if not token:
+        print(f"tidal gateway: error: the token file {args.token_file} is empty", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        runner = asyncio.run
+    # Imported before waiting, so that taking over is quick.
+    import tidal.gateway.control  # noqa: F401
+    import tidal.gateway.proxy  # noqa: F401
+    if args.activate_fd is not None:
+        args.listen_fd = _await_activation(args.activate_fd)
+        if args.listen_fd is None:
+            return 0  # the control plane went away (or stopped) before it needed this standby
+    try:
+        reason = runner(serve(args, token))
+    except OSError as exc:
+        print(f"tidal gateway: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        _say_why(args.exit_file, f"exited with status 1: cannot listen: {exc.strerror or exc}")
+        return 1
+    except BaseException as exc:
+        _say_why(args.exit_file, f"crashed: {type(exc).__name__}: {exc}")
+        raise
+    _say_why(args.exit_file, reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
