@@ -33,6 +33,7 @@ from tidal.control.settings import ControlSettings  # noqa: F401 (its home befor
 from tidal.control.snapshot import Snapshot, take
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import InvalidArgument, NotFound
+from tidal.gateway.client import GatewayUnreachable
 from tidal.spec import NodePoolSpec, ServiceSpec
 from tidal.states import NodeState, ReplicaState as S
 
@@ -151,15 +152,21 @@ class Reconciler:
             if spec is None:
                 continue
             for w in autoscaling.windows(spec, window, self._real):
-                qps[(name, w)] = self._gateway_qps(name, w)
+                rate = self._gateway_qps(name, w)
+                if rate is not None:
+                    qps[(name, w)] = rate
         result = autoscaling.decide(snap, qps, self._autoscaling, window, self._real)
         self._autoscaling = result.memory
         self.burst_tick_seconds = result.burst_tick_seconds
         self._run(result.commands)
 
-    def _gateway_qps(self, service: str, window: float) -> float:
+    def _gateway_qps(self, service: str, window: float) -> float | None:
+        """The gateway's rate; 0 for a service it has not routed yet; None (a missing metric: the HPA holds, as
+        Kubernetes' does when its metrics API fails) while the gateway process cannot be reached."""
         try:
             return self.gateway.qps(service, window)
+        except GatewayUnreachable:
+            return None
         except NotFound:  # no replica has been routed yet: no traffic
             return 0.0
 

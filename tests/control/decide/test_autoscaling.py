@@ -118,3 +118,12 @@ def test_windows_are_read_in_real_seconds():
     assert autoscaling.windows(parse_hpa(HPA), 30.0, lambda s: s / 20) == [1.5]
     assert autoscaling.windows(parse_hpa(BURST), 30.0, lambda s: s) == [30.0, 60.0, 6.0]
     assert isinstance(AutoscalerMemory().hpa.recommendations, tuple)
+
+
+def test_a_gateway_that_cannot_be_reached_is_a_missing_metric_not_zero_load():
+    # 4 replicas, a later sync, no QPS key at all (the gateway process is down): the HPA records the metric error
+    # and keeps 4; at 0 QPS the same sync would recommend fewer once the stabilization window allowed it.
+    result = decide(world(desired=4, ready=4), {})
+    assert of(result.commands, SetDesired) == []
+    (save,) = of(result.commands, SaveAutoscaler)
+    assert save.status.desired == 4 and "unable to get external metric" in save.status.message

@@ -69,7 +69,8 @@ def parse(document: dict) -> tuple[HPASpec | None, str | None]:
 
 def decide(snap: Snapshot, qps: Mapping[tuple[str, float], float], memory: AutoscalingMemory,
            qps_window_seconds: float, real: Real) -> Result:
-    """`qps[(service, window)]` is the gateway's QPS over `window` real seconds (0 where it has none)."""
+    """`qps[(service, window)]` is the gateway's QPS over `window` real seconds (0 for a service it has not
+    routed; no key while the gateway cannot be reached, which the HPA reads as a missing metric)."""
     out: list[Command] = []
     mem = _Mutable(memory)
     ticks: list[float] = []
@@ -183,7 +184,8 @@ def _metrics(spec: HPASpec, svc: ServiceRow, qps: Mapping[tuple[str, float], flo
             continue
         if target not in (svc.spec.name, svc.spec.release, svc.spec.workload) and workload_name(target) != svc.spec.name:
             continue
-        external[m.external.metric.name] = qps.get((svc.spec.name, window), 0.0)
+        if (svc.spec.name, window) in qps:  # missing while the gateway cannot be reached: the HPA holds
+            external[m.external.metric.name] = qps[(svc.spec.name, window)]
     return Metrics(external=external, pods=ready_pods(ready, svc.spec.name), status_replicas=svc.desired)
 
 
