@@ -72,3 +72,9 @@ def test_an_install_reads_its_metadata(monkeypatch):
         raise about.metadata.PackageNotFoundError(name)
     monkeypatch.setattr(about.metadata, "distribution", missing)
     assert about._installed().version == "0+unknown"
+
+
+def test_the_changelog_has_a_section_for_this_version():
+    changelog = (Path(__file__).resolve().parents[2] / "CHANGELOG.md").read_text(encoding="utf-8")
+    headings = [line[3:].strip() for line in changelog.splitlines() if line.startswith("## ")]
+    assert headings[0] == "[Unreleased]" and f"[{PYPROJECT['version']}]" in headings

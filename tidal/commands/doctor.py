@@ -191,7 +191,7 @@ def diagnose(snap: Snapshot) -> list[Check]:
                     {"version": snap.tidal, "python": ".".join(map(str, snap.python))})]
     missing = [d for d in snap.requires if not snap.dists.get(d)]
     checks.append(Check("dependencies", Status.FAIL if missing else Status.OK,
-                        f"missing {', '.join(missing)}: reinstall Tidal (pip install tidal)" if missing
+                        f"missing {', '.join(missing)}: reinstall Tidal with its dependencies" if missing
                         else f"all {len(snap.requires)} installed", {"missing": missing}))
     checks += _runtimes(snap)
     checks.append(_extras(snap))
