@@ -20,7 +20,8 @@ QUICK = {"rate": 40.0, "load_seconds": 16.0, "scale_in_timeout": 25.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("example:\n  tidal demo\n  tidal demo --quick   # the same steps with a shorter load (about a minute)\n"
+    parser.epilog = ("example:\n  tidal demo\n"
+                     "  tidal demo --quick   # the same steps with a shorter load (about a minute)\n"
                      "  tidal demo --rate 60 --load-seconds 30 --time-factor 0.05\n"
                      "  tidal demo --keep   # leave the control plane running afterwards")
     parser.add_argument("--home", help="where the demo keeps its state (default: $TIDAL_HOME/demo, wiped first)")

@@ -21,9 +21,10 @@ def _files(folder: str, *suffixes: str) -> list[Path]:
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_code_reads_no_machine_path(path):
     if path == Path(__file__).resolve():
-        return
+        return  # its examples of what the patterns catch are not paths it reads
+    # A pattern that looks for machine paths (the docs test's) reads none.
     hits = [f"{n}: {line.strip()}" for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-            if MACHINE.search(line)]
+            if MACHINE.search(line) and "re.compile(" not in line]
     assert hits == []
 
 

@@ -32,12 +32,12 @@ NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-inf
 
 
 def _run(argv: list, timeout: float, **kw) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, **kw)
-    return done
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def _check(done: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
-    assert done.returncode == 0, f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, \
+        f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 
 
@@ -120,7 +120,8 @@ def test_the_demo_runs_to_its_summary(installed):
         done = _run([venv / "bin" / "tidal", "demo", "--quick", "--keep", "--home", demo_home], 300, env=env, cwd=cwd)
         installed["timings"]["demo --quick"] = time.monotonic() - started
         out = done.stdout
-        assert done.returncode == 0, f"tidal demo failed (exit {done.returncode}):\n{out[-4000:]}\n{done.stderr[-3000:]}"
+        assert done.returncode == 0, \
+            f"tidal demo failed (exit {done.returncode}):\n{out[-4000:]}\n{done.stderr[-3000:]}"
         summary = out[out.index("\n== summary"):]
         sent, answered, errors = map(int, re.search(r"load: (\d+) requests sent, (\d+) answered 200, (\d+) errors",
                                                     summary).groups())
