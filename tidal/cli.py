@@ -18,17 +18,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("tidal.sim.cli", "simulate capacity policies on spot-availability traces"),
     "bench": ("tidal.bench.cli", "stress-test a model endpoint: open-loop rate or profile, or fixed concurrency"),
     "console": ("tidal.console.cli", "print the web console's URL (--open: open it in a browser)"),
-    "demo": ("tidal.demo", "run the seed's procedure end to end on this machine"),
+    "demo": ("tidal.demo", "run the reference procedure end to end on this machine (--quick: a short run)"),
     "up": ("tidal.commands.up", "start the control plane (API, gateway, reconcile loop)"),
     "down": ("tidal.commands.down", "stop the control plane"),
     "serve": ("tidal.commands.serve", "serve a model (arena's flags), list/get/delete/update services"),
     "nodepool": ("tidal.commands.nodepool", "elastic node pools: create, list, get, delete, preempt"),
     "volume": ("tidal.commands.volume", "model volumes (the PV/PVC step)"),
-    "apply": ("tidal.commands.apply", "apply the seed's pvc.yaml / hpa.yaml (and Tidal's own documents)"),
+    "apply": ("tidal.commands.apply", "apply the reference procedure's pvc.yaml / hpa.yaml (and Tidal's own documents)"),
     "autoscale": ("tidal.commands.autoscale", "autoscale a service on its QPS (an HPA without YAML)"),
     "top": ("tidal.commands.top", "services' traffic, nodes and cost"),
     "events": ("tidal.commands.events", "the event log"),
     "logs": ("tidal.commands.logs", "a replica's model-server log"),
+    "version": ("tidal.commands.version", "Tidal's version, Python's and the model runtimes'"),
+    "doctor": ("tidal.commands.doctor", "what is installed: runtimes, extras, GPUs, ports, TIDAL_HOME, control plane"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`tidal demo`: the seed's procedure replayed on this machine, step by step, with a summary of what it cost."""
+"""`tidal demo`: the reference procedure replayed on this machine, step by step, with a summary of what it cost."""
 
 from __future__ import annotations
 
@@ -12,30 +12,51 @@ import time
 from pathlib import Path
 
 from tidal.errors import UserError
+from tidal.samples import SENTIMENT_VERSION as MODEL_VERSION
 
-ROOT = Path(__file__).resolve().parent.parent
-SEED_HPA = ROOT / "examples" / "seed" / "hpa.yaml"
-SENTIMENT = ROOT / "examples" / "sentiment" / "build.py"
-SENTIMENT_TF = ROOT / "examples" / "sentiment_tf" / "build.py"
-MODEL_VERSION = 1623831335
+# The full run and the short one (--quick); an option given on the command line wins over either.
+FULL = {"rate": 70.0, "load_seconds": 40.0, "scale_in_timeout": 90.0}
+QUICK = {"rate": 40.0, "load_seconds": 16.0, "scale_in_timeout": 25.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("example:\n  tidal demo\n  tidal demo --rate 60 --load-seconds 30 --time-factor 0.05\n"
+    parser.epilog = ("example:\n  tidal demo\n"
+                     "  tidal demo --quick   # the same steps with a shorter load (about a minute)\n"
+                     "  tidal demo --rate 60 --load-seconds 30 --time-factor 0.05\n"
                      "  tidal demo --keep   # leave the control plane running afterwards")
     parser.add_argument("--home", help="where the demo keeps its state (default: $TIDAL_HOME/demo, wiped first)")
-    parser.add_argument("--rate", type=float, default=70.0, help="requests per second at the peak (default 70)")
-    parser.add_argument("--load-seconds", type=float, default=40.0, help="how long the load lasts (default 40)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"every step with a shorter load: {QUICK['rate']:g} requests/s for "
+                             f"{QUICK['load_seconds']:g} s, at most {QUICK['scale_in_timeout']:g} s for the scale-in")
+    parser.add_argument("--rate", type=float, help=f"requests per second at the peak (default {FULL['rate']:g})")
+    parser.add_argument("--load-seconds", type=float,
+                        help=f"how long the load lasts (default {FULL['load_seconds']:g})")
     parser.add_argument("--time-factor", type=float, default=0.05,
                         help="real seconds per control-plane second: 0.05 makes the 120 s notice 6 s (default)")
-    parser.add_argument("--scale-in-timeout", type=float, default=90.0,
-                        help="real seconds to wait for the scale-in after the load (default 90)")
+    parser.add_argument("--scale-in-timeout", type=float,
+                        help=f"real seconds to wait for the scale-in after the load "
+                             f"(default {FULL['scale_in_timeout']:g})")
+    parser.add_argument("--runtime", choices=("tensorflow", "onnx"),
+                        help="serve the sample as a TensorFlow SavedModel or as ONNX "
+                             "(default: tensorflow when it is installed)")
     parser.add_argument("--keep", action="store_true", help="leave the demo's control plane running")
+
+
+def settings(args: argparse.Namespace) -> argparse.Namespace:
+    """The options with --quick's or the full run's values where none was given."""
+    preset = QUICK if args.quick else FULL
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.rate <= 0 or args.load_seconds <= 0 or args.scale_in_timeout < 0 or not 0 < args.time_factor <= 1:
+        raise UserError("--rate and --load-seconds must be positive, --scale-in-timeout not negative, "
+                        "--time-factor in (0, 1]")
+    return args
 
 
 class _Demo:
     def __init__(self, args) -> None:
-        self.args = args
+        self.args = settings(args)
         base = Path(os.environ.get("TIDAL_HOME") or Path.home() / ".tidal").expanduser()
         self.home = Path(args.home).expanduser() if args.home else base / "demo"
         self.t0 = time.monotonic()
@@ -70,7 +91,8 @@ class _Demo:
             shutil.rmtree(self.home)
         self.home.mkdir(parents=True)
         os.environ["TIDAL_HOME"] = str(self.home.resolve())
-        print(f"Tidal demo: the seed's elastic inference procedure on this machine (state in {self.home}).")
+        print(f"Tidal demo: the reference procedure (elastic inference on ECS spot instances) on this machine "
+              f"(state in {self.home}).")
         print(f"Time runs {1 / args.time_factor:g}x faster in the control plane: a 120 s spot notice lasts "
               f"{120 * args.time_factor:g} s, the HPA's 5 min scale-down window {300 * args.time_factor:g} s.")
         self.tidal("up", "--port", "0", "--gateway-port", "0", "--time-factor", str(args.time_factor),
@@ -95,25 +117,30 @@ class _Demo:
 
         self.step(2, "upload the trained model to the object store (a local bucket directory here)")
         bucket = self.home / "oss" / "model-bucket"
-        out = _build_sentiment(bucket / "tensorflow")
-        self.say(f"trained the sentiment classifier and exported {out.relative_to(self.home)}")
+        from tidal.samples import install_sentiment, sentiment_runtime
+        runtime = args.runtime or sentiment_runtime()
+        out = install_sentiment(bucket / "tensorflow", runtime, MODEL_VERSION)
+        kind = "TensorFlow SavedModel" if runtime == "tensorflow" else "ONNX model"
+        self.say(f"copied the sample sentiment classifier ({kind}) to {out.relative_to(self.home)}")
 
         self.step(3, "the PV and PVC: a volume named model-pvc over the bucket")
         self.tidal("volume", "create", "model-pvc", "--url", f"file://{bucket.resolve()}")
-        self.say("(`tidal apply -f examples/seed/pvc.yaml` does the same for the seed's OSS bucket: "
-                 "oss://<bucket>, keys to the 0600 secret store)")
+        self.say("(`tidal apply -f pvc.yaml` with the reference procedure's PV and PVC does the same for an OSS "
+                 "bucket: oss://<bucket>, keys to the 0600 secret store)")
 
-        self.step(4, "arena serve tensorflow, the seed's flags")
+        self.step(4, "arena serve tensorflow, the reference procedure's flags")
         self.tidal("serve", "tensorflow", "--name=bert-tfserving", "--model-name=chnsenticorp",
                    "--selector=inference=tensorflow", "--gpus=1", "--image=tensorflow/serving:1.15.0-gpu",
                    "--data=model-pvc:/models", "--model-path=/models/tensorflow",
                    f"--version-policy=specific:{MODEL_VERSION}")
         svc = self._wait(lambda s: s["available"] >= 1, "the first replica is ready", 120)
 
-        self.step(5, "the seed's HPA: sls_ingress_qps, 10 per replica, 1 to 10 replicas")
-        self.tidal("apply", "-f", str(SEED_HPA))
+        self.step(5, "the reference procedure's HPA: sls_ingress_qps, 10 per replica, 1 to 10 replicas")
+        from tidal.samples import hpa_yaml
+        with hpa_yaml() as hpa:
+            self.tidal("apply", "-f", str(hpa))
 
-        self.step("6-7", "the endpoint (the Ingress on port 8501 in the seed)")
+        self.step("6-7", "the endpoint (the Ingress on port 8501 in the reference procedure)")
         endpoint = svc["endpoint"]
         self.say(f"endpoint: {endpoint}")
         reply = _predict(endpoint, "chnsenticorp", ["the service was wonderful", "a terrible, boring film"])
@@ -233,18 +260,6 @@ def _status(top: dict) -> tuple[str, dict]:
     return line, {"replicas": ready, "nodes": od + spot, "on_demand": od, "spot": spot}
 
 
-def _build_sentiment(out_dir: Path) -> Path:
-    """The seed serves a TensorFlow SavedModel: build the Keras twin when TensorFlow is installed
-    (`pip install tidal[tensorflow]`), else the ONNX classifier that the ONNX runtime serves."""
-    import importlib.util
-    script = SENTIMENT_TF if importlib.util.find_spec("tensorflow") and SENTIMENT_TF.exists() else SENTIMENT
-    spec = importlib.util.spec_from_file_location(f"tidal_demo_{script.parent.name}_build", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return Path(module.build(out_dir, MODEL_VERSION))
-
-
 def _predict(endpoint: str, model: str, texts: list[str]) -> str:
     import urllib.request
     req = urllib.request.Request(f"{endpoint}/v1/models/{model}:predict",
@@ -256,6 +271,4 @@ def _predict(endpoint: str, model: str, texts: list[str]) -> str:
 
 
 def run(args) -> int:
-    if not SENTIMENT.exists() or not SEED_HPA.exists():
-        raise UserError(f"the demo needs the repository's examples/ (missing {SENTIMENT} or {SEED_HPA})")
     return _Demo(args).run()

@@ -1,7 +1,8 @@
 """All capacity policies on the published spot traces under the SpotHedge protocol: the table for RESULTS.md.
 
-Usage: .venv/bin/python benchmarks/sim/spot_table.py [--traces /work/shared/traces/spot] [--repeats 10]
-Prints a Markdown table (relative cost % / availability %, mean ± std over the repeats) and writes the raw
+Usage: .venv/bin/python benchmarks/sim/spot_table.py [--sets AWS1,AWS2] [--traces DIR] [--repeats 10]
+The sets are the published traces shipped with Tidal, loaded by name (`aws1`, `aws2`); `--traces DIR` reads
+`DIR/<set>` folders instead. Prints a Markdown table (relative cost % / availability %, mean ± std over the repeats) and writes the raw
 numbers as JSON next to this script (spot_table.json).
 """
 
@@ -18,7 +19,8 @@ from tidal.sim.spot import NAMES, SpotRun, capacities, evaluate
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--traces", default="/work/shared/traces/spot")
+    parser.add_argument("--traces", default=None, metavar="DIR",
+                        help="a folder holding one trace folder per set (default: the published sets, by name)")
     parser.add_argument("--sets", default="AWS1,AWS2")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--policies", default=",".join(NAMES))
@@ -29,7 +31,8 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     timing: dict[str, float] = {}
     for trace_set in sets:
-        directory = os.path.join(args.traces, trace_set)
+        # By name, the results say "aws1" rather than where the package happens to be installed.
+        directory = os.path.join(args.traces, trace_set) if args.traces else trace_set.lower()
         loaded = capacities(directory, run)
         for name in names:
             started = time.perf_counter()

@@ -28,13 +28,13 @@ from tidal.capacity.policies import POLICIES, pool_params
 from tidal.sim import compare, synthetic, traces
 from tidal.sim.protocol import ProtocolSettings, run_trace
 
-TRACES = os.environ.get("TIDAL_TRACES", "/work/shared/traces/spot")
+TRACES = os.environ.get("TIDAL_TRACES")  # a folder of AWS1/, AWS2/; unset: the published sets shipped with Tidal
 M = synthetic.MarkovZones
 U = synthetic.UNLIMITED
 
 
 def _published(name: str) -> traces.SpotTrace:
-    return traces.load_spot_traces(os.path.join(TRACES, name))
+    return traces.load_spot_traces(os.path.join(TRACES, name) if TRACES else name.lower())
 
 
 def cases(shift: int = 0) -> dict[str, traces.SpotTrace]:

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import re
-import textwrap
-from pathlib import Path
+import hashlib
 
 import pytest
 import yaml
 
 from tests.conftest import EXAMPLES_DIR
 
-SEED_TEXT = Path("/work/shared/seed/elastic-inference-on-ecs.txt")
 SEED_DIR = EXAMPLES_DIR / "seed"
+# sha256 of the reference procedure's YAML blocks (dedented, its `//` comments made `#`), taken from its text when
+# the files were copied; the text is not part of the repository, so the test pins the digests instead of reading it.
+VERBATIM = {
+    "pvc.yaml": "3b554a6a9881a044d2d0a538a1f406abfc792ea254f7f51d174a6197f6da0164",
+    "hpa.yaml": "655d43e89960a3be4e7890934c10a359d070e88b1e0ee28e06c36eb3981fac3f",
+}
 
 
 def _load_all(name: str) -> list[dict]:
     return list(yaml.safe_load_all((SEED_DIR / name).read_text(encoding="utf-8")))
-
-
-def _seed_block(first_line: str, end_marker: str) -> str:
-    """The seed's YAML block from `first_line` up to the prose that follows it, dedented, `//` comments as `#`."""
-    text = SEED_TEXT.read_text(encoding="utf-8")
-    start = text.index(first_line)
-    start = text.rindex("\n", 0, start) + 1
-    end = text.index(end_marker, start)
-    block = textwrap.dedent(text[start:end].rstrip() + "\n")
-    block = re.sub(r" // ", " # ", block)
-    return "\n".join(line.rstrip() for line in block.splitlines()) + "\n"
 
 
 def test_all_files_parse():
@@ -45,16 +37,9 @@ def test_pvc_documents():
     assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
 
 
-@pytest.mark.skipif(not SEED_TEXT.is_file(), reason=f"seed text not present at {SEED_TEXT}")
-@pytest.mark.parametrize(
-    ("name", "first_line", "end_marker"),
-    [
-        ("pvc.yaml", "apiVersion: v1", "• bucket:"),
-        ("hpa.yaml", "apiVersion: autoscaling/v2beta1", "The following list describes the HPA parameters"),
-    ],
-)
-def test_verbatim_from_seed(name, first_line, end_marker):
-    assert (SEED_DIR / name).read_text(encoding="utf-8") == _seed_block(first_line, end_marker)
+@pytest.mark.parametrize("name", sorted(VERBATIM))
+def test_verbatim_from_seed(name):
+    assert hashlib.sha256((SEED_DIR / name).read_bytes()).hexdigest() == VERBATIM[name]
 
 
 def test_hpa_versions_mean_the_same():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,20 +12,6 @@ from tidal.capacity.policies import POLICIES, Plan, PolicyDef
 from tidal.sim import optimal, synthetic, traces
 from tidal.sim.protocol import ProtocolSettings, ready_counts, run_repeat, score
 from tidal.sim.spot import SpotRun, evaluate
-
-
-def _published_traces() -> str | None:
-    """The published traces: $TIDAL_SPOT_TRACES, else the shared folder beside the repository."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.environ.get("TIDAL_SPOT_TRACES", ""), os.path.join(here, "../../../shared/traces/spot"),
-                      "/work/shared/traces/spot"):
-        if candidate and os.path.isdir(os.path.join(candidate, "AWS1")):
-            return candidate
-    return None
-
-
-AWS = _published_traces()
-needs_published = pytest.mark.skipif(AWS is None, reason="the published spot traces are not on this machine")
 
 
 def _scripted(plans):
@@ -139,19 +124,17 @@ def test_optimal_is_a_lower_bound_on_a_synthetic_trace():
             assert best.relative_cost <= r.relative_cost + 1e-9, name
 
 
-@needs_published
 @pytest.mark.parametrize("trace,cost,availability", [
-    ("AWS1", 0.514, 0.992),   # spot-simulation.md, SpotHedge rerun of its artifact
-    ("AWS2", 0.573, 0.976),
+    ("aws1", 0.514, 0.992),   # spot-simulation.md, SpotHedge rerun of its artifact
+    ("aws2", 0.573, 0.976),
 ])
 def test_spothedge_reproduces_the_rerun(trace, cost, availability):
-    result = evaluate(f"{AWS}/{trace}", "spothedge", SpotRun())
+    result = evaluate(trace, "spothedge", SpotRun())  # the published traces, by name
     # The protocol's offsets are fixed, so the mean moves only with SpotHedge's own random choices.
     assert result.relative_cost.mean() == pytest.approx(cost, abs=0.01)
     assert result.availability.mean() == pytest.approx(availability, abs=0.005)
 
 
-@needs_published
 def test_on_demand_is_the_baseline():
-    result = evaluate(f"{AWS}/AWS1", "on-demand", SpotRun(repeats=2))
+    result = evaluate("aws1", "on-demand", SpotRun(repeats=2))
     assert result.relative_cost.tolist() == [1.0, 1.0] and result.availability.tolist() == [1.0, 1.0]

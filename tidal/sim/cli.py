@@ -16,8 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="sim_command", metavar="KIND", parser_class=type(parser))
     spot = sub.add_parser("spot", help="the SpotHedge protocol: availability and cost of a capacity policy",
                           description="Run a capacity policy on a directory of spot-availability traces "
-                                      "under the SpotHedge protocol (spot-simulation.md).")
-    spot.add_argument("--traces", required=True, metavar="DIR", help="directory of per-zone JSON traces")
+                                      "(or a published set: aws1, aws2) under the SpotHedge protocol "
+                                      "(spot-simulation.md).")
+    spot.add_argument("--traces", required=True, metavar="DIR|NAME",
+                      help="directory of per-zone JSON traces, or a published set: aws1, aws2")
     spot.add_argument("--policy", required=True, metavar="NAME", help=f"one of {', '.join(NAMES)}, or all")
     spot.add_argument("--target", type=int, default=3, help="replicas that must be ready (N)")
     spot.add_argument("--overprovision", type=int, default=None, metavar="K",

@@ -1,10 +1,11 @@
-"""Spot-availability traces: loading a directory of per-zone JSON files and expanding them to ticks."""
+"""Spot-availability traces: per-zone JSON files in a folder (or a published set, by name), expanded to ticks."""
 
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 
@@ -22,9 +23,27 @@ class SpotTrace:
     data: tuple[np.ndarray, ...]
 
 
-def load_spot_traces(directory: str) -> SpotTrace:
-    if not os.path.isdir(directory):
-        raise UserError(f"trace directory {directory!r} does not exist")
+def published() -> tuple[str, ...]:
+    """Names of the trace sets shipped with Tidal (data/spot/README.md names their source)."""
+    root = resources.files("tidal.sim").joinpath("data", "spot")
+    return tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))))
+
+
+def resolve(directory_or_name: str) -> str:
+    """A directory as given, else the folder of the published set of that name (`aws1`, `AWS1`)."""
+    if os.path.isdir(directory_or_name):
+        return directory_or_name
+    name = directory_or_name.lower()
+    if os.sep not in directory_or_name and name in published():
+        return str(resources.files("tidal.sim").joinpath("data", "spot", name))
+    raise UserError(f"trace directory {directory_or_name!r} does not exist "
+                    f"(or name a published set: {', '.join(published())})")
+
+
+def load_spot_traces(directory_or_name: str) -> SpotTrace:
+    """Load a directory of traces, or a published set by name; `path` keeps what the caller gave."""
+    given = directory_or_name
+    directory = resolve(given)
     names = sorted(f for f in os.listdir(directory) if f.endswith(".json"))
     if not names:
         raise UserError(f"trace directory {directory!r} holds no .json trace files")
@@ -46,7 +65,7 @@ def load_spot_traces(directory: str) -> SpotTrace:
         data.append(values)
     if len(gaps) != 1:
         raise UserError(f"trace files in {directory!r} disagree on gap_seconds: {sorted(gaps)}")
-    return SpotTrace(directory, tuple(n[:-5] for n in names), gaps.pop(), tuple(data))
+    return SpotTrace(given, tuple(n[:-5] for n in names), gaps.pop(), tuple(data))
 
 
 def expand(trace: SpotTrace, tick_seconds: float) -> list[np.ndarray]:

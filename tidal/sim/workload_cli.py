@@ -20,7 +20,8 @@ def add_parser(sub, parser_class) -> None:
                        description="Simulate services served on spot and on-demand nodes chosen by a capacity "
                                    "policy, with preemption notices, launch failures, an autoscaler driven by a "
                                    "request trace, and per-request latency from an M/M/c model of the replicas.")
-    p.add_argument("--traces", required=True, metavar="DIR", help="directory of per-zone spot traces")
+    p.add_argument("--traces", required=True, metavar="DIR|NAME",
+                   help="directory of per-zone spot traces, or a published set: aws1, aws2")
     p.add_argument("--policy", required=True, metavar="NAME", help=", ".join(POLICIES))
     load = p.add_mutually_exclusive_group()
     load.add_argument("--requests", metavar="CSV", help="per-second request rates, one per row")
