@@ -7,7 +7,7 @@ others send integer tensors as integral floats or add fields like "id".
 
 from __future__ import annotations
 
-import logging
+import math
 import re
 import struct
 import time
@@ -17,15 +17,14 @@ from urllib.parse import unquote
 import numpy as np
 
 from tidal import __version__
-from tidal.errors import InvalidArgument, NotFound, TidalError
+from tidal.errors import InvalidArgument, NotFound
 from tidal.http.server import Request, Response, error_response
-from tidal.server import tensors
+from tidal.server import dataplane, tensors
+from tidal.server.dataplane import DataPlane, Method
 from tidal.server.metrics import ServerMetrics
-from tidal.server.tensors import DType, dumps, json_text, v2_dtype
+from tidal.server.tensors import MAX_RANK, DType, dumps, json_text, v2_dtype
 
-log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 OCTET_STREAM = b"application/octet-stream"
@@ -45,14 +44,8 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
-def _default_signature(servable, model: str):
-    sigs = servable.signatures
-    sig = sigs.get(DEFAULT_SIGNATURE)
-    if sig is None:
-        if len(sigs) != 1:
-            raise InvalidArgument(f"model '{model}' has no '{DEFAULT_SIGNATURE}' signature and several others")
-        sig = next(iter(sigs.values()))
-    return sig
+def _default_signature(servable):
+    return dataplane.signature(servable, None, Method.PREDICT)
 
 
 # -- request decoding -------------------------------------------------------------
@@ -92,7 +85,7 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def _binary_tensor(raw: memoryview, dt: DType, shape: tuple[int, ...], name: str) -> np.ndarray:
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if dt.kind != "bytes":
         want = count * dt.np.itemsize
         if len(raw) != want:
@@ -124,11 +117,18 @@ def _shape(value, name: str) -> tuple[int, ...]:
     if type(value) is not list or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidArgument(f"input '{name}': 'shape' must be a list of non-negative integers, "
                               f"got {json_text(value)}")
+    if len(value) > MAX_RANK:
+        raise InvalidArgument(f"input '{name}': 'shape' has {len(value)} dimensions; a tensor has at most "
+                              f"{MAX_RANK}")
     return tuple(value)
 
 
-def decode_infer(header: dict, binary: bytes, body_for_scan: bytes) -> dict[str, np.ndarray]:
-    """The request's input tensors, from JSON `data` or the binary tail."""
+def decode_infer(header: dict, binary: bytes, body_for_scan: bytes, sig=None, model: str = "") -> dict[str, np.ndarray]:
+    """The request's input tensors, from JSON `data` or the binary tail.
+
+    With the signature, a tensor declared with another datatype than its input is refused.
+    Element counts are Python integers, so no shape can overflow into agreeing with the data.
+    """
     inputs = header.get("inputs")
     if type(inputs) is not list or not inputs:
         raise InvalidArgument("infer request needs 'inputs': a non-empty list of tensors")
@@ -147,6 +147,8 @@ def decode_infer(header: dict, binary: bytes, body_for_scan: bytes) -> dict[str,
         if type(dtname) is not str:
             raise InvalidArgument(f"input '{name}' needs a 'datatype' string")
         dt = v2_dtype(dtname)
+        if sig is not None:
+            dataplane.check_datatype(sig, name, dtname, model)
         shape = _shape(item.get("shape"), name)
         params = item.get("parameters")
         size = params.get("binary_data_size") if type(params) is dict else None
@@ -165,7 +167,7 @@ def decode_infer(header: dict, binary: bytes, body_for_scan: bytes) -> dict[str,
             arr = tensors.json_to_tensor(item["data"], dt, body_for_scan, integral_floats=True)
         except InvalidArgument as exc:
             raise InvalidArgument(f"input '{name}': {exc.message}") from None
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         if arr.size != count:
             raise InvalidArgument(f"input '{name}': shape {list(shape)} needs {count} elements, "
                                   f"data has {arr.size}")
@@ -259,11 +261,12 @@ def _tensor_meta(spec) -> dict:
 # -- the adapter -------------------------------------------------------------------
 
 class V2API:
-    """Answers /v2/... requests; records per-request metrics."""
+    """Answers /v2/... requests over the data plane; records per-request metrics."""
 
     def __init__(self, manager, metrics: ServerMetrics, *, server_name: str = "tidal",
-                 max_body: int = 64 << 20) -> None:
-        self.manager = manager
+                 max_body: int = 64 << 20, plane: DataPlane | None = None) -> None:
+        self.plane = plane if plane is not None else DataPlane(manager)
+        self.manager = self.plane.manager
         self.max_body = max_body
         self.metrics = metrics
         self.server_name = server_name
@@ -318,17 +321,15 @@ class V2API:
         t0 = time.perf_counter()
         try:
             resp = fn()
-        except TidalError as exc:
-            resp = error_response(exc.http_status, exc.message)
-        except Exception:
-            log.exception("V2 %s failed", api)
-            resp = error_response(500, "Internal: unexpected error; see the server log")
+        except Exception as exc:
+            f = dataplane.report(exc, "V2 " + api, "")
+            resp = error_response(f.http_status, f.message)
         self.metrics.observe_request("", "", "v2_" + api, resp.status, time.perf_counter() - t0)
         return resp
 
     def _metadata(self, name: str, version_text: str | None) -> Response:
-        servable = self.manager.resolve(name, _version(version_text))
-        sig = _default_signature(servable, name)
+        servable = self.plane.servable(name, _version(version_text))
+        sig = _default_signature(servable)
         versions = [str(s.version) for s in self.manager.status(name)
                     if getattr(getattr(s, "state", ""), "value", getattr(s, "state", "")) == "AVAILABLE"]
         doc = {"name": servable.name, "versions": versions or [str(servable.version)],
@@ -339,7 +340,7 @@ class V2API:
 
     def _ready(self, name: str, version_text: str | None) -> Response:
         try:
-            self.manager.resolve(name, _version(version_text))
+            self.plane.servable(name, _version(version_text))
         except NotFound as exc:
             if name in set(self.manager.model_names()):
                 return Response(400, dumps({"name": name, "ready": False, "error": exc.message}))
@@ -348,8 +349,8 @@ class V2API:
 
     def _config(self, name: str, version_text: str | None) -> Response:
         """Triton's model configuration, as far as it means something here."""
-        servable = self.manager.resolve(name, _version(version_text))
-        sig = _default_signature(servable, name)
+        servable = self.plane.servable(name, _version(version_text))
+        sig = _default_signature(servable)
 
         def tensor(spec) -> dict:
             return {"name": spec.name, "data_type": _TRITON_TYPES[spec.datatype], "dims": list(spec.shape)}
@@ -369,7 +370,7 @@ class V2API:
                 for s in self.manager.status(model):
                     targets.append((model, str(s.version)))
         else:
-            servable = self.manager.resolve(name, _version(version_text))
+            servable = self.plane.servable(name, _version(version_text))
             targets = [(servable.name, str(servable.version))]
         model_stats = []
         for model, version in targets:
@@ -404,27 +405,54 @@ class V2API:
 
     async def _infer(self, req: Request, name: str, version_text: str | None) -> Response:
         t0 = time.perf_counter()
+        plane = self.plane
+        large = plane.large
+        big = large.is_large(len(req.body))
         model = version = ""
         status = 499
         try:
             try:
-                head, binary = split_body(req, self.max_body)
-                header = tensors.parse_json(head)
-                if type(header) is not dict:
-                    raise InvalidArgument(f"infer request must be a JSON object, got {tensors.json_type(header)}")
-                servable = self.manager.resolve(name, _version(version_text))
-                model, version = servable.name, str(servable.version)
-                sig = _default_signature(servable, name)
-                names, binary_out = requested_outputs(header, sig, name)
-                inputs = decode_infer(header, binary, head)
-                outputs = await servable.predict(sig.name, inputs)
-                resp = encode_infer(model, version, header.get("id"), outputs, names, binary_out)
-            except TidalError as exc:
-                resp = error_response(exc.http_status, exc.message)
-            except Exception:
-                log.exception("V2 infer failed for model %r", name)
-                resp = error_response(500, "Internal: unexpected error; see the server log")
+                if big:
+                    head, binary = await large.run(split_body, req, self.max_body)
+                    large.admit(head)
+                    header = await large.run(_parse, head)
+                else:
+                    head, binary = split_body(req, self.max_body)
+                    if large.is_large(len(head)):  # a small compressed body that was large inside
+                        big = True
+                        large.admit(head)
+                        header = await large.run(_parse, head)
+                    else:
+                        header = _parse(head)
+                target = plane.resolve(name, _version(version_text), None, None, Method.PREDICT)
+                model, version = target.model, str(target.version)
+                names, binary_out = requested_outputs(header, target.signature, name)
+                if big:
+                    inputs = await large.run(decode_infer, header, binary, head, target.signature, model)
+                else:
+                    inputs = decode_infer(header, binary, head, target.signature, model)
+                request_id = header.get("id")
+                del header, head, binary
+                outputs = await plane.predict(target, inputs)
+                del inputs
+                if big or large.is_large(sum(a.nbytes for a in outputs.values())):
+                    big = True
+                    resp = await large.run(encode_infer, model, version, request_id, outputs, names, binary_out)
+                else:
+                    resp = encode_infer(model, version, request_id, outputs, names, binary_out)
+            except Exception as exc:
+                f = dataplane.report(exc, "V2 infer", name)
+                resp = error_response(f.http_status, f.message)
             status = resp.status
             return resp
         finally:
             self.metrics.observe_request(model, version, "infer", status, time.perf_counter() - t0)
+            if big:
+                large.release()
+
+
+def _parse(head: bytes) -> dict:
+    header = tensors.parse_json(head)
+    if type(header) is not dict:
+        raise InvalidArgument(f"infer request must be a JSON object, got {tensors.json_type(header)}")
+    return header
