@@ -18,7 +18,8 @@ from tests.server.fakes import FakeManager, FakeServable, Sig, Spec, classifier,
 from tidal.errors import Code, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 from tidal.server import dataplane
 from tidal.server.app import ModelServerApp
-from tidal.server.dataplane import Method, PayloadTooLarge
+from tidal.server.dataplane import Method
+from tidal.server.large import LargeBodies, PayloadTooLarge, decoded_size
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -126,10 +127,10 @@ def test_signature(name, sigs, requested, method, expected):
     if isinstance(expected, tuple):
         cls, message = expected
         with pytest.raises(cls) as info:
-            dataplane.signature(servable, requested, method)
+            dataplane.signature(servable.signatures, requested, method)
         assert type(info.value) is cls and info.value.message == message
     else:
-        assert dataplane.signature(servable, requested, method).name == expected
+        assert dataplane.signature(servable.signatures, requested, method).name == expected
 
 
 # -- the one error table ------------------------------------------------------------------------
@@ -182,13 +183,13 @@ def test_decoded_size_grows_with_what_the_json_becomes():
     strings = b"[" + b",".join([b'"ab"'] * 1000) + b"]"
     one_string = b'["' + b"a" * 5000 + b'"]'
     # 1000 values and the list: 24 each beside their objects, then 32 a float, 49 a string, 56 the list
-    assert dataplane.decoded_size(numbers) == len(numbers) + 1001 * 24 + 1000 * 32 + 56
-    assert dataplane.decoded_size(strings) == len(strings) + 1001 * 24 + 1000 * 49 + 56
-    assert dataplane.decoded_size(one_string) == len(one_string) + 2 * 24 + 49 + 56
+    assert decoded_size(numbers) == len(numbers) + 1001 * 24 + 1000 * 32 + 56
+    assert decoded_size(strings) == len(strings) + 1001 * 24 + 1000 * 49 + 56
+    assert decoded_size(one_string) == len(one_string) + 2 * 24 + 49 + 56
 
 
 def test_admit_refuses_over_the_budget_in_one_line():
-    large = dataplane.LargeBodies(offload_bytes=10, memory_budget=100_000)
+    large = LargeBodies(offload_bytes=10, memory_budget=100_000)
     large.admit(b"[1,2,3]")
     with pytest.raises(PayloadTooLarge) as info:
         large.admit(b"[" + b",".join([b"1"] * 5000) + b"]")

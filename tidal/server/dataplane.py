@@ -7,37 +7,26 @@ regress results are built (and checked) once, and an exception becomes one `Faul
 each protocol writes as its own status: the same request gets the same answer, or the
 same error class, whichever way it came in.
 
-Large bodies: decoding JSON into tensors is Python work proportional to the body, so a
-body over `offload_bytes` is decoded in a worker thread while the loop keeps answering
-other requests, after a cheap scan has estimated what decoding it would take and refused
-it (413) when that is over the per-request `memory_budget`. After such a request the
-freed heap is handed back to the system, so the process returns near its baseline.
+Large bodies are decoded away from the event loop within a per-request memory budget
+(`tidal.server.large`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import ctypes.util
 import logging
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from tidal.errors import Code, FailedPrecondition, InvalidArgument, ResourceExhausted, TidalError, http_status
+from tidal.errors import Code, FailedPrecondition, InvalidArgument, TidalError, http_status
 from tidal.models.signatures import (
     CLASSIFY, CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, PREDICT, REGRESS, REGRESS_SIGNATURE, Signature,
 )
+from tidal.server.large import LargeBodies, PayloadTooLarge  # noqa: F401 (PayloadTooLarge: part of the table)
 
 log = logging.getLogger("tidal.server")
-
-DEFAULT_OFFLOAD_BYTES = 1 << 20
-DEFAULT_MEMORY_BUDGET = 1 << 30
-# Large decodes at once: each may take up to the budget, so this bounds what they take together.
-_LARGE_AT_ONCE = 2
-
 
 class Method(str, Enum):
     PREDICT = PREDICT
@@ -50,14 +39,6 @@ _KIND = {Method.CLASSIFY: "classification", Method.REGRESS: "regression"}
 
 
 # -- errors: the one table --------------------------------------------------------------
-
-class PayloadTooLarge(ResourceExhausted):
-    """Decoding the request would take more memory than one request may: HTTP 413, gRPC RESOURCE_EXHAUSTED."""
-
-    @property
-    def http_status(self) -> int:
-        return 413
-
 
 @dataclass(frozen=True, slots=True)
 class Fault:
@@ -98,9 +79,8 @@ def report(exc: BaseException, api: str, model: str) -> Fault:
 
 # -- signatures ----------------------------------------------------------------------------
 
-def signature(servable, name: str | None, method: Method) -> Signature:
-    """The signature a request names (or the default for its method), checked against the method."""
-    sigs = servable.signatures
+def signature(sigs: dict[str, Signature], name: str | None, method: Method) -> Signature:
+    """Of a servable's signatures, the one a request names (or the default for its method), checked against the method."""
     if not name:
         name = DEFAULT_SIGNATURE
         default = sigs.get(name)
@@ -198,76 +178,6 @@ def regressions(outputs: dict[str, np.ndarray], n: int) -> np.ndarray:
 
 
 
-# -- large bodies --------------------------------------------------------------------------
-
-def decoded_size(body: bytes) -> int:
-    """About the most memory decoding a JSON body into tensors takes, from a scan of its bytes.
-
-    Each JSON value becomes a Python object plus a list slot, and then one element of a
-    tensor (and of the exact path's flat list): about 24 bytes beside the object itself, a
-    float 32, a string 49 plus its text, a list 56, an object 232. The counts are C-speed
-    scans (tens of milliseconds for 64 MiB), done before any object is built.
-    """
-    lists = body.count(b"[")
-    objects = body.count(b"{")
-    strings = body.count(b'"') // 2
-    values = body.count(b",") + lists + objects + 1
-    numbers = max(0, values - strings - lists - objects)
-    return len(body) + values * 24 + numbers * 32 + strings * 49 + lists * 56 + objects * 232
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):,.1f} MiB"
-
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc keeps freed heap for reuse; malloc_trim(0) hands the free pages back (a no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
-
-class LargeBodies:
-    """Where a request's decoding runs, and what it may take: inline when small, in a worker thread when large."""
-
-    def __init__(self, offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-        self.offload_bytes = offload_bytes
-        self.memory_budget = memory_budget
-        self._slots: asyncio.Semaphore | None = None
-        self._trim = _malloc_trim()
-        self._trims: set[asyncio.Future] = set()
-
-    def is_large(self, size: int) -> bool:
-        return size > self.offload_bytes
-
-    def admit(self, body: bytes, what: str = "the request's JSON") -> None:
-        """Refuse (413) a JSON body whose decoding would pass the per-request memory budget."""
-        need = decoded_size(body)
-        if need > self.memory_budget:
-            raise PayloadTooLarge(
-                f"decoding {what} ({_mib(len(body))}) would take about {_mib(need)}, more than the "
-                f"per-request budget of {_mib(self.memory_budget)} (--request_memory_budget_bytes); "
-                "send fewer or smaller tensors per request, or the binary tensor format")
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)` in a worker thread, a few large decodes at a time, so the loop keeps answering."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(_LARGE_AT_ONCE)
-        async with self._slots:
-            return await asyncio.to_thread(fn, *args)
-
-    def release(self) -> None:
-        """After a large request: give the freed heap back to the system, off the loop."""
-        future = asyncio.get_running_loop().run_in_executor(None, self._trim)
-        self._trims.add(future)
-        future.add_done_callback(self._trims.discard)
-
-
 # -- the data plane -----------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +210,7 @@ class DataPlane:
     def resolve(self, name: str, version: int | None, label: str | None, signature_name: str | None,
                 method: Method) -> Target:
         servable = self.manager.resolve(name, version, label)
-        return Target(servable, signature(servable, signature_name, method))
+        return Target(servable, signature(servable.signatures, signature_name, method))
 
     async def predict(self, target: Target, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return await target.servable.predict(target.signature.name, inputs)

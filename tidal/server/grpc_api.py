@@ -221,7 +221,8 @@ class Adapter:
         response = self.pb.inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
             method = Method(task.method_name)
-            target = dataplane.Target(servable, dataplane.signature(servable, task.model_spec.signature_name, method))
+            sig = dataplane.signature(servable.signatures, task.model_spec.signature_name, method)
+            target = dataplane.Target(servable, sig)
             out = response.results.add()
             result = out.classification_result if method is Method.CLASSIFY else out.regression_result
             await self._run_examples(target, request.input, method, result)

@@ -202,6 +202,7 @@ class ModelServer:
         await asyncio.gather(self.http.stop(self.settings.drain_seconds),
                              *([self.grpc.stop(self.settings.drain_seconds)] if self.grpc is not None else []))
         await self.manager.stop()
+        self.plane.large.close()
         log.info("stopped")
 
 
@@ -231,6 +232,9 @@ def _has_status(manager, name: str) -> bool:
 
 
 async def serve(settings: ServerSettings) -> None:
+    from tidal.server.large import bound_heap
+
+    bound_heap()  # memory a large request took goes back once it is freed
     server = ModelServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

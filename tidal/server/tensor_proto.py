@@ -10,6 +10,7 @@ from tidal.models.signatures import v2_datatype
 # Largest element count a request may ask for beyond the values it carries: TensorFlow pads a
 # short value list with its last value, so a few bytes could otherwise claim gigabytes.
 MAX_FILL_ELEMENTS = 1 << 24
+MAX_RANK = 32  # as for JSON tensors (tidal.server.tensors.MAX_RANK)
 MAX_DIM = 1 << 31  # no dimension of a real request is larger; numpy cannot even shape some beyond it
 
 # (TF DataType enum value, V2 name, numpy dtype, typed value field)
@@ -51,6 +52,9 @@ def to_numpy(proto, name: str = "") -> np.ndarray:
     _, v2, dtype, field = entry
     if proto.tensor_shape.unknown_rank:
         raise InvalidArgument(f"{label} has an unknown rank; give its shape")
+    if len(proto.tensor_shape.dim) > MAX_RANK:
+        raise InvalidArgument(f"{label} has {len(proto.tensor_shape.dim)} dimensions; a tensor has at most "
+                              f"{MAX_RANK}")
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"{label} has a negative dimension in shape {list(shape)}")

@@ -327,9 +327,8 @@ def status_json(statuses) -> dict:
 
 # -- the adapter -------------------------------------------------------------------
 
-def _decode(doc: dict, target: dataplane.Target, method: Method, body: bytes) -> tuple[dict[str, np.ndarray], bool, int]:
+def _decode(doc: dict, sig, method: Method, body: bytes) -> tuple[dict[str, np.ndarray], bool, int]:
     """The request's tensors, whether predict used the row format, and how many examples classify/regress got."""
-    sig = target.signature
     if method is Method.PREDICT:
         return *decode_predict(doc, sig, body), 0
     if sig.serialized_examples:  # a SavedModel's classify/regress signature
@@ -344,6 +343,14 @@ def _parse(body: bytes) -> dict:
     if type(doc) is not dict:
         raise InvalidArgument(f"JSON Value: {json_text(doc)} Is not object")
     return doc
+
+
+def decode_large(body: bytes, signatures: dict, method: Method) -> tuple[str, dict[str, np.ndarray], bool]:
+    """A large predict body's signature name, tensors and format, decoded in the decoding child (tidal.server.large)."""
+    doc = _parse(body)
+    sig = dataplane.signature(signatures, signature_name(doc), method)
+    inputs, row_format, _ = _decode(doc, sig, method, body)
+    return sig.name, inputs, row_format
 
 
 class TFServingAPI:
@@ -413,16 +420,21 @@ class TFServingAPI:
             try:
                 if big:
                     large.admit(body)
-                    doc = await large.run(_parse, body)
+                if big and method is Method.PREDICT:
+                    # Parsed and decoded in the decoding child: the server never holds the body's JSON objects.
+                    servable = plane.servable(route.name, route.version, route.label)
+                    model, version = servable.name, str(servable.version)
+                    sig_name, inputs, row_format = await large.decode(decode_large, body, servable.signatures, method)
+                    target = dataplane.Target(servable, servable.signatures[sig_name])
                 else:
-                    doc = _parse(body)
-                target = plane.resolve(route.name, route.version, route.label, signature_name(doc), method)
-                model, version = target.model, str(target.version)
-                if big:
-                    inputs, row_format, n = await large.run(_decode, doc, target, method, body)
-                    del doc  # the parsed JSON can be freed while the model runs
-                else:
-                    inputs, row_format, n = _decode(doc, target, method, body)
+                    doc = await large.run(_parse, body) if big else _parse(body)
+                    target = plane.resolve(route.name, route.version, route.label, signature_name(doc), method)
+                    model, version = target.model, str(target.version)
+                    if big:
+                        inputs, row_format, n = await large.run(_decode, doc, target.signature, method, body)
+                    else:
+                        inputs, row_format, n = _decode(doc, target.signature, method, body)
+                    del doc  # the parsed JSON can go while the model runs
                 if method is Method.PREDICT:
                     outputs = await plane.predict(target, inputs)
                     if big or large.is_large(sum(a.nbytes for a in outputs.values())):

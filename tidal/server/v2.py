@@ -27,6 +27,7 @@ from tidal.server.tensors import MAX_RANK, DType, dumps, json_text, v2_dtype
 
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
+_INLINE_INFLATE = 1 << 16  # compressed bodies up to this size are inflated right on the loop
 OCTET_STREAM = b"application/octet-stream"
 
 _MODEL_RE = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(infer|ready|config|stats))?")
@@ -45,18 +46,17 @@ def _version(text: str | None) -> int | None:
 
 
 def _default_signature(servable):
-    return dataplane.signature(servable, None, Method.PREDICT)
+    return dataplane.signature(servable.signatures, None, Method.PREDICT)
 
 
 # -- request decoding -------------------------------------------------------------
 
-def split_body(req: Request, max_body: int) -> tuple[bytes, bytes]:
+def split_body(body: bytes, headers: dict[str, str], max_body: int) -> tuple[bytes, bytes]:
     """The JSON header and the binary tail of an infer request (the tail is empty without the extension)."""
-    body = req.body
-    encoding = req.headers.get("content-encoding")
+    encoding = headers.get("content-encoding")
     if encoding:
         body = _decompress(body, encoding.strip().lower(), max_body)
-    n = req.headers.get(HEADER_LENGTH)
+    n = headers.get(HEADER_LENGTH)
     if n is None:
         return body, b""
     try:
@@ -407,32 +407,40 @@ class V2API:
         t0 = time.perf_counter()
         plane = self.plane
         large = plane.large
-        big = large.is_large(len(req.body))
+        body, headers = req.body, req.headers
+        big = False
         model = version = ""
         status = 499
         try:
             try:
-                if big:
-                    head, binary = await large.run(split_body, req, self.max_body)
-                    large.admit(head)
-                    header = await large.run(_parse, head)
-                else:
-                    head, binary = split_body(req, self.max_body)
-                    if large.is_large(len(head)):  # a small compressed body that was large inside
-                        big = True
-                        large.admit(head)
-                        header = await large.run(_parse, head)
+                encoding = headers.get("content-encoding")
+                if encoding:  # what decides is the size inside
+                    if len(body) > _INLINE_INFLATE:
+                        body = await large.run(_decompress, body, encoding.strip().lower(), self.max_body)
                     else:
-                        header = _parse(head)
-                target = plane.resolve(name, _version(version_text), None, None, Method.PREDICT)
-                model, version = target.model, str(target.version)
-                names, binary_out = requested_outputs(header, target.signature, name)
-                if big:
-                    inputs = await large.run(decode_infer, header, binary, head, target.signature, model)
+                        body = _decompress(body, encoding.strip().lower(), self.max_body)
+                    headers = {k: v for k, v in headers.items() if k != "content-encoding"}
+                # A large JSON part is parsed and decoded in the decoding child, so the server never holds its
+                # objects; a large binary tail alone is raw tensor bytes, decoded here (in a thread).
+                big = large.is_large(len(body))
+                if big and large.is_large(_json_size(body, headers)):
+                    servable = plane.servable(name, _version(version_text))
+                    target = dataplane.Target(servable, _default_signature(servable))
+                    model, version = target.model, str(target.version)
+                    inputs, request_id, names, binary_out = await large.decode(
+                        decode_large, body, _headers(headers), self.max_body, large.memory_budget,
+                        target.signature, model)
                 else:
-                    inputs = decode_infer(header, binary, head, target.signature, model)
-                request_id = header.get("id")
-                del header, head, binary
+                    head, binary = split_body(body, headers, self.max_body)
+                    header = _parse(head)
+                    target = plane.resolve(name, _version(version_text), None, None, Method.PREDICT)
+                    model, version = target.model, str(target.version)
+                    names, binary_out = requested_outputs(header, target.signature, name)
+                    if big:
+                        inputs = await large.run(decode_infer, header, binary, head, target.signature, model)
+                    else:
+                        inputs = decode_infer(header, binary, head, target.signature, model)
+                    request_id = header.get("id")
                 outputs = await plane.predict(target, inputs)
                 del inputs
                 if big or large.is_large(sum(a.nbytes for a in outputs.values())):
@@ -449,6 +457,26 @@ class V2API:
             self.metrics.observe_request(model, version, "infer", status, time.perf_counter() - t0)
             if big:
                 large.release()
+
+
+def _json_size(body: bytes, headers: dict[str, str]) -> int:
+    n = headers.get(HEADER_LENGTH)
+    return int(n) if n is not None and n.isdigit() and int(n) <= len(body) else len(body)
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: headers[k] for k in ("content-encoding", HEADER_LENGTH) if k in headers}
+
+
+def decode_large(body: bytes, headers: dict[str, str], max_body: int, budget: int, sig, model: str):
+    """An infer request's tensors, decoded in the decoding child (tidal.server.large)."""
+    from tidal.server.large import LargeBodies
+
+    head, binary = split_body(body, headers, max_body)
+    LargeBodies(memory_budget=budget).admit(head)
+    header = _parse(head)
+    names, binary_out = requested_outputs(header, sig, model)
+    return decode_infer(header, binary, head, sig, model), header.get("id"), names, binary_out
 
 
 def _parse(head: bytes) -> dict:
