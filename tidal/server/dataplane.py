@@ -24,9 +24,10 @@ from tidal.errors import Code, FailedPrecondition, InvalidArgument, TidalError, 
 from tidal.models.signatures import (
     CLASSIFY, CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, PREDICT, REGRESS, REGRESS_SIGNATURE, Signature,
 )
-from tidal.server.large import LargeBodies, PayloadTooLarge  # noqa: F401 (PayloadTooLarge: part of the table)
+from tidal.server.large import LargeBodies
 
 log = logging.getLogger("tidal.server")
+
 
 class Method(str, Enum):
     PREDICT = PREDICT
