@@ -14,7 +14,7 @@ import time
 import orjson
 import pytest
 
-from tests.server.procs import ServerProcess
+from tests.server.procs import ServerProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,8 +35,11 @@ def rss_mib(pid: int) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, half_plus_two_base):
     root = tmp_path_factory.mktemp("large")
-    proc = ServerProcess(["--model_name", "hpt", "--model_base_path", str(half_plus_two_base),
-                          "--request_memory_budget_bytes", str(BUDGET)], root / "server.log").start()
+    grpc_port = free_port()
+    proc = ServerProcess(["--port", str(grpc_port), "--model_name", "hpt", "--model_base_path",
+                          str(half_plus_two_base), "--request_memory_budget_bytes", str(BUDGET)],
+                         root / "server.log").start()
+    proc.grpc_address = f"127.0.0.1:{grpc_port}"
     yield proc
     assert proc.terminate() == 0, proc.log()
 
@@ -57,6 +60,19 @@ def settle(pid: int, below: float, seconds: float = 15.0) -> float:
         time.sleep(0.2)
 
 
+def small_predicts_while(server, busy: threading.Thread) -> list[float]:
+    """Small REST predicts, one after another, for as long as `busy` runs; their latencies."""
+    latencies = []
+    while busy.is_alive():
+        t0 = time.monotonic()
+        status, _, raw = server.request("POST", PREDICT, SMALL, timeout=30)
+        latencies.append(time.monotonic() - t0)
+        assert (status, orjson.loads(raw)) == (200, {"predictions": [2.5, 3.0]})
+        time.sleep(0.02)
+    busy.join()
+    return latencies
+
+
 def test_a_large_body_blocks_no_other_request_and_its_memory_goes_back(server):
     pid = server.proc.pid
     for _ in range(20):
@@ -71,14 +87,7 @@ def test_a_large_body_blocks_no_other_request_and_its_memory_goes_back(server):
 
     sender = threading.Thread(target=big)
     sender.start()
-    latencies = []
-    while sender.is_alive():
-        t0 = time.monotonic()
-        status, _, raw = server.request("POST", PREDICT, SMALL, timeout=30)
-        latencies.append(time.monotonic() - t0)
-        assert (status, orjson.loads(raw)) == (200, {"predictions": [2.5, 3.0]})
-        time.sleep(0.02)
-    sender.join()
+    latencies = small_predicts_while(server, sender)
     assert answer["status"] == 200, answer["raw"][:300]
     predictions = orjson.loads(answer["raw"])["predictions"]
     assert len(predictions) == n and predictions[0] == pytest.approx(0.5 * 1.2345678 + 2)
@@ -111,3 +120,31 @@ def test_a_body_over_the_memory_budget_is_refused_before_it_is_decoded(server):
     assert status == 413, raw[:300]
     log = server.log()
     assert "Traceback" not in log and "budget" not in log
+
+
+def test_a_large_grpc_message_blocks_no_other_request(server):
+    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
+    grpc = pytest.importorskip("grpc")
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    n = BODY_BYTES // 5  # float_val: 5 bytes a value on the wire
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "hpt"
+    x = request.inputs["x"]
+    x.dtype = types_pb2.DT_FLOAT
+    x.tensor_shape.dim.add().size = n
+    x.float_val.extend([1.5] * n)
+    answer: dict = {}
+
+    def big() -> None:
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        with grpc.insecure_channel(server.grpc_address, options=options) as channel:
+            answer["y"] = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 120)
+
+    sender = threading.Thread(target=big)
+    sender.start()
+    latencies = small_predicts_while(server, sender)
+    y = answer["y"].outputs["y"]
+    assert len(y.float_val) == n and y.float_val[0] == 2.75
+    assert max(latencies) < 1.0, f"a small predict took {max(latencies):.2f} s beside the 50 MB message"

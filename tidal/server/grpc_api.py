@@ -118,12 +118,14 @@ class Adapter:
     async def predict(self, request):
         target = self.target(request, Method.PREDICT)
         servable, sig = target.servable, target.signature
-        inputs = {}
-        for alias, proto in request.inputs.items():
+        for alias in request.inputs:
             if alias not in sig.inputs:
                 raise InvalidArgument(f"input tensor alias not found in signature: {alias}. Inputs expected to be "
                                       f"in the set {_sorted_set(sig.inputs)}.")
-            inputs[alias] = tensor_proto.to_numpy(proto, alias)
+        large = self.plane.large
+        # A large message's tensors are converted in a worker thread, so the loop keeps serving meanwhile.
+        big = large.is_large(request.ByteSize())
+        inputs = await large.run(_to_numpy, request.inputs) if big else _to_numpy(request.inputs)
         missing = [n for n in sig.inputs if n not in inputs]
         if missing:
             raise InvalidArgument(f"Request inputs do not match required inputs for model `{servable.name}`. "
@@ -140,9 +142,11 @@ class Adapter:
         outputs = await self.plane.predict(target, inputs)
         response = self.pb.predict_pb2.PredictResponse()
         self._model_spec(response, servable, sig.name)
-        for alias, arr in outputs.items():
-            if not seen or alias in seen:
-                tensor_proto.from_numpy(arr, response.outputs[alias])
+        outputs = {alias: arr for alias, arr in outputs.items() if not seen or alias in seen}
+        if big or large.is_large(sum(a.nbytes for a in outputs.values())):
+            await large.run(_from_numpy, outputs, response.outputs)
+        else:
+            _from_numpy(outputs, response.outputs)
         return response
 
     # -- Classify / Regress -------------------------------------------------------------
@@ -272,6 +276,15 @@ class Adapter:
             out.status.error_code = codes.Value(code) if code in codes.keys() else codes.Value("UNKNOWN")
             out.status.error_message = st.error_message or ""
         return response
+
+
+def _to_numpy(protos) -> dict[str, np.ndarray]:
+    return {alias: tensor_proto.to_numpy(proto, alias) for alias, proto in protos.items()}
+
+
+def _from_numpy(outputs: dict[str, np.ndarray], protos) -> None:
+    for alias, arr in outputs.items():
+        tensor_proto.from_numpy(arr, protos[alias])
 
 
 def features_to_tensors(sig, context, examples) -> dict[str, np.ndarray]:
