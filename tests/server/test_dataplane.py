@@ -197,6 +197,42 @@ def test_admit_refuses_over_the_budget_in_one_line():
     assert "more than the per-request budget of 0.1 MiB" in info.value.message
 
 
+def child_decode(kind: str):
+    """A stand-in decoder for the decoding child: answers, or fails in each way a decoder can."""
+    if kind == "ok":
+        return {"x": np.arange(4, dtype=np.float32)}
+    if kind == "invalid":
+        raise InvalidArgument("bad tensor")
+    if kind == "not found":
+        raise NotFound("no such model")
+    if kind == "too large":
+        raise PayloadTooLarge("over the budget")
+    raise KeyError("a bug")
+
+
+def test_decoding_in_the_child_keeps_the_error_class():
+    large = LargeBodies()
+
+    async def outcomes():
+        out = []
+        for kind in ("ok", "invalid", "not found", "too large", "bug", "ok"):
+            try:
+                out.append(await large.decode(child_decode, kind))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    try:
+        ok, invalid, not_found, too_large, bug, again = asyncio.run(outcomes())
+    finally:
+        large.close()
+    assert ok["x"].tolist() == [0.0, 1.0, 2.0, 3.0] and again["x"].dtype == np.float32
+    assert (dataplane.fault(invalid).code, invalid.message) == (Code.INVALID_ARGUMENT, "bad tensor")
+    assert dataplane.fault(not_found).http_status == 404
+    assert isinstance(too_large, PayloadTooLarge) and dataplane.fault(too_large).http_status == 413
+    assert dataplane.fault(bug) == dataplane.fault(Internal("Internal: decoding the request failed; see the server log"))
+
+
 # -- REST and gRPC over the same data plane -----------------------------------------------------------
 
 def quirky():

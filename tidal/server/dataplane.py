@@ -81,7 +81,7 @@ def report(exc: BaseException, api: str, model: str) -> Fault:
 # -- signatures ----------------------------------------------------------------------------
 
 def signature(sigs: dict[str, Signature], name: str | None, method: Method) -> Signature:
-    """Of a servable's signatures, the one a request names (or the default for its method), checked against the method."""
+    """Of a servable's signatures, the one a request names (or its method's default), checked against the method."""
     if not name:
         name = DEFAULT_SIGNATURE
         default = sigs.get(name)

@@ -1,4 +1,4 @@
-"""TF Serving's gRPC API (PredictionService, ModelService) as a thin adapter over the model manager.
+"""TF Serving's gRPC API (PredictionService, ModelService): decode messages, call the data plane, encode messages.
 
 Messages and services are the ones tensorflow-serving-api ships, so TF Serving's own
 clients work unchanged. Each RPC runs on the event loop the REST server uses,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import multiprocessing
@@ -63,23 +64,29 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
-def _load_malloc_trim() -> Callable[[], None]:
-    """glibc keeps freed heap for reuse; malloc_trim(0) hands the free pages back (a no-op elsewhere)."""
+@functools.cache
+def _libc():
+    """The C library when it is glibc (malloc_trim, mallopt), else None."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
+        return None
+    return libc
 
 
-malloc_trim = _load_malloc_trim()
+def malloc_trim() -> None:
+    """glibc keeps freed heap for reuse; malloc_trim(0) hands the free pages back (a no-op elsewhere)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
-def bound_heap(mmap_threshold: int = 128 << 10) -> None:
+def bound_heap(mmap_threshold: int = 1 << 20) -> None:
     """Serve blocks of `mmap_threshold` bytes and more from their own mappings, returned to the system when freed.
 
     glibc raises that threshold as large blocks are freed (up to 32 MiB), after which a
@@ -87,14 +94,10 @@ def bound_heap(mmap_threshold: int = 128 << 10) -> None:
     gives back from its top, so the process kept its peak. Setting it fixes it (and the
     trim threshold with it). A no-op where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
-    mallopt(_M_TRIM_THRESHOLD, 4 * mmap_threshold)
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+        libc.mallopt(_M_TRIM_THRESHOLD, 4 * mmap_threshold)
 
 
 def _in_child(fn: Callable[..., Any], args: tuple) -> tuple:
@@ -155,7 +158,7 @@ class LargeBodies:
         if self._pool is None:
             # spawn, not fork: the server has threads (gRPC, runtimes) that a forked child would inherit broken.
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             max_tasks_per_child=_CHILD_REQUESTS)
+                                             initializer=bound_heap, max_tasks_per_child=_CHILD_REQUESTS)
         pool = self._pool
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(pool, _in_child, fn, args)

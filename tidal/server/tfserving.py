@@ -1,4 +1,4 @@
-"""TF Serving's REST API (/v1/models/...) as a thin adapter over the model manager.
+"""TF Serving's REST API (/v1/models/...): decode JSON, call the data plane (tidal.server.dataplane), encode JSON.
 
 Routes, messages and status codes follow tensorflow/serving's
 http_rest_api_handler.cc, http_rest_api_util.cc and util/json_tensor.cc; where

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol (KServe V2) REST API, with Triton's binary tensor extension, as a thin adapter.
+"""The Open Inference Protocol (KServe V2) REST API, with Triton's binary tensors, as a thin adapter over the data plane.
 
 Real clients must work unchanged: tritonclient sends tensors as raw bytes after
 a JSON header (`Inference-Header-Content-Length`), often with no Content-Type;

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's request and response bodies: JSON tensors, Triton's binary tensor extension, content encodings.
+"""The Open Inference Protocol's request and response bodies: JSON tensors, Triton's binary tensors, encodings.
 
 Decoding is pure (bytes and a signature in, tensors out), so a large body can be decoded
 in the decoding child (`decode_large`, see tidal.server.large).
