@@ -197,10 +197,32 @@ def test_admit_refuses_over_the_budget_in_one_line():
     assert "more than the per-request budget of 0.1 MiB" in info.value.message
 
 
+def _texts(items, shape=None):
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr.reshape(shape or (len(items),))
+
+
+@pytest.mark.parametrize("arr", [
+    _texts(["ab", b"\x00\xff", "", "\u00e9t\u00e9", "\ud800"]),  # text, raw bytes, empty, UTF-8, a lone surrogate
+    _texts(["a", b"b", "c", b"d"], (2, 2)),
+    _texts([]),
+    _texts([str(i) if i % 3 else bytes([i % 256]) for i in range((1 << 16) * 2 + 3)]),  # several slices
+], ids=["kinds", "2-D", "empty", "long"])
+def test_strings_cross_the_process_boundary_packed(arr):
+    import pickle
+
+    from tidal.server.large import PackedStrings
+
+    back = pickle.loads(pickle.dumps(PackedStrings(arr))).unpack()
+    assert back.shape == arr.shape and back.dtype == object
+    assert [(type(v), v) for v in back.reshape(-1).tolist()] == [(type(v), v) for v in arr.reshape(-1).tolist()]
+
+
 def child_decode(kind: str):
     """A stand-in decoder for the decoding child: answers, or fails in each way a decoder can."""
     if kind == "ok":
-        return {"x": np.arange(4, dtype=np.float32)}
+        return {"x": np.arange(4, dtype=np.float32), "s": _texts(["a", b"b"])}
     if kind == "invalid":
         raise InvalidArgument("bad tensor")
     if kind == "not found":
@@ -227,6 +249,7 @@ def test_decoding_in_the_child_keeps_the_error_class():
     finally:
         large.close()
     assert ok["x"].tolist() == [0.0, 1.0, 2.0, 3.0] and again["x"].dtype == np.float32
+    assert ok["s"].dtype == object and ok["s"].tolist() == ["a", b"b"]
     assert (dataplane.fault(invalid).code, invalid.message) == (Code.INVALID_ARGUMENT, "bad tensor")
     assert dataplane.fault(not_found).http_status == 404
     assert isinstance(too_large, PayloadTooLarge) and dataplane.fault(too_large).http_status == 413

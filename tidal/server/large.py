@@ -22,6 +22,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
+import numpy as np
+
 from tidal.errors import Code, Internal, ResourceExhausted, TidalError
 
 log = logging.getLogger("tidal.server")
@@ -32,6 +34,8 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 _THREADS_AT_ONCE = 2
 # How long after a large request its memory is given back: by then its response has normally been sent.
 SETTLE_SECONDS = 1.0
+# Strings are unpacked this many at a time, so the loop gets its turn between slices.
+_SLICE = 1 << 16
 # The decoding child is replaced after this many requests, so whatever its heap keeps cannot grow for ever.
 _CHILD_REQUESTS = 64
 
@@ -100,10 +104,58 @@ def bound_heap(mmap_threshold: int = 1 << 20) -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 4 * mmap_threshold)
 
 
+class PackedStrings:
+    """A BYTES tensor (str and bytes items) as three buffers: it crosses the process boundary in one copy.
+
+    Unpickling an object array builds all its items in one call that holds the GIL (seconds
+    for millions of strings); these are unpacked in a worker thread, a slice at a time.
+    """
+
+    __slots__ = ("shape", "blob", "ends", "text")
+
+    def __init__(self, arr: np.ndarray) -> None:
+        items = arr.reshape(-1).tolist()
+        raw = [v.encode("utf-8", "surrogatepass") if type(v) is str else bytes(v) for v in items]
+        self.shape = arr.shape
+        self.text = np.fromiter((type(v) is str for v in items), dtype=bool, count=len(items))
+        self.ends = np.cumsum(np.fromiter((len(r) for r in raw), dtype=np.int64, count=len(raw)))
+        self.blob = b"".join(raw)
+
+    def unpack(self) -> np.ndarray:
+        n = self.text.size
+        out = np.empty(n, dtype=object)
+        starts = np.concatenate(([0], self.ends[:-1])) if n else self.ends
+        blob = self.blob
+        for i in range(0, n, _SLICE):
+            out[i:i + _SLICE] = [blob[a:b].decode("utf-8", "surrogatepass") if t else blob[a:b] for a, b, t in
+                                 zip(starts[i:i + _SLICE].tolist(), self.ends[i:i + _SLICE].tolist(),
+                                     self.text[i:i + _SLICE].tolist())]
+        return out.reshape(self.shape)
+
+
+def _walk(value, fn):
+    """`value` with `fn` applied to each array inside its tuples, lists and dicts."""
+    if isinstance(value, (np.ndarray, PackedStrings)):
+        return fn(value)
+    if type(value) in (tuple, list):
+        return type(value)(_walk(v, fn) for v in value)
+    if type(value) is dict:
+        return {k: _walk(v, fn) for k, v in value.items()}
+    return value
+
+
+def _pack(value):
+    return PackedStrings(value) if isinstance(value, np.ndarray) and value.dtype == object else value
+
+
+def _unpack(value):
+    return value.unpack() if isinstance(value, PackedStrings) else value
+
+
 def _in_child(fn: Callable[..., Any], args: tuple) -> tuple:
     """Run a decoder in the child; errors cross as plain values (a TidalError's code does not survive pickling)."""
     try:
-        return ("ok", fn(*args))
+        return ("ok", _walk(fn(*args), _pack))
     except TidalError as exc:
         return ("error", exc.code.value, exc.message, isinstance(exc, PayloadTooLarge))
     except MemoryError:
@@ -171,7 +223,7 @@ class LargeBodies:
             raise PayloadTooLarge("the process decoding the request stopped (out of memory?); send less at once"
                                   ) from None
         if outcome[0] == "ok":
-            return outcome[1]
+            return await self.run(_walk, outcome[1], _unpack)
         if outcome[0] == "fault":
             raise Internal("Internal: decoding the request failed; see the server log")
         _, code, message, too_large = outcome
