@@ -119,3 +119,13 @@ def test_several_onnx_files_need_a_model_onnx(tmp_path):
     half_plus_two(tmp_path / "model.onnx", slope=3.0)
     rt = load_runtime(str(tmp_path), OPTS)
     np.testing.assert_allclose(rt.run("serving_default", {"x": np.array([1], np.float32)})["y"], [5.0])
+
+
+def test_a_large_run_shrinks_the_arena_and_answers_the_same(tmp_path):
+    # Past 16 MiB of inputs the run asks onnxruntime to give its arena's growth back afterwards.
+    half_plus_two(tmp_path / "model.onnx")
+    rt = load_runtime(str(tmp_path), OPTS)
+    for n in (3, (16 << 20) // 4 + 1, 3):
+        x = np.arange(n, dtype=np.float32)
+        np.testing.assert_allclose(rt.run("serving_default", {"x": x})["y"], 0.5 * x + 2)
+    rt.close()

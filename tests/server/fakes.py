@@ -16,6 +16,10 @@ class Spec:
     datatype: str
     shape: tuple
 
+    @property
+    def dtype(self):
+        return np.dtype(_NP[self.datatype])
+
 
 @dataclass(frozen=True)
 class Sig:

@@ -421,6 +421,78 @@ def test_rest_serves_the_saved_model_and_metrics_count_grpc(server, stub):
     assert 'api="grpc_predict"' in text and 'model="default",version="124"' in text
 
 
+# (name, REST path, REST body, gRPC method, gRPC request): the same model and request both ways
+PARITY = [
+    ("predict", "default:predict", {"instances": [1.0, 4.0]}, "Predict", lambda: predict_request(x=(1.0, 4.0))),
+    ("predict, a version", "default/versions/123:predict", {"instances": [2.0]}, "Predict",
+     lambda: predict_request(x=(2.0,), version=123)),
+    ("predict, the ONNX model", "onnx:predict", {"instances": [3.0]}, "Predict",
+     lambda: predict_request(model="onnx", x=(3.0,))),
+    ("classify, a SavedModel signature", "default:classify",
+     {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": 5.0}]}, "Classify",
+     lambda: examples_request(classification_pb2.ClassificationRequest, signature="classify_x_to_y", xs=(2.0, 5.0))),
+    ("classify, labels and scores", "sentiment:classify", {"examples": [{"text": "great movie"}]}, "Classify",
+     lambda: _sentiment_classify("great movie")),
+    ("regress, with a context", "default:regress",
+     {"signature_name": "regress_x_to_y2", "context": {"x": 1.0}, "examples": [{}, {"x": 4.0}]}, "Regress",
+     lambda: examples_request(regression_pb2.RegressionRequest, signature="regress_x_to_y2", xs=(None, 4.0),
+                              context=1.0)),
+    ("regress, the ONNX view", "onnx:regress", {"examples": [{"x": 2.0}, {"x": 6.0}]}, "Regress",
+     lambda: examples_request(regression_pb2.RegressionRequest, model="onnx", xs=(2.0, 6.0))),
+    ("unknown model", "nope:predict", {"instances": [1.0]}, "Predict", lambda: predict_request(model="nope")),
+    ("unknown version", "default/versions/99:predict", {"instances": [1.0]}, "Predict",
+     lambda: predict_request(version=99)),
+    ("unknown signature", "default:predict", {"signature_name": "nope", "instances": [1.0]}, "Predict",
+     lambda: predict_request(signature="nope")),
+    ("classify a predict signature", "default:classify", {"examples": [{"x": 2.0}]}, "Classify",
+     lambda: examples_request(classification_pb2.ClassificationRequest)),
+    ("regress a classify signature", "default:regress", {"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}]},
+     "Regress", lambda: examples_request(regression_pb2.RegressionRequest, signature="classify_x_to_y")),
+    ("classify, no signature of the name", "default:classify", {"signature_name": "nope", "examples": [{"x": 1.0}]},
+     "Classify", lambda: examples_request(classification_pb2.ClassificationRequest, signature="nope")),
+]
+
+
+def _sentiment_classify(text: str):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "sentiment"
+    request.input.example_list.examples.add().features.feature["text"].bytes_list.value.append(text.encode())
+    return request
+
+
+def _read(method: str, rest: dict | None, response) -> list:
+    """The answer as a client reads it, from REST JSON or from a gRPC response, in float32."""
+    if method == "Predict":
+        if rest is not None:
+            return [np.float32(v) for v in rest["predictions"]]
+        return [np.float32(v) for v in response.outputs["y"].float_val]
+    if method == "Classify":
+        if rest is not None:
+            return [[(label, np.float32(score)) for label, score in row] for row in rest["results"]]
+        return [[(c.label, np.float32(c.score)) for c in row.classes] for row in response.result.classifications]
+    if rest is not None:
+        return [np.float32(v) for v in rest["results"]]
+    return [np.float32(r.value) for r in response.result.regressions]
+
+
+_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
+         grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNIMPLEMENTED: 501}
+
+
+@pytest.mark.parametrize("name,path,body,method,make", PARITY, ids=[c[0] for c in PARITY])
+def test_rest_and_grpc_give_the_same_answer_or_error_class(server, stub, name, path, body, method, make):
+    status, _, raw = server.request("POST", "/v1/models/" + path, orjson.dumps(body))
+    doc = orjson.loads(raw)
+    try:
+        response = getattr(stub, method)(make(), RPC_TIMEOUT)
+    except grpc.RpcError as err:
+        assert status != 200, (doc, err.code(), err.details())
+        assert (_HTTP.get(err.code()), err.details()) == (status, doc["error"])
+        return
+    assert status == 200, doc
+    assert _read(method, doc, None) == _read(method, None, response)
+
+
 def test_a_grpc_port_in_use_is_a_clear_error(server, half_plus_two_base):
     taken = server.grpc_address.rsplit(":", 1)[1]
     proc = subprocess.run([sys.executable, "-m", "tidal", "model-server", "--port", taken, "--rest_api_host",

@@ -26,6 +26,8 @@ def test_tf_serving_command_line_carries_over():
     assert (s.grpc_port, s.rest_api_port, s.rest_api_host) == (8500, 8501, "0.0.0.0")
     assert (s.model_name, s.model_base_path, s.poll_seconds) == ("half_plus_two", "s3://bucket/models/half_plus_two", 5)
     assert (s.enable_batching, s.intra_op_threads, s.inter_op_threads) == (True, 2, 1)
+    assert s.memory_budget_bytes == 1 << 30
+    assert parse("--model_base_path", "/m", "--request_memory_budget_bytes", "1000").memory_budget_bytes == 1000
 
 
 @pytest.mark.parametrize("flag,expected", [([], None), (["--enable_batching"], True),
@@ -42,6 +44,7 @@ def test_batching_flag(flag, expected):
     (("--model_base_path", "/m", "--rest_api_port", "70000"), "--rest_api_port must be between 0 and 65535"),
     (("--model_base_path", "/m", "--tensorflow_intra_op_parallelism", "-1"), "must not be negative"),
     (("--model_base_path", "/m", "--rest_api_max_body_bytes", "0"), "must be positive"),
+    (("--model_base_path", "/m", "--request_memory_budget_bytes", "0"), "--request_memory_budget_bytes must be"),
 ])
 def test_mistakes(argv, message):
     with pytest.raises(UserError, match=message):

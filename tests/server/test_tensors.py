@@ -116,3 +116,50 @@ def test_lossy_float_caught_with_and_without_the_body():
     for body in (orjson.dumps(value), None):
         with pytest.raises(InvalidArgument, match="without loss of precision"):
             tensors.json_to_tensor(value, tensors.BY_V2["FP32"], body)
+
+
+# -- large and deep values -------------------------------------------------------------------
+
+LONG = tensors._SLICE * 2 + 5  # past the length numpy is handed in slices
+
+
+@pytest.mark.parametrize("name,value,dt,expected", [
+    ("floats", [0.5] * LONG, "FP32", np.full(LONG, 0.5, np.float32)),
+    ("ints for floats", list(range(LONG)), "FP64", np.arange(LONG, dtype=np.float64)),
+    ("ints, then a float in a later slice", [1] * (LONG - 1) + [1.5], "FP32",
+     np.array([1] * (LONG - 1) + [1.5], np.float32)),
+    ("rows", [[1.0, 2.0]] * LONG, "FP32", np.tile(np.array([1.0, 2.0], np.float32), (LONG, 1))),
+    ("ragged in a later slice", [[1.0, 2.0]] * (LONG - 1) + [[1.0]], "FP32", None),
+])
+def test_long_lists_decode_in_slices_as_in_one_piece(name, value, dt, expected):
+    got = tensors.fast_tensor(value, tensors.BY_V2[dt], orjson.dumps(value), False)
+    if expected is None:
+        assert got is None
+        with pytest.raises(InvalidArgument, match="unexpected size"):
+            tensors.json_to_tensor(value, tensors.BY_V2[dt], orjson.dumps(value))
+    else:
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("arr", [np.arange(LONG, dtype=np.float32) / 7, np.arange(LONG * 3).reshape(LONG, 3),
+                                 np.ones((LONG, 2, 2), np.float64)], ids=["floats", "int rows", "blocks"])
+def test_long_tensors_encode_in_slices_as_in_one_piece(arr):
+    assert tensors.dumps({"t": tensors.jsonable(arr)}) == orjson.dumps({"t": arr}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@pytest.mark.parametrize("depth,refused", [(32, False), (33, True), (64, True), (1000, True)])
+def test_more_levels_than_a_tensor_has_dimensions_are_refused_before_numpy(depth, refused):
+    value = 1.0
+    for _ in range(depth):
+        value = [value]
+    if refused:
+        with pytest.raises(InvalidArgument, match=f"nested {depth} levels deep: a tensor has at most 32 dimensions"):
+            tensors.json_to_tensor(value, tensors.BY_V2["FP32"], b"")
+    else:
+        assert tensors.json_to_tensor(value, tensors.BY_V2["FP32"], b"").shape == (1,) * depth
+
+
+@pytest.mark.parametrize("depth,text", [(300, "[" * 200 + "..."), (1020, "<Array nested too deeply to show>")])
+def test_a_value_too_deep_to_write_is_cut_or_named(depth, text):
+    # orjson writes 254 levels, the standard library about 1,000; an error message never fails on the value
+    assert tensors.json_text(orjson.loads(b"[" * depth + b"]" * depth)) == text

@@ -75,7 +75,7 @@ ERROR_CASES = [
     ("signature not a string", "POST", HPT + ":predict", {"signature_name": 3, "instances": [1.0]}, 400,
      "'signature_name' key must be a string value."),
     ("unknown signature", "POST", HPT + ":predict", {"signature_name": "nope", "instances": [1.0]}, 400,
-     'Serving signature name: "nope" not found in signature def'),
+     'Serving signature key "nope" not found.'),
     ("string for float", "POST", HPT + ":predict", {"instances": ["a"]}, 400,
      'JSON Value: "a" Type: String is not of expected type: float'),
     ("bool for float", "POST", HPT + ":predict", {"instances": [1.0, True]}, 400,

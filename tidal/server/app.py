@@ -6,6 +6,7 @@ import asyncio
 from types import CoroutineType
 
 from tidal.http.server import DEFAULT_MAX_BODY, Request, Response, error_response
+from tidal.server.dataplane import DataPlane
 from tidal.server.metrics import ServerMetrics
 from tidal.server.tfserving import TFServingAPI
 from tidal.server.v2 import V2API
@@ -17,11 +18,13 @@ PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 class ModelServerApp:
     """A handler for tidal.http.server.HttpServer over a model manager (see docs/CONTRACTS.md)."""
 
-    def __init__(self, manager, metrics: ServerMetrics | None = None, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, manager, metrics: ServerMetrics | None = None, *, max_body: int = DEFAULT_MAX_BODY,
+                 plane: DataPlane | None = None) -> None:
         self.manager = manager
         self.metrics = metrics if metrics is not None else ServerMetrics()
-        self.tfserving = TFServingAPI(manager, self.metrics)
-        self.v2 = V2API(manager, self.metrics, max_body=max_body)
+        self.plane = plane if plane is not None else DataPlane(manager)
+        self.tfserving = TFServingAPI(manager, self.metrics, self.plane)
+        self.v2 = V2API(manager, self.metrics, max_body=max_body, plane=self.plane)
 
     def __call__(self, req: Request):
         path = req.path

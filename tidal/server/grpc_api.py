@@ -1,4 +1,4 @@
-"""TF Serving's gRPC API (PredictionService, ModelService) as a thin adapter over the model manager.
+"""TF Serving's gRPC API (PredictionService, ModelService): decode messages, call the data plane, encode messages.
 
 Messages and services are the ones tensorflow-serving-api ships, so TF Serving's own
 clients work unchanged. Each RPC runs on the event loop the REST server uses,
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,14 +21,12 @@ import numpy as np
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
-from tidal.errors import Code, InvalidArgument, TidalError, http_status
-from tidal.models.signatures import CLASSIFY, CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, REGRESS, REGRESS_SIGNATURE
-from tidal.server import tensor_proto, tfs_protos
+from tidal.errors import Code, InvalidArgument, TidalError
+from tidal.server import dataplane, tensor_proto, tfs_protos
+from tidal.server.dataplane import DataPlane, Fault, Method
 from tidal.server.metrics import ServerMetrics
 
-log = logging.getLogger(__name__)
 
-_METHOD_SIGNATURE = {CLASSIFY: CLASSIFY_SIGNATURE, REGRESS: REGRESS_SIGNATURE}
 # VersionState value -> ModelVersionStatus.State number
 _STATE = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
 _GRPC_CODE = {code: getattr(grpc.StatusCode, code.value) for code in Code}
@@ -75,40 +72,40 @@ def _sorted_set(names) -> str:
     return "{" + ", ".join(sorted(names)) + "}"
 
 
-class Adapter:
-    """The protocol-independent half of each RPC: request message in, response message out."""
+class RpcFault(Exception):
+    """An RPC's outcome as a Fault, carried from the loop to the grpcio thread that answers."""
 
-    def __init__(self, manager, pb) -> None:
-        self.manager = manager
+    def __init__(self, fault: Fault) -> None:
+        super().__init__(fault.message)
+        self.fault = fault
+
+
+class Adapter:
+    """The gRPC half of each RPC: request message in, data plane call, response message out."""
+
+    def __init__(self, manager, pb, plane: DataPlane | None = None) -> None:
+        self.plane = plane if plane is not None else DataPlane(manager)
+        self.manager = self.plane.manager
         self.pb = pb
 
     # -- shared -------------------------------------------------------------------------
 
-    def resolve(self, request):
+    @staticmethod
+    def _spec(request) -> tuple[str, int | None, str | None]:
         if not request.HasField("model_spec"):
             raise InvalidArgument("Missing ModelSpec")
         spec = request.model_spec
         choice = spec.WhichOneof("version_choice")
         version = spec.version.value if choice == "version" else None
         label = spec.version_label if choice == "version_label" else None
-        return self.manager.resolve(spec.name, version, label)
+        return spec.name, version, label
 
-    def _signature(self, servable, name: str, method: str):
-        sigs = servable.signatures
-        if not name:
-            name = DEFAULT_SIGNATURE
-            default = sigs.get(name)
-            alt = _METHOD_SIGNATURE[method]
-            # Tidal's ONNX runtime puts classify/regress views under TF estimators' names.
-            if (default is None or default.method != method) and alt in sigs and sigs[alt].method == method:
-                name = alt
-        sig = sigs.get(name)
-        if sig is None:
-            raise InvalidArgument(f"No signature was found with the name: {name}")
-        if sig.method != method:
-            kind = "classification" if method == CLASSIFY else "regression"
-            raise InvalidArgument(f"Expected {kind} signature method_name to be {method}. Was: {sig.method}")
-        return sig
+    def resolve(self, request):
+        return self.plane.servable(*self._spec(request))
+
+    def target(self, request, method: Method) -> dataplane.Target:
+        name, version, label = self._spec(request)
+        return self.plane.resolve(name, version, label, request.model_spec.signature_name, method)
 
     def _model_spec(self, response, servable, signature_name: str) -> None:
         spec = response.model_spec
@@ -119,17 +116,16 @@ class Adapter:
     # -- Predict ------------------------------------------------------------------------
 
     async def predict(self, request):
-        servable = self.resolve(request)
-        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        sig = servable.signatures.get(name)
-        if sig is None:
-            raise TidalError(f'Serving signature key "{name}" not found.', Code.FAILED_PRECONDITION)
-        inputs = {}
-        for alias, proto in request.inputs.items():
+        target = self.target(request, Method.PREDICT)
+        servable, sig = target.servable, target.signature
+        for alias in request.inputs:
             if alias not in sig.inputs:
                 raise InvalidArgument(f"input tensor alias not found in signature: {alias}. Inputs expected to be "
                                       f"in the set {_sorted_set(sig.inputs)}.")
-            inputs[alias] = tensor_proto.to_numpy(proto, alias)
+        large = self.plane.large
+        # A large message's tensors are converted in a worker thread, so the loop keeps serving meanwhile.
+        big = large.is_large(request.ByteSize())
+        inputs = await large.run(_to_numpy, request.inputs) if big else _to_numpy(request.inputs)
         missing = [n for n in sig.inputs if n not in inputs]
         if missing:
             raise InvalidArgument(f"Request inputs do not match required inputs for model `{servable.name}`. "
@@ -143,12 +139,14 @@ class Adapter:
             if alias in seen:
                 raise InvalidArgument(f"duplicate output tensor alias: {alias}")
             seen.add(alias)
-        outputs = await servable.predict(sig.name, inputs)
+        outputs = await self.plane.predict(target, inputs)
         response = self.pb.predict_pb2.PredictResponse()
         self._model_spec(response, servable, sig.name)
-        for alias, arr in outputs.items():
-            if not seen or alias in seen:
-                tensor_proto.from_numpy(arr, response.outputs[alias])
+        outputs = {alias: arr for alias, arr in outputs.items() if not seen or alias in seen}
+        if big or large.is_large(sum(a.nbytes for a in outputs.values())):
+            await large.run(_from_numpy, outputs, response.outputs)
+        else:
+            _from_numpy(outputs, response.outputs)
         return response
 
     # -- Classify / Regress -------------------------------------------------------------
@@ -176,38 +174,37 @@ class Adapter:
             return {next(iter(sig.inputs)): arr}, len(examples)
         return features_to_tensors(sig, context, examples), len(examples)
 
-    async def _run_examples(self, servable, sig, request_input, method: str, result) -> None:
+    async def _run_examples(self, target: dataplane.Target, request_input, method: Method, result) -> None:
         """Run a classify/regress signature on the request's examples; fill a Classification/RegressionResult."""
-        inputs, n = self._inputs(sig, request_input)
-        outputs = await servable.predict(sig.name, inputs)
-        if method == REGRESS:
-            for v in regression_values(outputs, n).tolist():
+        inputs, n = self._inputs(target.signature, request_input)
+        if method is Method.REGRESS:
+            for v in (await self.plane.regress(target, inputs, n)).tolist():
                 result.regressions.add().value = v
             return
-        classes, scores = classification_arrays(outputs, n)
-        k = (classes if classes is not None else scores).shape[1]
+        found = await self.plane.classify(target, inputs, n)
+        labels = found.labels
+        scores = found.scores.tolist() if found.scores is not None else None
         for i in range(n):
             row = result.classifications.add()
-            for j in range(k):
+            for j in range(found.width):
                 cls = row.classes.add()
-                if classes is not None:
-                    v = classes[i, j]
-                    cls.label = v.decode("utf-8", "replace") if type(v) is bytes else str(v)
+                if labels is not None:
+                    cls.label = labels[i][j]
                 if scores is not None:
-                    cls.score = float(scores[i, j])
+                    cls.score = scores[i][j]
 
     async def classify(self, request):
-        return await self._examples_rpc(request, CLASSIFY, self.pb.classification_pb2.ClassificationResponse())
+        return await self._examples_rpc(request, Method.CLASSIFY,
+                                        self.pb.classification_pb2.ClassificationResponse())
 
     async def regress(self, request):
-        return await self._examples_rpc(request, REGRESS, self.pb.regression_pb2.RegressionResponse())
+        return await self._examples_rpc(request, Method.REGRESS, self.pb.regression_pb2.RegressionResponse())
 
-    async def _examples_rpc(self, request, method, response):
+    async def _examples_rpc(self, request, method: Method, response):
         """Classify and Regress: tf.Examples in, one signature of `method` run, its result and model spec out."""
-        servable = self.resolve(request)
-        sig = self._signature(servable, request.model_spec.signature_name, method)
-        await self._run_examples(servable, sig, request.input, method, response.result)
-        self._model_spec(response, servable, sig.name)
+        target = self.target(request, method)
+        await self._run_examples(target, request.input, method, response.result)
+        self._model_spec(response, target.servable, target.signature.name)
         return response
 
     async def multi_inference(self, request):
@@ -222,16 +219,18 @@ class Adapter:
             if task.model_spec.signature_name in signatures:
                 raise InvalidArgument(f"Duplicate evaluation of signature: {task.model_spec.signature_name}")
             signatures.add(task.model_spec.signature_name)
-            if task.method_name not in (CLASSIFY, REGRESS):
+            if task.method_name not in (Method.CLASSIFY.value, Method.REGRESS.value):
                 raise TidalError(f"Unsupported signature method_name: {task.method_name}", Code.UNIMPLEMENTED)
         servable = self.resolve(request.tasks[0])
         response = self.pb.inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
-            sig = self._signature(servable, task.model_spec.signature_name, task.method_name)
+            method = Method(task.method_name)
+            sig = dataplane.signature(servable.signatures, task.model_spec.signature_name, method)
+            target = dataplane.Target(servable, sig)
             out = response.results.add()
-            result = out.classification_result if task.method_name == CLASSIFY else out.regression_result
-            await self._run_examples(servable, sig, request.input, task.method_name, result)
-            self._model_spec(out, servable, sig.name)
+            result = out.classification_result if method is Method.CLASSIFY else out.regression_result
+            await self._run_examples(target, request.input, method, result)
+            self._model_spec(out, servable, target.signature.name)
         return response
 
     # -- metadata and status ------------------------------------------------------------
@@ -264,13 +263,7 @@ class Adapter:
         return response
 
     def status(self, request):
-        if not request.HasField("model_spec"):
-            raise InvalidArgument("Missing ModelSpec")
-        spec = request.model_spec
-        choice = spec.WhichOneof("version_choice")
-        version = spec.version.value if choice == "version" else None
-        label = spec.version_label if choice == "version_label" else None
-        statuses = self.manager.status(spec.name, version, label)
+        statuses = self.manager.status(*self._spec(request))
         pb = self.pb
         response = pb.get_model_status_pb2.GetModelStatusResponse()
         codes = pb.error_codes_pb2.Code
@@ -283,6 +276,15 @@ class Adapter:
             out.status.error_code = codes.Value(code) if code in codes.keys() else codes.Value("UNKNOWN")
             out.status.error_message = st.error_message or ""
         return response
+
+
+def _to_numpy(protos) -> dict[str, np.ndarray]:
+    return {alias: tensor_proto.to_numpy(proto, alias) for alias, proto in protos.items()}
+
+
+def _from_numpy(outputs: dict[str, np.ndarray], protos) -> None:
+    for alias, arr in outputs.items():
+        tensor_proto.from_numpy(arr, protos[alias])
 
 
 def features_to_tensors(sig, context, examples) -> dict[str, np.ndarray]:
@@ -317,44 +319,6 @@ def features_to_tensors(sig, context, examples) -> dict[str, np.ndarray]:
     return out
 
 
-def classification_arrays(outputs: dict[str, np.ndarray], n: int):
-    """`classes` and `scores` as [n, k] arrays, checked like TF Serving's classifier."""
-    classes = outputs.get("classes")
-    scores = outputs.get("scores")
-    if classes is None and scores is None:
-        raise InvalidArgument("Expected classification signature outputs to contain classes or scores "
-                              f"(it has {_sorted_set(outputs)})")
-    for name, arr in (("classes", classes), ("scores", scores)):
-        if arr is None:
-            continue
-        if arr.ndim != 2 or arr.shape[0] != n:
-            raise InvalidArgument(f"Expected {name} Tensor shape: [batch_size num_classes] with batch_size {n} "
-                                  f"but got {list(arr.shape)}")
-    if scores is not None:
-        if scores.dtype.kind != "f":
-            raise InvalidArgument(f"Expected scores Tensor of DT_FLOAT. Got: {scores.dtype}")
-        if classes is not None and classes.shape[1] != scores.shape[1]:
-            raise InvalidArgument(f"Tensors class and score should match in dim[1]. Got {classes.shape[1]} "
-                                  f"vs. {scores.shape[1]}")
-    if classes is not None and classes.dtype.kind not in "OSU":
-        classes = classes.astype(str).astype(object)
-    return classes, scores
-
-
-def regression_values(outputs: dict[str, np.ndarray], n: int) -> np.ndarray:
-    arr = outputs.get("outputs")
-    if arr is None:
-        if len(outputs) != 1:
-            raise InvalidArgument(f"No output named 'outputs' (the signature has {_sorted_set(outputs)})")
-        arr = next(iter(outputs.values()))
-    if arr.dtype.kind not in "fiu":
-        raise InvalidArgument(f"Expected output Tensor of DT_FLOAT. Got: {arr.dtype}")
-    if not (arr.shape == (n,) or arr.shape == (n, 1)):
-        raise InvalidArgument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-                              f"but got {list(arr.shape)}")
-    return arr.reshape(-1).astype(np.float64)
-
-
 class GrpcServer:
     """TF Serving's gRPC services on one port. Build, `await start()` on the serving loop, `await stop()`.
 
@@ -367,9 +331,9 @@ class GrpcServer:
     """
 
     def __init__(self, manager, metrics: ServerMetrics, host: str, port: int, *,
-                 max_message_bytes: int = 64 << 20, threads: int = 64) -> None:
+                 max_message_bytes: int = 64 << 20, threads: int = 64, plane: DataPlane | None = None) -> None:
         self.pb = tfs_protos.load()
-        self.adapter = Adapter(manager, self.pb)
+        self.adapter = Adapter(manager, self.pb, plane)
         self.metrics = metrics
         self.host = host
         self.requested_port = port
@@ -381,10 +345,10 @@ class GrpcServer:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _call(self, api: str, request, handler):
-        """One RPC's work, on the loop: the response, or a TidalError (metrics recorded either way)."""
+        """One RPC's work, on the loop: the response, or an RpcFault (metrics recorded either way)."""
         t0 = time.perf_counter()
         model = version = ""
-        code = Code.OK
+        status = 200
         try:
             if type(request) is Undecodable:
                 raise InvalidArgument(f"Failed to parse the request message: {request.error}")
@@ -402,18 +366,15 @@ class GrpcServer:
             if spec is not None and spec.HasField("version"):
                 version = str(spec.version.value)
             return result
-        except TidalError as exc:
-            code = exc.code
-            raise
         except asyncio.CancelledError:
-            code = Code.CANCELLED
+            status = 499
             raise
-        except Exception:
-            code = Code.INTERNAL
-            log.exception("gRPC %s failed for model %r", api, model)
-            raise TidalError("Internal: unexpected error; see the server log", Code.INTERNAL) from None
+        except Exception as exc:
+            f = dataplane.report(exc, "gRPC " + api, model)
+            status = f.http_status
+            raise RpcFault(f) from None
         finally:
-            self.metrics.observe_request(model, version, api, http_status(code), time.perf_counter() - t0)
+            self.metrics.observe_request(model, version, api, status, time.perf_counter() - t0)
 
     def _rpc(self, api: str, handler):
         def rpc(request, context):  # on a grpcio server thread
@@ -421,8 +382,8 @@ class GrpcServer:
             context.add_callback(future.cancel)  # the client went away: stop the work (no-op once done)
             try:
                 return future.result()
-            except TidalError as exc:
-                context.abort(_GRPC_CODE.get(exc.code, grpc.StatusCode.UNKNOWN), exc.message)
+            except RpcFault as exc:
+                context.abort(_GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
             except concurrent.futures.CancelledError:
                 context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
         return rpc

@@ -46,6 +46,7 @@ class ServerSettings(BaseModel):
     intra_op_threads: int = Field(0, ge=0)
     inter_op_threads: int = Field(0, ge=0)
     max_body_bytes: int = Field(64 << 20, gt=0)
+    memory_budget_bytes: int = Field(1 << 30, gt=0)
     drain_seconds: float = Field(30.0, ge=0)
     cache_dir: str | None = None
 
@@ -85,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="threads across independent operators (onnxruntime inter_op_num_threads; 0: the runtime's default)")
     p("--rest_api_max_body_bytes", type=int, default=64 << 20, metavar="N",
       help="largest request body accepted (default 64 MiB); larger ones get 413")
+    p("--request_memory_budget_bytes", type=int, default=1 << 30, metavar="N",
+      help="most memory decoding one request's JSON may take, estimated before decoding (default 1 GiB); "
+           "more gets 413")
     p("--drain_seconds", type=float, default=30.0, metavar="N",
       help="on SIGTERM, how long to wait for requests in flight (default 30)")
     p("--model_cache_dir", metavar="DIR", help="local cache for versions read from remote stores")
@@ -107,6 +111,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             raise UserError(f"--{name} must not be negative")
     if args.rest_api_max_body_bytes <= 0:
         raise UserError("--rest_api_max_body_bytes must be positive")
+    if args.request_memory_budget_bytes <= 0:
+        raise UserError("--request_memory_budget_bytes must be positive")
     if args.drain_seconds < 0:
         raise UserError("--drain_seconds must not be negative")
     return ServerSettings(
@@ -115,7 +121,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         model_config_file=args.model_config_file, poll_seconds=args.file_system_poll_wait_seconds,
         enable_batching=args.enable_batching, batching_parameters_file=args.batching_parameters_file,
         intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
-        max_body_bytes=args.rest_api_max_body_bytes, drain_seconds=args.drain_seconds,
+        max_body_bytes=args.rest_api_max_body_bytes, memory_budget_bytes=args.request_memory_budget_bytes,
+        drain_seconds=args.drain_seconds,
         cache_dir=args.model_cache_dir)
 
 
@@ -155,6 +162,7 @@ class ModelServer:
         from tidal.models.config import RuntimeOptions
         from tidal.models.manager import ModelManager
         from tidal.server.app import ModelServerApp
+        from tidal.server.dataplane import DataPlane, LargeBodies
         from tidal.server.metrics import ServerMetrics
 
         self.settings = settings
@@ -164,10 +172,11 @@ class ModelServer:
             cache_dir=settings.cache_dir, on_batch=self.metrics.observe_batch,
             runtime_options=RuntimeOptions(intra_op_threads=settings.intra_op_threads,
                                            inter_op_threads=settings.inter_op_threads))
-        self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes)
+        self.plane = DataPlane(self.manager, LargeBodies(memory_budget=settings.memory_budget_bytes))
+        self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes, plane=self.plane)
         self.http = HttpServer(self.app, settings.rest_api_host, settings.rest_api_port,
                                max_body=settings.max_body_bytes)
-        self.grpc = _grpc_server(settings, self.manager, self.metrics)
+        self.grpc = _grpc_server(settings, self.manager, self.metrics, self.plane)
 
     @property
     def port(self) -> int:
@@ -193,10 +202,11 @@ class ModelServer:
         await asyncio.gather(self.http.stop(self.settings.drain_seconds),
                              *([self.grpc.stop(self.settings.drain_seconds)] if self.grpc is not None else []))
         await self.manager.stop()
+        self.plane.large.close()
         log.info("stopped")
 
 
-def _grpc_server(settings: ServerSettings, manager, metrics):
+def _grpc_server(settings: ServerSettings, manager, metrics, plane=None):
     """TF Serving's gRPC API when --port is set and tensorflow-serving-api is installed, else None."""
     if not settings.grpc_port:
         return None
@@ -209,7 +219,7 @@ def _grpc_server(settings: ServerSettings, manager, metrics):
     from tidal.server.grpc_api import GrpcServer
 
     return GrpcServer(manager, metrics, settings.rest_api_host, settings.grpc_port,
-                      max_message_bytes=settings.max_body_bytes)
+                      max_message_bytes=settings.max_body_bytes, plane=plane)
 
 
 def _has_status(manager, name: str) -> bool:
@@ -222,6 +232,9 @@ def _has_status(manager, name: str) -> bool:
 
 
 async def serve(settings: ServerSettings) -> None:
+    from tidal.server.large import bound_heap
+
+    bound_heap()  # memory a large request took goes back once it is freed
     server = ModelServer(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

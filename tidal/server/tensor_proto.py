@@ -10,6 +10,7 @@ from tidal.models.signatures import v2_datatype
 # Largest element count a request may ask for beyond the values it carries: TensorFlow pads a
 # short value list with its last value, so a few bytes could otherwise claim gigabytes.
 MAX_FILL_ELEMENTS = 1 << 24
+MAX_RANK = 32  # as for JSON tensors (tidal.server.tensors.MAX_RANK)
 MAX_DIM = 1 << 31  # no dimension of a real request is larger; numpy cannot even shape some beyond it
 
 # (TF DataType enum value, V2 name, numpy dtype, typed value field)
@@ -33,6 +34,25 @@ BY_V2 = {t[1]: t for t in _TABLE}
 DT_ENUM = {t[1]: t[0] for t in _TABLE}  # V2 name -> TF DataType enum value
 
 
+# A value list this long is converted a slice at a time: each conversion holds the GIL, and a large
+# message is converted in a worker thread while the event loop waits for its turn.
+_SLICE = 1 << 18
+
+
+def _array(values, dtype) -> np.ndarray:
+    if len(values) <= _SLICE:
+        return np.array(values, dtype=dtype)
+    out = np.empty(len(values), dtype=dtype)
+    for i in range(0, len(values), _SLICE):
+        out[i:i + _SLICE] = values[i:i + _SLICE]
+    return out
+
+
+def _extend(field, flat: np.ndarray) -> None:
+    for i in range(0, flat.size, _SLICE):
+        field.extend(flat[i:i + _SLICE].tolist())
+
+
 def _dtype_name(enum: int) -> str:
     try:
         from tidal.server import tfs_protos
@@ -51,6 +71,9 @@ def to_numpy(proto, name: str = "") -> np.ndarray:
     _, v2, dtype, field = entry
     if proto.tensor_shape.unknown_rank:
         raise InvalidArgument(f"{label} has an unknown rank; give its shape")
+    if len(proto.tensor_shape.dim) > MAX_RANK:
+        raise InvalidArgument(f"{label} has {len(proto.tensor_shape.dim)} dimensions; a tensor has at most "
+                              f"{MAX_RANK}")
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(d < 0 for d in shape):
         raise InvalidArgument(f"{label} has a negative dimension in shape {list(shape)}")
@@ -73,17 +96,17 @@ def to_numpy(proto, name: str = "") -> np.ndarray:
         flat = np.empty(count, dtype=object)
         flat[:] = list(values)
     elif v2 == "FP16":
-        flat = np.array(values, dtype=np.uint16).view(np.float16)
+        flat = _array(values, np.uint16).view(np.float16)
     elif field == "int_val" and dtype.itemsize < 4:
         # int_val holds int32s; TensorFlow would wrap a wider value into the narrow type silently.
-        wide = np.array(values, dtype=np.int64)
+        wide = _array(values, np.int64)
         info = np.iinfo(dtype)
         if wide.size and (wide.min() < info.min or wide.max() > info.max):
             raise InvalidArgument(f"{label} has values out of range for {v2}")
         flat = wide.astype(dtype)
     else:
         try:
-            flat = np.array(values, dtype=dtype)
+            flat = _array(values, dtype)
         except OverflowError:
             raise InvalidArgument(f"{label} has values out of range for {v2}") from None
     if count == n:
@@ -115,6 +138,6 @@ def from_numpy(arr: np.ndarray, proto) -> None:
     if v2 == "BYTES":
         proto.string_val.extend([v if type(v) is bytes else str(v).encode("utf-8") for v in flat.tolist()])
     elif v2 == "FP16":
-        proto.half_val.extend(flat.view(np.uint16).tolist())
+        _extend(proto.half_val, flat.view(np.uint16))
     else:
-        getattr(proto, field).extend(flat.astype(dtype, copy=False).tolist())
+        _extend(getattr(proto, field), flat.astype(dtype, copy=False))

@@ -22,6 +22,11 @@ import orjson
 
 from tidal.errors import InvalidArgument
 
+# The most dimensions a request's tensor may have: numpy 1.x and ONNX Runtime's Python binding stop at 32.
+MAX_RANK = 32
+# orjson's own limit: a body nested deeper is refused while parsing.
+MAX_JSON_DEPTH = 1024
+
 
 @dataclass(frozen=True)
 class DType:
@@ -80,6 +85,9 @@ def parse_json(body: bytes):
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg or "recursion" in exc.msg.lower():
+            raise InvalidArgument(f"JSON Parse error: nested more than {MAX_JSON_DEPTH} levels deep "
+                                  f"(at offset: {exc.pos})") from None
         # orjson is strict JSON; the stdlib parser also takes NaN/Infinity. Only
         # worth a second parse when those tokens are there at all.
         if b"NaN" in body or b"Infinity" in body:
@@ -99,8 +107,11 @@ def json_text(val) -> str:
     else:
         try:
             text = orjson.dumps(val, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-        except TypeError:
-            text = json.dumps(val, default=str)
+        except TypeError:  # NaN inside, or nested past orjson's writer (254 levels)
+            try:
+                text = json.dumps(val, default=str)
+            except (ValueError, RecursionError):
+                return f"<{json_type(val)} nested too deeply to show>"
     return text if len(text) <= 200 else text[:200] + "..."
 
 
@@ -185,13 +196,19 @@ def _scalar(val, dt: DType, integral_floats: bool):
 
 
 def dense_shape(val) -> list[int]:
-    """The shape a JSON value claims, read along its first elements (TF's GetDenseTensorShape)."""
+    """The shape a JSON value claims, read along its first elements (TF's GetDenseTensorShape).
+
+    More than MAX_RANK levels are refused here, before numpy or a recursive walk sees them.
+    """
     shape = []
     while type(val) is list:
         shape.append(len(val))
         if not val:
             break
         val = val[0]
+    if len(shape) > MAX_RANK:
+        raise InvalidArgument(f"JSON Value nested {len(shape)} levels deep: a tensor has at most {MAX_RANK} "
+                              "dimensions")
     return shape
 
 
@@ -233,6 +250,23 @@ def exact_tensor(val, dt: DType, *, integral_floats: bool = False) -> np.ndarray
 _MAYBE_BIG = {"FP16": re.compile(rb"(?<![.\d])\d{4}|[eE][+-]?\d"),
               "FP32": re.compile(rb"(?<![.\d])\d{8}|[eE][+-]?\d"),
               "FP64": re.compile(rb"(?<![.\d])\d{16}|[eE][+-]?\d")}
+# Past this size the scan costs more than the check it may save (and holds the GIL throughout).
+_SCAN_LIMIT = 1 << 16
+# numpy builds an array from a list in one call that holds the GIL; a long list goes in slices
+# of this many elements, so a large body decoded in a worker thread lets the loop run between them.
+_SLICE = 1 << 18
+
+
+def _array(val) -> np.ndarray:
+    if type(val) is not list or len(val) <= _SLICE:
+        return np.array(val)
+    parts = [np.array(val[i:i + _SLICE]) for i in range(0, len(val), _SLICE)]
+    if len({(p.dtype, p.shape[1:]) for p in parts}) > 1:
+        # Slices that differ in shape are ragged as a whole; in type, numpy's promotion of the whole decides.
+        if len({p.shape[1:] for p in parts}) > 1:
+            raise ValueError("ragged")
+        return np.array(val)
+    return np.concatenate(parts)
 
 
 def fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> np.ndarray | None:
@@ -243,8 +277,10 @@ def fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> np
     """
     if dt.kind == "bytes":
         return None
+    if type(val) is list and type(val[0] if val else None) is list:
+        dense_shape(val)  # refuses values nested past MAX_RANK before numpy walks them
     try:
-        arr = np.array(val)
+        arr = _array(val)
     except (ValueError, TypeError, OverflowError):
         return None
     k = arr.dtype.kind
@@ -259,7 +295,8 @@ def fast_tensor(val, dt: DType, body: bytes | None, integral_floats: bool) -> np
                 return None
         elif k != "f":
             return None
-        elif (body is None or _MAYBE_BIG[dt.v2].search(body)) and np.abs(arr).max() > _FLOAT_EXACT_INT[dt.v2]:
+        elif ((body is None or len(body) > _SCAN_LIMIT or _MAYBE_BIG[dt.v2].search(body))
+              and max(-arr.min(), arr.max()) > _FLOAT_EXACT_INT[dt.v2]):
             return None  # ints among floats are read as floats; only the exact path can tell them apart
         # Every magnitude is now below the exact-integer limit, so the cast cannot overflow.
         return arr.astype(dt.np)
@@ -327,11 +364,13 @@ def jsonable(arr: np.ndarray, as_b64: bool = False, finite_checked: bool = False
             return _nonfinite_fragment(arr)
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("="))
-        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+        arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+        return arr if arr.size <= _SLICE or arr.ndim == 0 else _sliced(arr)
     if k in "iub":
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("="))
-        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+        arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+        return arr if arr.size <= _SLICE or arr.ndim == 0 else _sliced(arr)
     conv = _b64_text if as_b64 else _bytes_text
     if arr.ndim == 0:
         return conv(arr.item())
@@ -339,6 +378,13 @@ def jsonable(arr: np.ndarray, as_b64: bool = False, finite_checked: bool = False
         return np.zeros(arr.shape, dtype=np.uint8).tolist()
     flat = [conv(v) for v in arr.reshape(-1).tolist()]
     return _nest(flat, arr.shape)
+
+
+def _sliced(arr: np.ndarray) -> orjson.Fragment:
+    """A large numeric tensor written a slice along its first dimension at a time (each a short GIL hold)."""
+    step = max(1, _SLICE // max(1, arr[0].size))
+    parts = [orjson.dumps(arr[i:i + step], option=DUMPS_OPTS)[1:-1] for i in range(0, arr.shape[0], step)]
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
 
 
 def _nest(flat: list, shape: tuple) -> list:

@@ -1,4 +1,4 @@
-"""TF Serving's REST API (/v1/models/...) as a thin adapter over the model manager.
+"""TF Serving's REST API (/v1/models/...): decode JSON, call the data plane (tidal.server.dataplane), encode JSON.
 
 Routes, messages and status codes follow tensorflow/serving's
 http_rest_api_handler.cc, http_rest_api_util.cc and util/json_tensor.cc; where
@@ -7,28 +7,20 @@ its docs and its code disagree, the code wins.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from urllib.parse import unquote
 
 import numpy as np
 
-from tidal.errors import FailedPrecondition, InvalidArgument, TidalError
+from tidal.errors import InvalidArgument, TidalError
 from tidal.http.server import Request, Response, error_response
-from tidal.server import tensors, tfexample
+from tidal.server import dataplane, tensors, tfexample
+from tidal.server.dataplane import DataPlane, Method
 from tidal.server.metrics import ServerMetrics
 from tidal.server.tensors import dumps, is_b64, json_text, json_to_tensor
 
-log = logging.getLogger(__name__)
-
-PREDICT = "tensorflow/serving/predict"
-CLASSIFY = "tensorflow/serving/classify"
-REGRESS = "tensorflow/serving/regress"
-DEFAULT_SIGNATURE = "serving_default"
-# Where TF estimators (and Tidal's runtimes) put classify/regress signatures besides the default.
-_METHOD_SIGNATURE = {CLASSIFY: "classification", REGRESS: "regression"}
-
+_METHOD = {"predict": Method.PREDICT, "classify": Method.CLASSIFY, "regress": Method.REGRESS}
 _PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
 _STATUS_RE = re.compile(
@@ -74,23 +66,12 @@ def parse_route(method: str, path: str) -> Route:
 
 # -- predict: JSON -> tensors -> JSON ---------------------------------------------
 
-def _signature(servable, doc: dict, method: str | None = None):
+def signature_name(doc: dict) -> str | None:
     name = doc.get("signature_name")
     if name is not None and type(name) is not str:
         raise InvalidArgument(
             f"JSON Value: {json_text(doc)} not formatted correctly. 'signature_name' key must be a string value.")
-    sigs = servable.signatures
-    if not name:
-        name = DEFAULT_SIGNATURE
-        if method is not None:
-            default = sigs.get(name)
-            alt = _METHOD_SIGNATURE.get(method)
-            if (default is None or default.method != method) and alt in sigs and sigs[alt].method == method:
-                name = alt
-    sig = sigs.get(name)
-    if sig is None:
-        raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
-    return sig
+    return name
 
 
 def decode_instances(instances, specs: dict, body: bytes) -> dict[str, np.ndarray]:
@@ -258,7 +239,7 @@ def decode_examples(doc: dict, sig, method: str) -> dict[str, np.ndarray]:
     if type(context) is not dict:
         raise InvalidArgument(f"Example must be JSON object but got JSON {tensors.json_type(context)}")
     if "examples" not in doc:
-        verb = "classify" if method == CLASSIFY else "regress"
+        verb = "classify" if method is Method.CLASSIFY else "regress"
         raise InvalidArgument(f"JSON Value: {json_text(doc)} When method is {verb}, key 'examples' is "
                               "expected and was not found")
     examples = doc["examples"]
@@ -292,56 +273,18 @@ def decode_examples(doc: dict, sig, method: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _label_text(v) -> str:
-    if type(v) is bytes:
-        return v.decode("utf-8", "replace")
-    return str(v)
-
-
-def encode_classify(outputs: dict[str, np.ndarray]) -> bytes:
+def encode_classify(result: dataplane.Classifications) -> bytes:
     """`results`: per example a list of [label, score] (MakeJsonFromClassificationResult)."""
-    classes = outputs.get("classes")
-    scores = outputs.get("scores")
-    if classes is None and scores is None:
-        for arr in outputs.values():
-            if scores is None and arr.dtype.kind == "f":
-                scores = arr
-            elif classes is None and arr.dtype.kind in "OSUiu":
-                classes = arr
-    if classes is None and scores is None:
-        raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
-    n = (classes if classes is not None else scores).shape[0]
-    if scores is not None:
-        scores = scores.reshape(n, -1).astype(np.float64)
-    if classes is not None:
-        classes = classes.reshape(n, -1)
-    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        if classes.shape[1] != 1:
-            raise InvalidArgument(f"classes and scores disagree: shapes {classes.shape} and {scores.shape}")
-        scores = scores.max(axis=1, keepdims=True)  # one predicted label: report its (highest) score
-    results = []
-    k = (classes if classes is not None else scores).shape[1]
-    for i in range(n):
-        row = []
-        for j in range(k):
-            label = _label_text(classes[i, j]) if classes is not None else ""
-            score = float(scores[i, j]) if scores is not None else 0.0
-            row.append([label, score])
-        results.append(row)
-    return dumps({"results": results})
+    n, k = result.rows, result.width
+    labels = result.labels if result.labels is not None else [[""] * k for _ in range(n)]
+    # float32 scores written as the doubles a gRPC client reads from the same result
+    scores = result.scores.astype(np.float64).tolist() if result.scores is not None else [[0.0] * k] * n
+    return dumps({"results": [[[label, score] for label, score in zip(lrow, srow)]
+                              for lrow, srow in zip(labels, scores)]})
 
 
-def encode_regress(outputs: dict[str, np.ndarray]) -> bytes:
-    arr = outputs.get("outputs")
-    if arr is None:
-        if len(outputs) != 1:
-            raise InvalidArgument("a regression signature needs one output (named 'outputs')")
-        arr = next(iter(outputs.values()))
-    if arr.size == 0:
-        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
-    if arr.dtype.kind not in "fiu":
-        raise InvalidArgument(f"regression output is not numeric ({arr.dtype})")
-    return dumps({"results": tensors.jsonable(arr.reshape(-1).astype(np.float32), finite_checked=True)})
+def encode_regress(values: np.ndarray) -> bytes:
+    return dumps({"results": tensors.jsonable(values, finite_checked=True)})
 
 
 # -- status and metadata ------------------------------------------------------------
@@ -384,11 +327,38 @@ def status_json(statuses) -> dict:
 
 # -- the adapter -------------------------------------------------------------------
 
-class TFServingAPI:
-    """Answers /v1/... requests; records per-request metrics."""
+def _decode(doc: dict, sig, method: Method, body: bytes) -> tuple[dict[str, np.ndarray], bool, int]:
+    """The request's tensors, whether predict used the row format, and how many examples classify/regress got."""
+    if method is Method.PREDICT:
+        return *decode_predict(doc, sig, body), 0
+    if sig.serialized_examples:  # a SavedModel's classify/regress signature
+        inputs = tfexample.serialized_inputs(doc, sig, method.value)
+    else:
+        inputs = decode_examples(doc, sig, method)
+    return inputs, False, len(doc["examples"])
 
-    def __init__(self, manager, metrics: ServerMetrics) -> None:
-        self.manager = manager
+
+def _parse(body: bytes) -> dict:
+    doc = tensors.parse_json(body)
+    if type(doc) is not dict:
+        raise InvalidArgument(f"JSON Value: {json_text(doc)} Is not object")
+    return doc
+
+
+def decode_large(body: bytes, signatures: dict, method: Method) -> tuple[str, dict[str, np.ndarray], bool]:
+    """A large predict body's signature name, tensors and format, decoded in the decoding child (tidal.server.large)."""
+    doc = _parse(body)
+    sig = dataplane.signature(signatures, signature_name(doc), method)
+    inputs, row_format, _ = _decode(doc, sig, method, body)
+    return sig.name, inputs, row_format
+
+
+class TFServingAPI:
+    """Answers /v1/... requests over the data plane; records per-request metrics."""
+
+    def __init__(self, manager, metrics: ServerMetrics, plane: DataPlane | None = None) -> None:
+        self.plane = plane if plane is not None else DataPlane(manager)
+        self.manager = self.plane.manager
         self.metrics = metrics
         self._routes: dict[tuple[str, str], Route | TidalError] = {}
 
@@ -414,7 +384,7 @@ class TFServingAPI:
         except TidalError as exc:
             self.metrics.observe_request("", "", "tfs", exc.http_status, time.perf_counter() - t0)
             return error_response(exc.http_status, exc.message)
-        if route.action in ("predict", "classify", "regress"):
+        if route.action in _METHOD:
             return self._infer(req, route, t0)
         return self._get(route, t0)
 
@@ -423,7 +393,7 @@ class TFServingAPI:
         model = version = ""
         try:
             if api == "metadata":
-                servable = self.manager.resolve(route.name, route.version, route.label)
+                servable = self.plane.servable(route.name, route.version, route.label)
                 model, version = servable.name, str(servable.version)
                 body = dumps(metadata_json(servable))
             else:
@@ -431,51 +401,60 @@ class TFServingAPI:
                 model = route.name
                 body = dumps(status_json(statuses))
             resp = Response(200, body)
-        except TidalError as exc:
-            resp = error_response(exc.http_status, exc.message)
-        except Exception:
-            log.exception("%s failed for model %r", api, route.name)
-            resp = error_response(500, "Internal: unexpected error; see the server log")
+        except Exception as exc:
+            f = dataplane.report(exc, api, route.name)
+            resp = error_response(f.http_status, f.message)
         self.metrics.observe_request(model, version, api, resp.status, time.perf_counter() - t0)
         return resp
 
     async def _infer(self, req: Request, route: Route, t0: float) -> Response:
         action = route.action
+        method = _METHOD[action]
+        plane = self.plane
+        large = plane.large
+        body = req.body
+        big = large.is_large(len(body))
         model = version = ""
         status = 499
         try:
             try:
-                doc = tensors.parse_json(req.body)
-                if type(doc) is not dict:
-                    raise InvalidArgument(f"JSON Value: {json_text(doc)} Is not object")
-                servable = self.manager.resolve(route.name, route.version, route.label)
-                model, version = servable.name, str(servable.version)
-                if action == "predict":
-                    sig = _signature(servable, doc)
-                    inputs, row_format = decode_predict(doc, sig, req.body)
-                    outputs = await servable.predict(sig.name, inputs)
-                    body = encode_predict(outputs, row_format)
+                if big:
+                    large.admit(body)
+                if big and method is Method.PREDICT:
+                    # Parsed and decoded in the decoding child: the server never holds the body's JSON objects.
+                    servable = plane.servable(route.name, route.version, route.label)
+                    model, version = servable.name, str(servable.version)
+                    sig_name, inputs, row_format = await large.decode(decode_large, body, servable.signatures, method)
+                    target = dataplane.Target(servable, servable.signatures[sig_name])
                 else:
-                    method = CLASSIFY if action == "classify" else REGRESS
-                    sig = _signature(servable, doc, method)
-                    if sig.method != method:
-                        kind = "classification" if action == "classify" else "regression"
-                        raise FailedPrecondition(
-                            f"Expected {kind} signature method_name to be {method}. Was: {sig.method}")
-                    if sig.serialized_examples:  # a SavedModel's classify/regress signature
-                        inputs = tfexample.serialized_inputs(doc, sig, method)
+                    doc = await large.run(_parse, body) if big else _parse(body)
+                    target = plane.resolve(route.name, route.version, route.label, signature_name(doc), method)
+                    model, version = target.model, str(target.version)
+                    if big:
+                        inputs, row_format, n = await large.run(_decode, doc, target.signature, method, body)
                     else:
-                        inputs = decode_examples(doc, sig, method)
-                    outputs = await servable.predict(sig.name, inputs)
-                    body = encode_classify(outputs) if action == "classify" else encode_regress(outputs)
-                resp = Response(200, body)
-            except TidalError as exc:
-                resp = error_response(exc.http_status, exc.message)
-            except Exception:
-                log.exception("%s failed for model %r", action, route.name)
-                resp = error_response(500, "Internal: unexpected error; see the server log")
+                        inputs, row_format, n = _decode(doc, target.signature, method, body)
+                    del doc  # the parsed JSON can go while the model runs
+                if method is Method.PREDICT:
+                    outputs = await plane.predict(target, inputs)
+                    if big or large.is_large(sum(a.nbytes for a in outputs.values())):
+                        big = True
+                        out = await large.run(encode_predict, outputs, row_format)
+                    else:
+                        out = encode_predict(outputs, row_format)
+                else:
+                    if method is Method.CLASSIFY:
+                        out = encode_classify(await plane.classify(target, inputs, n))
+                    else:
+                        out = encode_regress(await plane.regress(target, inputs, n))
+                resp = Response(200, out)
+            except Exception as exc:
+                f = dataplane.report(exc, action, route.name)
+                resp = error_response(f.http_status, f.message)
             status = resp.status
             return resp
         finally:
             # Also runs when the client went away (CancelledError): counted as 499.
             self.metrics.observe_request(model, version, action, status, time.perf_counter() - t0)
+            if big:
+                large.release()
