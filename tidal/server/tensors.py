@@ -100,7 +100,10 @@ def json_text(val) -> str:
         try:
             text = orjson.dumps(val, option=orjson.OPT_SERIALIZE_NUMPY).decode()
         except TypeError:
-            text = json.dumps(val, default=str)
+            try:
+                text = json.dumps(val, default=str)
+            except RecursionError:  # nested deeper than either encoder goes: say so, not a 500
+                text = f"<a {json_type(val).lower()} nested too deeply to show>"
     return text if len(text) <= 200 else text[:200] + "..."
 
 
