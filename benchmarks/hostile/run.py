@@ -17,6 +17,7 @@ import argparse
 import collections
 import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -25,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,39 +82,53 @@ def fire(port: int, case: Case, timeout: float = 10.0) -> str:
     return parts[1].decode("latin-1") if len(parts) > 1 and parts[0].startswith(b"HTTP/") else "garbage"
 
 
-class Prober(threading.Thread):
-    """One normal request every `interval` on a keep-alive connection; latencies and failures."""
+class Prober:
+    """One normal request every `interval` on a keep-alive connection, from a process of its own (the
+    sending threads here hold the GIL; the prober must not wait for them): latencies and failures."""
 
     def __init__(self, port: int, request: bytes, interval: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.port, self.request, self.interval = port, request, interval
+        ctx = multiprocessing.get_context("fork")
+        self._stop = ctx.Event()
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_probe, args=(port, request, interval, self._stop, send), daemon=True)
         self.latencies: list[float] = []
         self.failures: collections.Counter = collections.Counter()
-        self.stop = threading.Event()
 
-    def run(self) -> None:
-        sock = None
-        while not self.stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                if sock is None:
-                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-                sock.sendall(self.request)
-                status, ok = _read_response(sock)
-                self.latencies.append(time.perf_counter() - t0)
-                if not 200 <= status < 300:
-                    self.failures[str(status)] += 1
-                if not ok:
-                    sock.close()
-                    sock = None
-            except OSError as exc:
-                self.failures[type(exc).__name__] += 1
-                if sock is not None:
-                    sock.close()
+    def start(self) -> None:
+        self._proc.start()
+
+    def finish(self) -> None:
+        self._stop.set()
+        self.latencies, failures = self._recv.recv()
+        self.failures = collections.Counter(failures)
+        self._proc.join()
+
+
+def _probe(port: int, request: bytes, interval: float, stop, out) -> None:
+    latencies, failures = [], collections.Counter()
+    sock = None
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(request)
+            status, ok = _read_response(sock)
+            latencies.append(time.perf_counter() - t0)
+            if not 200 <= status < 300:
+                failures[str(status)] += 1
+            if not ok:
+                sock.close()
                 sock = None
-            self.stop.wait(max(0.0, self.interval - (time.perf_counter() - t0)))
-        if sock is not None:
-            sock.close()
+        except OSError as exc:
+            failures[type(exc).__name__] += 1
+            if sock is not None:
+                sock.close()
+            sock = None
+        stop.wait(max(0.0, interval - (time.perf_counter() - t0)))
+    if sock is not None:
+        sock.close()
+    out.send((latencies, dict(failures)))
 
 
 def _read_response(sock: socket.socket) -> tuple[int, bool]:
@@ -156,12 +170,10 @@ def percentile(values: list[float], q: float) -> float:
 def attack(port: int, pid: int, target: Target, n: int, workers: int = 8, seed: int = 0, warmup: int = 200) -> dict:
     """Run `n` cases against a server already up; the report as a dict."""
     normal = target.normal()
-    warm = Prober(port, normal, interval=0)
-    warm.start()
-    while len(warm.latencies) < warmup and warm.is_alive():
-        time.sleep(0.01)
-    warm.stop.set()
-    warm.join()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as warm:
+        for _ in range(warmup):
+            warm.sendall(normal)
+            _read_response(warm)
     rss0, fds0 = proc_stats(pid)
     prober = Prober(port, normal)
     prober.start()
@@ -174,8 +186,7 @@ def attack(port: int, pid: int, target: Target, n: int, workers: int = 8, seed: 
             counts[status] += 1
             by_kind[case.kind][status] += 1
     elapsed = time.monotonic() - t0
-    prober.stop.set()
-    prober.join()
+    prober.finish()
     time.sleep(1.0)  # let the server close what the last cases left
     rss1, fds1 = proc_stats(pid)
     five = sum(v for k, v in counts.items() if k.startswith("5"))
@@ -368,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     reports, extra = run(names, args.cases, args.workers, args.seed)
     for r in reports:
         r["workers"] = args.workers
-    text = markdown(reports, extra, [a for a in argv if a not in ("--write",) and not a.startswith("--json")],
-                    time.monotonic() - t0)
+    shown = [f"--{k.replace('_', '-')} {v}" for k, v in (("cases", args.cases), ("workers", args.workers),
+                                                         ("seed", args.seed), ("targets", args.targets))]
+    text = markdown(reports, extra, shown, time.monotonic() - t0)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"reports": reports, **extra}, indent=2))

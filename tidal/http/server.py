@@ -122,7 +122,12 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.last_active = 0.0
         self.limits = server.limits
-        # Bytes fed to the parser since the current head began (an upper bound, see data_received).
+        # Plain ints on the hot path (a request's headers are checked one by one).
+        self.max_url = server.limits.max_request_line
+        self.max_line = server.limits.max_header_line
+        self.max_head = server.limits.max_header_bytes
+        self.max_count = server.limits.max_headers
+        # Bytes fed to the parser since the current head began (an upper bound, see _feed).
         self.head_open = True
         self.head_fed = 0
         # Set by the first refused request: the connection answers what came before it, then closes.
@@ -135,7 +140,7 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body_parts: list[bytes] = []
         self.body_size = 0
-        self.head_size = 0  # exact: the request line and the header lines seen so far
+        self.head_size = 0  # exact: the URL and the header lines seen so far
         self.header_count = 0
 
     # -- asyncio.Protocol
@@ -170,7 +175,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             if len(data) <= _FEED:
-                self._feed(data)
+                self.parser.feed_data(data)
+                if self.head_open and not self.rejected:
+                    self.head_fed += len(data)  # as in _feed
+                    if self.head_fed > self.max_head + _FEED:
+                        self._head_never_ends()
                 return
             # Feed a large chunk in slices so a head that never ends is refused after at most
             # max_header_bytes + 2 * _FEED bytes, not after the whole chunk (or stream) is buffered.
@@ -188,14 +197,17 @@ class _Connection(asyncio.Protocol):
     def _feed(self, piece) -> None:
         self.parser.feed_data(piece)
         if self.head_open and not self.rejected:
-            # The head began before or inside this piece, so at most len(piece) of it is new: an upper
-            # bound that overshoots by under one piece, hence the slack before refusing.
+            # The head began before or inside this piece, so at most len(piece) of its bytes are new:
+            # an upper bound that overshoots by under one piece, hence the slack before refusing.
             self.head_fed += len(piece)
-            if self.head_fed > self.limits.max_header_bytes + _FEED:
-                if self.head_size == 0 and self.url:
-                    self._fail(414, f"request line longer than {self.limits.max_request_line} bytes")
-                else:
-                    self._fail(431, f"request headers larger than {self.limits.max_header_bytes} bytes")
+            if self.head_fed > self.max_head + _FEED:
+                self._head_never_ends()
+
+    def _head_never_ends(self) -> None:
+        if self.header_count == 0 and self.url:
+            self._fail(414, f"request line longer than {self.max_url} bytes")
+        else:
+            self._fail(431, f"request headers larger than {self.max_head} bytes")
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -204,25 +216,18 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         if self.rejected:
             return
-        if len(self.url) + len(url) > self.limits.max_request_line:
-            self._fail(414, f"request line longer than {self.limits.max_request_line} bytes")
+        if len(self.url) + len(url) > self.max_url:
+            self._fail(414, f"request line longer than {self.max_url} bytes")
             return
         self.url += url
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.rejected:
-            return
         line = len(name) + len(value) + 4  # "name: value\r\n"
         self.header_count += 1
         self.head_size += line
-        if line > self.limits.max_header_line:
-            self._fail(431, f"a request header line is longer than {self.limits.max_header_line} bytes")
-            return
-        if self.header_count > self.limits.max_headers:
-            self._fail(431, f"more than {self.limits.max_headers} request headers")
-            return
-        if self.head_size + len(self.url) > self.limits.max_header_bytes:
-            self._fail(431, f"request headers larger than {self.limits.max_header_bytes} bytes")
+        if line > self.max_line or self.head_size > self.max_head or self.header_count > self.max_count:
+            self._head_too_large(line)
             return
         key = name.decode("latin-1").lower()
         self.headers[key] = value.decode("latin-1")
@@ -233,6 +238,14 @@ class _Connection(asyncio.Protocol):
                 too_big = False
             if too_big:
                 self._fail(413, f"request body larger than the limit of {self.server.max_body} bytes")
+
+    def _head_too_large(self, line: int) -> None:
+        if line > self.max_line:
+            self._fail(431, f"a request header line is longer than {self.max_line} bytes")
+        elif self.header_count > self.max_count:
+            self._fail(431, f"more than {self.max_count} request headers")
+        else:
+            self._fail(431, f"request headers larger than {self.max_head} bytes")
 
     def on_headers_complete(self) -> None:
         self.head_open = False
@@ -337,6 +350,8 @@ class _Connection(asyncio.Protocol):
                 self._write(self.failure, False)
 
     def _fail(self, status: int, message: str) -> None:
+        if self.rejected:  # the first refusal is the answer; the rest of the stream is ignored
+            return
         self.rejected = True
         if not self.closed and self.transport is not None:
             # One line, no traceback: a client's mistake is not the server's failure.
