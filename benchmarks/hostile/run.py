@@ -160,6 +160,14 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def huge_header(port: int, host: str, mib: int = 64) -> tuple[str, float]:
+    """Stream a `mib` MiB header that never ends: (the answer's status, seconds until the connection ended)."""
+    t = time.monotonic()
+    case = Case("huge header", f"GET / HTTP/1.1\r\nHost: {host}\r\nX-Big: ".encode() + b"h" * (mib << 20))
+    status = fire(port, case, timeout=60)
+    return status, round(time.monotonic() - t, 2)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -186,6 +194,7 @@ def attack(port: int, pid: int, target: Target, n: int, workers: int = 8, seed: 
             counts[status] += 1
             by_kind[case.kind][status] += 1
     elapsed = time.monotonic() - t0
+    big = huge_header(port, target.host)
     prober.finish()
     time.sleep(1.0)  # let the server close what the last cases left
     rss1, fds1 = proc_stats(pid)
@@ -195,7 +204,7 @@ def attack(port: int, pid: int, target: Target, n: int, workers: int = 8, seed: 
             "normal_requests": len(prober.latencies), "normal_failures": dict(prober.failures),
             "normal_p50_ms": round(percentile(prober.latencies, 50) * 1000, 2),
             "normal_p99_ms": round(percentile(prober.latencies, 99) * 1000, 2),
-            "rss_mb": [round(rss0, 1), round(rss1, 1)], "open_files": [fds0, fds1]}
+            "rss_mb": [round(rss0, 1), round(rss1, 1)], "open_files": [fds0, fds1], "huge_header": big}
 
 
 # -- the processes
@@ -329,15 +338,15 @@ def markdown(reports: list[dict], extra: dict, argv: list[str], wall: float) -> 
            f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}; {wall:.0f} s wall.",
            "", "```", " ".join(["python", "benchmarks/hostile/run.py", *argv]), "```", "",
            "| server | cases | seconds | answers by status | 5xx | normal p50 / p99 | normal failures | "
-           "RSS MB before -> after | open files before -> after | target |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "RSS MB before -> after | open files before -> after | a 64 MiB header | target |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         status = ", ".join(f"{k}: {v:,}" for k, v in r["status"].items())
         fails = ", ".join(f"{k}: {v}" for k, v in r["normal_failures"].items()) or "0"
         out.append(f"| {r['target']} | {r['cases']:,} | {r['seconds']} | {status} | {r['5xx']} | "
                    f"{r['normal_p50_ms']} / {r['normal_p99_ms']} ms ({r['normal_requests']:,} requests) | {fails} | "
                    f"{r['rss_mb'][0]} -> {r['rss_mb'][1]} | {r['open_files'][0]} -> {r['open_files'][1]} | "
-                   f"{verdict(r)} |")
+                   f"{r['huge_header'][0]} in {r['huge_header'][1]} s | {verdict(r)} |")
     out += ["", "By kind of case (statuses summed over the servers):", "", "| kind | answers |", "|---|---|"]
     kinds: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for r in reports:
