@@ -131,3 +131,28 @@ def test_control_plane_api_refuses_huge_headers_before_auth_and_foreign_hosts(tm
     for host in ("localhost:1", "127.0.0.1", "tidal.example"):
         assert not by_host[host].startswith(b"HTTP/1.1 421 "), by_host[host][:100]
     assert all(b"access-control" not in v.lower() for v in by_host.values())
+
+
+def test_model_server_logs_to_a_rotated_file_one_line_per_kind_of_bad_request(tmp_path):
+    bench = _bench()
+    base = bench.build_model(tmp_path / "half_plus_two")
+    port = bench.free_port()
+    log_file = tmp_path / "replica.log"
+    proc = bench.start(["model-server", "--port", "0", "--rest_api_host", "127.0.0.1", "--rest_api_port", str(port),
+                        "--model_name", "half_plus_two", "--model_base_path", str(base)], tmp_path / "stderr.txt",
+                       env={"TIDAL_LOG_FILE": str(log_file), "TIDAL_LOG_MAX_BYTES": "4096", "TIDAL_LOG_BACKUPS": "1",
+                            "TIDAL_LOG_REPEAT_SECONDS": "600"})
+    try:
+        bench.wait_http(port, "/v2/health/ready", proc)
+        for i in range(300):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad\x00Header: %d\r\n\r\n" % i)
+                assert s.recv(100).startswith(b"HTTP/1.1 400 ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = "".join(p.read_text() for p in sorted(tmp_path.glob("replica.log*"), reverse=True))
+    refused = [ln for ln in text.splitlines() if "refused a request" in ln]
+    assert len(refused) == 2 and "repeated 299 more times" in refused[1], refused  # one line, then the count
+    assert "REST API on" in text and "Traceback" not in text
+    assert (tmp_path / "stderr.txt").read_text() == ""  # everything went to the file
