@@ -16,11 +16,13 @@ async def _ok(req):
     return Response(200, b"ok " + req.path.encode())
 
 
-def _exchange(port: int, chunks, pause: float = 0.0, timeout: float = 3.0) -> tuple[bytes, int]:
+def _exchange(port: int, chunks, pause: float = 0.0, timeout: float = 3.0, sndbuf: int | None = 4096
+              ) -> tuple[bytes, int]:
     """Send the chunks (stopping if the server closes), then read to EOF: (answer, bytes the server took)."""
     sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        if sndbuf:  # small, so the count of bytes sent says when the server stopped reading
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         for chunk in chunks:
             try:
                 s.sendall(chunk)
@@ -73,6 +75,11 @@ def test_a_request_line_that_never_ends_gets_414():
     assert out.startswith(b"HTTP/1.1 414 "), out[:200]
 
 
+def test_a_header_name_that_never_ends_gets_431_not_414():
+    out, _ = _serve(lambda port: _exchange(port, [b"GET / HTTP/1.1\r\n"] + [b"n" * 8192] * 16))
+    assert out.startswith(b"HTTP/1.1 431 "), out[:200]
+
+
 HEAD = "GET /p HTTP/1.1\r\nHost: x\r\n"
 
 
@@ -115,7 +122,7 @@ def test_a_large_body_is_not_mistaken_for_a_head():
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in [body[i:i + 100000] for i in range(0, len(body), 100000)])
     req2 = b"POST /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n"
     for r in (req, req2):
-        out, _ = _serve(lambda port: _exchange(port, [r]))
+        out, _ = _serve(lambda port: _exchange(port, [r], sndbuf=None))
         assert out.startswith(b"HTTP/1.1 200 "), out[:200]
 
 

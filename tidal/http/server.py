@@ -37,9 +37,9 @@ class HttpLimits(BaseModel):
     """Limits on a request's head, nginx's defaults (large_client_header_buffers 4 8k)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_request_line: int = Field(default=8192, ge=64, description="longest request line; longer gets 414")
+    max_request_line: int = Field(default=8192, ge=64, description="longest request target (URL); longer: 414")
     max_header_line: int = Field(default=8192, ge=64, description="longest header line; longer gets 431")
-    max_header_bytes: int = Field(default=32768, ge=256, description="request line and headers together; 431")
+    max_header_bytes: int = Field(default=32768, ge=256, description="URL and header lines together; 431")
     max_headers: int = Field(default=100, ge=1, description="most header lines; more gets 431")
 
 
@@ -121,7 +121,6 @@ class _Connection(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.busy = False
         self.last_active = 0.0
-        self.limits = server.limits
         # Plain ints on the hot path (a request's headers are checked one by one).
         self.max_url = server.limits.max_request_line
         self.max_line = server.limits.max_header_line
@@ -204,10 +203,8 @@ class _Connection(asyncio.Protocol):
                 self._head_never_ends()
 
     def _head_never_ends(self) -> None:
-        if self.header_count == 0 and self.url:
-            self._fail(414, f"request line longer than {self.max_url} bytes")
-        else:
-            self._fail(431, f"request headers larger than {self.max_head} bytes")
+        # Not the URL: on_url sees it piece by piece and refuses it at max_url.
+        self._fail(431, f"request headers larger than {self.max_head} bytes")
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -374,7 +371,11 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpServer:
-    """Serve `handler` on host:port. Build, then `await start()`; `await stop()` drains."""
+    """Serve `handler` on host:port. Build, then `await start()`; `await stop()` drains.
+
+    `limits` bound each request's head (HttpLimits, nginx's defaults); `allowed_hosts`, when given,
+    answers 421 to a Host not on it (HostAllowList).
+    """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, *,
                  max_body: int = DEFAULT_MAX_BODY, idle_timeout: float = 75.0,
