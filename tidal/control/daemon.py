@@ -28,6 +28,7 @@ from tidal.control.reconciler import ControlSettings, Reconciler
 from tidal.control.store import Store
 from tidal.control.timescale import ScaledClock
 from tidal.errors import FailedPrecondition
+from tidal.http.hosts import HostAllowList
 from tidal.http.server import HttpServer
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,10 @@ class ControlPlane:
             gateway_url = f"http://{self.options.host}:{self.gateway.port}"
             console = _console_handler(self)
             api = Api(self.reconciler, token, gateway_url, self._wake.set, console)
-            self.api_server = HttpServer(api.handle, self.options.host, api_port)
+            # Only the names this API serves (and TIDAL_ALLOWED_HOSTS): a page on another site that rebinds
+            # its own name to this address gets 421, not the console or the API.
+            self.api_server = HttpServer(api.handle, self.options.host, api_port,
+                                         allowed_hosts=HostAllowList.for_bind(self.options.host, env=os.environ))
             try:
                 await self.api_server.start()
             except OSError as exc:
@@ -276,7 +280,8 @@ def is_running(home: Home) -> bool:
 
 
 def run_foreground(home: Home, options: DaemonOptions) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tidal.logs import setup_from_env
+    setup_from_env(os.environ)  # TIDAL_LOG_FILE etc.: rotated file, repeats collapsed
 
     async def main() -> None:
         cp = ControlPlane(home, options)

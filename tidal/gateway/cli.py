@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--routes", required=True, help="YAML or JSON file with the services and their replicas")
     parser.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the file's, else 8501; 0 picks one)")
+    parser.add_argument("--log-file", help="log to this file, rotated by size (default: $TIDAL_LOG_FILE, else stderr)")
 
 
 def load_routes(path: str):
@@ -71,6 +72,9 @@ async def _serve(routes, host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    from tidal.logs import setup_from_env
+    setup_from_env(os.environ, file=getattr(args, "log_file", None))
     routes = load_routes(args.routes)
     host = args.host or routes.host
     port = routes.port if args.port is None else args.port

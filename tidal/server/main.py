@@ -249,8 +249,9 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+    from tidal.logs import setup_from_env
+    setup_from_env(os.environ, stream=sys.stderr)  # TIDAL_LOG_FILE etc.: rotated file, repeats collapsed
     settings = settings_from_args(args)
     try:
         import uvloop
