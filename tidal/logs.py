@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import sys
+from pathlib import Path
 import threading
 import time
 from logging.handlers import RotatingFileHandler
@@ -171,3 +172,29 @@ def _teardown() -> None:
         if _active[1] is not None:
             _active[1].stopped.set()
     _active = None
+
+
+def child_output(log: Path | str) -> Path:
+    """Where a process Tidal starts writes what it prints outside logging (a crash's traceback, a CLI's error
+    line): beside `log`, which the process itself writes and rotates (TIDAL_LOG_FILE). Both are read back."""
+    return Path(log).with_suffix(".out")
+
+
+def child_log_env(log: Path | str) -> dict[str, str]:
+    """The environment that makes a started Tidal process log to `log`, rotated by size."""
+    return {"TIDAL_LOG_FILE": str(log)}
+
+
+def last_line(*paths: Path | str, prefix: str = "") -> str:
+    """The last non-empty line of the first file that has one (the `.out` before the log: a crash's last word)."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 8192))
+                lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            continue
+        if lines:
+            return lines[-1].removeprefix(prefix)
+    return ""

@@ -103,6 +103,10 @@ def test_a_model_that_cannot_load_is_reported_with_the_servers_reason(tmp_path):
         status = asyncio.run(until_failed())
         assert status.phase is ReplicaPhase.FAILED and "no-such-model does not exist" in status.reason
         assert "does not exist" in b.logs("r0", tail=50)
+        # The model server writes (and rotates) its own log; only what it prints outside logging goes beside it.
+        log = tmp_path / "home" / "logs" / "replicas" / "r0.log"
+        assert proc_environ(st.ref["pid"])["TIDAL_LOG_FILE"] == str(log)
+        assert "does not exist" in log.read_text() and log.with_suffix(".out").exists()
         b.stop_replica("r0", st.ref, grace_seconds=5.0)
         assert wait(lambda: not b._alive("r0", st.ref), timeout=10)
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 from tidal.backends.base import (Adoption, CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase, ReplicaRef,
                                  ReplicaStatus, StartedReplica)
 from tidal.http.client import ClientError, HttpClient
+from tidal.logs import child_log_env, child_output, last_line
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,11 @@ class LocalBackend:
         return str(self.home_root / "logs" / "replicas" / f"{replica}.log")
 
     def logs(self, replica: str, tail: int = 100) -> str:
-        text = _tail(Path(self.log_path(replica)), max(1, tail) * 400)
-        return "\n".join(text.splitlines()[-tail:]) if tail > 0 else ""
+        path = Path(self.log_path(replica))
+        lines = _tail(path, max(1, tail) * 400).splitlines()
+        # What it printed outside logging (a crash's traceback) comes last.
+        lines += _tail(child_output(path), max(1, tail) * 400).splitlines()
+        return "\n".join(lines[-tail:]) if tail > 0 else ""
 
     def start_replica(self, launch: ReplicaLaunch) -> StartedReplica:
         port, grpc_port = free_port(self.host), free_port(self.host)
@@ -203,7 +207,9 @@ class LocalBackend:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU replica on a GPU machine keeps off the GPUs
         path = Path(self.log_path(launch.replica))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as out:
+        # The model server logs to its own file, rotated by size; what it prints outside logging goes beside it.
+        env.update(child_log_env(path))
+        with open(child_output(path), "ab") as out:
             # A session of its own: the replica outlives a control plane killed with SIGKILL and is adopted.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True, close_fds=True)
@@ -325,8 +331,9 @@ class LocalBackend:
         return found[-1].strip() if found else None
 
     def _exit_reason(self, replica: str) -> str:
-        lines = [ln.strip() for ln in _tail(Path(self.log_path(replica)), 4096).splitlines() if ln.strip()]
-        return f"process exited ({lines[-1][:200]})" if lines else "process exited"
+        path = Path(self.log_path(replica))
+        line = last_line(child_output(path), path)
+        return f"process exited ({line[:200]})" if line else "process exited"
 
     def adopt(self, refs: dict[str, ReplicaRef]) -> Adoption:
         running = frozenset(rid for rid, ref in refs.items() if ref and self._alive(rid, ref))

@@ -30,6 +30,7 @@ from tidal.control.timescale import ScaledClock
 from tidal.errors import FailedPrecondition
 from tidal.http.hosts import HostAllowList
 from tidal.http.server import HttpServer
+from tidal.logs import child_log_env, child_output, last_line
 
 log = logging.getLogger(__name__)
 
@@ -306,16 +307,18 @@ def spawn_background(home: Home, argv: list[str], wait_seconds: float = 30.0) ->
     """Start `tidal up --foreground ...` detached, its output in the log; wait until its API answers."""
     from tidal.control.client import ApiClient
     home.ensure()
-    with open(home.log_file, "ab") as log_out:
+    out = child_output(home.log_file)
+    # The control plane logs to its own file, rotated by size; its stdout/stderr (a crash, an error at start) go
+    # beside it.
+    with open(out, "ab") as log_out:
         proc = subprocess.Popen([sys.executable, "-P", "-m", "tidal", "up", "--foreground", *argv],
                                 stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True,
-                                env=dict(os.environ, TIDAL_HOME=str(home.root)))
+                                env=dict(os.environ, TIDAL_HOME=str(home.root), **child_log_env(home.log_file)))
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = home.log_file.read_text(errors="replace").strip().splitlines()[-1:] if home.log_file.exists() else []
-            why = tail[0].removeprefix("tidal up: error: ") if tail else f"see {home.log_file}"
+            why = last_line(out, home.log_file, prefix="tidal up: error: ") or f"see {home.log_file}"
             raise FailedPrecondition(f"the control plane exited at start: {why}")
         addr = home.read_address()
         if addr and addr.get("pid") == proc.pid:

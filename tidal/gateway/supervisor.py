@@ -30,6 +30,7 @@ from tidal.gateway.client import GatewayClient, connect_host
 from tidal.gateway.control import HELLO, save_routes
 from tidal.gateway.supervision import RestartRecord, RunRecord, StartAction, describe_exit, plan_start, restart_delay
 from tidal.http.client import ClientError, HttpClient
+from tidal.logs import child_log_env, child_output, last_line
 
 log = logging.getLogger(__name__)
 
@@ -190,14 +191,16 @@ class GatewaySupervisor:
     def _spawn_standby(self) -> None:
         """Start the next gateway now, idle until it is needed: a restart then skips the interpreter's start."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ, TIDAL_HOME=str(self.files.home), **{GATEWAY_ENV: str(self.files.home)})
+        env = dict(os.environ, TIDAL_HOME=str(self.files.home), **{GATEWAY_ENV: str(self.files.home)},
+                   **child_log_env(self.files.log_file))
         env.pop(REPLICA_ENV, None)
         argv = [self._python, "-P", "-m", "tidal.gateway.process", "--activate-fd", str(theirs.fileno()),
                 "--host", self.host, "--token-file", str(self.files.token_file),
                 "--routes-file", str(self.files.routes_file), "--exit-file", str(self.files.exit_file)]
         self.files.log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(self.files.log_file, "ab") as out:
+            # It logs to its own file, rotated by size; what it prints outside logging goes beside it.
+            with open(child_output(self.files.log_file), "ab") as out:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                         env=env, pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True)
         except BaseException:
@@ -359,11 +362,7 @@ class GatewaySupervisor:
         return said.get("reason") if isinstance(said, dict) and said.get("pid") == pid else None
 
     def _log_tail(self) -> str:
-        try:
-            lines = self.files.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1].removeprefix("tidal gateway: error: ") if lines else ""
+        return last_line(child_output(self.files.log_file), self.files.log_file, prefix="tidal gateway: error: ")
 
 
 def stop_orphan(files: GatewayFiles, timeout: float = 40.0) -> int | None:
