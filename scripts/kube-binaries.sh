@@ -32,14 +32,31 @@ declare -A pkgs=(
   [helm]=helm.sh/helm/v4/cmd/helm
 )
 
-stamp_want="$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -d' ' -f1)"
+helm_version="$(awk '$1 == "helm.sh/helm/v4" && $2 ~ /^v/ {print $2; exit}' "$mod/go.mod")"
+# Built from modules, the programs do not know their release; the linker writes it where each one reads it (the API
+# server's /version, which clients and helm charts' kubeVersion check; `helm version`). kwok and etcd carry theirs.
+minor="${version#v1.}"; minor="${minor%%.*}"
+kube_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kube_ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
+declare -A ldflags=(
+  [kube-apiserver]="$kube_ldflags" [kube-controller-manager]="$kube_ldflags" [kube-scheduler]="$kube_ldflags"
+  [helm]=" -X helm.sh/helm/v4/internal/version.version=$helm_version"
+)
+
+# go.mod and go.sum say what is built, this script how: a change to any of them rebuilds.
+stamp_want="$(cat "$mod/go.mod" "$mod/go.sum" "$root/scripts/kube-binaries.sh" | sha256sum | cut -d' ' -f1)"
 
 # One builder at a time per folder (two test sessions on one machine must not race on the same files).
 exec 9>"$bin/.lock"
 flock 9
 
+# The stamp names what the binaries here were built from; each binary lands whole (built aside, then
+# renamed), so after an interrupted build the ones present are still good and only the rest get built.
 if [[ "$(cat "$bin/.stamp" 2>/dev/null || true)" != "$stamp_want" ]]; then
   for name in "${names[@]}"; do rm -f "$bin/$name"; done
+  echo "$stamp_want" >"$bin/.stamp"
 fi
 
 missing=()
@@ -54,11 +71,10 @@ if ((${#missing[@]})); then
     start=$SECONDS
     # GOFLAGS from the caller could change the build (e.g. -mod=vendor); the flags here are the whole build.
     GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0 \
-      go build -trimpath -ldflags "-s -w" -o "$bin/.$name.tmp" "${pkgs[$name]}"
+      go build -trimpath -ldflags "-s -w${ldflags[$name]:-}" -o "$bin/.$name.tmp" "${pkgs[$name]}"
     mv -f "$bin/.$name.tmp" "$bin/$name"
     echo "kube-binaries: built $name in $((SECONDS - start)) s" >&2
   done
 fi
 
-echo "$stamp_want" >"$bin/.stamp"
 echo "$bin"
