@@ -73,8 +73,8 @@ class KubeCluster:
 
 
 @pytest.fixture(scope="session")
-def kube_cluster(tmp_path_factory) -> Iterator[KubeCluster]:
-    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1, random ports."""
+def kube_bin() -> Path:
+    """The folder holding the binaries (built before the tests by pytest_collection_finish)."""
     if "skip" in _BINARIES:
         pytest.skip(str(_BINARIES["skip"]))
     if "error" in _BINARIES:
@@ -83,10 +83,16 @@ def kube_cluster(tmp_path_factory) -> Iterator[KubeCluster]:
         if not go_available():
             pytest.skip("Go is not installed: the Kubernetes tests build their binaries from Go modules")
         _BINARIES["bin"] = build_binaries()
+    return Path(_BINARIES["bin"])
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(kube_bin, tmp_path_factory) -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1, random ports."""
     kubernetes = pytest.importorskip("kubernetes", reason="the Kubernetes client is missing (pip install tidal[dev])")
 
     started = time.monotonic()
-    plane = ControlPlane(bin_dir=Path(_BINARIES["bin"]), work_dir=tmp_path_factory.mktemp("kube"))
+    plane = ControlPlane(bin_dir=kube_bin, work_dir=tmp_path_factory.mktemp("kube"))
     plane.start()
     _PLANE.append(plane)
     api = None
