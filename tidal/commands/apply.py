@@ -1,4 +1,4 @@
-"""`tidal apply -f`: the seed's pvc.yaml (PV + PVC) and hpa.yaml, and Tidal's own NodePool/Service/Volume documents."""
+"""`tidal apply -f`: the reference procedure's pvc.yaml (PV + PVC) and hpa.yaml, and Tidal's own NodePool/Service/Volume documents."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tidal.commands.common import client
 from tidal.commands.volume import credentials_from_env
 from tidal.errors import UserError
 
-EXAMPLE = """examples (the seed's files):
+EXAMPLE = """examples (the reference procedure's files):
   tidal apply -f examples/seed/pvc.yaml     # OSS CSI volume -> oss://bucket (akId/akSecret to the secret store)
   tidal apply -f examples/seed/hpa.yaml     # the HPA on sls_ingress_qps, target 10 per replica, 1 to 10
 """

@@ -7,7 +7,7 @@ import argparse
 from tidal.commands.common import client
 from tidal.errors import UserError
 
-EXAMPLE = """example (the seed's HPA):
+EXAMPLE = """example (the reference procedure's HPA):
   tidal autoscale bert-tfserving --min 1 --max 10 --target-qps 10
 """
 

@@ -9,7 +9,7 @@ import time
 from tidal.commands.common import add_output, client, emit, key_values, table
 from tidal.errors import UserError
 
-EXAMPLE = """example (the seed's command):
+EXAMPLE = """example (the reference procedure's command):
   tidal serve tensorflow --name=bert-tfserving --model-name=chnsenticorp \\
     --selector=inference=tensorflow --gpus=1 --image=tensorflow/serving:1.15.0-gpu \\
     --data=model-pvc:/models --model-path=/models/tensorflow --version-policy=specific:1623831335

@@ -33,7 +33,7 @@ from tidal.http.server import HttpServer
 log = logging.getLogger(__name__)
 
 DEFAULT_API_PORT = 8470
-DEFAULT_GATEWAY_PORT = 8501  # the seed's Ingress port for the REST API
+DEFAULT_GATEWAY_PORT = 8501  # the reference procedure's Ingress port for the REST API
 
 
 class GatewayMode(str, Enum):
