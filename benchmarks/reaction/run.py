@@ -230,7 +230,8 @@ def markdown(result: dict, machine: str) -> str:
     lines = [
         "## Reaction",
         "",
-        "Time from a step of 2 -> 40 QPS (target 10 QPS per replica, the reference procedure's hpa.yaml, 1 replica before the "
+        "Time from a step of 2 -> 40 QPS (target 10 QPS per replica, the reference procedure's hpa.yaml, "
+        "1 replica before the "
         "step) to the autoscaler's decision, with real requests through the real gateway to a real replica on "
         "127.0.0.1; the decide functions run at their sync period on the gateway's windowed QPS. "
         f"{result['services']} repeats (services stepping {result['stagger_s']:g} s apart, so each meets the "

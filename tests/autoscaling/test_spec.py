@@ -1,4 +1,5 @@
-"""The HPA spec: the reference procedure's hpa.yaml and its v2/v2beta2 forms, defaults, quantities, bad documents, QPS names."""
+"""The HPA spec: the reference procedure's hpa.yaml and its v2/v2beta2 forms, defaults, quantities, bad documents,
+QPS names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The console's provider over a real Reconciler and Store (fake backend and gateway): the reference procedure's scale-out."""
+"""The console's provider over a real Reconciler and Store (fake backend and gateway): the reference
+procedure's scale-out."""
 
 from __future__ import annotations
 

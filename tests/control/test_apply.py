@@ -1,4 +1,5 @@
-"""The reference procedure's pvc.yaml as a Tidal volume: OSS CSI attributes -> oss:// URL, keys kept apart for the secret store."""
+"""The reference procedure's pvc.yaml as a Tidal volume: OSS CSI attributes -> oss:// URL, keys kept apart
+for the secret store."""
 
 import pytest
 import yaml

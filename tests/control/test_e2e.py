@@ -1,4 +1,4 @@
-"""The reference procedure's procedure end to end with real processes on 127.0.0.1: control plane, gateway, model servers, load.
+"""The reference procedure end to end with real processes on 127.0.0.1: control plane, gateway, model servers, load.
 
 Checks issue 4's "done when": replicas scale out under load and back in after it;
 spot and on-demand nodes are in the ratio the pool's policy asks for; a

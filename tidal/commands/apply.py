@@ -1,4 +1,4 @@
-"""`tidal apply -f`: the reference procedure's pvc.yaml (PV + PVC) and hpa.yaml, and Tidal's own NodePool/Service/Volume documents."""
+"""`tidal apply -f`: the reference procedure's pvc.yaml (PV + PVC) and hpa.yaml, and Tidal's own documents."""
 
 from __future__ import annotations
 

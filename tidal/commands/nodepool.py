@@ -8,7 +8,8 @@ from tidal.commands.common import add_output, client, clock_time, emit, key_valu
 from tidal.errors import UserError
 from tidal.states import NodeState
 
-EXAMPLE = """example (the reference procedure's node pool: preemptible, cost-optimized, 30% pay-as-you-go, supplemental pay-as-you-go):
+EXAMPLE = """example (the reference procedure's node pool: preemptible, cost-optimized, 30% pay-as-you-go,
+supplemental pay-as-you-go):
   tidal nodepool create gpu-pool --label inference=tensorflow --spot --on-demand-percentage 30 \\
     --compensate-with-on-demand --spot-remedy --multi-zone cost-optimized --max 10
   tidal nodepool get gpu-pool -o json

@@ -1,4 +1,4 @@
-"""`tidal volume`: named model stores (the reference procedure's PV/PVC step); credentials go to the 0600 secret store."""
+"""`tidal volume`: named model stores (the reference procedure's PV/PVC step); credentials to a 0600 secret store."""
 
 from __future__ import annotations
 
