@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tidal.commands.common import add_output, client, clock_time, emit, key_values, money, table
+from tidal.commands.common import add_output, client, clock_time, emit, key_values, labels_text, money, table
 from tidal.errors import UserError
 from tidal.states import NodeState
 
@@ -84,7 +84,7 @@ def _spec(args) -> dict:
 def _summary_row(p: dict) -> list:
     nodes = [n for n in p["nodes"] if n["state"] != NodeState.TERMINATED]
     od = sum(1 for n in nodes if n["billing"] == "on-demand")
-    return [p["name"], ",".join(f"{k}={v}" for k, v in p["labels"].items()), p["spec"]["policy"],
+    return [p["name"], labels_text(p["labels"]), p["spec"]["policy"],
             len(nodes), od, len(nodes) - od, money(p["cost"]["total"]), f"{p['cost']['savings_ratio'] * 100:.0f}%"]
 
 
@@ -97,7 +97,7 @@ def run(args) -> int:
         p = api.post("/nodepools", _spec(args))
         if not emit(p, args.output):
             s = p["spec"]
-            print(f"node pool {p['name']} created: labels {p['labels']}, policy {s['policy']}, "
+            print(f"node pool {p['name']} created: labels {labels_text(p['labels'])}, policy {s['policy']}, "
                   f"{'spot' if s['spot'] else 'on-demand'}, {s['min_nodes']}-{s['max_nodes']} nodes")
         return 0
     if args.action == "list":

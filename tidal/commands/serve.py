@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from tidal.commands.common import add_output, client, emit, key_values, table
+from tidal.commands.common import add_output, client, emit, key_values, labels_text, table
 from tidal.errors import UserError
+from tidal.states import ReplicaState
 
 EXAMPLE = """example (the reference procedure's command):
   tidal serve tensorflow --name=bert-tfserving --model-name=chnsenticorp \\
@@ -101,6 +102,15 @@ def _spec_from_args(args) -> dict:
     }
 
 
+# A replica in these states has a model server listening on its port; before (pending, starting) and after
+# (stopped, failed) a port in the record is only reserved or stale.
+LISTENING = {ReplicaState.READY, ReplicaState.NOTIFIED, ReplicaState.DRAINING}
+
+
+def replica_port(r: dict) -> str:
+    return str(r["port"]) if r.get("port") and r.get("state") in LISTENING else "-"
+
+
 def _ports(s: dict) -> str:
     return f"GRPC:{s['ports']['grpc']},RESTFUL:{s['ports']['rest']}"
 
@@ -129,7 +139,7 @@ def run(args) -> int:
         if args.output == "wide":
             headers += ["WORKLOAD", "SELECTOR", "GPUS"]
             for r, s in zip(rows, services):
-                r += [s["workload"], ",".join(f"{k}={v}" for k, v in s["selector"].items()), s["gpus"]]
+                r += [s["workload"], labels_text(s["selector"]), s["gpus"]]
         table(headers, rows)
         return 0
     if args.action == "get":
@@ -144,7 +154,7 @@ def run(args) -> int:
             print(f"AUTOSCALER: {last.get('reason', 'waiting for its first sync')}"
                   + (f" (QPS {last['qps']:.1f})" if last.get("qps") is not None else ""))
         print()
-        table(["REPLICA", "NODE", "STATE", "PORT"], [[r["name"], r["node"] or "-", r["state"], r["port"] or "-"]
+        table(["REPLICA", "NODE", "STATE", "PORT"], [[r["name"], r["node"] or "-", r["state"], replica_port(r)]
                                                      for r in s["replicas"]])
         if s.get("failures"):
             print("\nRECENT FAILURES:")
