@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(summary_table(result))
     if stopped:
-        print(f"tidal bench: interrupted after {result.elapsed:.1f} s: the summary covers what completed",
+        print(f"tidal bench: interrupted after {result.duration:.1f} s: the summary covers what completed",
               file=sys.stderr)
         return 130
     ok = sum(v for k, v in result.status.items() if 200 <= k < 300)

@@ -20,12 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="how often -f asks")
 
 
-def new_lines(seen: list[str], now: list[str]) -> list[str]:
+def new_lines(seen: list[str], now: list[str], whole: bool = False) -> list[str]:
     """The lines of `now` (a log's last lines) that come after `seen` (its last lines at the previous poll).
 
-    The two windows overlap where the log had not moved on: the longest start of `now` that `seen` ends with
-    (the window slid), or a run of `now` equal to all of `seen` (the window grew). Nothing in common: all new.
+    `whole`: `seen` was the entire log (the API sent fewer lines than asked), so a `now` that starts with it
+    simply grew. Otherwise the two windows overlap where the log had not moved on: the longest start of `now`
+    that `seen` ends with (the window slid), or a run of `now` equal to all of `seen` (the window grew); with
+    repeated lines the most overlap wins. Nothing in common (the replica started over): all of `now` is new.
     """
+    if whole and now[:len(seen)] == seen:
+        return now[len(seen):]
     for j in range(len(now), 0, -1):
         k = min(j, len(seen))
         if k and now[j - k:j] == seen[-k:]:
@@ -33,11 +37,16 @@ def new_lines(seen: list[str], now: list[str]) -> list[str]:
     return now
 
 
-def _print(entries: list[dict], seen: dict[str, list[str]], many: bool, shown: list[str | None]) -> None:
+def _print(entries: list[dict], seen: dict[str, tuple[list[str], bool]], asked: int, many: bool,
+           shown: list[str | None]) -> None:
     for entry in entries:
         replica = entry["replica"]
-        lines = entry["lines"] if replica not in seen else new_lines(seen[replica], entry["lines"])
-        seen[replica] = list(entry["lines"])
+        if replica in seen:
+            before, whole = seen[replica]
+            lines = new_lines(before, entry["lines"], whole)
+        else:
+            lines = entry["lines"]
+        seen[replica] = (list(entry["lines"]), len(entry["lines"]) < asked)
         if lines and many and shown[0] != replica:
             print(f"==> {replica} ({entry['state']}) <==")
             shown[0] = replica
@@ -48,16 +57,16 @@ def _print(entries: list[dict], seen: dict[str, list[str]], many: bool, shown: l
 def run(args) -> int:
     api = client()
     out = api.get(f"/logs/{args.name}", tail=args.tail)
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, tuple[list[str], bool]] = {}  # replica -> (its last lines, whether that was all its log)
     many = len(out["logs"]) > 1
     shown: list[str | None] = [None]
-    _print(out["logs"], seen, many, shown)
+    _print(out["logs"], seen, args.tail, many, shown)
     if not args.follow:
         return 0
     try:
         while True:
             time.sleep(args.interval)
             out = api.get(f"/logs/{args.name}", tail=FOLLOW_WINDOW)
-            _print(out["logs"], seen, many or len(out["logs"]) > 1, shown)
+            _print(out["logs"], seen, FOLLOW_WINDOW, many or len(out["logs"]) > 1, shown)
     except KeyboardInterrupt:
         return 0
