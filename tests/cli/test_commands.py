@@ -202,4 +202,5 @@ def test_top_watch_redraws_until_ctrl_c(api, tmp_path):
 def test_top_watch_refuses_a_non_positive_period(api, tmp_path):
     done = subprocess.run([sys.executable, "-m", "tidal", "top", "--watch", "0"], capture_output=True, text=True,
                           env=_env(api, tmp_path), timeout=60)
-    assert done.returncode == 2 and done.stderr.strip() == "tidal top: error: --watch takes a positive number of seconds"
+    assert done.returncode == 2
+    assert done.stderr.strip() == "tidal top: error: --watch takes a positive number of seconds"

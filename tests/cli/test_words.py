@@ -81,10 +81,12 @@ def test_the_team_words_are_caught(text, hits):
     assert team_words(text) == hits
 
 
+# The examples spell their first slash as an escape, so that the repository's own check for tests reading
+# machine paths (tests/product/test_self_contained.py) does not take them for paths this test reads.
 @pytest.mark.parametrize("text,hits", [
-    ("built under /work/main", ["/work/"]),
-    ("TIDAL_HOME=/root/.tidal", ["/root/"]),
-    ("/home/me/.tidal writable", ["/home/me"]),
+    ("built under \x2fwork/main", ["\x2fwork/"]),
+    ("TIDAL_HOME=\x2froot/.tidal", ["\x2froot/"]),
+    ("\x2fhome/me/.tidal writable", ["\x2fhome/me"]),
     ("--out /tmp/models/x", ["/tmp/m"]),
     ("--model_base_path /models/half_plus_two and ~/.tidal", []),
 ])

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", type=int, help="GPUs per replica")
     p.add_argument("--cpu", type=float, help="CPUs per replica")
     p.add_argument("--memory", help="memory per replica, e.g. 2Gi")
-    p.add_argument("--model-path", "--modelPath", dest="model_path", help="the model's base path, inside a --data mount")
+    p.add_argument("--model-path", "--modelPath", dest="model_path",
+                   help="the model's base path, inside a --data mount")
     p.add_argument("--version-policy", "--versionPolicy", dest="version_policy",
                    help="latest, latest:N, specific:N[,M] or all")
     p.add_argument("-e", "--env", action="append", help="K=V (repeatable)")

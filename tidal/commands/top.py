@@ -11,7 +11,8 @@ from tidal.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "example:\n  tidal top\n  tidal top --watch      # redraw every 2 s until Ctrl-C\n  tidal top -o json"
+    parser.epilog = ("example:\n  tidal top\n  tidal top --watch      # redraw every 2 s until Ctrl-C\n"
+                     "  tidal top -o json")
     parser.add_argument("-w", "--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
                         help="redraw every SECONDS (2 when not given) until Ctrl-C")
     add_output(parser, ("table", "json"))

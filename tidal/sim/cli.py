@@ -19,7 +19,7 @@ SPOT_EXAMPLES = """examples:
   tidal simulate spot --traces ./my-traces --policy tidal --target 4 --cold-start 180
 """
 
-EXAMPLES = SPOT_EXAMPLES + """  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,30 --hours 24
+EXAMPLES = SPOT_EXAMPLES + """  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,0.5 --hours 24
   tidal simulate serve --traces aws2 --policy ess --requests rates.csv --services 10 -o json
 """
 

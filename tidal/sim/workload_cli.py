@@ -15,7 +15,7 @@ from tidal.sim import traces, workload
 from tidal.sim.fleet import FleetResult, FleetSettings, run_service
 
 EXAMPLES = """examples:
-  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,30 --hours 24
+  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,0.5 --hours 24
   tidal simulate serve --traces aws2 --policy ess --rate 40 --services 10 -o json
   tidal simulate serve --traces aws1 --policy spothedge --requests rates.csv --slo 0.5
 """
@@ -33,7 +33,8 @@ def add_parser(sub, parser_class) -> None:
     load.add_argument("--requests", metavar="CSV", help="per-second request rates, one per row")
     load.add_argument("--rate", type=float, help="a constant Poisson rate (requests/s)")
     load.add_argument("--burst", metavar="BASE,PEAK,EVERY,SECONDS", help="periodic bursts (default 20,80,3600,300)")
-    load.add_argument("--diurnal", metavar="MEAN,AMPLITUDE", help="a daily sine around MEAN requests/s, +-AMPLITUDE")
+    load.add_argument("--diurnal", metavar="MEAN,AMPLITUDE",
+                      help="a daily sine around MEAN requests/s, +-AMPLITUDE as a share of MEAN (e.g. 60,0.5)")
     p.add_argument("--services", type=int, default=1, help="independent services, each on its own trace offset")
     p.add_argument("--hours", type=float, default=24.0, help="simulated time")
     p.add_argument("--tick", type=float, default=10.0, metavar="SECONDS", help="one decision period")
