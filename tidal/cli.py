@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import re
 import sys
 from typing import Sequence
 
@@ -34,9 +37,57 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs keep their lines (they hold examples), and every flag's help ends with its default when it has
+    one worth saying (not None, False or empty) and the help does not already name it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and not _empty(default) and "default" not in text.lower()
+                and action.nargs != 0):
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+def _empty(default) -> bool:
+    return default is None or default is False or default is argparse.SUPPRESS or default in ("", [], ())
+
+
+def suggest(word: str, choices) -> str | None:
+    """The closest of `choices` to a mistyped `word`, if any is close enough."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, exit 2, never a traceback
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def __init__(self, *args, **kwargs) -> None:
+        if kwargs.get("formatter_class") in (None, argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # the usage line, one clear line with a suggestion, exit 2
+        self.exit(2, self.format_usage() + f"{self.prog}: error: {message}{self._hint(message)}\n")
+
+    def _hint(self, message: str) -> str:
+        match = re.search(r"invalid choice: '([^']*)'", message)
+        if match:
+            for action in self._actions:
+                if action.choices and message.startswith(f"argument {argparse._get_action_name(action)}"):
+                    close = suggest(match.group(1), action.choices)
+                    return f" (did you mean {close}?)" if close else ""
+        return ""
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """Unknown arguments of this (sub)command: name them and the closest flag."""
+        flags = [s for a in self._actions for s in a.option_strings]
+        hints = []
+        for word in extras:
+            close = suggest(word.split("=", 1)[0], flags) if word.startswith("-") else None
+            if close:
+                hints.append(f"{word}: did you mean {close}?")
+        self.exit(2, self.format_usage() + f"{self.prog}: error: unrecognized arguments: {' '.join(extras)}"
+                  + (f" ({'; '.join(hints)})" if hints else "") + "\n")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -44,8 +95,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tidal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         if name == only:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -53,11 +103,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest subcommand's parser the arguments chose (`tidal serve get` -> serve get's parser)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if not subs or name not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[name]
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _chosen(parser, args).unrecognized(extras)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -68,6 +129,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # --help and usage errors: what they printed must reach a closed pipe quietly too
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader went away (`tidal events | head`): Python's documented recipe, so that the interpreter's
+        # last flush at exit does not complain either; 141 is what a shell reports for SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

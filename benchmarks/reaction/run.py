@@ -8,7 +8,7 @@ different moment, so each is one repeat with its own phase against the
 controllers' sync clocks. For every service, controllers sample the gateway's
 windowed rate at their sync period and call the decide functions:
 
-- HPA-exact: the seed's hpa.yaml (External sls_ingress_qps, AverageValue 10, 1..10
+- HPA-exact: the reference procedure's hpa.yaml (External sls_ingress_qps, AverageValue 10, 1..10
   replicas) through `tidal.autoscaling.hpa.decide` every 15 s, with the QPS metric
   averaged over 15 s, 30 s (the control plane's default) and 60 s (three controllers);
 - burst: `tidal.autoscaling.burst.decide` every 2 s with the 60 s stable and 6 s
@@ -230,7 +230,8 @@ def markdown(result: dict, machine: str) -> str:
     lines = [
         "## Reaction",
         "",
-        "Time from a step of 2 -> 40 QPS (target 10 QPS per replica, the seed's hpa.yaml, 1 replica before the "
+        "Time from a step of 2 -> 40 QPS (target 10 QPS per replica, the reference procedure's hpa.yaml, "
+        "1 replica before the "
         "step) to the autoscaler's decision, with real requests through the real gateway to a real replica on "
         "127.0.0.1; the decide functions run at their sync period on the gateway's windowed QPS. "
         f"{result['services']} repeats (services stepping {result['stagger_s']:g} s apart, so each meets the "

@@ -17,7 +17,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data.csv"
-DEFAULT_VERSION = 1623831335  # the seed's `--version-policy=specific:1623831335`
+DEFAULT_VERSION = 1623831335  # the reference procedure's `--version-policy=specific:1623831335`
 LABELS = ("negative", "positive")  # column order of `probabilities` (sklearn sorts classes)
 OPSET = 17
 # The same pattern must hold in Python's re (training) and re2 (onnxruntime's Tokenizer).

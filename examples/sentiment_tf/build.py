@@ -19,7 +19,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "sentiment" / "data.csv"
-DEFAULT_VERSION = 1623831335  # the seed's `--version-policy=specific:1623831335`, as the ONNX twin
+DEFAULT_VERSION = 1623831335  # the reference procedure's `--version-policy=specific:1623831335`, as the ONNX twin
 LABELS = ("negative", "positive")
 CLASSIFY = "tensorflow/serving/classify"
 EPOCHS = 40

@@ -16,7 +16,7 @@ from tidal.clock import FakeClock
 
 NOW = FakeClock().now()
 ON = BurstSettings(enabled=True)
-TARGET = 10.0  # QPS per replica, the seed's targetAverageValue
+TARGET = 10.0  # QPS per replica, the reference procedure's targetAverageValue
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def hpa(*metrics: dict, min_replicas: int = 1, max_replicas: int = 10, behavior:
 
 
 def qps(average: float = 10, name: str = "sls_ingress_qps") -> dict:
-    """The seed's metric: External, AverageValue per replica."""
+    """The reference procedure's metric: External, AverageValue per replica."""
     return {"type": "External", "external": {"metric": {"name": name},
                                              "target": {"type": "AverageValue", "averageValue": average}}}
 
@@ -81,7 +81,7 @@ class Case:
 
 
 CASES = [
-    # -- External metric, AverageValue target (the seed's sls_ingress_qps, target 10 per replica)
+    # -- External metric, AverageValue target (the reference procedure's sls_ingress_qps, target 10 per replica)
     Case("external-average-value-scale-up", hpa(qps()), Metrics(external={"sls_ingress_qps": 45}), 3, 5,
          "DesiredWithinRange"),
     # usage 45 / (10 * 3) = 1.5 > 1.1 -> ceil(45 / 10) = 5; legacy cap max(2 * 3, 4) = 6

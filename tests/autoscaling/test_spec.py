@@ -1,4 +1,5 @@
-"""The HPA spec: the seed's hpa.yaml and its v2/v2beta2 forms, defaults, quantities, bad documents, QPS names."""
+"""The HPA spec: the reference procedure's hpa.yaml and its v2/v2beta2 forms, defaults, quantities, bad documents,
+QPS names."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def v2(spec: dict, api: str = "autoscaling/v2", **metadata) -> dict:
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"}, **spec}}
 
 
-# -- the seed ----------------------------------------------------------------------------------
+# -- the reference procedure --------------------------------------------------------------------
 
 def test_seed_hpa_parses_unchanged():
     spec = parse_hpa(load("hpa.yaml"))

@@ -175,7 +175,7 @@ def test_ess_split(desired, base, pct, expected):
 
 
 INF = float("inf")
-ESS = ess.EssParams()  # the seed: 30% on-demand above a base of 0, 2 spot pools, compensate, remedy, 45 s refusals
+ESS = ess.EssParams()  # the reference pool: 30% on-demand above a base of 0, 2 spot pools, compensate, remedy, 45 s refusals
 # Prices for the tables below: zone 0 cheapest, then 1, then 2; so the two pools are zones 0 and 1 unless one refuses.
 CHEAP = [0.3, 0.5, 0.9]
 

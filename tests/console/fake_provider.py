@@ -51,7 +51,7 @@ class FakeProvider:
     def _add(self, n: int, at: float) -> None:
         for _ in range(n):
             i = len(self.replicas)
-            # 30% on-demand above base, as the seed's pool: every third or so is on-demand.
+            # 30% on-demand above base, as the reference procedure's pool: every third or so is on-demand.
             billing = "on-demand" if i % 3 == 0 else "spot"
             zone = list(SPOT)[i % 2]
             node = f"inference-{zone[-1]}-{i:02d}"

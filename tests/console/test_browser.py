@@ -170,7 +170,7 @@ def test_actions_appear_with_the_token(console, provider, browser):
 
 
 def test_console_over_the_reconciler_during_a_scale_out(tmp_path, browser):
-    """The provider over a real Reconciler and Store (fake backend and gateway): the seed's scale-out to 10
+    """The provider over a real Reconciler and Store (fake backend and gateway): the reference procedure's scale-out to 10
     replicas on the 30%-on-demand pool, watched from one open page."""
     from tests.console.conftest import ConsoleServer
     from tests.console.test_control import World

@@ -1,4 +1,5 @@
-"""The console's provider over a real Reconciler and Store (fake backend and gateway): the seed's scale-out."""
+"""The console's provider over a real Reconciler and Store (fake backend and gateway): the reference
+procedure's scale-out."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class World:
         self.gateway = StatsGateway()
         self.r = Reconciler(self.store, FakeBackend(), self.gateway, CAT, self.clock, Home(tmp_path).ensure(),
                             ControlSettings(drain_seconds=5, notice_margin_seconds=5))
-        # The seed's pool: preemptible, 30% pay-as-you-go, supplemental pay-as-you-go, cost optimization.
+        # The reference procedure's pool: preemptible, 30% pay-as-you-go, supplemental pay-as-you-go, cost optimization.
         self.store.create_pool(NodePoolSpec(name="inference", labels={"inference": "tensorflow"}, spot=True,
                                             on_demand_percentage=30, compensate_with_on_demand=True, spot_pools=2,
                                             multi_zone="cost-optimized", max_nodes=12), self.clock.now())

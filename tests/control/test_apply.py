@@ -1,4 +1,5 @@
-"""The seed's pvc.yaml as a Tidal volume: OSS CSI attributes -> oss:// URL, keys kept apart for the secret store."""
+"""The reference procedure's pvc.yaml as a Tidal volume: OSS CSI attributes -> oss:// URL, keys kept apart
+for the secret store."""
 
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def test_placeholder_keys_come_from_the_environment_or_not_at_all():
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("", "bucket is not set"),  # the seed's placeholders, unfilled
+    ("", "bucket is not set"),  # the reference procedure's placeholders, unfilled
     ("hostpath", None),
 ])
 def test_bucket_placeholder_is_an_error_hostpath_is_a_file_volume(text, needle):

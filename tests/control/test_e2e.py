@@ -1,4 +1,4 @@
-"""The seed's procedure end to end with real processes on 127.0.0.1: control plane, gateway, model servers, load.
+"""The reference procedure end to end with real processes on 127.0.0.1: control plane, gateway, model servers, load.
 
 Checks issue 4's "done when": replicas scale out under load and back in after it;
 spot and on-demand nodes are in the ratio the pool's policy asks for; a
@@ -102,13 +102,13 @@ def test_seed_procedure_end_to_end(home, tmp_path, sentiment_base):
             urllib.request.urlopen(req, timeout=5)
         assert err.value.code == 401
 
-    # Step 1: the seed's node pool.
+    # Step 1: the reference procedure's node pool.
     tidal(home, "nodepool", "create", "gpu-pool", "--label", "inference=tensorflow", "--spot",
           "--on-demand-percentage", "30", "--compensate-with-on-demand", "--spot-remedy",
           "--multi-zone", "cost-optimized", "--spot-pools", "2", "--instance-types", "ecs.gn6i-c4g1.xlarge",
           "--max", "10", "--scale-in-after", "60", "--notice", "120")
 
-    # Step 3: the seed's pvc.yaml with real-looking keys: they go to the 0600 secret store only.
+    # Step 3: the reference procedure's pvc.yaml with real-looking keys: they go to the 0600 secret store only.
     pvc = (REPO_ROOT / "examples" / "seed" / "pvc.yaml").read_text()
     pvc = (pvc.replace("<Your Bucket>", "seed-bucket").replace("<Your oss url>", "oss-cn-hangzhou.aliyuncs.com")
            .replace("<Your Access Key Id>", "LTAIkeyid0123456789").replace("<Your Access Key Secret>", "SeCrEt0123456789xyz"))
@@ -119,7 +119,7 @@ def test_seed_procedure_end_to_end(home, tmp_path, sentiment_base):
     assert vols["model-pvc"]["endpoint"] == "https://oss-cn-hangzhou.aliyuncs.com"
     assert stat.S_IMODE((home / "secrets.json").stat().st_mode) == 0o600
     assert "SeCrEt0123456789xyz" in (home / "secrets.json").read_text()
-    # The local model lives in a file volume (the OSS one above shows the seed's file; no bucket here).
+    # The local model lives in a file volume (the OSS one above shows the reference procedure's file; no bucket here).
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     (bucket / "tensorflow").symlink_to(sentiment_base)
@@ -139,7 +139,7 @@ def test_seed_procedure_end_to_end(home, tmp_path, sentiment_base):
     listed = tidal_json(home, "serve", "list")
     assert [s["name"] for s in listed] == ["bert-tfserving"]
 
-    # Step 5: the seed's hpa.yaml, verbatim.
+    # Step 5: the reference procedure's hpa.yaml, verbatim.
     tidal(home, "apply", "-f", str(REPO_ROOT / "examples" / "seed" / "hpa.yaml"))
 
     # Step 8: load (real `tidal bench`, open loop), one spot node preempted under it.

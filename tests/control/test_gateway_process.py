@@ -5,8 +5,8 @@
   none doubled, and the gateway takes route updates again (a scale-in reaches it).
 - SIGKILL the gateway: it answers again within 2 s with its last routes, and `tidal top`
   says what happened.
-The outage lasts TIDAL_TEST_OUTAGE_SECONDS (default 8 s; the issue's full 30 s with
-TIDAL_TEST_OUTAGE_SECONDS=30).
+The outage lasts TIDAL_TEST_OUTAGE_SECONDS (default 8 s; TIDAL_TEST_OUTAGE_SECONDS=30 for a full
+30 s).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reconcile loop with a fake clock, a fake backend and a fake gateway: the seed's procedure, step by step."""
+"""The reconcile loop with a fake clock, a fake backend and a fake gateway: the reference procedure, step by step."""
 
 import asyncio
 

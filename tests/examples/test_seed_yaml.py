@@ -1,4 +1,5 @@
-"""Checks the seed's YAML files in examples/seed: verbatim copies of the seed's text, and the HPA in three API versions meaning the same."""
+"""Checks the reference procedure's YAML files in examples/seed: verbatim copies of its text, and the HPA in three
+API versions meaning the same."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ class Metrics:
     """Everything one sync reads. A metric absent from its mapping is "unable to get" (an invalid metric).
 
     - `external`: metric name -> the value, or the values of every series the selector matched (summed).
-      For the seed's `sls_ingress_qps` / `tidal_service_qps` this is the gateway's windowed QPS.
+      For the reference procedure's `sls_ingress_qps` / `tidal_service_qps` this is the gateway's windowed QPS.
     - `pods_metrics`: metric name -> pod name -> value (a `Pods` metric).
     - `resource`: resource name -> pod name -> sample (a `Resource` metric).
     - `objects`: metric name -> value (an `Object` metric).

@@ -412,7 +412,7 @@ def parse_hpa(document: Any, *, burst: BurstSettings | None = None,
 # ---------------------------------------------------------------------------------------------
 # Metric names the gateway answers
 
-# The seed's metric (from the nginx ingress log in SLS) and Tidal's own name both mean
+# The reference procedure's metric (from the nginx ingress log in SLS) and Tidal's own name both mean
 # "requests per second that the gateway routed to this service".
 QPS_METRIC_NAMES = frozenset({"sls_ingress_qps", "tidal_service_qps"})
 _ROUTE_LABEL = "sls.ingress.route"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from typing import Optional
 from urllib.parse import quote, unquote
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", help="show this Tidal service's replicas (from the control plane in TIDAL_HOME); "
                    "default: the service a gateway URL (/services/NAME/...) names")
     p.add_argument("--replicas-url", help="a URL answering a service's JSON (desired/available/replicas) instead")
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="summary format")
     p.add_argument("--no-progress", action="store_true", help="no live display (it shows only on a terminal)")
 
 
@@ -181,7 +182,8 @@ async def prepare(args: argparse.Namespace) -> tuple[str, int, bytes, str, Optio
             args.service or service_of(target.path))
 
 
-async def _main(args: argparse.Namespace) -> Result:
+async def _main(args: argparse.Namespace) -> tuple[Result, bool]:
+    """Run the bench; (its result, whether Ctrl-C stopped it early)."""
     config = build_config(args)
     host, port, request, shown, service = await prepare(args)
     live = sys.stderr.isatty() and not args.no_progress
@@ -194,13 +196,26 @@ async def _main(args: argparse.Namespace) -> Result:
     else:
         replicas = replicas_from_control_plane(service) if service else None
     bench = Bench(config, host, port, request, on_progress=show if live else None, replicas=replicas)
+
+    def on_sigint() -> None:  # the first Ctrl-C ends the run with its summary so far; a second one aborts
+        if bench.stopped:
+            raise KeyboardInterrupt
+        bench.stop()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        handled = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        handled = False
     try:
         result = await bench.run()
     finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
         if live:
             sys.stderr.write("\n")
     result.target = shown
-    return result
+    return result, bench.stopped
 
 
 def _loop_factory():
@@ -213,11 +228,15 @@ def _loop_factory():
 
 def run(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        result = runner.run(_main(args))
+        result, stopped = runner.run(_main(args))
     if args.output == "json":
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(summary_table(result))
+    if stopped:
+        print(f"tidal bench: interrupted after {result.duration:.1f} s: the summary covers what completed",
+              file=sys.stderr)
+        return 130
     ok = sum(v for k, v in result.status.items() if 200 <= k < 300)
     if result.sent and not ok:
         print("tidal bench: error: no request succeeded", file=sys.stderr)

@@ -169,17 +169,29 @@ class Bench:
         self.schedule = schedule_for(config) if config.open_loop else None
         self._start = 0.0
         self._replicas_text: Optional[str] = None
+        self._loop_task: Optional[asyncio.Task] = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End the run early (Ctrl-C): nothing more is sent, requests in flight count as interrupted, and
+        `run()` returns the summary of what completed so far."""
+        self.stopped = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
 
     async def run(self) -> Result:
         self.stats = Stats()
         self._timeline: list[dict[str, Any]] = []
         self._start = self.clock.monotonic()
         progress = asyncio.ensure_future(self._progress())
+        self._loop_task = asyncio.ensure_future(self._open_loop() if self.schedule is not None
+                                                else self._closed_loop())
         try:
-            if self.schedule is not None:
-                await self._open_loop()
-            else:
-                await self._closed_loop()
+            await self._loop_task
+        except asyncio.CancelledError:
+            if not self.stopped:  # cancelled from outside, not stopped: the caller wants no summary
+                self._loop_task.cancel()
+                raise
         finally:
             progress.cancel()
             try:
@@ -203,23 +215,38 @@ class Bench:
         slots = asyncio.Semaphore(cfg.connections)
         tasks: set[asyncio.Task] = set()
         start, n, limit = self._start, 0, cfg.requests
-        while limit is None or n < limit:
-            offset = schedule.time_of(n)
-            if offset is None:
-                break
-            due = start + offset
-            now = clock.monotonic()
-            # Timers fire to the millisecond: a request due within that goes now rather than spinning the
-            # CPU for it (latency then counts from when it went; see _exchange).
-            while due - now > TIMER_SLACK:
-                await clock.sleep(due - now - TIMER_SLACK / 2)
+        try:
+            while limit is None or n < limit:
+                offset = schedule.time_of(n)
+                if offset is None:
+                    break
+                due = start + offset
                 now = clock.monotonic()
-            stats.sent += 1
-            task = asyncio.ensure_future(self._send_when_free(slots, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-        await self._finish(tasks)
+                # Timers fire to the millisecond: a request due within that goes now rather than spinning the
+                # CPU for it (latency then counts from when it went; see _exchange).
+                while due - now > TIMER_SLACK:
+                    await clock.sleep(due - now - TIMER_SLACK / 2)
+                    now = clock.monotonic()
+                stats.sent += 1
+                task = asyncio.ensure_future(self._send_when_free(slots, due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                n += 1
+            await self._finish(tasks)
+        except asyncio.CancelledError:
+            await self._abandon(tasks)
+            raise
+
+    async def _abandon(self, tasks: set[asyncio.Task]) -> None:
+        """Stopped: cancel what is still out and count it as interrupted (it was sent, never answered)."""
+        pending = {t for t in tasks if not t.done()}
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for t in pending:
+            if t.cancelled():
+                self.stats.fail("interrupted")
 
     async def _send_when_free(self, slots: asyncio.Semaphore, due: float) -> None:
         async with slots:
@@ -232,9 +259,13 @@ class Bench:
         cfg = self.config
         end = self._start + cfg.duration if cfg.duration else None
         workers = [asyncio.ensure_future(self._worker(end)) for _ in range(cfg.concurrency)]
-        if end is not None:  # the workers stop sending at the end; then their last answers have a timeout
-            await asyncio.wait(workers, timeout=max(0.0, end - self.clock.monotonic()))
-        await self._finish(set(workers))
+        try:
+            if end is not None:  # the workers stop sending at the end; then their last answers have a timeout
+                await asyncio.wait(workers, timeout=max(0.0, end - self.clock.monotonic()))
+            await self._finish(set(workers))
+        except asyncio.CancelledError:
+            await self._abandon(set(workers))
+            raise
 
     async def _worker(self, end: float | None) -> None:
         stats, clock, limit = self.stats, self.clock, self.config.requests

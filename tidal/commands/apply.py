@@ -1,4 +1,4 @@
-"""`tidal apply -f`: the seed's pvc.yaml (PV + PVC) and hpa.yaml, and Tidal's own NodePool/Service/Volume documents."""
+"""`tidal apply -f`: the reference procedure's pvc.yaml (PV + PVC) and hpa.yaml, and Tidal's own documents."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tidal.commands.common import client
 from tidal.commands.volume import credentials_from_env
 from tidal.errors import UserError
 
-EXAMPLE = """examples (the seed's files):
+EXAMPLE = """examples (the reference procedure's files):
   tidal apply -f examples/seed/pvc.yaml     # OSS CSI volume -> oss://bucket (akId/akSecret to the secret store)
   tidal apply -f examples/seed/hpa.yaml     # the HPA on sls_ingress_qps, target 10 per replica, 1 to 10
 """
@@ -90,6 +90,15 @@ def bind(docs: list[dict], env=None) -> list[dict]:
     return out
 
 
+def yaml_error(path: str, exc: yaml.YAMLError) -> str:
+    """`FILE:LINE:COLUMN: not valid YAML: what is wrong` (1-based, where the parser found it)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
 def load_documents(paths: list[str]) -> list[dict]:
     docs = []
     for path in paths:
@@ -99,7 +108,9 @@ def load_documents(paths: list[str]) -> list[dict]:
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise UserError(yaml_error(path, exc)) from None
+        if not loaded:
+            raise UserError(f"{path}: no documents (empty, or only comments): nothing applied")
         for d in loaded:
             if not isinstance(d, dict) or "kind" not in d:
                 raise UserError(f"{path}: every document needs a kind")

@@ -7,7 +7,7 @@ import argparse
 from tidal.commands.common import client
 from tidal.errors import UserError
 
-EXAMPLE = """example (the seed's HPA):
+EXAMPLE = """example (the reference procedure's HPA):
   tidal autoscale bert-tfserving --min 1 --max 10 --target-qps 10
 """
 
@@ -15,8 +15,8 @@ EXAMPLE = """example (the seed's HPA):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
     parser.add_argument("name", help="the service")
-    parser.add_argument("--min", type=int, default=1, dest="min_replicas")
-    parser.add_argument("--max", type=int, required=True, dest="max_replicas")
+    parser.add_argument("--min", type=int, default=1, dest="min_replicas", help="fewest replicas")
+    parser.add_argument("--max", type=int, required=True, dest="max_replicas", help="most replicas")
     parser.add_argument("--target-qps", type=float, required=True, help="requests per second per replica")
     parser.add_argument("--burst", action="store_true", help="Tidal's burst mode (Knative-style panic window)")
     parser.add_argument("--delete", action="store_true", help="remove the service's autoscaler")

@@ -56,5 +56,10 @@ def key_values(items: list[str] | None, what: str) -> dict[str, str]:
         raise UserError(str(exc)) from None
 
 
+def labels_text(labels: dict | None) -> str:
+    """Labels as people write them, `k=v,k2=v2` (the order given); "-" when there are none."""
+    return ",".join(f"{k}={v}" for k, v in (labels or {}).items()) or "-"
+
+
 def money(x: float | None) -> str:
     return "" if x is None else f"${x:,.4f}"

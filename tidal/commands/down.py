@@ -11,7 +11,7 @@ from tidal.gateway.supervisor import GatewayFiles, stop_orphan
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "example:\n  tidal down"
-    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop")
 
 
 def run(args) -> int:

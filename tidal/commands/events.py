@@ -10,7 +10,7 @@ from tidal.commands.common import add_output, client, clock_time, emit, table
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "example:\n  tidal events --limit 50\n  tidal events -o json\n  tidal events -w"
-    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--limit", type=int, default=200, help="the latest this many events")
     parser.add_argument("--object", help="only events of this object (e.g. node/gpu-pool-spot-3 or its name)")
     parser.add_argument("-w", "--watch", action="store_true", help="keep printing new events")
     add_output(parser, ("table", "json"))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from tidal.commands.common import add_output, client, clock_time, emit, key_values, money, table
+from tidal.commands.common import add_output, client, clock_time, emit, key_values, labels_text, money, table
 from tidal.errors import UserError
 from tidal.states import NodeState
 
-EXAMPLE = """example (the seed's node pool: preemptible, cost-optimized, 30% pay-as-you-go, supplemental pay-as-you-go):
+EXAMPLE = """example (the reference procedure's node pool: preemptible, cost-optimized, 30% pay-as-you-go,
+supplemental pay-as-you-go):
   tidal nodepool create gpu-pool --label inference=tensorflow --spot --on-demand-percentage 30 \\
     --compensate-with-on-demand --spot-remedy --multi-zone cost-optimized --max 10
   tidal nodepool get gpu-pool -o json
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     p = sub.add_parser("create", help="create a node pool", epilog=EXAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name")
+    p.add_argument("name", help="the pool's name")
     p.add_argument("--label", action="append", default=[], help="node label K=V (repeatable)")
     p.add_argument("--spot", action="store_true", help="preemptible (spot) billing")
     p.add_argument("--policy", help="capacity policy: ess (default with --spot), tidal, tidal-hedge, spothedge, "
@@ -36,11 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--compensate-with-on-demand", action="store_true",
                    help="on-demand when spot cannot be created (supplemental pay-as-you-go)")
     p.add_argument("--spot-remedy", action="store_true", help="replace a spot node as soon as its reclaim notice comes")
-    p.add_argument("--multi-zone", choices=["cost-optimized", "balance", "priority"], default="priority")
+    p.add_argument("--multi-zone", choices=["cost-optimized", "balance", "priority"], default="priority",
+                   help="how nodes spread over zones (ESS's multi-zone policy)")
     p.add_argument("--instance-types", default="", help="T1,T2 from the catalog")
     p.add_argument("--zones", default="", help="Z1,Z2")
-    p.add_argument("--min", type=int, default=0, dest="min_nodes")
-    p.add_argument("--max", type=int, default=10, dest="max_nodes")
+    p.add_argument("--min", type=int, default=0, dest="min_nodes", help="fewest nodes")
+    p.add_argument("--max", type=int, default=10, dest="max_nodes", help="most nodes")
     p.add_argument("--scale-in-after", type=float, default=600.0,
                    help="seconds a node stays empty before it goes (default 600)")
     p.add_argument("--notice", type=float, default=120.0, help="spot reclaim notice in seconds (default 120)")
@@ -49,15 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="list node pools")
     add_output(p)
     p = sub.add_parser("get", help="show a node pool, its nodes and cost")
-    p.add_argument("name")
+    p.add_argument("name", help="the pool")
     add_output(p)
     p = sub.add_parser("delete", help="delete an empty node pool")
-    p.add_argument("name")
+    p.add_argument("name", help="the pool")
     p = sub.add_parser("preempt", help="inject a spot preemption (reclaim notice, then the node goes)")
-    p.add_argument("name")
+    p.add_argument("name", help="the pool")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--node")
-    g.add_argument("--count", type=int, default=1)
+    g.add_argument("--node", help="the node to preempt")
+    g.add_argument("--count", type=int, default=1, help="how many of the pool's spot nodes to preempt")
     p.add_argument("--notice", type=float, default=None, help="seconds of notice (default: the pool's)")
 
 
@@ -82,7 +84,7 @@ def _spec(args) -> dict:
 def _summary_row(p: dict) -> list:
     nodes = [n for n in p["nodes"] if n["state"] != NodeState.TERMINATED]
     od = sum(1 for n in nodes if n["billing"] == "on-demand")
-    return [p["name"], ",".join(f"{k}={v}" for k, v in p["labels"].items()), p["spec"]["policy"],
+    return [p["name"], labels_text(p["labels"]), p["spec"]["policy"],
             len(nodes), od, len(nodes) - od, money(p["cost"]["total"]), f"{p['cost']['savings_ratio'] * 100:.0f}%"]
 
 
@@ -95,7 +97,7 @@ def run(args) -> int:
         p = api.post("/nodepools", _spec(args))
         if not emit(p, args.output):
             s = p["spec"]
-            print(f"node pool {p['name']} created: labels {p['labels']}, policy {s['policy']}, "
+            print(f"node pool {p['name']} created: labels {labels_text(p['labels'])}, policy {s['policy']}, "
                   f"{'spot' if s['spot'] else 'on-demand'}, {s['min_nodes']}-{s['max_nodes']} nodes")
         return 0
     if args.action == "list":

@@ -6,10 +6,11 @@ import argparse
 import sys
 import time
 
-from tidal.commands.common import add_output, client, emit, key_values, table
+from tidal.commands.common import add_output, client, emit, key_values, labels_text, table
 from tidal.errors import UserError
+from tidal.states import ReplicaState
 
-EXAMPLE = """example (the seed's command):
+EXAMPLE = """example (the reference procedure's command):
   tidal serve tensorflow --name=bert-tfserving --model-name=chnsenticorp \\
     --selector=inference=tensorflow --gpus=1 --image=tensorflow/serving:1.15.0-gpu \\
     --data=model-pvc:/models --model-path=/models/tensorflow --version-policy=specific:1623831335
@@ -31,20 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="list inference services")
     add_output(p, ("table", "json", "yaml", "wide"))
     p = sub.add_parser("get", help="show one inference service (its endpoint, replicas and nodes)")
-    p.add_argument("name")
+    p.add_argument("name", help="the service")
     add_output(p)
     p = sub.add_parser("delete", help="delete an inference service (its replicas drain, then stop)")
-    p.add_argument("name")
+    p.add_argument("name", help="the service")
     p = sub.add_parser("update", help="change a service: replicas, resources, image, model, version policy")
-    p.add_argument("name")
-    p.add_argument("--replicas", type=int)
-    p.add_argument("--image")
-    p.add_argument("--gpus", type=int)
-    p.add_argument("--cpu", type=float)
-    p.add_argument("--memory")
-    p.add_argument("--model-path", "--modelPath", dest="model_path")
-    p.add_argument("--version-policy", "--versionPolicy", dest="version_policy")
-    p.add_argument("-e", "--env", action="append")
+    p.add_argument("name", help="the service")
+    p.add_argument("--replicas", type=int, help="replicas wanted now")
+    p.add_argument("--image", help="container image")
+    p.add_argument("--gpus", type=int, help="GPUs per replica")
+    p.add_argument("--cpu", type=float, help="CPUs per replica")
+    p.add_argument("--memory", help="memory per replica, e.g. 2Gi")
+    p.add_argument("--model-path", "--modelPath", dest="model_path",
+                   help="the model's base path, inside a --data mount")
+    p.add_argument("--version-policy", "--versionPolicy", dest="version_policy",
+                   help="latest, latest:N, specific:N[,M] or all")
+    p.add_argument("-e", "--env", action="append", help="K=V (repeatable)")
     add_output(p)
 
 
@@ -55,22 +58,24 @@ def _serve_flags(p: argparse.ArgumentParser, runtime: str) -> None:
     p.add_argument("--gpus", type=int, default=0, help="GPUs per replica (pinned with CUDA_VISIBLE_DEVICES)")
     p.add_argument("--cpu", type=float, default=0.0, help="CPUs per replica")
     p.add_argument("--memory", default="", help="memory per replica, e.g. 2Gi")
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--replicas", type=int, default=1, help="replicas to start with (an autoscaler changes it)")
     p.add_argument("-d", "--data", action="append", default=[], help="VOLUME:MOUNT_PATH, e.g. model-pvc:/models")
     p.add_argument("--selector", action="append", default=[], help="node label K=V (repeatable)")
-    p.add_argument("--toleration", action="append", default=[])
+    p.add_argument("--toleration", action="append", default=[], help="a node taint the replicas tolerate (repeatable)")
     p.add_argument("-e", "--env", action="append", default=[],
                    help="K=V (repeatable); variables that change how code loads (LD_*, PYTHON*, DYLD_*, ...) "
                         "need the operator's TIDAL_ALLOW_ENV=NAME,... in the control plane's environment")
-    p.add_argument("-a", "--annotation", action="append", default=[])
-    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("-a", "--annotation", action="append", default=[], help="K=V recorded on the service (repeatable)")
+    p.add_argument("-l", "--label", action="append", default=[], help="K=V label of the service (repeatable)")
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
     p.add_argument("--restful-port", "--restfulPort", dest="restful_port", type=int, default=8501,
                    help="REST port (default 8501)")
-    p.add_argument("--model-name", "--modelName", dest="model_name", default="")
+    p.add_argument("--model-name", "--modelName", dest="model_name", default="",
+                   help="the name clients call the model by (default: the service's name)")
     p.add_argument("--model-path", "--modelPath", dest="model_path", default="",
                    help="the model's base path, inside a --data mount")
-    p.add_argument("--model-config-file", "--modelConfigFile", dest="model_config_file", default="")
+    p.add_argument("--model-config-file", "--modelConfigFile", dest="model_config_file", default="",
+                   help="a TF Serving model config file serving several models (instead of --model-path)")
     p.add_argument("--version-policy", "--versionPolicy", dest="version_policy", default="latest",
                    help="latest, latest:N, specific:N[,M] or all")
     add_output(p)
@@ -96,6 +101,15 @@ def _spec_from_args(args) -> dict:
         "model_name": args.model_name, "model_path": args.model_path, "model_config_file": args.model_config_file,
         "version_policy": VersionPolicy.parse(args.version_policy).model_dump(mode="json"),
     }
+
+
+# A replica in these states has a model server listening on its port; before (pending, starting) and after
+# (stopped, failed) a port in the record is only reserved or stale.
+LISTENING = {ReplicaState.READY, ReplicaState.NOTIFIED, ReplicaState.DRAINING}
+
+
+def replica_port(r: dict) -> str:
+    return str(r["port"]) if r.get("port") and r.get("state") in LISTENING else "-"
 
 
 def _ports(s: dict) -> str:
@@ -126,7 +140,7 @@ def run(args) -> int:
         if args.output == "wide":
             headers += ["WORKLOAD", "SELECTOR", "GPUS"]
             for r, s in zip(rows, services):
-                r += [s["workload"], ",".join(f"{k}={v}" for k, v in s["selector"].items()), s["gpus"]]
+                r += [s["workload"], labels_text(s["selector"]), s["gpus"]]
         table(headers, rows)
         return 0
     if args.action == "get":
@@ -141,7 +155,7 @@ def run(args) -> int:
             print(f"AUTOSCALER: {last.get('reason', 'waiting for its first sync')}"
                   + (f" (QPS {last['qps']:.1f})" if last.get("qps") is not None else ""))
         print()
-        table(["REPLICA", "NODE", "STATE", "PORT"], [[r["name"], r["node"] or "-", r["state"], r["port"] or "-"]
+        table(["REPLICA", "NODE", "STATE", "PORT"], [[r["name"], r["node"] or "-", r["state"], replica_port(r)]
                                                      for r in s["replicas"]])
         if s.get("failures"):
             print("\nRECENT FAILURES:")

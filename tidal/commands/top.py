@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from tidal.commands.common import add_output, client, emit, money, table
+from tidal.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "example:\n  tidal top\n  tidal top -o json"
+    parser.epilog = ("example:\n  tidal top\n  tidal top --watch      # redraw every 2 s until Ctrl-C\n"
+                     "  tidal top -o json")
+    parser.add_argument("-w", "--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS (2 when not given) until Ctrl-C")
     add_output(parser, ("table", "json"))
 
 
@@ -35,9 +40,31 @@ def gateway_line(g: dict | None, now: float) -> str | None:
 
 
 def run(args) -> int:
-    data = client().get("/top")
-    if emit(data, args.output):
+    api = client()
+    if args.watch is None:
+        show(api.get("/top"), args.output)
         return 0
+    if args.watch <= 0:
+        raise UserError("--watch takes a positive number of seconds")
+    clear = sys.stdout.isatty() and args.output == "table"
+    try:
+        while True:
+            data = api.get("/top")
+            if clear:
+                sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: one screen, redrawn
+            show(data, args.output)
+            if not clear:
+                print(flush=True)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def show(data: dict, output: str) -> None:
+    """One screen of `tidal top` (or the JSON of it)."""
+    if emit(data, output):
+        return
     rows = []
     for s in data["services"]:
         t = s["traffic"] or {}
@@ -59,4 +86,3 @@ def run(args) -> int:
     c = data["cost"]
     print(f"\ncost so far: {money(c['total'])} (spot {money(c['spot'])}, on-demand {money(c['on_demand'])}); "
           f"all on-demand would be {money(c['all_on_demand'])}: saved {c['savings_ratio'] * 100:.0f}%")
-    return 0

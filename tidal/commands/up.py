@@ -11,9 +11,9 @@ from tidal.control.reconciler import ControlSettings
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("example:\n  tidal up\n  tidal up --foreground --port 8470 --gateway-port 8501\n"
-                     "  TIDAL_HOME=/tmp/t2 tidal up --port 0 --gateway-port 0 --time-factor 0.05")
+                     "  TIDAL_HOME=$(mktemp -d) tidal up --port 0 --gateway-port 0 --time-factor 0.05")
     parser.add_argument("--foreground", action="store_true", help="run here instead of in the background")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="address the API and the gateway listen on")
     parser.add_argument("--port", type=int, default=None, help="API port (default 8470; 0: any free port)")
     parser.add_argument("--gateway-port", type=int, default=None, help="gateway port (default 8501; 0: any free)")
     parser.add_argument("--time-factor", type=float, default=None,

@@ -1,4 +1,4 @@
-"""`tidal volume`: named model stores (the seed's PV/PVC step); credentials go to the 0600 secret store."""
+"""`tidal volume`: named model stores (the reference procedure's PV/PVC step); credentials to a 0600 secret store."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     p = sub.add_parser("create", help="create or replace a volume", epilog=EXAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name")
+    p.add_argument("name", help="the volume's name (what --data VOLUME:PATH names)")
     p.add_argument("--url", required=True,
                    help="file:// (an existing folder), s3://, oss://, gs:// URL of the model store; "
                         "http(s):// where the operator allows it")
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="list volumes")
     add_output(p)
     p = sub.add_parser("delete", help="delete a volume no service uses")
-    p.add_argument("name")
+    p.add_argument("name", help="the volume")
 
 
 def run(args) -> int:

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "The console is read-only; paste the API token ($TIDAL_HOME/token) into it to scale a\n"
                      "service or inject a preemption.")
     parser.add_argument("--open", action="store_true", help="open it in a web browser, where there is one")
-    parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help="json: the URL and whether the console answers")
 
 
 def console_url(env: dict | None = None) -> str:

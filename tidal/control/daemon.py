@@ -35,7 +35,7 @@ from tidal.logs import child_log_env, child_output, last_line
 log = logging.getLogger(__name__)
 
 DEFAULT_API_PORT = 8470
-DEFAULT_GATEWAY_PORT = 8501  # the seed's Ingress port for the REST API
+DEFAULT_GATEWAY_PORT = 8501  # the reference procedure's Ingress port for the REST API
 
 
 class GatewayMode(str, Enum):

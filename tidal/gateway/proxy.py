@@ -1,6 +1,6 @@
 """The gateway: one port for every service; routes, balances, retries and counts each request.
 
-The seed's nginx Ingress on port 8501 and its QPS log, in one process. The control
+The reference procedure's nginx Ingress on port 8501 and its QPS log, in one process. The control
 plane drives it through `set_service`, `set_replica_state` and `remove_service`; the
 autoscaler reads `qps(service, window)`. The gateway's own endpoints live under `/-/`,
 a prefix that no TF Serving or V2 path uses:

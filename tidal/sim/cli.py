@@ -12,7 +12,20 @@ from tidal.sim.protocol import TraceResult
 from tidal.sim.spot import NAMES, SpotRun, capacities, check_params, evaluate
 
 
+SPOT_EXAMPLES = """examples:
+  tidal simulate spot --traces aws1 --policy spothedge
+  tidal simulate spot --traces aws2 --policy all -o json
+  tidal simulate spot --traces aws1 --policy tidal-hedge --param outage_value=40 --repeats 30
+  tidal simulate spot --traces ./my-traces --policy tidal --target 4 --cold-start 180
+"""
+
+EXAMPLES = SPOT_EXAMPLES + """  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,0.5 --hours 24
+  tidal simulate serve --traces aws2 --policy ess --requests rates.csv --services 10 -o json
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLES
     sub = parser.add_subparsers(dest="sim_command", metavar="KIND", parser_class=type(parser))
     spot = sub.add_parser("spot", help="the SpotHedge protocol: availability and cost of a capacity policy",
                           description="Run a capacity policy on a directory of spot-availability traces "
@@ -24,16 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spot.add_argument("--target", type=int, default=3, help="replicas that must be ready (N)")
     spot.add_argument("--overprovision", type=int, default=None, metavar="K",
                       help="extra spot replicas (default: each policy's own; SpotHedge's is 1)")
-    spot.add_argument("--cold-start", type=float, default=120.0, metavar="SECONDS")
-    spot.add_argument("--tick", type=float, default=30.0, metavar="SECONDS")
-    spot.add_argument("--ticks", type=int, default=2880)
-    spot.add_argument("--repeats", type=int, default=10)
-    spot.add_argument("--seed", type=int, default=0)
+    spot.add_argument("--cold-start", type=float, default=120.0, metavar="SECONDS",
+                      help="from a launch to a ready replica")
+    spot.add_argument("--tick", type=float, default=30.0, metavar="SECONDS", help="one decision period")
+    spot.add_argument("--ticks", type=int, default=2880, help="ticks per repeat (2880 x 30 s: a day)")
+    spot.add_argument("--repeats", type=int, default=10, help="windows of the trace, each a repeat")
+    spot.add_argument("--seed", type=int, default=0, help="random seed of the windows' offsets and the policies")
     spot.add_argument("--on-demand-price", type=float, default=3.0, help="per replica-tick; spot costs 1")
     spot.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                       help="a policy parameter, e.g. outage_value=40 for tidal-hedge (repeatable)")
     spot.add_argument("-o", "--output", choices=("table", "json"), default="table",
                       help="json: one object per policy (a list of them with --policy all)")
+    spot.epilog = SPOT_EXAMPLES
     from tidal.sim import workload_cli  # the fuller model's options live with it
     workload_cli.add_parser(sub, type(parser))
 
@@ -74,7 +89,15 @@ def run(args: argparse.Namespace) -> int:
     run_.settings()
     check_params(names, run_)
     loaded = capacities(args.traces, run_)
-    results = [evaluate(args.traces, name, run_, loaded) for name in names]
+    from tidal.sim.workload_cli import progress_display
+    show = progress_display(args)
+    results = []
+    for i, name in enumerate(names):
+        if show:
+            show(f"policy {name} ({i + 1}/{len(names)})")
+        results.append(evaluate(args.traces, name, run_, loaded))
+    if show:
+        sys.stderr.write("\r\x1b[K")
     if args.output == "json":
         doc = as_json(results[0]) if len(results) == 1 else [as_json(r) for r in results]
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")

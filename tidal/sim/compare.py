@@ -50,7 +50,7 @@ class Verdict:
 
     @property
     def strict_win(self) -> bool:
-        """Cheaper on average and not less available on average: the issue's target, read literally."""
+        """Cheaper on average and not less available on average: the default policy's target, read literally."""
         return self.cost.mean < -EPSILON and self.availability.mean >= -EPSILON
 
     @property

@@ -9,7 +9,7 @@ and cost are reported together. The capacity policy is the very code the
 control plane runs (`tidal.capacity.policies`).
 
 The autoscaler is `tidal.autoscaling`'s HPA (the same `decide` the control
-plane runs) on the seed's external QPS metric (`sls_ingress_qps`, an
+plane runs) on the reference procedure's external QPS metric (`sls_ingress_qps`, an
 AverageValue target per replica), synced every `sync_period_seconds`, fed the
 gateway-like windowed QPS of the simulated requests.
 """
@@ -38,7 +38,7 @@ class FleetSettings:
     service_seconds: float = 0.05         # mean service time of one request on one server
     concurrency: int = 1                  # servers (model instances) per replica
     slo_seconds: float = 0.25
-    target_qps_per_replica: float = 10.0  # the seed's HPA target
+    target_qps_per_replica: float = 10.0  # the reference procedure's HPA target
     min_replicas: int = 1
     max_replicas: int = 10
     scale_down_stabilization_seconds: int = 300
@@ -79,7 +79,7 @@ class FleetResult:
 
 
 def hpa_spec(s: FleetSettings):
-    """The seed's hpa.yaml, with the settings' target, bounds and scale-down window."""
+    """The reference procedure's hpa.yaml, with the settings' target, bounds and scale-down window."""
     return parse_hpa({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "service"},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "service"},

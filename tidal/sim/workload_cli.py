@@ -14,6 +14,12 @@ from tidal.errors import UserError
 from tidal.sim import traces, workload
 from tidal.sim.fleet import FleetResult, FleetSettings, run_service
 
+EXAMPLES = """examples:
+  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,0.5 --hours 24
+  tidal simulate serve --traces aws2 --policy ess --rate 40 --services 10 -o json
+  tidal simulate serve --traces aws1 --policy spothedge --requests rates.csv --slo 0.5
+"""
+
 
 def add_parser(sub, parser_class) -> None:
     p = sub.add_parser("serve", help="the fuller model: requests, autoscaler, notices, latency and cost",
@@ -27,22 +33,27 @@ def add_parser(sub, parser_class) -> None:
     load.add_argument("--requests", metavar="CSV", help="per-second request rates, one per row")
     load.add_argument("--rate", type=float, help="a constant Poisson rate (requests/s)")
     load.add_argument("--burst", metavar="BASE,PEAK,EVERY,SECONDS", help="periodic bursts (default 20,80,3600,300)")
-    load.add_argument("--diurnal", metavar="MEAN,AMPLITUDE", help="a daily sine around MEAN requests/s, +-AMPLITUDE")
+    load.add_argument("--diurnal", metavar="MEAN,AMPLITUDE",
+                      help="a daily sine around MEAN requests/s, +-AMPLITUDE as a share of MEAN (e.g. 60,0.5)")
     p.add_argument("--services", type=int, default=1, help="independent services, each on its own trace offset")
-    p.add_argument("--hours", type=float, default=24.0)
-    p.add_argument("--tick", type=float, default=10.0, metavar="SECONDS")
-    p.add_argument("--cold-start", type=float, default=120.0, metavar="SECONDS")
+    p.add_argument("--hours", type=float, default=24.0, help="simulated time")
+    p.add_argument("--tick", type=float, default=10.0, metavar="SECONDS", help="one decision period")
+    p.add_argument("--cold-start", type=float, default=120.0, metavar="SECONDS",
+                   help="from a launch to a ready replica")
     p.add_argument("--notice", type=float, default=120.0, metavar="SECONDS", help="preemption notice")
-    p.add_argument("--launch-failure-rate", type=float, default=0.0)
-    p.add_argument("--service-time", type=float, default=0.05, metavar="SECONDS")
-    p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--slo", type=float, default=0.25, metavar="SECONDS")
+    p.add_argument("--launch-failure-rate", type=float, default=0.0,
+                   help="share of launches refused on top of the trace's capacity (0 to 1)")
+    p.add_argument("--service-time", type=float, default=0.05, metavar="SECONDS",
+                   help="mean time a replica spends on one request")
+    p.add_argument("--concurrency", type=int, default=1, help="requests one replica serves at once")
+    p.add_argument("--slo", type=float, default=0.25, metavar="SECONDS", help="latency objective per request")
     p.add_argument("--target-qps", type=float, default=10.0, help="the autoscaler's QPS per replica")
-    p.add_argument("--min", type=int, default=1, dest="min_replicas")
-    p.add_argument("--max", type=int, default=10, dest="max_replicas")
-    p.add_argument("--on-demand-price", type=float, default=3.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("--min", type=int, default=1, dest="min_replicas", help="the autoscaler's fewest replicas")
+    p.add_argument("--max", type=int, default=10, dest="max_replicas", help="the autoscaler's most replicas")
+    p.add_argument("--on-demand-price", type=float, default=3.0, help="per node-tick; spot costs 1")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the offsets, arrivals and policies")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table", help="summary format")
+    p.epilog = EXAMPLES
 
 
 def _rates(args: argparse.Namespace, seconds: int) -> np.ndarray:
@@ -65,7 +76,8 @@ def _rates(args: argparse.Namespace, seconds: int) -> np.ndarray:
     return workload.bursts(base, peak, int(every), int(length), seconds)
 
 
-def simulate(args: argparse.Namespace) -> tuple[list[FleetResult], float]:
+def simulate(args: argparse.Namespace, progress=None) -> tuple[list[FleetResult], float]:
+    """Run the services one after another; `progress(text)`, when given, hears which one is running."""
     if args.policy not in POLICIES:
         raise UserError(f"unknown policy {args.policy!r} (choose from {', '.join(POLICIES)})")
     if args.services < 1 or args.hours <= 0 or args.tick <= 0:
@@ -86,9 +98,13 @@ def simulate(args: argparse.Namespace) -> tuple[list[FleetResult], float]:
                                                  ("decision_seconds", args.tick)) if k in fields})
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    results = [run_service(traces.window(expanded, o, ticks), trace.zones,
-                           workload.arrivals(rates, args.tick, ticks, rng), policy, params, settings, args.seed + i)
-               for i, o in enumerate(offsets)]
+    results = []
+    for i, o in enumerate(offsets):
+        if progress:
+            progress(f"service {i + 1}/{len(offsets)}, {time.perf_counter() - started:.0f} s")
+        results.append(run_service(traces.window(expanded, o, ticks), trace.zones,
+                                   workload.arrivals(rates, args.tick, ticks, rng), policy, params, settings,
+                                   args.seed + i))
     return results, time.perf_counter() - started
 
 
@@ -111,8 +127,21 @@ def summary(results: list[FleetResult], seconds: float, args: argparse.Namespace
             "service_ticks": int(sum(r.ready.size for r in results)), "elapsed_seconds": seconds}
 
 
+def progress_display(args: argparse.Namespace):
+    """A one-line progress display on a terminal (long runs say where they are); None elsewhere."""
+    if not sys.stderr.isatty() or getattr(args, "no_progress", False):
+        return None
+
+    def show(text: str) -> None:
+        sys.stderr.write("\r\x1b[K" + text)
+        sys.stderr.flush()
+    return show
+
+
 def run(args: argparse.Namespace) -> int:
-    results, seconds = simulate(args)
+    results, seconds = simulate(args, progress=progress_display(args))
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
     doc = summary(results, seconds, args)
     if args.output == "json":
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")

@@ -25,7 +25,7 @@ POLICIES: dict[str, PolicyDef] = {
                                 spothedge_lean.decide, "SpotHedge's placement and spare, on-demand only for the "
                                 "target, no spare beside a lone zone that empties at once"),
     "ess": PolicyDef("ess", ess.EssParams, ess.initial_state, ess.decide,
-                     "the seed's node pool: base + percentage on-demand, spot pools, compensate with on-demand"),
+                     "the reference procedure's node pool: base + % on-demand, spot pools, compensate with on-demand"),
     "tidal": PolicyDef("tidal", tidal.TidalParams, tidal.initial_state, tidal.decide,
                        "Tidal's default: SpotHedge's spot and spare, on-demand only where it can keep the pool "
                        "serving"),

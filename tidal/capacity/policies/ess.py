@@ -1,4 +1,4 @@
-"""The `ess` policy: the seed's elastic node pool (Alibaba ESS "Cost Optimization"), as capacity.md maps it.
+"""The `ess` policy: the reference procedure's elastic node pool (ESS "Cost Optimization"), as capacity.md maps it.
 
 desired = target + overprovision. On-demand: the first `on_demand_base` nodes,
 then `on_demand_percentage` of the rest, rounded up (in favour of on-demand, as
