@@ -15,8 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 TEXT_SUFFIXES = {".py", ".md", ".html", ".js", ".css", ".yaml", ".yml", ".json", ".txt", ".toml"}
 
-# Temporary: two engineers are still rewording these folders; the lead drops this line once they are swept.
-NOT_YET_SWEPT = ("tidal/server/", "tidal/http/")
 
 # Data and third-party code, not words: the console's built bundle (minified uPlot + the app), traces, datasets,
 # and the sample models' generated files.
@@ -48,7 +46,7 @@ def shipped_files() -> list[Path]:
         for path in [root] if root.is_file() else sorted(root.rglob("*")):
             rel = path.relative_to(REPO).as_posix()
             if (path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in rel
-                    and not rel.startswith(NOT_YET_SWEPT) and not SKIP.search(rel)):
+                    and not SKIP.search(rel)):
                 out.append(path)
     return out
 
