@@ -25,17 +25,24 @@ async def _load(port: int, stop: asyncio.Event, results: list, workers: int) -> 
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
+async def _until(done, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not done() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def _run(servers, go_away):
     gw = Gateway("127.0.0.1", 0)
     gw.set_service("hpt", [ReplicaEndpoint(id=s.id, port=s.port) for s in servers], models=["half_plus_two"])
     await gw.start()
     stop, results = asyncio.Event(), []
     load = asyncio.create_task(_load(gw.port, stop, results, workers=16))
-    await asyncio.sleep(1.0)
+    # Counted in answers, not seconds: a busy machine may take longer to warm the replicas up.
+    await _until(lambda: len(results) >= 200, 30.0)
     before = len(results)
     per_replica_before = {r.id: r.requests for r in gw.stats("hpt").replicas}
     go_away(servers[0])
-    await asyncio.sleep(1.5)
+    await _until(lambda: len(results) >= before + 300, 30.0)
     stop.set()
     await load
     st = gw.stats("hpt")
