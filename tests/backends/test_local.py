@@ -185,3 +185,33 @@ def test_ready_only_when_the_replica_itself_answers(backend):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_ready_replica_says_which_engine_serves_its_model(tmp_path):
+    """The console's runtime column: the real model server's V2 metadata names the engine (ONNX Runtime here)."""
+    import shutil
+    base = tmp_path / "models" / "sentiment"
+    (base / "1").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "tidal" / "samples" / "sentiment" / "model.onnx", base / "1")
+    b = LocalBackend(tmp_path / "home", ready_timeout=2.0)
+    try:
+        st = b.start_replica(ReplicaLaunch(replica="r0", service="s", node="n0", model_name="sentiment",
+                                           model_base_path=str(base), version_policy="latest", gpus=0))
+
+        async def until_ready():
+            try:
+                for _ in range(240):
+                    status = (await b.observe_replicas({"r0": st.ref}))["r0"]
+                    if status.phase is not ReplicaPhase.STARTING:
+                        return status
+                    await asyncio.sleep(0.25)
+            finally:
+                b.close()
+
+        status = asyncio.run(until_ready())
+        assert status.phase is ReplicaPhase.READY and status.runtime == "onnxruntime", (status, b.logs("r0"))
+        b.stop_replica("r0", st.ref, grace_seconds=5.0)
+    finally:
+        for proc in list(b._children.values()):
+            proc.kill()
+            proc.wait()

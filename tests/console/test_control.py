@@ -83,6 +83,8 @@ def test_scale_out_on_spot_and_on_demand_as_the_console_shows_it(world):
     world.run(30)
     (s,) = doc(call(app, "GET", "/console/api/overview"))["services"]
     assert s["replicas"] == {"desired": 1, "ready": 1} and s["endpoint"] == "http://127.0.0.1:8501/services/sentiment"
+    # The engine the replica reported serving the model with, not the `serve` command's type.
+    assert s["runtime"] == "onnxruntime"
 
     world.gateway.qps_["sentiment"] = 100.0  # 100 QPS at a target of 10 per replica: 10 replicas
     world.run(150)

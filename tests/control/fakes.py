@@ -58,7 +58,7 @@ class FakeBackend:
             elif rid in self.failing:
                 out[rid] = ReplicaStatus(ReplicaPhase.FAILED, self.failing[rid])
             elif rid in known_ready or rid in self.ready:
-                out[rid] = ReplicaStatus(ReplicaPhase.READY)
+                out[rid] = ReplicaStatus(ReplicaPhase.READY, runtime="onnxruntime")  # an ONNX model's engine
             else:
                 out[rid] = ReplicaStatus(ReplicaPhase.STARTING)
         return out

@@ -62,6 +62,7 @@ class ReplicaStatus:
     phase: ReplicaPhase
     reason: str = ""
     endpoint: str | None = None  # where it answers now, when the backend can move it (None: as started)
+    runtime: str = ""            # the engine that serves its model once ready (onnxruntime, tensorflow); "" unknown
 
 
 @dataclass(frozen=True)

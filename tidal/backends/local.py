@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+import orjson
+
 from tidal.backends.base import (Adoption, CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase, ReplicaRef,
                                  ReplicaStatus, StartedReplica)
 from tidal.http.client import ClientError, HttpClient
@@ -216,7 +218,7 @@ class LocalBackend:
         with self._lock:
             self._children[proc.pid] = proc
         start = proc_start_time(proc.pid) or 0
-        ref = {"pid": proc.pid, "proc_start": start, "port": port, "grpc_port": grpc_port}
+        ref = {"pid": proc.pid, "proc_start": start, "port": port, "grpc_port": grpc_port, "model": launch.model_name}
         return StartedReplica(ref=ref, endpoint=f"{self.host}:{port}")
 
     def _write_model_config(self, launch: ReplicaLaunch) -> Path:
@@ -305,6 +307,19 @@ class LocalBackend:
         # and this loop also runs the gateway.
         return await asyncio.to_thread(owns_listener, ref["pid"], ref["port"])
 
+    async def _runtime(self, ref: ReplicaRef) -> str:
+        """The engine serving the replica's model, from its V2 model metadata ("onnxruntime_onnx" -> onnxruntime);
+        "" when it has no single model (a model config file) or does not say."""
+        if not ref.get("model"):
+            return ""
+        try:
+            resp = await self._client.request("GET", self.host, ref["port"], f"/v2/models/{ref['model']}",
+                                              timeout=self.ready_timeout)
+            platform = orjson.loads(resp.body).get("platform", "") if resp.status == 200 else ""
+        except (ClientError, OSError, ValueError, AttributeError):
+            return ""
+        return platform.split("_")[0] if isinstance(platform, str) else ""
+
     async def observe_replicas(self, refs: dict[str, ReplicaRef],
                                known_ready: frozenset[str] = frozenset()) -> dict[str, ReplicaStatus]:
         out: dict[str, ReplicaStatus] = {}
@@ -319,7 +334,7 @@ class LocalBackend:
         results = await asyncio.gather(*(self._ready(ref) for _, ref in probes))
         for (rid, ref), ok in zip(probes, results):
             if ok:
-                out[rid] = ReplicaStatus(ReplicaPhase.READY)
+                out[rid] = ReplicaStatus(ReplicaPhase.READY, runtime=await self._runtime(ref))
                 continue
             # The model server keeps running when its model cannot load (it polls the base path): its log says why.
             failure = await asyncio.to_thread(self._load_failure, rid)

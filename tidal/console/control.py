@@ -98,8 +98,12 @@ class ControlPlaneProvider:
                 p50 = st.p50.get(w) * 1000 if st.p50.get(w) is not None else None
                 p99 = st.p99.get(w) * 1000 if st.p99.get(w) is not None else None
         endpoint = f"{self.read.gateway_url}/services/{name}" if self.read.gateway_url else None
+        # The engine the replicas say serves the model (ONNX Runtime for an ONNX file under `serve tensorflow`);
+        # the command's type until one is ready.
+        engines = sorted({r.runtime for r in mine if getattr(r, "runtime", "")})
         summary = ServiceSummary(
-            name=name, model=row.spec.model_name or name, version=str(row.spec.version), runtime=row.spec.type,
+            name=name, model=row.spec.model_name or name, version=str(row.spec.version),
+            runtime=", ".join(engines) or row.spec.type,
             endpoint=endpoint,
             replicas=ReplicaCounts(desired=row.desired, ready=sum(1 for r in mine if r.state in _READY)),
             qps=qps or 0.0, latency_ms=Latency(p50=p50, p99=p99),

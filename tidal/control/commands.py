@@ -48,6 +48,7 @@ class StartReplica(Command):
 class MarkReady(Command):
     replica: str
     event: Event
+    runtime: str = ""  # the engine the replica reported serving its model with
 
 
 @dataclass(frozen=True)

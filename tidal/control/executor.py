@@ -84,7 +84,7 @@ class Executor:
         self.record(c.event, endpoint=started.endpoint)
 
     def _MarkReady(self, c: MarkReady, out: Outcomes) -> None:
-        self.store.update_replica(c.replica, state=S.READY, ready_at=self.clock.now())
+        self.store.update_replica(c.replica, state=S.READY, ready_at=self.clock.now(), runtime=c.runtime)
         self.record(c.event)
 
     def _FailReplica(self, c: FailReplica, out: Outcomes) -> None:

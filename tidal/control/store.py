@@ -32,7 +32,8 @@ CREATE INDEX IF NOT EXISTS nodes_pool ON nodes(pool, state);
 CREATE TABLE IF NOT EXISTS replicas (
   id TEXT PRIMARY KEY, service TEXT NOT NULL, release TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
   port INTEGER, grpc_port INTEGER, pid INTEGER, proc_start INTEGER, created_at REAL NOT NULL,
-  ready_at REAL, drain_at REAL, stopped_at REAL, reason TEXT NOT NULL DEFAULT '', ref TEXT, endpoint TEXT);
+  ready_at REAL, drain_at REAL, stopped_at REAL, reason TEXT NOT NULL DEFAULT '', ref TEXT, endpoint TEXT,
+  runtime TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS replicas_service ON replicas(service, state);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, kind TEXT NOT NULL,
@@ -75,6 +76,7 @@ class ReplicaRow:
     reason: str = ""
     ref: dict | None = None       # the backend's opaque handle (JSON in the store)
     endpoint: str | None = None   # "host:port" of its REST API
+    runtime: str = ""             # the engine serving its model, as the replica reported when it became ready
 
     @property
     def port(self) -> int | None:
@@ -147,7 +149,8 @@ class Store:
         """Columns added since a database was created (CREATE TABLE IF NOT EXISTS leaves old tables as they were)."""
         for table, column, decl in (("nodes", "cordoned", "INTEGER NOT NULL DEFAULT 0"),
                                     ("autoscalers", "state", "TEXT"), ("replicas", "ref", "TEXT"),
-                                    ("replicas", "endpoint", "TEXT")):
+                                    ("replicas", "endpoint", "TEXT"),
+                                    ("replicas", "runtime", "TEXT NOT NULL DEFAULT ''")):
             have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")

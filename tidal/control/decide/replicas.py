@@ -61,7 +61,9 @@ def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], settings: Contr
             continue
         elif st.phase is ReplicaPhase.READY:
             out.append(MarkReady(rep.id, Event("ReplicaReady", obj, f"ready on node {rep.node} (port {rep.port}) "
-                                                                    f"after {now - rep.created_at:.1f}s")))
+                                                                    f"after {now - rep.created_at:.1f}s"
+                                                                    + (f" ({st.runtime})" if st.runtime else "")),
+                                 st.runtime))
         elif st.phase is ReplicaPhase.FAILED:
             # Running but unable to serve (its model path does not exist): it never will, so it fails now
             # and the service's back-off paces the replacements.
