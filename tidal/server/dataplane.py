@@ -1,7 +1,7 @@
 """The model server's one data plane under its protocol adapters: resolve, run, build results, map errors.
 
-TF Serving REST (`tfserving.py`), the Open Inference Protocol (`v2.py`) and TF Serving's
-gRPC API (`grpc_api.py`) each decode their request, call this, and encode what comes
+TF Serving REST (`tfserving.py`), the Open Inference Protocol over REST (`v2.py`) and gRPC
+(`grpc_v2.py`), and TF Serving's gRPC API (`grpc_api.py`) each decode their request, call this, and encode what comes
 back. So a model, version and signature are resolved by one set of rules, classify and
 regress results are built (and checked) once, and an exception becomes one `Fault` that
 each protocol writes as its own status: the same request gets the same answer, or the
