@@ -227,6 +227,7 @@ def test_v2_grpc_requests_are_in_the_metrics(server, client):
 
 @pytest.mark.parametrize("method, path, allow", [("TRACE", "/v2/", "GET"), ("TRACE", "/v2/health/live", "GET"),
                                                  ("DELETE", "/v2/health/ready", "GET"),
+                                                 ("PROPFIND", "/v2/models/hp", "GET"),
                                                  ("PUT", "/v2/models/hp/infer", "POST")])
 def test_rest_405_carries_allow_over_a_socket(server, method, path, allow):
     status, headers, _ = server.request(method, path)
