@@ -232,3 +232,39 @@ def test_v2_grpc_requests_are_in_the_metrics(server, client):
 def test_rest_405_carries_allow_over_a_socket(server, method, path, allow):
     status, headers, _ = server.request(method, path)
     assert (status, headers.get("allow")) == (405, allow)
+
+
+BLOCK_TENSORFLOW = '''\
+import sys
+
+
+class _NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_serving"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoTensorFlow())
+'''
+
+
+def test_without_tensorflow_the_port_serves_v2_alone(tmp_path, half_plus_two_base):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+    grpc_port = free_port()
+    proc = ServerProcess(["--port", str(grpc_port), "--model_name", "hp", "--model_base_path", str(half_plus_two_base)],
+                         tmp_path / "server.log", pythonpath=(str(tmp_path / "site"),)).start()
+    try:
+        c = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        x = grpcclient.InferInput("x", [2], "FP32")
+        x.set_data_from_numpy(np.array([1.0, 2.0], dtype=np.float32))
+        np.testing.assert_allclose(c.infer("hp", [x]).as_numpy("y"), [2.5, 3.0])
+        c.close()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary("/tensorflow.serving.PredictionService/Predict")(b"", timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        assert proc.terminate() == 0, proc.log()
+    assert "serving the Open Inference Protocol's alone" in proc.log()
