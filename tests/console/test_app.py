@@ -51,7 +51,10 @@ def test_static_page_and_assets(app):
     assert call(app, "GET", "/console/static/app.css").content_type.startswith(b"text/css")
     assert call(app, "GET", "/console/static/../app.py").status == 404
     assert call(app, "GET", "/console/static/nope.js").status == 404
-    assert call(app, "POST", "/console/").status == 405
+    r = call(app, "POST", "/console/")
+    assert r.status == 405 and r.headers == [("Allow", "GET, HEAD")]
+    r = call(app, "DELETE", "/console/api/overview")
+    assert r.status == 405 and r.headers == [("Allow", "GET, POST")]
 
 
 def test_overview_contract(app):

@@ -261,3 +261,12 @@ def test_serve_warns_when_the_local_model_path_does_not_exist(with_volume):
     assert warning.startswith("warning: ") and f"{tmp}/vol/missing" in warning and "\n" not in warning
     status, out = call(a, "POST", "/api/v1/services", service(tmp, name="other"))
     assert status == 201 and out["warnings"] == []
+
+
+@pytest.mark.parametrize("method, path, allow", [("PUT", "/api/v1/services", "GET, POST"),
+                                                 ("TRACE", "/api/v1/nodepools", "GET, POST")])
+def test_405_carries_allow(api, method, path, allow):
+    a, _, _ = api
+    req = SimpleNamespace(method=method, path=path, query="", headers={"authorization": f"Bearer {TOKEN}"}, body=b"")
+    resp = asyncio.run(a.handle(req))
+    assert resp.status == 405 and resp.headers == [("Allow", allow)]

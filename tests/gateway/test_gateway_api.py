@@ -73,3 +73,29 @@ def test_qps_follows_the_injected_clock():
             await gw.stop()
             await replica.stop()
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("TRACE", "/services/s/v1/models/m", "DELETE, GET, OPTIONS, PATCH, POST, PUT"),
+    ("HEAD", "/v2/health/ready", "DELETE, GET, OPTIONS, PATCH, POST, PUT"),
+    ("POST", "/-/healthz", "GET"), ("DELETE", "/-/metrics", "GET"), ("PUT", "/-/stats", "GET"),
+    ("POST", "/-/control/routes", "GET, PUT"), ("DELETE", "/-/control/hello", "GET"),
+])
+def test_a_method_a_known_path_does_not_take_is_405_with_allow(method, path, allow):
+    from tidal.gateway.control import ControlEndpoints
+
+    async def main():
+        control = []
+        gw = Gateway(admin=lambda req: control[0].handle(req))
+        control.append(ControlEndpoints(gw, "t0ken", None, []))
+        await gw.start()
+        c = HttpClient()
+        try:
+            head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\nContent-Length: 0\r\n\r\n"
+            r = await c.request_raw("127.0.0.1", gw.port, head.encode(), 5)
+            return r.status, r.header("Allow")
+        finally:
+            c.close()
+            await gw.stop()
+
+    assert asyncio.run(main()) == (405, allow)

@@ -25,15 +25,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, pythonpath: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.argv = [sys.executable, "-m", "tidal", "model-server", "--port", "0", "--rest_api_host", "127.0.0.1",
                      "--rest_api_port", str(self.port), *args]
+        self.pythonpath = pythonpath  # directories before the repository's (a sitecustomize, say)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "ServerProcess":
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([*self.pythonpath, str(REPO)]))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         deadline = time.monotonic() + timeout

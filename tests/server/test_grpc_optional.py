@@ -1,4 +1,4 @@
-"""gRPC is optional: without tensorflow-serving-api, or with --port 0, the model server serves REST alone."""
+"""gRPC's parts are optional: --port 0 turns gRPC off; without tensorflow-serving-api only V2's gRPC service is on."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ def test_port_zero_turns_grpc_off():
     assert main._grpc_server(settings(0), manager=None, metrics=None) is None
 
 
-def test_without_the_serving_api_grpc_is_off_with_a_warning(monkeypatch, caplog):
+def test_without_the_serving_api_grpc_serves_v2_alone_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(tfs_protos, "available", lambda: False)
-    assert main._grpc_server(settings(8500), manager=None, metrics=None) is None
+    server = main._grpc_server(settings(8500), manager=None, metrics=None)
+    assert server is not None and server.pb is None
+    services = [h.service_name() for h in server.handlers()]
+    assert services == ["inference.GRPCInferenceService"]
     assert "pip install tidal[tensorflow]" in caplog.text
 
 

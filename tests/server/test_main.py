@@ -66,3 +66,10 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "tidal", "model-server", "--help"], capture_output=True,
                                text=True, timeout=60).stdout
     assert "--port" in help_text and "--rest_api_port" in help_text and "--model_config_file" in help_text
+
+
+@pytest.mark.parametrize("flag,expected", [([], False), (["--version_zero_is_default"], True),
+                                           (["--version_zero_is_default=false"], False),
+                                           (["--version_zero_is_default", "true"], True)])
+def test_version_zero_flag(flag, expected):
+    assert parse("--model_base_path", "/m", *flag).version_zero_is_default is expected

@@ -117,7 +117,8 @@ def test_gzip_request(app):
 
 ERRORS = [
     ("unknown model", "/v2/models/nope/infer", {"inputs": []}, {}, 404, "Latest(nope)"),
-    ("bad version", "/v2/models/half_plus_two/versions/x/infer", {"inputs": []}, {}, 400, "version"),
+    # No version is named "x": not found, as the protocol answers a model or version it does not have.
+    ("bad version", "/v2/models/half_plus_two/versions/x/infer", {"inputs": []}, {}, 404, "Specific(half_plus_two, x)"),
     ("not JSON", "/v2/models/half_plus_two/infer", b"{", {}, 400, "JSON Parse error"),
     ("not an object", "/v2/models/half_plus_two/infer", b"[]", {}, 400, "must be a JSON object"),
     ("no inputs", "/v2/models/half_plus_two/infer", {}, {}, 400, "needs 'inputs'"),
@@ -185,6 +186,46 @@ def test_routes_and_methods(app):
     assert call(app, "POST", "/v2/models/half_plus_two").status == 405
     assert call(app, "GET", "/v2/nothing").status == 404
     assert call(app, "GET", "/elsewhere").status == 404
+
+
+NOT_ALLOWED = [
+    ("TRACE", "/v2/", "GET"), ("TRACE", "/v2", "GET"), ("TRACE", "/v2/health/live", "GET"),
+    ("POST", "/v2/health/ready", "GET"), ("DELETE", "/v2/models/stats", "GET"),
+    ("GET", "/v2/repository/index", "POST"), ("PUT", "/v2/models/half_plus_two/infer", "POST"),
+    ("GET", "/v2/models/half_plus_two/versions/123/infer", "POST"), ("PATCH", "/v2/models/half_plus_two", "GET"),
+    ("OPTIONS", "/v2/models/half_plus_two/ready", "GET"), ("POST", "/v2/models/nope/config", "GET"),
+    ("POST", "/metrics", "GET"), ("TRACE", "/monitoring/prometheus/metrics", "GET"),
+]
+
+
+@pytest.mark.parametrize("method, path, allow", NOT_ALLOWED)
+def test_a_method_a_known_path_does_not_take_is_405_with_allow(app, method, path, allow):
+    r = call(app, method, path)
+    assert r.status == 405 and r.headers["Allow"] == allow
+    assert allow in r.json()["error"]
+
+
+@pytest.mark.parametrize("version", ["x", "-1", "1.0", "99999999999999999999", "123abc"])
+@pytest.mark.parametrize("suffix, method", [("", "GET"), ("/ready", "GET"), ("/config", "GET"),
+                                            ("/infer", "POST")])
+def test_a_malformed_version_is_not_found(app, version, suffix, method):
+    r = call(app, method, f"/v2/models/half_plus_two/versions/{version}{suffix}", {"inputs": []})
+    assert r.status == 404, r.body
+
+
+def test_version_zero_is_not_found_unless_the_option_reads_it_as_the_default():
+    from tidal.server.dataplane import DataPlane
+
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [2.0]}]}
+    for zero_is_default, status in ((False, 404), (True, 200)):
+        manager = FakeManager([half_plus_two(123), half_plus_two(124)])
+        app = ModelServerApp(manager, plane=DataPlane(manager, version_zero_is_default=zero_is_default))
+        r = call(app, "POST", "/v2/models/half_plus_two/versions/0/infer", body)
+        assert r.status == status, r.body
+        assert call(app, "GET", "/v2/models/half_plus_two/versions/0").status == status
+        assert call(app, "GET", "/v1/models/half_plus_two/versions/0/metadata").status == status
+        if zero_is_default:
+            assert r.json()["model_version"] == "124"  # the default: the latest
 
 
 def test_config_stats_and_index(app):

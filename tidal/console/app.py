@@ -28,6 +28,13 @@ DEFAULT_WINDOW = 900.0
 MAX_WINDOW = 7 * 24 * 3600.0
 
 
+def _not_allowed(message: str, allow: str) -> Response:
+    """405 with the `Allow` header HTTP asks for."""
+    resp = error_response(405, message)
+    resp.headers = [("Allow", allow)]
+    return resp
+
+
 class PreemptBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     notice_seconds: Optional[float] = Field(None, ge=0)  # None: the node pool's own notice
@@ -115,7 +122,7 @@ class ConsoleApp:
         if rest.startswith("api/"):
             return self._api(req, rest[4:])
         if req.method not in ("GET", "HEAD"):
-            return error_response(405, f"method {req.method} not allowed on {path}")
+            return _not_allowed(f"method {req.method} not allowed on {path}", "GET, HEAD")
         return self._file(rest or "index.html")
 
     def _file(self, name: str) -> Response:
@@ -168,7 +175,7 @@ class ConsoleApp:
             if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "preempt":
                 return self._act(req, "preempt", parts[1])
             return error_response(404, f"no console action {route!r}")
-        return error_response(405, f"method {req.method} not allowed on the console API")
+        return _not_allowed(f"method {req.method} not allowed on the console API", "GET, POST")
 
     @staticmethod
     def _window(query: str) -> float:

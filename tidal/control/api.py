@@ -102,7 +102,10 @@ class Api:
             status, data = result if isinstance(result, tuple) else (200, result)
             return Response(status, orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
         if allowed:
-            return error_response(405, f"{req.method} is not allowed on {path} (allowed: {', '.join(allowed)})")
+            allow = ", ".join(sorted(set(allowed)))
+            resp = error_response(405, f"{req.method} is not allowed on {path} (allowed: {allow})")
+            resp.headers = [("Allow", allow)]
+            return resp
         return error_response(404, f"no API route {path}")
 
     def _authorized(self, req: Request) -> bool:

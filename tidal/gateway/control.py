@@ -31,6 +31,7 @@ ROUTES = PREFIX + "routes"
 HELLO = PREFIX + "hello"
 QPS = PREFIX + "qps"
 STATS = PREFIX + "stats"
+_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET"}  # a path's methods, for 405's Allow
 
 
 class RouteDocument(BaseModel):
@@ -144,6 +145,11 @@ class ControlEndpoints:
             return error_response(404, exc.message)
         except ValueError as exc:
             return error_response(400, str(exc))
+        allow = _ALLOW.get(req.path)
+        if allow is not None:
+            resp = error_response(405, f"{req.path} takes {allow}, not {req.method}")
+            resp.headers = [("Allow", allow)]
+            return resp
         return error_response(404, f"no control endpoint {req.method} {req.path}")
 
     def _put_routes(self, body: bytes) -> Response:

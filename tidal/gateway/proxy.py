@@ -44,6 +44,8 @@ _HOP_BY_HOP_B = frozenset(h.encode() for h in _HOP_BY_HOP | {"content-type"})
 # HEAD's answer has a Content-Length but no body, which the pooled client cannot tell from
 # a truncated answer; CONNECT and TRACE make no sense in front of a model server.
 _NOT_PROXIED = frozenset({"HEAD", "CONNECT", "TRACE"})
+_PROXIED_ALLOW = "DELETE, GET, OPTIONS, PATCH, POST, PUT"
+_ADMIN_PATHS = frozenset({"/-/metrics", "/-/healthz", "/-/stats"})
 _IDEMPOTENT = frozenset({"GET", "OPTIONS", "PUT", "DELETE"})
 _INFERENCE_SUFFIXES = (":predict", ":classify", ":regress", "/infer")
 
@@ -68,6 +70,13 @@ def eject_seconds(base: float, failures: int) -> float:
     the control plane removes it; one that failed once is back soon.
     """
     return base * 2 ** min(max(failures - 1, 0), 5)
+
+
+def _not_allowed(message: str, allow: str) -> Response:
+    """405 with the `Allow` header HTTP asks for."""
+    resp = error_response(405, message)
+    resp.headers = [("Allow", allow)]
+    return resp
 
 
 @dataclass(frozen=True)
@@ -284,7 +293,7 @@ class Gateway:
         if path.startswith("/-/"):
             return self._admin(req)
         if req.method in _NOT_PROXIED:
-            return error_response(405, f"the gateway does not proxy {req.method} requests")
+            return _not_allowed(f"the gateway does not proxy {req.method} requests", _PROXIED_ALLOW)
         hit = resolve(self._table, req.headers.get("host"), path)
         if hit is None:
             return error_response(404, f"no service is routed for host {req.headers.get('host', '')!r} "
@@ -399,6 +408,8 @@ class Gateway:
             resp = self._admin_extra(req)
             if resp is not None:
                 return resp
+        if req.path in _ADMIN_PATHS and req.method != "GET":
+            return _not_allowed(f"{req.path} takes GET", "GET")
         if req.path == "/-/metrics":
             return Response(200, render(self._registry), b"text/plain; version=0.0.4; charset=utf-8")
         if req.path == "/-/healthz":

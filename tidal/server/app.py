@@ -9,7 +9,7 @@ from tidal.http.server import DEFAULT_MAX_BODY, Request, Response, error_respons
 from tidal.server.dataplane import DataPlane
 from tidal.server.metrics import ServerMetrics
 from tidal.server.tfserving import TFServingAPI
-from tidal.server.v2 import V2API
+from tidal.server.v2 import V2API, not_allowed
 
 METRICS_PATHS = ("/metrics", "/monitoring/prometheus/metrics")
 PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
@@ -35,7 +35,7 @@ class ModelServerApp:
             return eager(self.v2.handle(req))
         if path in METRICS_PATHS:
             if req.method != "GET":
-                return error_response(405, f"{path} takes GET")
+                return not_allowed(req.method, path, "GET")
             return Response(200, self.metrics.render(), content_type=PROMETHEUS_TEXT)
         return error_response(404, f"Not found: {req.method} {path}")
 

@@ -1,7 +1,7 @@
 """The model server's one data plane under its protocol adapters: resolve, run, build results, map errors.
 
-TF Serving REST (`tfserving.py`), the Open Inference Protocol (`v2.py`) and TF Serving's
-gRPC API (`grpc_api.py`) each decode their request, call this, and encode what comes
+TF Serving REST (`tfserving.py`), the Open Inference Protocol over REST (`v2.py`) and gRPC
+(`grpc_v2.py`), and TF Serving's gRPC API (`grpc_api.py`) each decode their request, call this, and encode what comes
 back. So a model, version and signature are resolved by one set of rules, classify and
 regress results are built (and checked) once, and an exception becomes one `Fault` that
 each protocol writes as its own status: the same request gets the same answer, or the
@@ -200,17 +200,21 @@ class Target:
 class DataPlane:
     """Resolves and runs requests for every protocol adapter over one model manager."""
 
-    def __init__(self, manager, large: LargeBodies | None = None) -> None:
+    def __init__(self, manager, large: LargeBodies | None = None, *, version_zero_is_default: bool = False) -> None:
         self.manager = manager
         self.large = large if large is not None else LargeBodies()
+        # OVMS reads version 0 as "the default version"; TF Serving has no version 0 (not found), hence off.
+        self.version_zero_is_default = version_zero_is_default
 
     def servable(self, name: str, version: int | None = None, label: str | None = None):
         """The loaded version a request names (NotFound with TF Serving's messages when none is)."""
+        if version == 0 and self.version_zero_is_default:
+            version = None
         return self.manager.resolve(name, version, label)
 
     def resolve(self, name: str, version: int | None, label: str | None, signature_name: str | None,
                 method: Method) -> Target:
-        servable = self.manager.resolve(name, version, label)
+        servable = self.servable(name, version, label)
         return Target(servable, signature(servable.signatures, signature_name, method))
 
     async def predict(self, target: Target, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

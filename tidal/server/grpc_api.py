@@ -332,7 +332,8 @@ class GrpcServer:
 
     def __init__(self, manager, metrics: ServerMetrics, host: str, port: int, *,
                  max_message_bytes: int = 64 << 20, threads: int = 64, plane: DataPlane | None = None) -> None:
-        self.pb = tfs_protos.load()
+        # TF Serving's services need tensorflow-serving-api; the Open Inference Protocol's need only grpcio.
+        self.pb = tfs_protos.load() if tfs_protos.available() else None
         self.adapter = Adapter(manager, self.pb, plane)
         self.metrics = metrics
         self.host = host
@@ -389,7 +390,12 @@ class GrpcServer:
         return rpc
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
-        """PredictionService and ModelService, as tensorflow-serving-api's descriptors define them."""
+        """PredictionService and ModelService, as tensorflow-serving-api's descriptors define them; V2's service."""
+        from tidal.server.grpc_v2 import V2GrpcService
+
+        v2 = V2GrpcService(self.adapter.plane, self.metrics, lambda: self._loop).handler()
+        if self.pb is None:
+            return [v2]
         a = self.adapter
         prediction = self.pb.prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
         model = self.pb.model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
@@ -402,6 +408,7 @@ class GrpcServer:
                 "MultiInference": self._rpc("grpc_multi_inference", a.multi_inference),
             }),
             service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status)}),
+            v2,
         ]
 
     async def start(self) -> None:

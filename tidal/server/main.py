@@ -49,6 +49,7 @@ class ServerSettings(BaseModel):
     memory_budget_bytes: int = Field(1 << 30, gt=0)
     drain_seconds: float = Field(30.0, ge=0)
     cache_dir: str | None = None
+    version_zero_is_default: bool = False
 
 
 def _bool(text: str) -> bool:
@@ -65,8 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     p = parser.add_argument
     p("--port", type=int, default=8500, metavar="PORT",
-      help="TF Serving's gRPC API (PredictionService, ModelService) on --rest_api_host (default 8500; 0 turns "
-           "it off); needs the tensorflow extra (pip install tidal[tensorflow])")
+      help="gRPC port on --rest_api_host (default 8500; 0 turns it off): the Open Inference Protocol "
+           "(inference.GRPCInferenceService) and TF Serving's PredictionService and ModelService (those two need "
+           "the tensorflow extra: pip install tidal[tensorflow])")
     p("--rest_api_port", type=int, default=8501, metavar="PORT", help="REST port (default 8501; 0 picks a free one)")
     p("--rest_api_host", default="0.0.0.0", metavar="HOST", help="REST address to listen on (default 0.0.0.0)")
     p("--model_name", default="default", help="name of the model (default 'default'); ignored with --model_config_file")
@@ -92,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p("--drain_seconds", type=float, default=30.0, metavar="N",
       help="on SIGTERM, how long to wait for requests in flight (default 30)")
     p("--model_cache_dir", metavar="DIR", help="local cache for versions read from remote stores")
+    p("--version_zero_is_default", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+      help="read model version 0 as the default version, as OVMS does (default false: as in TF Serving, "
+           "version 0 is a version that is not found)")
     # TF Serving flags with no effect here, accepted so existing command lines keep working.
     for flag in ("--rest_api_num_threads", "--rest_api_timeout_in_ms", "--monitoring_config_file",
                  "--enable_model_warmup", "--model_config_file_poll_wait_seconds",
@@ -123,7 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
         max_body_bytes=args.rest_api_max_body_bytes, memory_budget_bytes=args.request_memory_budget_bytes,
         drain_seconds=args.drain_seconds,
-        cache_dir=args.model_cache_dir)
+        cache_dir=args.model_cache_dir, version_zero_is_default=args.version_zero_is_default)
 
 
 def redact(url: str) -> str:
@@ -172,7 +177,8 @@ class ModelServer:
             cache_dir=settings.cache_dir, on_batch=self.metrics.observe_batch,
             runtime_options=RuntimeOptions(intra_op_threads=settings.intra_op_threads,
                                            inter_op_threads=settings.inter_op_threads))
-        self.plane = DataPlane(self.manager, LargeBodies(memory_budget=settings.memory_budget_bytes))
+        self.plane = DataPlane(self.manager, LargeBodies(memory_budget=settings.memory_budget_bytes),
+                               version_zero_is_default=settings.version_zero_is_default)
         self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes, plane=self.plane)
         self.http = HttpServer(self.app, settings.rest_api_host, settings.rest_api_port,
                                max_body=settings.max_body_bytes)
@@ -189,8 +195,9 @@ class ModelServer:
                  self.settings.rest_api_host, self.http.port)
         if self.grpc is not None:
             await self.grpc.start()
-            log.info("gRPC API on %s:%d (TF Serving's PredictionService and ModelService)",
-                     self.settings.rest_api_host, self.grpc.port)
+            log.info("gRPC API on %s:%d (%s)", self.settings.rest_api_host, self.grpc.port,
+                     "V2 inference.GRPCInferenceService" + (", TF Serving's PredictionService and ModelService"
+                                                            if self.grpc.pb is not None else ""))
         await self.manager.start()
         for name in self.manager.model_names():
             versions = [s.version for s in self.manager.status(name)] if _has_status(self.manager, name) else []
@@ -207,15 +214,14 @@ class ModelServer:
 
 
 def _grpc_server(settings: ServerSettings, manager, metrics, plane=None):
-    """TF Serving's gRPC API when --port is set and tensorflow-serving-api is installed, else None."""
+    """The gRPC server when --port is set (TF Serving's services too when tensorflow-serving-api is installed)."""
     if not settings.grpc_port:
         return None
     from tidal.server import tfs_protos
 
     if not tfs_protos.available():
-        log.warning("gRPC (--port %d) needs the tensorflow extra (pip install tidal[tensorflow]); serving REST only",
-                    settings.grpc_port)
-        return None
+        log.warning("TF Serving's gRPC services (--port %d) need the tensorflow extra (pip install "
+                    "tidal[tensorflow]); serving the Open Inference Protocol's alone there", settings.grpc_port)
     from tidal.server.grpc_api import GrpcServer
 
     return GrpcServer(manager, metrics, settings.rest_api_host, settings.grpc_port,

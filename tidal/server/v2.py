@@ -12,7 +12,7 @@ import time
 from urllib.parse import unquote
 
 from tidal import __version__
-from tidal.errors import InvalidArgument, NotFound
+from tidal.errors import NotFound
 from tidal.http.server import Request, Response, error_response
 from tidal.server import dataplane
 from tidal.server.dataplane import DataPlane, Method
@@ -26,6 +26,9 @@ from tidal.server.v2_codec import (
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "model_repository"]
 _INLINE_INFLATE = 1 << 16  # compressed bodies up to this size are inflated right on the loop
 
+# Paths with one method; the method a request uses elsewhere gets 405 with `Allow`.
+_FIXED = {"/v2": "GET", "/v2/": "GET", "/v2/health/live": "GET", "/v2/health/ready": "GET",
+          "/v2/models/stats": "GET", "/v2/repository/index": "POST"}
 _MODEL_RE = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(infer|ready|config|stats))?")
 _TRITON_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
                  "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
@@ -33,16 +36,46 @@ _TRITON_TYPES = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UIN
                  "BYTES": "TYPE_STRING"}
 
 
-def _version(text: str | None) -> int | None:
-    if text is None:
+def model_version(name: str, text: str | None) -> int | None:
+    """A request's version text as a number (None: the default version); NotFound when no version has that name."""
+    if not text:
         return None
     if not text.isdigit() or len(text) > 18:
-        raise InvalidArgument(f"model version must be a non-negative integer, got '{text}'")
+        # No version is named that, so it is not found, as for a well-formed version that is not loaded.
+        raise NotFound(f"Servable not found for request: Specific({name}, {text[:40]})")
     return int(text)
 
 
-def _default_signature(servable):
+def default_signature(servable):
     return dataplane.signature(servable.signatures, None, Method.PREDICT)
+
+
+def metadata_doc(plane: DataPlane, name: str, version: int | None) -> dict:
+    """A model's metadata (name, versions, platform, tensors), for REST and gRPC alike."""
+    servable = plane.servable(name, version)
+    sig = default_signature(servable)
+    versions = [str(s.version) for s in plane.manager.status(name)
+                if getattr(getattr(s, "state", ""), "value", getattr(s, "state", "")) == "AVAILABLE"]
+    return {"name": servable.name, "versions": versions or [str(servable.version)],
+            "platform": servable.platform,
+            "inputs": [_tensor_meta(s) for s in sig.inputs.values()],
+            "outputs": [_tensor_meta(s) for s in sig.outputs.values()]}
+
+
+def ready_doc(plane: DataPlane, name: str, version: int | None) -> dict:
+    """Whether a model (version) is ready; NotFound for a model the server does not have at all."""
+    try:
+        plane.servable(name, version)
+    except NotFound as exc:
+        if name in set(plane.manager.model_names()):
+            return {"name": name, "ready": False, "error": exc.message}
+        raise
+    return {"name": name, "ready": True}
+
+
+def not_allowed(method: str, path: str, allowed: str) -> Response:
+    """405 for a method a known path does not take, with the `Allow` header HTTP asks for."""
+    return Response(405, dumps({"error": f"{path} takes {allowed}, not {method}"}), headers=[("Allow", allowed)])
 
 
 def _tensor_meta(spec) -> dict:
@@ -78,28 +111,30 @@ class V2API:
 
     def handle(self, req: Request):
         path, method = req.path, req.method
-        if method == "GET":
+        fixed = _FIXED.get(path)
+        if fixed is not None:
+            if method != fixed:
+                return not_allowed(method, path, fixed)
             if path == "/v2/health/live":
                 return Response(200, b'{"live":true}')
             if path == "/v2/health/ready":
                 ready = bool(self.manager.ready)
                 return Response(200 if ready else 503, b'{"ready":true}' if ready else b'{"ready":false}')
-            if path in ("/v2", "/v2/"):
-                return Response(200, dumps({"name": self.server_name, "version": __version__,
-                                            "extensions": EXTENSIONS}))
             if path == "/v2/models/stats":
                 return self._guard("stats", lambda: self._stats(None, None))
-        if method == "POST" and path == "/v2/repository/index":
-            return self._guard("index", self._index)
+            if path == "/v2/repository/index":
+                return self._guard("index", self._index)
+            return Response(200, dumps({"name": self.server_name, "version": __version__,
+                                        "extensions": EXTENSIONS}))
         name, version_text, action = self._route(path)
         if name is None:
             return error_response(404, f"Not found: {method} {path}")
         if action == "infer":
             if method != "POST":
-                return error_response(405, f"{path} takes POST")
+                return not_allowed(method, path, "POST")
             return self._infer(req, name, version_text)
         if method != "GET":
-            return error_response(405, f"{path} takes GET")
+            return not_allowed(method, path, "GET")
         if action == "metadata":
             return self._guard("metadata", lambda: self._metadata(name, version_text))
         if action == "ready":
@@ -119,29 +154,16 @@ class V2API:
         return resp
 
     def _metadata(self, name: str, version_text: str | None) -> Response:
-        servable = self.plane.servable(name, _version(version_text))
-        sig = _default_signature(servable)
-        versions = [str(s.version) for s in self.manager.status(name)
-                    if getattr(getattr(s, "state", ""), "value", getattr(s, "state", "")) == "AVAILABLE"]
-        doc = {"name": servable.name, "versions": versions or [str(servable.version)],
-               "platform": servable.platform,
-               "inputs": [_tensor_meta(s) for s in sig.inputs.values()],
-               "outputs": [_tensor_meta(s) for s in sig.outputs.values()]}
-        return Response(200, dumps(doc))
+        return Response(200, dumps(metadata_doc(self.plane, name, model_version(name, version_text))))
 
     def _ready(self, name: str, version_text: str | None) -> Response:
-        try:
-            self.plane.servable(name, _version(version_text))
-        except NotFound as exc:
-            if name in set(self.manager.model_names()):
-                return Response(400, dumps({"name": name, "ready": False, "error": exc.message}))
-            raise
-        return Response(200, dumps({"name": name, "ready": True}))
+        doc = ready_doc(self.plane, name, model_version(name, version_text))
+        return Response(200 if doc["ready"] else 400, dumps(doc))
 
     def _config(self, name: str, version_text: str | None) -> Response:
         """Triton's model configuration, as far as it means something here."""
-        servable = self.plane.servable(name, _version(version_text))
-        sig = _default_signature(servable)
+        servable = self.plane.servable(name, model_version(name, version_text))
+        sig = default_signature(servable)
 
         def tensor(spec) -> dict:
             return {"name": spec.name, "data_type": _TRITON_TYPES[spec.datatype], "dims": list(spec.shape)}
@@ -161,7 +183,7 @@ class V2API:
                 for s in self.manager.status(model):
                     targets.append((model, str(s.version)))
         else:
-            servable = self.plane.servable(name, _version(version_text))
+            servable = self.plane.servable(name, model_version(name, version_text))
             targets = [(servable.name, str(servable.version))]
         model_stats = []
         for model, version in targets:
@@ -215,8 +237,8 @@ class V2API:
                 # objects; a large binary tail alone is raw tensor bytes, decoded here (in a thread).
                 big = large.is_large(len(body))
                 if big and large.is_large(json_size(body, headers)):
-                    servable = plane.servable(name, _version(version_text))
-                    target = dataplane.Target(servable, _default_signature(servable))
+                    servable = plane.servable(name, model_version(name, version_text))
+                    target = dataplane.Target(servable, default_signature(servable))
                     model, version = target.model, str(target.version)
                     inputs, request_id, names, binary_out = await large.decode(
                         decode_large, body, child_headers(headers), self.max_body, large.memory_budget,
@@ -224,7 +246,7 @@ class V2API:
                 else:
                     head, binary = split_body(body, headers, self.max_body)
                     header = parse_header(head)
-                    target = plane.resolve(name, _version(version_text), None, None, Method.PREDICT)
+                    target = plane.resolve(name, model_version(name, version_text), None, None, Method.PREDICT)
                     model, version = target.model, str(target.version)
                     names, binary_out = requested_outputs(header, target.signature, name)
                     if big:
