@@ -55,3 +55,23 @@ def test_a_context_that_does_not_work_is_one_line(kube_cluster, home, capsys, ca
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert [c.name for c in ContextStore.from_env().list()] == ["local"]  # nothing half-added
+
+
+def test_a_backend_for_a_context(kube_cluster, namespace):
+    from tidal.backends.kubernetes.backend import KubernetesBackend, KubernetesError
+    from tidal.backends.kubernetes.contexts import Context, ContextKind
+    from tidal.errors import UserError
+
+    context = Context(name="test", kind=ContextKind.KUBERNETES, kubeconfig=str(kube_cluster.kubeconfig),
+                      namespace=namespace, image="registry.example.com/tidal:1")
+    backend = KubernetesBackend.for_context(context, {}.__getitem__)
+    try:
+        assert backend.provisioner is None and backend.ns == namespace
+        assert backend.opts.image == "registry.example.com/tidal:1"
+        assert backend.adopt({}).running == frozenset()
+    finally:
+        backend.close()
+    with pytest.raises(KubernetesError, match="not a Kubernetes context"):
+        KubernetesBackend.for_context(Context(name="local"), {}.__getitem__)
+    with pytest.raises(UserError, match="namespace nope does not exist"):
+        KubernetesBackend.for_context(context.model_copy(update={"namespace": "nope"}), {}.__getitem__)

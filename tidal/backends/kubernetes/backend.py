@@ -68,6 +68,22 @@ class KubernetesBackend:
         self._slices: dict[str, _Slice] = {}      # deployment name -> its replicas
         self._claims: dict[str, str] = {}         # replica -> pod name
 
+    @classmethod
+    def for_context(cls, context, spec_of: Callable[[str], ServiceSpec],
+                    options: RenderOptions | None = None) -> "KubernetesBackend":
+        """A backend for a Kubernetes context, after checking that the cluster answers and the namespace is usable."""
+        from tidal.backends.kubernetes.client import api_client, check_access
+        if not context.is_kubernetes:
+            raise KubernetesError(f"context {context.name} is not a Kubernetes context")
+        api = api_client(context)
+        try:
+            check_access(context, api)
+        except BaseException:
+            api.close()
+            raise
+        opts = options or RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image)
+        return cls(api, context.namespace, spec_of, opts)
+
     # -- placement --------------------------------------------------------------------------------------------
 
     def node_placement(self, launch: ReplicaLaunch) -> Placement:
