@@ -36,9 +36,19 @@ class Harness:
         return ReplicaLaunch(replica=replica, service="bert", node=node, model_name="bert",
                              model_base_path="/models/bert", version_policy="latest", gpus=0, env=env or {})
 
-    def until(self, what: str, done: Callable[[], bool]) -> None:
-        """Check `done` after every change to the namespace's pods (a watch, not a sleep) until it holds."""
+    def until(self, what: str, done: Callable[[], bool], backend: KubernetesBackend | None = None) -> None:
+        """Check `done` after every change a watch sees (the backend's own, or the namespace's pods) until it holds."""
+        import time
+
         from kubernetes import watch
+        if backend is not None:
+            deadline = time.monotonic() + WAIT_S
+            seen = backend.changes
+            while not done():
+                if time.monotonic() > deadline:
+                    pytest.fail(f"timed out after {WAIT_S} s waiting for {what}")
+                seen = backend.wait_change(seen, deadline - time.monotonic())
+            return
         if done():
             return
         watcher = watch.Watch()
@@ -70,7 +80,7 @@ def test_replicas_on_spot_and_on_demand_slices(h):
         status = backend.observe(refs)
         return all(s.phase is ReplicaPhase.READY for s in status.values())
 
-    h.until("r1 ready", all_ready)
+    h.until("r1 ready", all_ready, backend)
     status = backend.observe(refs)["r1"]
     assert status.endpoint and status.endpoint.endswith(":8501")
     pod = backend._claims["r1"]
@@ -83,7 +93,7 @@ def test_replicas_on_spot_and_on_demand_slices(h):
     # scale to 3: two more on spot, one per zone
     refs["r2"] = backend.start_replica(h.launch("r2", "spot-a-1")).ref
     refs["r3"] = backend.start_replica(h.launch("r3", "spot-b-1")).ref
-    h.until("3 replicas ready", all_ready)
+    h.until("3 replicas ready", all_ready, backend)
     for replica, zone in (("r2", "zone-a"), ("r3", "zone-b")):
         labels = h.pod_node(backend._claims[replica])
         assert labels[CAPACITY_TYPE] == "spot" and labels[ZONE] == zone
@@ -94,7 +104,7 @@ def test_replicas_on_spot_and_on_demand_slices(h):
     # a second replica in a slice shares its Deployment
     refs["r4"] = backend.start_replica(h.launch("r4", "spot-a-1")).ref
     assert refs["r4"]["deployment"] == refs["r2"]["deployment"]
-    h.until("4 replicas ready", all_ready)
+    h.until("4 replicas ready", all_ready, backend)
     assert h.apps.read_namespaced_deployment(refs["r2"]["deployment"], h.ns).spec.replicas == 2
 
     # kwok's kubelets serve no logs: one line, no traceback
@@ -121,7 +131,7 @@ def test_replicas_on_spot_and_on_demand_slices(h):
     assert [name for name, _ in adoption.removed] == [refs["r3"]["deployment"]]
     assert h.apps.read_namespaced_deployment(refs["r3"]["deployment"], h.ns).spec.replicas == 1
     h.until("adopted replicas observed ready", lambda: all(
-        s.phase is ReplicaPhase.READY for s in again.observe(refs).values()))
+        s.phase is ReplicaPhase.READY for s in again.observe(refs).values()), again)
 
     # deleting the service deletes everything it owns (the garbage collector follows the owner references)
     again.delete_service("bert")
@@ -130,7 +140,10 @@ def test_replicas_on_spot_and_on_demand_slices(h):
         return (not h.apps.list_namespaced_deployment(h.ns).items and not h.core.list_namespaced_pod(h.ns).items
                 and not [s for s in h.core.list_namespaced_secret(h.ns).items if s.metadata.name.startswith("bert")])
     h.until("the service's objects deleted", all_gone)
-    assert {s.phase for s in again.observe(refs).values()} == {ReplicaPhase.EXITED}
+    h.until("the replicas observed exited", lambda: {s.phase for s in again.observe(refs).values()}
+            == {ReplicaPhase.EXITED}, again)
+    again.close()
+    backend.close()
 
 
 def test_unschedulable_and_bad_nodes_are_one_line(h):
@@ -140,6 +153,7 @@ def test_unschedulable_and_bad_nodes_are_one_line(h):
     big = h.spec.model_copy(update={"cpu": 64.0})  # no kwok node has 64 CPUs
     h.specs["bert"] = big
     ref = backend.start_replica(h.launch("r1", "spot-a-1")).ref
-    h.until("r1 unschedulable", lambda: "unschedulable" in backend.observe({"r1": ref})["r1"].reason)
+    h.until("r1 unschedulable", lambda: "unschedulable" in backend.observe({"r1": ref})["r1"].reason, backend)
     status = backend.observe({"r1": ref})["r1"]
     assert status.phase is ReplicaPhase.STARTING and "Insufficient cpu" in status.reason
+    backend.close()

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from tidal.backends.base import Adoption, ReplicaLaunch, ReplicaPhase, ReplicaRef, ReplicaStatus, StartedReplica
 from tidal.backends.kubernetes import render
 from tidal.backends.kubernetes.client import FIELD_MANAGER, TIMEOUT_S, describe_failure
+from tidal.backends.kubernetes.informer import Informer, InformerError
 from tidal.backends.kubernetes.pods import PodView, assign, pod_view, replica_status
 from tidal.backends.kubernetes.render import Placement, RenderOptions
 from tidal.errors import TidalError
@@ -52,9 +53,10 @@ class KubernetesBackend:
 
     def __init__(self, api: Any, namespace: str, spec_of: Callable[[str], ServiceSpec],
                  options: RenderOptions | None = None,
-                 placement_of: Callable[[ReplicaLaunch], Placement] | None = None) -> None:
+                 placement_of: Callable[[ReplicaLaunch], Placement] | None = None, owns_api: bool = False) -> None:
         from kubernetes import client, dynamic
         self.api = api
+        self.owns_api = owns_api  # close() closes the client only when it was made for this backend
         self.ns = namespace
         self.spec_of = spec_of
         self.opts = options or RenderOptions(namespace=namespace)
@@ -67,6 +69,13 @@ class KubernetesBackend:
         self._lock = threading.Lock()
         self._slices: dict[str, _Slice] = {}      # deployment name -> its replicas
         self._claims: dict[str, str] = {}         # replica -> pod name
+        self._applied: set[str] = set()           # Deployments this backend applied (the watch may lag behind)
+        # Watches, not polling: pods and Deployments are followed from the first call that needs them.
+        self._changed = threading.Condition(threading.RLock())
+        self.pods = Informer(self.core.list_namespaced_pod, namespace, f"app={render.APP},{render.SLICE_LABEL}",
+                             "pods", self._changed)
+        self.deployments = Informer(self.apps.list_namespaced_deployment, namespace, f"{render.MANAGED_BY}=tidal",
+                                    "Deployments", self._changed)
 
     @classmethod
     def for_context(cls, context, spec_of: Callable[[str], ServiceSpec],
@@ -82,7 +91,7 @@ class KubernetesBackend:
             api.close()
             raise
         opts = options or RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image)
-        return cls(api, context.namespace, spec_of, opts)
+        return cls(api, context.namespace, spec_of, opts, owns_api=True)
 
     # -- placement --------------------------------------------------------------------------------------------
 
@@ -150,6 +159,7 @@ class KubernetesBackend:
         return f"{spec.workload}-env"
 
     def start_replica(self, launch: ReplicaLaunch) -> StartedReplica:
+        self._watching()
         spec = self.spec_of(launch.service)
         placement = self.placement_of(launch)
         owners, config = self._ensure_service(spec, launch.env, launch.model_config_file)
@@ -168,6 +178,8 @@ class KubernetesBackend:
             with self._lock:
                 piece.members.discard(launch.replica)
             raise
+        with self._lock:
+            self._applied.add(name)
         ref = {"namespace": self.ns, "deployment": name, "service": spec.name, "slice": placement.name,
                "billing": placement.billing, "zone": placement.zone}
         return StartedReplica(ref=ref, endpoint="")  # the pod's IP comes with observe_replicas
@@ -202,13 +214,22 @@ class KubernetesBackend:
                 if getattr(exc, "status", None) != 404:
                     log.warning("%s", describe_failure(exc, f"deleting pod {pod}"))
 
+    def _watching(self) -> None:
+        self.pods.start()
+        self.deployments.start()
+
     def _list_pods(self) -> tuple[list[PodView], set[str]]:
-        """Tidal's pods in the namespace (by label) and the Deployments that exist."""
-        pods = self._call("listing pods", self.core.list_namespaced_pod, self.ns,
-                          label_selector=f"app={render.APP},{render.SLICE_LABEL}")
-        deployments = self._call("listing Deployments", self.apps.list_namespaced_deployment, self.ns,
-                                 label_selector=f"{render.MANAGED_BY}=tidal")
-        return [pod_view(p) for p in pods.items], {d.metadata.name for d in deployments.items}
+        """Tidal's pods in the namespace and the Deployments that exist, as the watches see them now."""
+        self._watching()
+        try:
+            pods, _ = self.pods.snapshot()
+            deployments, deleted = self.deployments.snapshot()
+        except InformerError as exc:
+            raise KubernetesError(str(exc)) from None
+        with self._lock:
+            # one this backend just applied exists, even before its watch event arrives, unless seen deleted
+            exists = set(deployments) | (self._applied - deleted)
+        return [pod_view(p) for p in pods.values()], exists
 
     def observe(self, refs: dict[str, ReplicaRef]) -> dict[str, ReplicaStatus]:
         pods, deployments = self._list_pods()
@@ -232,6 +253,18 @@ class KubernetesBackend:
                         self._claims[replica] = pod.name
                     out[replica] = replica_status(pod, self._port(refs[replica]))
         return out
+
+    @property
+    def changes(self) -> int:
+        """How many changes the watches have seen (to wait for the next with `wait_change`)."""
+        return self.pods.changes + self.deployments.changes
+
+    def wait_change(self, after: int, timeout: float) -> int:
+        """Block until the watches have seen more than `after` changes, or `timeout` passes; returns the count."""
+        self._watching()
+        with self._changed:
+            self._changed.wait_for(lambda: self.changes > after, timeout)
+            return self.changes
 
     def _port(self, ref: ReplicaRef) -> int:
         try:
@@ -288,9 +321,13 @@ class KubernetesBackend:
             if getattr(exc, "status", None) != 404:
                 raise KubernetesError(describe_failure(exc, f"deleting Service {spec.workload}")) from None
         with self._lock:
+            self._applied -= {d for d, s in self._slices.items() if s.service == name}
             for dep in [d for d, s in self._slices.items() if s.service == name]:
                 for replica in self._slices.pop(dep).members:
                     self._claims.pop(replica, None)
 
     def close(self) -> None:
-        self.api.close()
+        self.pods.stop()
+        self.deployments.stop()
+        if self.owns_api:
+            self.api.close()
