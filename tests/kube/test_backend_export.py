@@ -86,3 +86,43 @@ def test_export_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "name" in err
     assert main(["export", "kubernetes", "-f", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_export_a_service_of_the_running_control_plane(kube_cluster, namespace, tmp_path):
+    """`tidal export kubernetes NAME` against a real control plane (`tidal up`), then the API server's dry run."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.kube.cluster import REPO_ROOT
+
+    env = {**os.environ, "TIDAL_HOME": str(tmp_path / "home")}
+    env.pop("TIDAL_CONTEXT", None)
+    (tmp_path / "bucket").mkdir()
+
+    def tidal(*argv: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "tidal", *argv], env=env, capture_output=True, text=True,
+                              timeout=60, cwd=REPO_ROOT)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc.stdout
+
+    tidal("up", "--port", "0", "--gateway-port", "0")
+    try:
+        tidal("volume", "create", "model-pvc", "--url", f"file://{tmp_path / 'bucket'}")
+        tidal("serve", "tensorflow", "--name=bert", "--version=v1", "--model-path=/models/bert",
+              "--data=model-pvc:/models", "--replicas=0")
+        tidal("autoscale", "bert", "--min", "1", "--max", "5", "--target-qps", "10")
+        objects = list(yaml.safe_load_all(tidal("export", "kubernetes", "bert", "-n", namespace)))
+    finally:
+        subprocess.run([sys.executable, "-m", "tidal", "down"], env=env, capture_output=True, timeout=90,
+                       cwd=REPO_ROOT)
+    kinds = {o["kind"]: o for o in objects}
+    assert list(kinds) == ["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Ingress"]
+    assert kinds["Deployment"]["metadata"]["name"] == "bert-v1-tensorflow-serving"
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 5) and hpa["metrics"][0]["type"] == "External"
+    from kubernetes import dynamic
+    client = dynamic.DynamicClient(kube_cluster.api)
+    for obj in objects:
+        resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        resource.create(body=obj, namespace=namespace, dry_run="All")

@@ -84,16 +84,21 @@ def from_control_plane(name: str):
     """(spec, HPA or None) from the running control plane's view of the service."""
     from tidal.commands.common import client
     view = client().get(f"/services/{name}")
+    if isinstance(view.get("spec"), dict):  # the whole spec, where the control plane gives it
+        return _service_spec(view["spec"], f"service {name}"), _view_hpa(view, name)
+    # Otherwise what the service's view shows (resources and env are not in it).
     data = {"name": view["name"], "version": view["version"], "type": view["type"], "image": view.get("image", ""),
             "gpus": view.get("gpus", 0), "selector": view.get("selector") or {}, "replicas": max(view["desired"], 0),
             "data": [{"volume": d.split(":", 1)[0], "mount": d.split(":", 1)[1]} for d in view.get("data") or []],
             "model_name": view.get("model_name", ""), "model_path": view.get("model_path", ""),
             "version_policy": view.get("version_policy", "latest"),
             "port": view["ports"]["grpc"], "restful_port": view["ports"]["rest"]}
-    spec = _service_spec(data, f"service {name}")
+    return _service_spec(data, f"service {name}"), _view_hpa(view, name)
+
+
+def _view_hpa(view: dict, name: str):
     auto = view.get("autoscaler")
-    hpa = _hpa(auto["document"], f"service {name}") if auto and auto.get("document") else None
-    return spec, hpa
+    return _hpa(auto["document"], f"service {name}") if auto and auto.get("document") else None
 
 
 def run(args) -> int:
