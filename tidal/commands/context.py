@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="context in the kubeconfig (default: its current-context)")
     add.add_argument("--namespace", "-n", required=True, help="namespace of the services' objects")
     add.add_argument("--image", default="", help="image that runs `tidal model-server` in the cluster")
+    add.add_argument("--provider", default="karpenter", choices=["karpenter", "eks", "gke", "aks"],
+                     help="how the cluster's nodes say spot or on-demand (default: %(default)s)")
     add.add_argument("--no-check", action="store_true", help="do not contact the cluster now")
     use = sub.add_parser("use", help="make a context the current one")
     use.add_argument("name")
@@ -47,7 +49,8 @@ def run(args) -> int:
             raise UserError(f"kubeconfig {args.kubeconfig} does not exist")
         try:
             context = Context(name=args.name, kind=ContextKind.KUBERNETES, kubeconfig=kubeconfig,
-                              kube_context=args.kube_context, namespace=args.namespace, image=args.image)
+                              kube_context=args.kube_context, namespace=args.namespace, image=args.image,
+                              provider=args.provider)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise UserError(f"invalid context {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
@@ -71,7 +74,8 @@ def run(args) -> int:
     current = store.current_name()
     contexts = store.list()
     rows = [{"name": c.name, "current": c.name == current, "kind": str(c.kind), "kubeconfig": c.kubeconfig,
-             "context": c.kube_context, "namespace": c.namespace, "image": c.image} for c in contexts]
+             "context": c.kube_context, "namespace": c.namespace, "image": c.image,
+             "provider": c.provider if c.is_kubernetes else ""} for c in contexts]
     if emit(rows, args.output):
         return 0
     table(["CURRENT", "NAME", "KIND", "NAMESPACE", "KUBECONFIG", "CONTEXT"],

@@ -90,7 +90,9 @@ class KubernetesBackend:
         except BaseException:
             api.close()
             raise
-        opts = options or RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image)
+        from tidal.backends.kubernetes.presets import preset
+        opts = options or RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image,
+                                        labels=preset(context.provider))
         return cls(api, context.namespace, spec_of, opts, owns_api=True)
 
     # -- placement --------------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ class KubernetesBackend:
         value = labels.get(names.capacity_label)
         if value == names.spot_value:
             billing = "spot"
-        elif value == names.on_demand_value:
+        elif value == names.on_demand_value or (not names.on_demand_value and value is None):
             billing = "on-demand"
         else:
             raise KubernetesError(f"node {launch.node} has no {names.capacity_label} label of "

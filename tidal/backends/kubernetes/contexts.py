@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tidal.errors import NotFound, UserError
 
@@ -34,6 +34,14 @@ class Context(BaseModel):
     kube_context: str = ""     # a context in that kubeconfig; empty: its current-context
     namespace: str = ""
     image: str = ""            # the image that runs `tidal model-server` in the cluster
+    provider: str = "karpenter"  # a preset in tidal.backends.kubernetes.presets: how nodes say spot or on-demand
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        from tidal.backends.kubernetes.presets import preset
+        preset(v)
+        return v
 
     @property
     def is_kubernetes(self) -> bool:

@@ -30,7 +30,7 @@ class NodeLabels:
     """How the cluster marks spot and on-demand nodes (a provider preset; Karpenter's by default)."""
     capacity_label: str = "karpenter.sh/capacity-type"
     spot_value: str = "spot"
-    on_demand_value: str = "on-demand"
+    on_demand_value: str = "on-demand"     # "": on-demand nodes carry no such label (matched as "not spot")
     zone_label: str = ZONE_LABEL
     spot_taints: tuple[dict, ...] = ()  # tolerations spot pods need, e.g. AKS's scalesetpriority=spot:NoSchedule
 
@@ -233,8 +233,12 @@ def pod_spec(spec: ServiceSpec, opts: RenderOptions, config: str | None, placeme
 
 
 def placement_terms(placement: Placement, labels: NodeLabels) -> list[dict]:
-    value = labels.spot_value if placement.billing == "spot" else labels.on_demand_value
-    terms = [{"key": labels.capacity_label, "operator": "In", "values": [value]}]
+    if placement.billing == "spot":
+        terms = [{"key": labels.capacity_label, "operator": "In", "values": [labels.spot_value]}]
+    elif labels.on_demand_value:
+        terms = [{"key": labels.capacity_label, "operator": "In", "values": [labels.on_demand_value]}]
+    else:  # NotIn also matches nodes without the label, which is how these providers mark on-demand ones
+        terms = [{"key": labels.capacity_label, "operator": "NotIn", "values": [labels.spot_value]}]
     if placement.zone:
         terms.append({"key": labels.zone_label, "operator": "In", "values": [placement.zone]})
     return terms
