@@ -34,7 +34,7 @@ class Harness:
 
     def launch(self, replica: str, node: str, env: dict | None = None) -> ReplicaLaunch:
         return ReplicaLaunch(replica=replica, service="bert", node=node, model_name="bert",
-                             model_base_path="/models/bert", version_policy="latest", gpus=0, env=env or {})
+                             model_base_path="s3://models/bert", version_policy="latest", gpus=0, env=env or {})
 
     def until(self, what: str, done: Callable[[], bool], backend: KubernetesBackend | None = None) -> None:
         """Check `done` after every change a watch sees (the backend's own, or the namespace's pods) until it holds."""
@@ -89,6 +89,9 @@ def test_replicas_on_spot_and_on_demand_slices(h):
     dep = h.apps.read_namespaced_deployment(refs["r1"]["deployment"], h.ns)
     assert "s3cr3t" not in str(dep.to_dict())
     assert dep.spec.template.spec.containers[0].env_from[0].secret_ref.name == "bert-v1-tensorflow-serving-env"
+    # the path the control plane resolved (no PVC here), given to TF Serving's own binary in the user's image
+    container = dep.spec.template.spec.containers[0]
+    assert container.command == ["tensorflow_model_server"] and "--model_base_path=s3://models/bert" in container.args
 
     # scale to 3: two more on spot, one per zone
     refs["r2"] = backend.start_replica(h.launch("r2", "spot-a-1")).ref

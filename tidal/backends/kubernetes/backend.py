@@ -173,9 +173,10 @@ class KubernetesBackend:
         opts = self.opts
         if launch.env:
             opts = RenderOptions(**{**vars(self.opts), "env_secret": self._env_secret(spec)})
+        # With --data, the model path is inside a PVC mounted in the pod, not where this machine resolved it.
+        base_path = None if spec.data else (launch.model_base_path or None)
         try:
-            self._apply(render.deployment(spec, opts, count, config, placement, owners,
-                                          model_base_path=launch.model_base_path or None))
+            self._apply(render.deployment(spec, opts, count, config, placement, owners, model_base_path=base_path))
         except KubernetesError:
             with self._lock:
                 piece.members.discard(launch.replica)
