@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("tidal.commands.logs", "a replica's model-server log"),
     "version": ("tidal.commands.version", "Tidal's version, Python's and the model runtimes'"),
     "doctor": ("tidal.commands.doctor", "what is installed: runtimes, extras, GPUs, ports, TIDAL_HOME, control plane"),
+    "context": ("tidal.commands.context", "where commands act: this machine (local) or a Kubernetes cluster"),
+    "export": ("tidal.commands.export", "a service as Kubernetes manifests (arena's names), for GitOps"),
 }
 
 

@@ -1,0 +1,132 @@
+"""Contexts: where Tidal's commands act (`local`, this machine, or a Kubernetes cluster named by a kubeconfig).
+
+Contexts live in TIDAL_HOME/contexts.json (0600). A context points at a kubeconfig and never copies what is in
+it (tokens, keys). TIDAL_CONTEXT, when set, overrides the context chosen with `tidal context use`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tidal.errors import NotFound, UserError
+
+LOCAL = "local"
+CONTEXT_ENV = "TIDAL_CONTEXT"
+FILE_NAME = "contexts.json"
+
+
+class ContextKind(StrEnum):
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+
+
+class Context(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    kind: ContextKind = ContextKind.LOCAL
+    kubeconfig: str = ""       # an absolute path; empty: the client's default (KUBECONFIG, ~/.kube/config)
+    kube_context: str = ""     # a context in that kubeconfig; empty: its current-context
+    namespace: str = ""
+    image: str = ""            # the image that runs `tidal model-server` in the cluster
+    provider: str = "karpenter"  # a preset in tidal.backends.kubernetes.presets: how nodes say spot or on-demand
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        from tidal.backends.kubernetes.presets import preset
+        preset(v)
+        return v
+
+    @property
+    def is_kubernetes(self) -> bool:
+        return self.kind is ContextKind.KUBERNETES
+
+
+LOCAL_CONTEXT = Context(name=LOCAL)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current: str = LOCAL
+    contexts: list[Context] = Field(default_factory=list)
+
+
+def _write_private(path: Path, data: str) -> None:
+    """Write readable by the owner alone, never world-readable even for an instant, replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+class ContextStore:
+    def __init__(self, root: Path, env: Mapping[str, str] | None = None) -> None:
+        self.path = root / FILE_NAME
+        self.env = os.environ if env is None else env
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ContextStore":
+        from tidal.control.home import Home
+        return cls(Home.from_env(env).root, env)
+
+    def _load(self) -> _File:
+        try:
+            return _File.model_validate_json(self.path.read_text())
+        except FileNotFoundError:
+            return _File()
+        except (OSError, ValidationError, ValueError) as exc:
+            raise UserError(f"{self.path} cannot be read ({str(exc).splitlines()[0]}): fix or remove it") from None
+
+    def _save(self, f: _File) -> None:
+        _write_private(self.path, json.dumps(f.model_dump(mode="json"), indent=2) + "\n")
+
+    def list(self) -> list[Context]:
+        return [LOCAL_CONTEXT, *sorted(self._load().contexts, key=lambda c: c.name)]
+
+    def get(self, name: str) -> Context:
+        for c in self.list():
+            if c.name == name:
+                return c
+        raise NotFound(f"context {name!r} not found (tidal context list shows them)")
+
+    def current_name(self) -> str:
+        return self.env.get(CONTEXT_ENV, "").strip() or self._load().current
+
+    def current(self) -> Context:
+        return self.get(self.current_name())
+
+    def add(self, context: Context) -> None:
+        if context.name == LOCAL:
+            raise UserError("context 'local' is built in (this machine) and cannot be replaced")
+        f = self._load()
+        f.contexts = [c for c in f.contexts if c.name != context.name] + [context]
+        self._save(f)
+
+    def use(self, name: str) -> Context:
+        context = self.get(name)
+        f = self._load()
+        f.current = name
+        self._save(f)
+        return context
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        if name == LOCAL:
+            raise UserError("context 'local' is built in and cannot be removed")
+        f = self._load()
+        f.contexts = [c for c in f.contexts if c.name != name]
+        if f.current == name:
+            f.current = LOCAL
+        self._save(f)

@@ -1,0 +1,84 @@
+"""`tidal context`: add, use, list and remove the places Tidal's commands act on (this machine or a cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tidal.commands.common import add_output, emit, table
+from tidal.errors import UserError
+
+EXAMPLE = """examples:
+  tidal context add prod --kubernetes --kubeconfig ~/.kube/config --context prod-admin --namespace serving
+  tidal context use prod        # later commands act on the cluster (TIDAL_CONTEXT=NAME for one command)
+  tidal context use local       # back to this machine (the default)
+  tidal context list
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLE
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    add = sub.add_parser("add", help="add (or replace) a context")
+    add.add_argument("name")
+    add.add_argument("--kubernetes", action="store_true", required=True, help="a Kubernetes cluster")
+    add.add_argument("--kubeconfig", default="", help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config); "
+                                                      "Tidal keeps its path, never its contents")
+    add.add_argument("--context", dest="kube_context", default="",
+                     help="context in the kubeconfig (default: its current-context)")
+    add.add_argument("--namespace", "-n", required=True, help="namespace of the services' objects")
+    add.add_argument("--image", default="", help="image that runs `tidal model-server` in the cluster")
+    add.add_argument("--provider", default="karpenter", choices=["karpenter", "eks", "gke", "aks"],
+                     help="how the cluster's nodes say spot or on-demand (default: %(default)s)")
+    add.add_argument("--no-check", action="store_true", help="do not contact the cluster now")
+    use = sub.add_parser("use", help="make a context the current one")
+    use.add_argument("name")
+    ls = sub.add_parser("list", help="list contexts (* marks the current one)")
+    add_output(ls)
+    rm = sub.add_parser("remove", help="remove a context")
+    rm.add_argument("name")
+
+
+def run(args) -> int:
+    from tidal.backends.kubernetes.contexts import CONTEXT_ENV, Context, ContextKind, ContextStore
+    store = ContextStore.from_env()
+    if args.action == "add":
+        from pydantic import ValidationError
+        kubeconfig = os.path.abspath(os.path.expanduser(args.kubeconfig)) if args.kubeconfig else ""
+        if kubeconfig and not os.path.isfile(kubeconfig):
+            raise UserError(f"kubeconfig {args.kubeconfig} does not exist")
+        try:
+            context = Context(name=args.name, kind=ContextKind.KUBERNETES, kubeconfig=kubeconfig,
+                              kube_context=args.kube_context, namespace=args.namespace, image=args.image,
+                              provider=args.provider)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UserError(f"invalid context {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        note = ""
+        if not args.no_check:
+            from tidal.backends.kubernetes.client import check_access
+            note = f" (Kubernetes {check_access(context)}, namespace {context.namespace})"
+        store.add(context)
+        print(f"context/{context.name} added{note}")
+        return 0
+    if args.action == "use":
+        context = store.use(args.name)
+        print(f"current context: {context.name}")
+        if os.environ.get(CONTEXT_ENV, "").strip() not in ("", context.name):
+            print(f"note: {CONTEXT_ENV}={os.environ[CONTEXT_ENV]} overrides it in this shell")
+        return 0
+    if args.action == "remove":
+        store.remove(args.name)
+        print(f"context/{args.name} removed")
+        return 0
+    current = store.current_name()
+    contexts = store.list()
+    rows = [{"name": c.name, "current": c.name == current, "kind": str(c.kind), "kubeconfig": c.kubeconfig,
+             "context": c.kube_context, "namespace": c.namespace, "image": c.image,
+             "provider": c.provider if c.is_kubernetes else ""} for c in contexts]
+    if emit(rows, args.output):
+        return 0
+    table(["CURRENT", "NAME", "KIND", "NAMESPACE", "KUBECONFIG", "CONTEXT"],
+          [["*" if r["current"] else "", r["name"], r["kind"], r["namespace"], r["kubeconfig"], r["context"]]
+           for r in rows])
+    return 0

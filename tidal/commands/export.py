@@ -1,0 +1,124 @@
+"""`tidal export kubernetes`: a service as the Kubernetes manifests arena would make, for GitOps without Tidal's controller."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from tidal.errors import UserError
+
+EXAMPLE = """examples:
+  tidal export kubernetes -f service.yaml > bert.yaml      # a file with a Service (and its HPA) document
+  tidal export kubernetes bert-tfserving -n serving          # a service of the running control plane
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXAMPLE
+    parser.add_argument("target", choices=["kubernetes"], help="what to export to")
+    parser.add_argument("name", nargs="?", help="a service of the running control plane (instead of -f)")
+    parser.add_argument("-f", "--filename", help="a YAML file with a Service document ('-' for stdin)")
+    parser.add_argument("-n", "--namespace", help="namespace of the objects (default: the current context's, "
+                                                  "else default)")
+    parser.add_argument("--image", help="image that runs `tidal model-server` when the service names none "
+                                        "(default: the current context's, else tidal:latest)")
+    parser.add_argument("--ingress-host", default="", help="host of the Ingress rule (default: any)")
+    parser.add_argument("--ingress-class", default="", help="ingressClassName of the Ingress (default: the cluster's)")
+
+
+def _read_documents(path: str) -> list[dict]:
+    import sys
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    for d in docs:
+        if not isinstance(d, dict) or "kind" not in d:
+            raise UserError(f"{path}: every document needs a kind")
+    return docs
+
+
+def _service_spec(data: dict, where: str):
+    from pydantic import ValidationError
+
+    from tidal.spec import Admission, ServiceSpec
+    try:
+        return ServiceSpec.admit(data, Admission())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise UserError(f"{where}: {loc + ': ' if loc else ''}{first['msg']}") from None
+
+
+def _hpa(document: dict, where: str):
+    from tidal.autoscaling.spec import parse_hpa
+    from tidal.errors import InvalidArgument
+    try:
+        return parse_hpa(document)
+    except InvalidArgument as exc:
+        raise UserError(f"{where}: HorizontalPodAutoscaler: {exc}") from None
+
+
+def from_file(path: str):
+    """(spec, its HPA or None) from a file of Tidal's Service document and, optionally, an HPA aimed at it."""
+    docs = _read_documents(path)
+    services = [d for d in docs if d["kind"] == "Service"]
+    if len(services) != 1:
+        raise UserError(f"{path}: expected one Service document, found {len(services)}")
+    spec = _service_spec(services[0].get("spec") or {}, path)
+    hpa = None
+    for d in docs:
+        if d["kind"] == "HorizontalPodAutoscaler":
+            candidate = _hpa(d, path)
+            if candidate.scale_target_ref.name in (spec.workload, spec.name):
+                hpa = candidate
+    return spec, hpa
+
+
+def from_control_plane(name: str):
+    """(spec, HPA or None) from the running control plane's view of the service."""
+    from tidal.commands.common import client
+    view = client().get(f"/services/{name}")
+    if isinstance(view.get("spec"), dict):  # the whole spec, where the control plane gives it
+        return _service_spec(view["spec"], f"service {name}"), _view_hpa(view, name)
+    # Otherwise what the service's view shows (resources and env are not in it).
+    data = {"name": view["name"], "version": view["version"], "type": view["type"], "image": view.get("image", ""),
+            "gpus": view.get("gpus", 0), "selector": view.get("selector") or {}, "replicas": max(view["desired"], 0),
+            "data": [{"volume": d.split(":", 1)[0], "mount": d.split(":", 1)[1]} for d in view.get("data") or []],
+            "model_name": view.get("model_name", ""), "model_path": view.get("model_path", ""),
+            "version_policy": view.get("version_policy", "latest"),
+            "port": view["ports"]["grpc"], "restful_port": view["ports"]["rest"]}
+    return _service_spec(data, f"service {name}"), _view_hpa(view, name)
+
+
+def _view_hpa(view: dict, name: str):
+    auto = view.get("autoscaler")
+    return _hpa(auto["document"], f"service {name}") if auto and auto.get("document") else None
+
+
+def run(args) -> int:
+    from tidal.backends.kubernetes.contexts import ContextStore
+    from tidal.backends.kubernetes.render import RenderOptions, manifests
+
+    if bool(args.name) == bool(args.filename):
+        raise UserError("give a service NAME or -f FILE (one of them)")
+    spec, hpa = from_file(args.filename) if args.filename else from_control_plane(args.name)
+    user_config = None
+    if spec.model_config_file:
+        try:
+            user_config = Path(spec.model_config_file).read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read the model config file {spec.model_config_file}: "
+                            f"{exc.strerror or exc}") from None
+    context = ContextStore.from_env().current()
+    opts = RenderOptions(namespace=args.namespace or context.namespace or "default",
+                         image=args.image or context.image or RenderOptions.image,
+                         ingress_host=args.ingress_host, ingress_class=args.ingress_class)
+    objects = manifests(spec, opts, user_config=user_config, hpa=hpa, with_ingress=True)
+    print(yaml.safe_dump_all(objects, sort_keys=False).rstrip())
+    return 0
