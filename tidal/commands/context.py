@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
     add = sub.add_parser("add", help="add (or replace) a context")
-    add.add_argument("name")
+    add.add_argument("name", help="the context's name (lower case, digits and -; `local` is built in)")
     add.add_argument("--kubernetes", action="store_true", required=True, help="a Kubernetes cluster")
     add.add_argument("--kubeconfig", default="", help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config); "
                                                       "Tidal keeps its path, never its contents")
@@ -32,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="how the cluster's nodes say spot or on-demand (default: %(default)s)")
     add.add_argument("--no-check", action="store_true", help="do not contact the cluster now")
     use = sub.add_parser("use", help="make a context the current one")
-    use.add_argument("name")
+    use.add_argument("name", help="a context from `tidal context list`, or local")
     ls = sub.add_parser("list", help="list contexts (* marks the current one)")
     add_output(ls)
     rm = sub.add_parser("remove", help="remove a context")
-    rm.add_argument("name")
+    rm.add_argument("name", help="the context to forget (its kubeconfig is left as it is)")
 
 
 def run(args) -> int:
