@@ -20,12 +20,13 @@ from tidal.console.model import (Decision, Event, Latency, Node, NodePool, NodeP
 from tidal.console.readmodel import ReadModel, StoreReadModel
 from tidal.control.operations import Operations, ScaleRequest
 from tidal.errors import FailedPrecondition
+from tidal.states import REPLICA_RUNNING, REPLICA_SERVING
 
 log = logging.getLogger(__name__)
 
 # Replicas that hold a node (and so cost money); "pending" ones wait for one.
-_PLACED = ("starting", "ready", "notified", "draining")
-_READY = ("ready", "notified")
+_PLACED = REPLICA_RUNNING
+_READY = REPLICA_SERVING
 _WINDOW = 15.0  # seconds of gateway traffic behind "QPS" and the latency percentiles
 
 

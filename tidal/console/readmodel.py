@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Optional, Protocol
 
 from tidal.errors import NotFound
+from tidal.states import ReplicaState
 
 # Replica states the store calls active (its default), and every state a replica's story can hold.
-EVERY_REPLICA_STATE = ("pending", "starting", "ready", "notified", "draining", "stopped", "failed")
+EVERY_REPLICA_STATE = tuple(ReplicaState)
 
 
 class ReadModel(Protocol):

@@ -237,8 +237,7 @@ class Api:
             reps = [self.store.get_replica(name)]
         except NotFound:
             self.store.get_service(name)
-            reps = self.store.replicas(name, states=("pending", "starting", "ready", "notified", "draining",
-                                                     "stopped", "failed"))[-5:]
+            reps = self.store.replicas(name, states=tuple(ReplicaState))[-5:]
         out = []
         for r in reps:
             lines = self.r.backend.logs(r.id, tail).splitlines()

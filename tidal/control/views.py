@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from tidal.control.store import NodeRow, ReplicaRow, ServiceRow
+from tidal.states import REPLICA_ACTIVE, REPLICA_SERVING, ReplicaState
 
 
 def service_view(row: ServiceRow, replicas: list[ReplicaRow], gateway_url: str,
                  autoscaler: tuple[dict, dict | None] | None = None, nodes: dict[str, NodeRow] | None = None) -> dict:
     spec = row.spec
     mine = [r for r in replicas if r.service == spec.name]
-    shown = [r for r in mine if r.state in ("pending", "starting", "ready", "notified", "draining")]
-    available = sum(1 for r in mine if r.state in ("ready", "notified"))
+    shown = [r for r in mine if r.state in REPLICA_ACTIVE]
+    available = sum(1 for r in mine if r.state in REPLICA_SERVING)
     # The latest failures with their reasons (a model path that does not exist, a process that exited), so
     # `serve get` says why a replica is not coming up; older ones are in `tidal events`.
-    failed = sorted((r for r in mine if r.state == "failed"), key=lambda r: -(r.stopped_at or r.created_at))[:3]
+    failed = sorted((r for r in mine if r.state == ReplicaState.FAILED), key=lambda r: -(r.stopped_at or r.created_at))[:3]
     out = {
         "name": spec.name,
         "version": spec.version,
