@@ -254,6 +254,7 @@ class Adapter:
                     info = target[key]
                     info.name = spec.name
                     info.dtype = tensor_proto.DT_ENUM[spec.datatype]
+                    info.tensor_shape.unknown_rank = not getattr(spec, "rank_known", True)
                     for d in spec.shape:
                         info.tensor_shape.dim.add().size = d
         response = pb.get_model_metadata_pb2.GetModelMetadataResponse()
