@@ -70,8 +70,10 @@ def configure_threads(options: RuntimeOptions) -> tuple[int, int]:
         return _threads
 
 
-def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraphDef:
-    """The meta graph with `tag` from saved_model.pb (or .pbtxt) in a version directory."""
+def read_meta_graph(path: str, tags: tuple[str, ...] = (SERVE_TAG,)) -> meta_graph_pb2.MetaGraphDef:
+    """The meta graph carrying all of `tags` from saved_model.pb (or .pbtxt) in a version directory."""
+    if isinstance(tags, str):
+        tags = (tags,)
     model = saved_model_pb2.SavedModel()
     pb = os.path.join(path, "saved_model.pb")
     try:
@@ -86,10 +88,11 @@ def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraph
     except Exception as e:  # protobuf's DecodeError / ParseError
         raise FailedPrecondition(f"saved_model.pb is not a valid SavedModel: {_clean(e)}") from None
     for meta_graph in model.meta_graphs:
-        if tag in meta_graph.meta_info_def.tags:
+        if set(tags) <= set(meta_graph.meta_info_def.tags):
             return meta_graph
     found = [list(m.meta_info_def.tags) for m in model.meta_graphs]
-    raise FailedPrecondition(f"the SavedModel has no meta graph tagged '{tag}' (its tags: {found})")
+    raise FailedPrecondition(f"the SavedModel has no meta graph tagged '{','.join(tags)}' (its tags: {found}); "
+                             f"choose one with --saved_model_tags")
 
 
 class _Unsupported(Exception):
@@ -140,10 +143,10 @@ class TensorFlowRuntime:
 
     platform = PLATFORM
 
-    def __init__(self, path: str) -> None:
-        meta_graph = read_meta_graph(path)
+    def __init__(self, path: str, tags: tuple[str, ...] = (SERVE_TAG,)) -> None:
+        meta_graph = read_meta_graph(path, tags)
         try:
-            self._model = tf.saved_model.load(path, tags=[SERVE_TAG])
+            self._model = tf.saved_model.load(path, tags=list(meta_graph.meta_info_def.tags))
         except Exception as e:
             raise FailedPrecondition(f"TensorFlow cannot load the SavedModel: {_clean(e)}") from None
         self.signatures: dict[str, Signature] = {}
@@ -210,4 +213,4 @@ def _clean(e: BaseException) -> str:
 
 def load(path: str, options: RuntimeOptions) -> TensorFlowRuntime:
     configure_threads(options)
-    return TensorFlowRuntime(path)
+    return TensorFlowRuntime(path, tuple(options.saved_model_tags))
