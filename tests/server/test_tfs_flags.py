@@ -116,3 +116,19 @@ def test_monitoring_config():
         parse_monitoring_config('prometheus_config { enable: true path: "metrics" }')
     with pytest.raises(UserError, match="unknown field 'enabled'"):
         parse_monitoring_config("prometheus_config { enabled: true }")
+
+
+def test_the_docs_table_lists_every_flag():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "tf-serving-flags.md").read_text()
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    tidal_own = {"--rest_api_host", "--rest_api_max_body_bytes", "--request_memory_budget_bytes", "--drain_seconds",
+                 "--model_cache_dir", "-h", "--help"}
+    flags = {s for a in parser._actions for s in a.option_strings} - tidal_own
+    missing = sorted(f for f in flags if f"| `{f}` |" not in text)
+    assert not missing, missing
+    for flag in tfs_flags.FLAGS:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `--{flag.name}` |"))
+        assert flag.treatment.value.split()[0] in row, row
