@@ -163,6 +163,13 @@ async def test_max_batch_size_splits_the_queue_and_bigger_requests_are_refused()
         await b.submit({"x": np.ones((5, 1))})
 
 
+async def test_default_batching_runs_an_oversized_request_alone():
+    model = GatedModel()
+    b = make_batcher(model, max_batch_size=3, oversize_runs_alone=True)
+    model.gate.set()
+    assert (await b.submit({"x": np.ones((5, 1))}))["y"].shape == (5, 1) and model.batches[-1] == (5, 1)
+
+
 async def test_large_batch_splitting_cuts_a_big_request_into_execution_sized_runs():
     model = GatedModel()
     b = make_batcher(model, max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=3)

@@ -189,6 +189,7 @@ class Batcher:
         self._run = run
         self._max = options.execution_batch_size
         self._input_max = options.max_batch_size
+        self._oversize_alone = options.oversize_runs_alone
         self._capacity = options.max_batch_size * options.max_enqueued_batches
         self._timeout = options.batch_timeout_micros / 1e6
         self._pad = options.pad_variable_length_inputs
@@ -220,6 +221,8 @@ class Batcher:
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch_rows(inputs)
         if rows > self._max:
+            if self._oversize_alone and rows > self._input_max:
+                return await self._executor.call(self._run, self._sig_name, inputs)
             if rows > self._input_max:
                 # TF Serving's batcher refuses it too (rather than running it unbatched).
                 raise InvalidArgument(f"Task size {rows} is larger than maximum input batch size {self._input_max}")

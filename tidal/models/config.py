@@ -112,6 +112,9 @@ class BatchingOptions(BaseModel):
     # most max_execution_batch_size rows, which batch with others; without it a larger request is refused.
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: PositiveInt | None = None
+    # Tidal's own: batching nobody asked for (TF Serving batches only with --enable_batching) must not
+    # refuse what an unbatched server runs, so a request over max_batch_size then runs alone.
+    oversize_runs_alone: bool = False
     # Tidal's own: a batch whose measured run time is below this runs on the event loop,
     # saving a thread handoff for tiny models.
     inline_threshold_micros: NonNegativeInt = 200

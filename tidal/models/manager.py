@@ -67,7 +67,7 @@ class ModelManager:
             raise InvalidArgument(f"model {duplicates[0]!r} is configured more than once")
         self._clock = clock or RealClock()
         self._poll_seconds = poll_seconds
-        self._batching = batching or BatchingOptions()
+        self._batching = batching or BatchingOptions(oversize_runs_alone=True)
         self._runtime_options = runtime_options or RuntimeOptions()
         self._on_batch = on_batch
         self._retry = retry or RetryPolicy()

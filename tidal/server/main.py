@@ -216,7 +216,9 @@ def batching_options(settings: ServerSettings):
         return BatchingOptions(enabled=False)
     if settings.batching_parameters_file:
         return load_batching_parameters_file(settings.batching_parameters_file)
-    return None  # the manager's default: on, with TF Serving's parameters
+    if settings.enable_batching:
+        return BatchingOptions()  # asked for: TF Serving's parameters, its size limit included
+    return None  # the manager's default: on, with TF Serving's parameters, oversized requests run alone
 
 
 class ModelServer:
