@@ -35,6 +35,7 @@ class _Model:
         self.aspired: tuple[int, ...] = ()
         self.last_error: str | None = None
         self.warned_empty = False
+        self.retired = False  # dropped by reconfigure: a poll already under way must not load it again
         self.lock = asyncio.Lock()
 
     def states(self) -> dict[int, VersionState]:
@@ -138,6 +139,7 @@ class ModelManager:
                 model.config = config
                 await self._poll_model(model)
         for model in retired:
+            model.retired = True
             async with model.lock:
                 for version in sorted(model.available):
                     await self._unload(model, version)
@@ -158,6 +160,8 @@ class ModelManager:
 
     async def _poll_model(self, model: _Model) -> None:
         async with model.lock:
+            if model.retired:
+                return
             try:
                 present = await asyncio.to_thread(model.repository.list_versions)
             except Exception as e:
