@@ -126,8 +126,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="times a version that failed to load is tried again (default 5)")
     p("--load_retry_interval_micros", type=int, default=60_000_000, metavar="US",
       help="wait between load retries in microseconds (default 60000000)")
-    p("--version", action="version", version="TensorFlow ModelServer: tidal model-server (TF Serving API 2)")
+    p("--version", action=_Version, nargs=0, help="print the version and exit")
     tfs_flags.add_arguments(parser)
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        import tidal
+
+        print(f"TensorFlow ModelServer: tidal model-server {tidal.__version__} (TF Serving's REST and gRPC APIs)")
+        parser.exit()
 
 
 def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
