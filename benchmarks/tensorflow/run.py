@@ -79,7 +79,7 @@ def version_dir(model: str) -> Path:
 # -- the server -----------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.rest_port, self.grpc_port = free_port(), free_port()
         config = OUT / "models.config"
         config.write_text("model_config_list {\n" + "".join(
@@ -87,7 +87,7 @@ class Server:
         argv = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "tidal", "model-server",
                 "--port", str(self.grpc_port), "--rest_api_host", "127.0.0.1", "--rest_api_port", str(self.rest_port),
                 "--model_config_file", str(config), "--tensorflow_intra_op_parallelism", str(THREADS),
-                "--tensorflow_inter_op_parallelism", str(THREADS)]
+                "--tensorflow_inter_op_parallelism", str(THREADS), *extra_args]
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
                                      env=dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2"))

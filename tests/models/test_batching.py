@@ -150,7 +150,7 @@ async def test_full_queue_is_resource_exhausted():
     await first
 
 
-async def test_max_batch_size_splits_the_queue_and_big_requests_run_alone():
+async def test_max_batch_size_splits_the_queue_and_bigger_requests_are_refused():
     model = GatedModel()
     b = make_batcher(model, max_batch_size=3)
     first = await first_blocks(b, model)
@@ -159,8 +159,27 @@ async def test_max_batch_size_splits_the_queue_and_big_requests_run_alone():
     model.gate.set()
     await asyncio.gather(first, *rest)
     assert model.batches[1:] == [(3, 1), (2, 1)]  # 2 + 1 fit in 3 (the 1 jumps ahead of the second 2), then 2
-    big = await b.submit({"x": np.ones((5, 1))})
-    assert big["y"].shape == (5, 1) and model.batches[-1] == (5, 1)
+    with pytest.raises(InvalidArgument, match="Task size 5 is larger than maximum input batch size 3"):
+        await b.submit({"x": np.ones((5, 1))})
+
+
+async def test_default_batching_runs_an_oversized_request_alone():
+    model = GatedModel()
+    b = make_batcher(model, max_batch_size=3, oversize_runs_alone=True)
+    model.gate.set()
+    assert (await b.submit({"x": np.ones((5, 1))}))["y"].shape == (5, 1) and model.batches[-1] == (5, 1)
+
+
+async def test_large_batch_splitting_cuts_a_big_request_into_execution_sized_runs():
+    model = GatedModel()
+    b = make_batcher(model, max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=3)
+    model.gate.set()
+    x = np.arange(7, dtype=np.float64).reshape(7, 1)
+    out = await b.submit({"x": x})
+    assert out["y"].tolist() == (x * 10).tolist()
+    assert max(rows for rows, _ in model.batches) <= 3 and sum(rows for rows, _ in model.batches) == 7
+    with pytest.raises(InvalidArgument, match="Task size 9 is larger than maximum input batch size 8"):
+        await b.submit({"x": np.ones((9, 1))})
 
 
 async def test_allowed_batch_sizes_pad_and_trim():

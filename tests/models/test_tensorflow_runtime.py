@@ -135,14 +135,23 @@ def test_unservable_signatures_are_skipped_and_a_model_with_none_is_refused(tmp_
         def shaped(self, x):
             return {"y": x * 2}
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.complex64)])
+        def complex_input(self, x):
+            return {"y": tf.math.real(x)}
+
     module = Mixed()
-    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"any_rank": module.any_rank, "shaped": module.shaped})
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={
+        "any_rank": module.any_rank, "shaped": module.shaped, "complex_input": module.complex_input})
     rt = load_runtime(str(tmp_path / "1"), RuntimeOptions())
-    assert list(rt.signatures) == ["shaped"]
+    assert list(rt.signatures) == ["any_rank", "shaped"]
     assert rt.signatures["shaped"].inputs["x"].shape == (-1, 2)
     np.testing.assert_array_equal(rt.run("shaped", {"x": np.array([[1, 2]], np.int64)})["y"], [[2, 4]])
+    # An unknown rank is served: the request's tensor gives the shape, as in TF Serving.
+    assert not rt.signatures["any_rank"].inputs["x"].rank_known
+    np.testing.assert_array_equal(rt.run("any_rank", {"x": np.ones((2, 2, 2), np.float32)})["y"],
+                                  np.full((2, 2, 2), 2.0))
 
-    tf.saved_model.save(module, str(tmp_path / "2"), signatures={"any_rank": module.any_rank})
+    tf.saved_model.save(module, str(tmp_path / "2"), signatures={"complex_input": module.complex_input})
     with pytest.raises(FailedPrecondition, match="no signature Tidal can serve"):
         load_runtime(str(tmp_path / "2"), RuntimeOptions())
 

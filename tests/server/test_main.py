@@ -36,7 +36,10 @@ def test_batching_flag(flag, expected):
     s = parse("--model_base_path", "/m", *flag)
     assert s.enable_batching is expected
     options = batching_options(s)
-    assert (options is None) if expected is not False else (options.enabled is False)
+    if expected is None:
+        assert options is None  # the manager's default batching
+    else:  # asked for: TF Serving's parameters, its size limit included
+        assert options.enabled is expected and not options.oversize_runs_alone
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -187,7 +187,9 @@ class Batcher:
         self.signature = signature
         self._sig_name = signature.name
         self._run = run
-        self._max = options.max_batch_size
+        self._max = options.execution_batch_size
+        self._input_max = options.max_batch_size
+        self._oversize_alone = options.oversize_runs_alone
         self._capacity = options.max_batch_size * options.max_enqueued_batches
         self._timeout = options.batch_timeout_micros / 1e6
         self._pad = options.pad_variable_length_inputs
@@ -218,8 +220,15 @@ class Batcher:
 
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = batch_rows(inputs)
-        if rows > self._max or not self._splittable:
-            # Too big to share a batch: it runs alone, like an unbatched request.
+        if rows > self._max:
+            if self._oversize_alone and rows > self._input_max:
+                return await self._executor.call(self._run, self._sig_name, inputs)
+            if rows > self._input_max:
+                # TF Serving's batcher refuses it too (rather than running it unbatched).
+                raise InvalidArgument(f"Task size {rows} is larger than maximum input batch size {self._input_max}")
+            return await self._submit_pieces(inputs, rows)  # enable_large_batch_splitting
+        if not self._splittable:
+            # Its outputs do not follow the batch dimension: it runs alone, like an unbatched request.
             return await self._executor.call(self._run, self._sig_name, inputs)
         if self._running == 0 and not self._queue:
             if self._executor.inline and (self._gathering or self._probe()):
@@ -241,6 +250,16 @@ class Batcher:
                 if self._queue:
                     self._dispatch()
         return await self._enqueue(inputs, rows)
+
+    async def _submit_pieces(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """A request larger than one run: pieces of at most the execution batch size, joined back in order."""
+        step = self._max
+        pieces = [{k: v[i:i + step] for k, v in inputs.items()} for i in range(0, rows, step)]
+        results = await asyncio.gather(*(self.submit(p) for p in pieces))
+        try:
+            return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+        except ValueError as e:
+            raise InvalidArgument(f"the outputs of a split request cannot be joined: {e}") from None
 
     def _probe(self) -> bool:
         # Now and then a request to an inline model waits one loop turn to see whether others

@@ -108,6 +108,13 @@ class BatchingOptions(BaseModel):
     num_batch_threads: PositiveInt | None = None
     allowed_batch_sizes: tuple[PositiveInt, ...] = ()
     pad_variable_length_inputs: bool = False
+    # TF Serving's large-batch splitting: a request of up to max_batch_size rows is cut into pieces of at
+    # most max_execution_batch_size rows, which batch with others; without it a larger request is refused.
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: PositiveInt | None = None
+    # Tidal's own: batching nobody asked for (TF Serving batches only with --enable_batching) must not
+    # refuse what an unbatched server runs, so a request over max_batch_size then runs alone.
+    oversize_runs_alone: bool = False
     # Tidal's own: a batch whose measured run time is below this runs on the event loop,
     # saving a thread handoff for tiny models.
     inline_threshold_micros: NonNegativeInt = 200
@@ -115,14 +122,24 @@ class BatchingOptions(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "BatchingOptions":
         sizes = self.allowed_batch_sizes
+        if self.max_execution_batch_size is not None and not self.enable_large_batch_splitting:
+            raise ValueError("max_execution_batch_size needs enable_large_batch_splitting: true")
         if sizes:
             if any(b <= a for a, b in zip(sizes, sizes[1:])):
                 raise ValueError("allowed_batch_sizes must be strictly increasing")
-            if sizes[-1] != self.max_batch_size:
+            if sizes[-1] != self.execution_batch_size:
                 raise ValueError(
-                    f"the last entry of allowed_batch_sizes ({sizes[-1]}) must equal max_batch_size "
-                    f"({self.max_batch_size})")
+                    f"the last entry of allowed_batch_sizes ({sizes[-1]}) must equal "
+                    f"{'max_execution_batch_size' if self.enable_large_batch_splitting else 'max_batch_size'} "
+                    f"({self.execution_batch_size})")
         return self
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The most rows one run takes: max_execution_batch_size when splitting, else max_batch_size."""
+        if self.enable_large_batch_splitting:
+            return self.max_execution_batch_size or self.max_batch_size
+        return self.max_batch_size
 
 
 class RuntimeOptions(BaseModel):
@@ -132,6 +149,8 @@ class RuntimeOptions(BaseModel):
 
     intra_op_threads: NonNegativeInt = 0
     inter_op_threads: NonNegativeInt = 0
+    # The SavedModel meta graph to load (TF Serving's --saved_model_tags, comma-separated there).
+    saved_model_tags: tuple[str, ...] = ("serve",)
 
 
 def usable_cores() -> int:
@@ -324,8 +343,14 @@ def parse_model_config_list(text: str, source: str = "<model config>") -> list[M
     return configs
 
 
-_WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
-_BATCHING_FIELDS = _WRAPPED + ("allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name")
+_WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
+            "max_execution_batch_size")
+_BATCHING_FIELDS = _WRAPPED + ("allowed_batch_sizes", "pad_variable_length_inputs", "thread_pool_name",
+                               "enable_large_batch_splitting")
+# BatchingParameters' priority-queue fields: refused by name rather than taken and ignored.
+_PRIORITY_FIELDS = ("low_priority_max_batch_size", "low_priority_batch_timeout_micros",
+                    "low_priority_max_enqueued_batches", "low_priority_allowed_batch_sizes",
+                    "mixed_priority_batching_policy", "batch_padding_policy")
 
 
 def parse_batching_parameters(text: str, source: str = "<batching parameters>") -> BatchingOptions:
@@ -353,9 +378,18 @@ def parse_batching_parameters(text: str, source: str = "<batching parameters>") 
             if n < 1:
                 raise _fail(source, f.line, "allowed_batch_sizes entries must be >= 1")
             sizes.append(n)
-        elif f.name == "pad_variable_length_inputs":
+        elif f.name in ("pad_variable_length_inputs", "enable_large_batch_splitting"):
             _once(seen, f, source)
-            values["pad_variable_length_inputs"] = _bool(f, source)
+            if isinstance(f.value, Message):  # google.protobuf.BoolValue
+                inner = f.value.fields
+                if len(inner) != 1 or inner[0].name != "value":
+                    raise _fail(source, f.line, f"expected '{f.name} {{ value: true }}'")
+                values[f.name] = _bool(inner[0], source)
+            else:
+                values[f.name] = _bool(f, source)
+        elif f.name in _PRIORITY_FIELDS:
+            raise _fail(source, f.line, f"'{f.name}' (priority batching) is not supported: Tidal has one queue "
+                                        "per signature; remove it")
         elif f.name == "thread_pool_name":
             _once(seen, f, source)
             if isinstance(f.value, Message):
@@ -383,6 +417,44 @@ def _read(path: str) -> str:
         raise UserError(f"{path}: not a UTF-8 text file") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+class MonitoringOptions(BaseModel):
+    """TF Serving's --monitoring_config_file: where Prometheus metrics are served."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enable: bool = False
+    path: str = "/monitoring/prometheus/metrics"
+
+
+def parse_monitoring_config(text: str, source: str = "<monitoring config>") -> MonitoringOptions:
+    """`prometheus_config { enable: true path: "/metrics/path" }` (MonitoringConfig)."""
+    top = _parse(text, source)
+    values: dict = {}
+    for f in top.fields:
+        if f.name != "prometheus_config":
+            raise _unknown(f, "the monitoring config", ("prometheus_config",), source)
+        for g in _message(f, source).fields:
+            if g.name == "enable":
+                values["enable"] = _bool(g, source)
+            elif g.name == "path":
+                path = _string(g, source)
+                if not path.startswith("/") or path.startswith(("/v1/", "/v2/")) or path in ("/v1", "/v2"):
+                    raise _fail(source, g.line, f"path {path!r} must start with '/' and not be under /v1 or /v2")
+                values["path"] = path
+            else:
+                raise _unknown(g, "prometheus_config", ("enable", "path"), source)
+    return MonitoringOptions(**values)
+
+
+def load_monitoring_config_file(path: str) -> MonitoringOptions:
+    return parse_monitoring_config(_read(path), source=path)
+
+
+def read_text(path: str) -> str:
+    """A config file's text (a path or an fsspec URL); UserError in one line when it cannot be read."""
+    return _read(path)
 
 
 def load_model_config_file(path: str) -> list[ModelConfig]:

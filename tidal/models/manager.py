@@ -9,6 +9,7 @@ from typing import Any
 
 from tidal.clock import Clock, RealClock
 from tidal.errors import Code, InvalidArgument, NotFound, TidalError
+from tidal.models import warmup
 from tidal.models.batching import OnBatch
 from tidal.models.config import BatchingOptions, ModelConfig, RuntimeOptions
 from tidal.models.lifecycle import (
@@ -34,6 +35,7 @@ class _Model:
         self.aspired: tuple[int, ...] = ()
         self.last_error: str | None = None
         self.warned_empty = False
+        self.retired = False  # dropped by reconfigure: a poll already under way must not load it again
         self.lock = asyncio.Lock()
 
     def states(self) -> dict[int, VersionState]:
@@ -58,22 +60,23 @@ class ModelManager:
                  batching: BatchingOptions | None = None, cache_dir: str | None = None,
                  runtime_options: RuntimeOptions | None = None, on_batch: OnBatch | None = None,
                  storage_options: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-                 retry: RetryPolicy | None = None, drain_seconds: float = 30.0) -> None:
+                 retry: RetryPolicy | None = None, drain_seconds: float = 30.0,
+                 warmup: bool = True, warmup_iterations: int = 1) -> None:
         names = [c.name for c in configs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise InvalidArgument(f"model {duplicates[0]!r} is configured more than once")
         self._clock = clock or RealClock()
         self._poll_seconds = poll_seconds
-        self._batching = batching or BatchingOptions()
+        self._batching = batching or BatchingOptions(oversize_runs_alone=True)
         self._runtime_options = runtime_options or RuntimeOptions()
         self._on_batch = on_batch
         self._retry = retry or RetryPolicy()
         self._drain_seconds = drain_seconds
-        self._models: dict[str, _Model] = {
-            c.name: _Model(c, Repository(c.base_path, cache_dir=cache_dir, storage_options=storage_options, env=env))
-            for c in configs
-        }
+        self._warmup = warmup
+        self._warmup_iterations = warmup_iterations
+        self._repository_args = {"cache_dir": cache_dir, "storage_options": storage_options, "env": env}
+        self._models: dict[str, _Model] = {c.name: self._new_model(c) for c in configs}
         self._poller: asyncio.Task | None = None
         self._stopped = False
 
@@ -99,6 +102,48 @@ class ModelManager:
                 for version in sorted(model.available):
                     await self._unload(model, version, evict=False)  # a restart reuses the cache
 
+    def _new_model(self, config: ModelConfig) -> _Model:
+        return _Model(config, Repository(config.base_path, **self._repository_args))
+
+    async def reconfigure(self, configs: Sequence[ModelConfig]) -> None:
+        """Serve exactly `configs` now (a reloaded config file, ModelService's HandleReloadConfigRequest).
+
+        New models are loaded; removed ones stop taking requests and are unloaded once the requests
+        inside have finished; a changed version policy or label set applies at once; a changed base
+        path loads the new location's versions before the old ones go, so no request finds none.
+        """
+        names = [c.name for c in configs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InvalidArgument(f"model {duplicates[0]!r} is configured more than once")
+        wanted = {c.name: c for c in configs}
+        retired: list[_Model] = []
+        for name in [n for n in self._models if n not in wanted]:
+            log.info("model %s: removed from the configuration", name)
+            retired.append(self._models.pop(name))
+        for config in configs:
+            model = self._models.get(config.name)
+            if model is None:
+                log.info("model %s: added to the configuration", config.name)
+                fresh = self._new_model(config)
+                await self._poll_model(fresh)
+                self._models[config.name] = fresh
+            elif model.config.base_path != config.base_path:
+                log.info("model %s: base path changed", config.name)
+                fresh = self._new_model(config)
+                await self._poll_model(fresh)
+                self._models[config.name] = fresh
+                retired.append(model)
+            elif model.config != config:
+                log.info("model %s: version policy or labels changed", config.name)
+                model.config = config
+                await self._poll_model(model)
+        for model in retired:
+            model.retired = True
+            async with model.lock:
+                for version in sorted(model.available):
+                    await self._unload(model, version)
+
     async def _poll_forever(self) -> None:
         while not self._stopped:
             await self._clock.sleep(self._poll_seconds)
@@ -115,6 +160,8 @@ class ModelManager:
 
     async def _poll_model(self, model: _Model) -> None:
         async with model.lock:
+            if model.retired:
+                return
             try:
                 present = await asyncio.to_thread(model.repository.list_versions)
             except Exception as e:
@@ -159,7 +206,13 @@ class ModelManager:
         model.set_state(version, VersionState.LOADING)
         log.info("model %s: loading version %d", name, version)
         try:
-            servable = await asyncio.to_thread(self._build, model, version)
+            servable, path = await asyncio.to_thread(self._build, model, version)
+            if self._warmup:
+                try:
+                    await warmup.replay(servable, path, self._warmup_iterations)
+                except BaseException:
+                    servable.close()
+                    raise
         except Exception as e:
             code, message = _describe(e)
             previous = model.failures.get(version)
@@ -181,11 +234,11 @@ class ModelManager:
         model.set_state(version, VersionState.AVAILABLE)
         log.info("model %s: version %d available (%s)", name, version, servable.platform)
 
-    def _build(self, model: _Model, version: int) -> Servable:
+    def _build(self, model: _Model, version: int) -> tuple[Servable, str]:
         path = model.repository.local_path(version)
         runtime = load_runtime(path, self._runtime_options)
         return Servable(model.config.name, version, runtime, batching=self._batching,
-                        runtime_options=self._runtime_options, clock=self._clock, on_batch=self._on_batch)
+                        runtime_options=self._runtime_options, clock=self._clock, on_batch=self._on_batch), path
 
     async def _unload(self, model: _Model, version: int, evict: bool = True) -> None:
         servable = model.available.pop(version, None)

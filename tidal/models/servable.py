@@ -60,7 +60,7 @@ class Servable:
         self._inflight += 1
         try:
             batcher = self.batchers.get(signature_name)
-            if batcher is not None:
+            if batcher is not None and (batcher.signature.strict_shapes or all(a.ndim for a in inputs.values())):
                 return await batcher.submit(inputs)
             return await self.executor.call(self._run, signature_name, inputs)
         finally:

@@ -51,6 +51,10 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    # False: the model declares no rank (shape is then ()); the request's tensor gives it, as in TF Serving.
+    rank_known: bool = True
+    # A sparse (COO) or composite input: listed, but requests are refused with a line naming it.
+    sparse: bool = False
 
     @property
     def dtype(self) -> np.dtype:
@@ -59,7 +63,7 @@ class TensorSpec:
     @property
     def batched(self) -> bool:
         """True when the first dimension is variable, so requests can be stacked along it."""
-        return len(self.shape) > 0 and self.shape[0] == -1
+        return self.rank_known and len(self.shape) > 0 and self.shape[0] == -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +75,24 @@ class Signature:
     # The one input takes serialized tf.Examples (a SavedModel's classify/regress signature), so the
     # adapters feed :classify/:regress examples to it as protos rather than as tensors per feature.
     serialized_examples: bool = False
+    # False for TF1 graphs: TF Serving feeds them whatever shape the request has and lets the graph's
+    # ops decide (half_plus_two's x is declared [-1, 1] and fed [3]), so only dtypes are checked.
+    strict_shapes: bool = True
 
     @property
     def batchable(self) -> bool:
         """Every input has a variable first dimension (so every output is assumed to follow it)."""
         return bool(self.inputs) and all(spec.batched for spec in self.inputs.values())
+
+    def refuse_sparse(self) -> None:
+        """InvalidArgument naming the sparse inputs, when the signature has any."""
+        from tidal.errors import InvalidArgument
+
+        sparse = [name for name, spec in self.inputs.items() if spec.sparse]
+        if sparse:
+            raise InvalidArgument(
+                f"signature '{self.name}' takes sparse input {', '.join(repr(n) for n in sparse)}; Tidal feeds "
+                f"dense tensors only (export the signature with a dense input and sparsify inside the graph)")
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -90,6 +107,7 @@ def conform(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np
     """
     from tidal.errors import InvalidArgument
 
+    signature.refuse_sparse()
     specs = signature.inputs
     if len(inputs) != len(specs) or any(name not in specs for name in inputs):
         unknown = sorted(n for n in inputs if n not in specs)
@@ -124,6 +142,9 @@ def conform(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np
                 raise InvalidArgument(
                     f"input '{name}' expects {spec.datatype}, got {_kind_name(arr.dtype)} values")
         shape = arr.shape
+        if not (signature.strict_shapes and spec.rank_known):
+            out[name] = arr
+            continue
         if len(shape) != len(spec.shape):
             raise InvalidArgument(
                 f"input '{name}' expects rank {len(spec.shape)} (shape {_dims(spec.shape)}), "
@@ -151,10 +172,14 @@ class InputChecker:
 
     def __init__(self, signature: Signature) -> None:
         self.signature = signature
+        # rank -1: any rank (an unknown rank, or a TF1 graph whose shapes are only advice)
         self._checks = tuple(
             (name, spec.dtype, len(spec.shape), tuple((i, d) for i, d in enumerate(spec.shape) if d >= 0))
+            if signature.strict_shapes and spec.rank_known else (name, spec.dtype, -1, ())
             for name, spec in signature.inputs.items())
         self._count = len(self._checks)
+        if any(spec.sparse for spec in signature.inputs.values()):
+            self._count = -1  # always the slow path, which refuses
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if len(inputs) != self._count:
@@ -162,7 +187,7 @@ class InputChecker:
         ndarray = np.ndarray
         for name, dtype, rank, fixed in self._checks:
             arr = inputs.get(name)
-            if type(arr) is not ndarray or arr.dtype != dtype or arr.ndim != rank:
+            if type(arr) is not ndarray or arr.dtype != dtype or (rank >= 0 and arr.ndim != rank):
                 return conform(self.signature, inputs)
             if fixed:
                 shape = arr.shape

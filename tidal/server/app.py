@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from types import CoroutineType
 
 from tidal.http.server import DEFAULT_MAX_BODY, Request, Response, error_response
@@ -19,25 +20,41 @@ class ModelServerApp:
     """A handler for tidal.http.server.HttpServer over a model manager (see docs/CONTRACTS.md)."""
 
     def __init__(self, manager, metrics: ServerMetrics | None = None, *, max_body: int = DEFAULT_MAX_BODY,
-                 plane: DataPlane | None = None) -> None:
+                 plane: DataPlane | None = None, metrics_path: str | None = None,
+                 rest_timeout: float | None = None) -> None:
         self.manager = manager
         self.metrics = metrics if metrics is not None else ServerMetrics()
         self.plane = plane if plane is not None else DataPlane(manager)
         self.tfserving = TFServingAPI(manager, self.metrics, self.plane)
         self.v2 = V2API(manager, self.metrics, max_body=max_body, plane=self.plane)
+        # --monitoring_config_file's prometheus path, besides the two always served
+        self.metrics_paths = METRICS_PATHS + ((metrics_path,) if metrics_path and metrics_path not in METRICS_PATHS
+                                              else ())
+        self.rest_timeout = rest_timeout  # --rest_api_timeout_in_ms, for TF Serving's /v1 API
 
     def __call__(self, req: Request):
         path = req.path
         # TF Serving matches its routes case-insensitively ("(?i)/v1/.*").
         if path.startswith("/v1/") or path[:4].lower() == "/v1/":
-            return eager(self.tfserving.handle(req))
+            result = eager(self.tfserving.handle(req))
+            if self.rest_timeout is not None and isinstance(result, Awaitable):
+                return _deadline(result, self.rest_timeout)
+            return result
         if path.startswith("/v2"):
             return eager(self.v2.handle(req))
-        if path in METRICS_PATHS:
+        if path in self.metrics_paths:
             if req.method != "GET":
                 return not_allowed(req.method, path, "GET")
             return Response(200, self.metrics.render(), content_type=PROMETHEUS_TEXT)
         return error_response(404, f"Not found: {req.method} {path}")
+
+
+async def _deadline(pending, seconds: float):
+    """A /v1 response that did not finish at once, or 504 once the timeout passes (the work is cancelled)."""
+    try:
+        return await asyncio.wait_for(pending, seconds)
+    except asyncio.TimeoutError:
+        return error_response(504, f"Request timed out after {seconds * 1000:.0f} ms (--rest_api_timeout_in_ms)")
 
 
 def eager(result):

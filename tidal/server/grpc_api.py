@@ -5,8 +5,8 @@ clients work unchanged. Each RPC runs on the event loop the REST server uses,
 through the same Servables, batchers and metrics. Messages and status codes follow
 tensorflow/serving's prediction_service_impl.cc, predict_util.cc, classifier.cc,
 regressor.cc, multi_inference.cc, get_model_metadata_impl.cc and get_model_status_impl.cc.
-ModelService's HandleReloadConfigRequest is not served (UNIMPLEMENTED): models come from
-the command line or the config file.
+ModelService's HandleReloadConfigRequest replaces the served models with the request's
+model_config_list (as a changed --model_config_file does).
 """
 
 from __future__ import annotations
@@ -254,12 +254,34 @@ class Adapter:
                     info = target[key]
                     info.name = spec.name
                     info.dtype = tensor_proto.DT_ENUM[spec.datatype]
+                    info.tensor_shape.unknown_rank = not getattr(spec, "rank_known", True)
                     for d in spec.shape:
                         info.tensor_shape.dim.add().size = d
         response = pb.get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
         response.metadata["signature_def"].Pack(sig_map)
+        return response
+
+    async def reload_config(self, request):
+        """HandleReloadConfigRequest: serve exactly the request's model_config_list (model_service_impl.cc)."""
+        from google.protobuf import text_format
+
+        from tidal.errors import UserError
+        from tidal.models.config import parse_model_config_list
+
+        kind = request.config.WhichOneof("config")
+        if kind != "model_config_list":
+            raise InvalidArgument("ServerCore config must be a model_config_list" if kind else
+                                  "ReloadConfigRequest has no config")
+        try:
+            configs = parse_model_config_list(text_format.MessageToString(request.config),
+                                              source="ReloadConfigRequest")
+        except UserError as exc:
+            raise InvalidArgument(str(exc)) from None
+        await self.manager.reconfigure(configs)
+        response = self.pb.model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = 0
         return response
 
     def status(self, request):
@@ -331,7 +353,8 @@ class GrpcServer:
     """
 
     def __init__(self, manager, metrics: ServerMetrics, host: str, port: int, *,
-                 max_message_bytes: int = 64 << 20, threads: int = 64, plane: DataPlane | None = None) -> None:
+                 max_message_bytes: int = 64 << 20, threads: int = 64, plane: DataPlane | None = None,
+                 channel_arguments: tuple = ()) -> None:
         # TF Serving's services need tensorflow-serving-api; the Open Inference Protocol's need only grpcio.
         self.pb = tfs_protos.load() if tfs_protos.available() else None
         self.adapter = Adapter(manager, self.pb, plane)
@@ -340,6 +363,7 @@ class GrpcServer:
         self.requested_port = port
         self.max_message_bytes = max_message_bytes
         self.threads = threads
+        self.channel_arguments = tuple(channel_arguments)  # --grpc_channel_arguments
         self.port = 0
         self._server: grpc.Server | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -407,7 +431,8 @@ class GrpcServer:
                 "GetModelMetadata": self._rpc("grpc_metadata", a.metadata),
                 "MultiInference": self._rpc("grpc_multi_inference", a.multi_inference),
             }),
-            service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status)}),
+            service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status),
+                                    "HandleReloadConfigRequest": self._rpc("grpc_reload_config", a.reload_config)}),
             v2,
         ]
 
@@ -419,6 +444,7 @@ class GrpcServer:
             ("grpc.max_send_message_length", -1),
             # Without this a second server on the same port binds too and takes half the connections.
             ("grpc.so_reuseport", 0),
+            *self.channel_arguments,
         ])
         address = f"[{self.host}]:{self.requested_port}" if ":" in self.host else f"{self.host}:{self.requested_port}"
         try:

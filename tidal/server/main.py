@@ -13,6 +13,7 @@ import sys
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidal.errors import UserError
+from tidal.server import tfs_flags
 
 log = logging.getLogger("tidal.server")
 
@@ -50,6 +51,17 @@ class ServerSettings(BaseModel):
     drain_seconds: float = Field(30.0, ge=0)
     cache_dir: str | None = None
     version_zero_is_default: bool = False
+    config_poll_seconds: float = Field(0.0, ge=0)
+    monitoring_config_file: str | None = None
+    enable_warmup: bool = True
+    warmup_iterations: int = Field(1, ge=1)
+    saved_model_tags: tuple[str, ...] = ("serve",)
+    rest_timeout_ms: int = Field(30000, ge=0)
+    grpc_max_threads: int = Field(64, ge=1)
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    max_load_retries: int = Field(5, ge=0)
+    load_retry_interval_seconds: float = Field(60.0, ge=0)
+    notes: tuple[str, ...] = ()  # one line per TF Serving flag given that has no effect here
 
 
 def _bool(text: str) -> bool:
@@ -97,11 +109,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p("--version_zero_is_default", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
       help="read model version 0 as the default version, as OVMS does (default false: as in TF Serving, "
            "version 0 is a version that is not found)")
-    # TF Serving flags with no effect here, accepted so existing command lines keep working.
-    for flag in ("--rest_api_num_threads", "--rest_api_timeout_in_ms", "--monitoring_config_file",
-                 "--enable_model_warmup", "--model_config_file_poll_wait_seconds",
-                 "--tensorflow_session_parallelism", "--allow_version_labels_for_unavailable_models"):
-        p(flag, default=None, help=argparse.SUPPRESS)
+    p("--model_config_file_poll_wait_seconds", type=float, default=0.0, metavar="N",
+      help="re-read --model_config_file every N seconds and apply it (models added, removed, policies changed); "
+           "0 (default) reads it once")
+    p("--monitoring_config_file", metavar="FILE",
+      help="TF Serving's MonitoringConfig text file: prometheus_config { enable: true path: \"/...\" } also serves "
+           "the metrics at that path (/metrics is always served)")
+    p("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
+      help="replay assets.extra/tf_serving_warmup_requests before a version serves (default true)")
+    p("--num_request_iterations_for_warmup", type=int, default=1, metavar="N",
+      help="times each warmup request is replayed (default 1)")
+    p("--saved_model_tags", default="serve", metavar="TAGS",
+      help="comma-separated tags of the SavedModel meta graph to load (default serve)")
+    p("--rest_api_timeout_in_ms", type=int, default=30000, metavar="MS",
+      help="a TF Serving REST request (/v1) still running after MS milliseconds gets 504 (default 30000; 0: none)")
+    p("--grpc_max_threads", type=int, default=0, metavar="N",
+      help="gRPC server threads, each holding one RPC in flight (default 0: 64)")
+    p("--grpc_channel_arguments", default="", metavar="K=V,...",
+      help="gRPC server channel arguments, e.g. grpc.max_connection_age_ms=2000")
+    p("--max_num_load_retries", type=int, default=5, metavar="N",
+      help="times a version that failed to load is tried again (default 5)")
+    p("--load_retry_interval_micros", type=int, default=60_000_000, metavar="US",
+      help="wait between load retries in microseconds (default 60000000)")
+    p("--version", action=_Version, nargs=0, help="print the version and exit")
+    tfs_flags.add_arguments(parser)
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        import tidal
+
+        print(f"TensorFlow ModelServer: tidal model-server {tidal.__version__} (TF Serving's REST and gRPC APIs)")
+        parser.exit()
+
+
+def _channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    out = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        value = value.strip()
+        out.append((key.strip(), int(value) if re.fullmatch(r"-?\d+", value) else value))
+    return tuple(out)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -120,6 +170,23 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         raise UserError("--request_memory_budget_bytes must be positive")
     if args.drain_seconds < 0:
         raise UserError("--drain_seconds must not be negative")
+    if args.file_system_poll_wait_seconds < 0:
+        raise UserError("--file_system_poll_wait_seconds must not be negative (0 polls once)")
+    for name in ("model_config_file_poll_wait_seconds", "rest_api_timeout_in_ms", "grpc_max_threads",
+                 "max_num_load_retries", "load_retry_interval_micros"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name} must not be negative")
+    if args.num_request_iterations_for_warmup < 1:
+        raise UserError("--num_request_iterations_for_warmup must be at least 1")
+    if args.model_config_file_poll_wait_seconds and not args.model_config_file:
+        raise UserError("--model_config_file_poll_wait_seconds needs --model_config_file")
+    tags = tuple(t.strip() for t in args.saved_model_tags.split(",") if t.strip())
+    if not tags:
+        raise UserError("--saved_model_tags needs at least one tag, e.g. serve")
+    try:
+        notes = tfs_flags.check(args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return ServerSettings(
         grpc_port=args.port, rest_api_port=args.rest_api_port, rest_api_host=args.rest_api_host,
         model_name=args.model_name, model_base_path=args.model_base_path,
@@ -128,7 +195,14 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         intra_op_threads=args.tensorflow_intra_op_parallelism, inter_op_threads=args.tensorflow_inter_op_parallelism,
         max_body_bytes=args.rest_api_max_body_bytes, memory_budget_bytes=args.request_memory_budget_bytes,
         drain_seconds=args.drain_seconds,
-        cache_dir=args.model_cache_dir, version_zero_is_default=args.version_zero_is_default)
+        cache_dir=args.model_cache_dir, config_poll_seconds=args.model_config_file_poll_wait_seconds,
+        monitoring_config_file=args.monitoring_config_file, enable_warmup=args.enable_model_warmup,
+        warmup_iterations=args.num_request_iterations_for_warmup, saved_model_tags=tags,
+        rest_timeout_ms=args.rest_api_timeout_in_ms, grpc_max_threads=args.grpc_max_threads or 64,
+        grpc_channel_arguments=_channel_arguments(args.grpc_channel_arguments),
+        max_load_retries=args.max_num_load_retries,
+        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, notes=tuple(notes),
+        version_zero_is_default=args.version_zero_is_default)
 
 
 def redact(url: str) -> str:
@@ -156,7 +230,9 @@ def batching_options(settings: ServerSettings):
         return BatchingOptions(enabled=False)
     if settings.batching_parameters_file:
         return load_batching_parameters_file(settings.batching_parameters_file)
-    return None  # the manager's default: on, with TF Serving's parameters
+    if settings.enable_batching:
+        return BatchingOptions()  # asked for: TF Serving's parameters, its size limit included
+    return None  # the manager's default: on, with TF Serving's parameters, oversized requests run alone
 
 
 class ModelServer:
@@ -164,22 +240,34 @@ class ModelServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         from tidal.http.server import HttpServer
-        from tidal.models.config import RuntimeOptions
+        from tidal.models.config import MonitoringOptions, RuntimeOptions, load_monitoring_config_file
+        from tidal.models.lifecycle import RetryPolicy
         from tidal.models.manager import ModelManager
         from tidal.server.app import ModelServerApp
         from tidal.server.dataplane import DataPlane, LargeBodies
         from tidal.server.metrics import ServerMetrics
 
         self.settings = settings
+        for note in settings.notes:
+            log.warning("%s", note)
+        monitoring = (load_monitoring_config_file(settings.monitoring_config_file)
+                      if settings.monitoring_config_file else MonitoringOptions())
         self.metrics = ServerMetrics()
         self.manager = ModelManager(
             model_configs(settings), poll_seconds=settings.poll_seconds, batching=batching_options(settings),
             cache_dir=settings.cache_dir, on_batch=self.metrics.observe_batch,
             runtime_options=RuntimeOptions(intra_op_threads=settings.intra_op_threads,
-                                           inter_op_threads=settings.inter_op_threads))
+                                           inter_op_threads=settings.inter_op_threads,
+                                           saved_model_tags=settings.saved_model_tags),
+            retry=RetryPolicy(settings.max_load_retries, settings.load_retry_interval_seconds),
+            warmup=settings.enable_warmup, warmup_iterations=settings.warmup_iterations)
         self.plane = DataPlane(self.manager, LargeBodies(memory_budget=settings.memory_budget_bytes),
                                version_zero_is_default=settings.version_zero_is_default)
-        self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes, plane=self.plane)
+        self.app = ModelServerApp(self.manager, self.metrics, max_body=settings.max_body_bytes, plane=self.plane,
+                                  metrics_path=monitoring.path if monitoring.enable else None,
+                                  rest_timeout=settings.rest_timeout_ms / 1000 or None)
+        self._config_poller: asyncio.Task | None = None
+        self._config_text: str | None = None
         self.http = HttpServer(self.app, settings.rest_api_host, settings.rest_api_port,
                                max_body=settings.max_body_bytes)
         self.grpc = _grpc_server(settings, self.manager, self.metrics, self.plane)
@@ -199,12 +287,36 @@ class ModelServer:
                      "V2 inference.GRPCInferenceService" + (", TF Serving's PredictionService and ModelService"
                                                             if self.grpc.pb is not None else ""))
         await self.manager.start()
+        if self.settings.model_config_file and self.settings.config_poll_seconds > 0:
+            self._config_text = await asyncio.to_thread(_read_text, self.settings.model_config_file)
+            self._config_poller = asyncio.get_running_loop().create_task(self._poll_config())
         for name in self.manager.model_names():
             versions = [s.version for s in self.manager.status(name)] if _has_status(self.manager, name) else []
             log.info("model %s from %s: versions %s", name, redact(self.manager.config(name).base_path),
                      versions or "none yet")
 
+    async def _poll_config(self) -> None:
+        """--model_config_file_poll_wait_seconds: apply the file whenever its text changes; a bad file keeps the old."""
+        from tidal.models.config import parse_model_config_list
+
+        path = self.settings.model_config_file
+        while True:
+            await asyncio.sleep(self.settings.config_poll_seconds)
+            try:
+                text = await asyncio.to_thread(_read_text, path)
+                if text == self._config_text:
+                    continue
+                self._config_text = text
+                await self.manager.reconfigure(parse_model_config_list(text, source=path))
+                log.info("applied %s: models %s", path, self.manager.model_names())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bad edit must not stop the polling or the serving
+                log.error("model config not applied, still serving the previous one: %s", exc)
+
     async def stop(self) -> None:
+        if self._config_poller is not None:
+            self._config_poller.cancel()
         log.info("stopping: draining %d requests in flight", self.http.in_flight)
         await asyncio.gather(self.http.stop(self.settings.drain_seconds),
                              *([self.grpc.stop(self.settings.drain_seconds)] if self.grpc is not None else []))
@@ -225,7 +337,14 @@ def _grpc_server(settings: ServerSettings, manager, metrics, plane=None):
     from tidal.server.grpc_api import GrpcServer
 
     return GrpcServer(manager, metrics, settings.rest_api_host, settings.grpc_port,
-                      max_message_bytes=settings.max_body_bytes, plane=plane)
+                      max_message_bytes=settings.max_body_bytes, plane=plane, threads=settings.grpc_max_threads,
+                      channel_arguments=settings.grpc_channel_arguments)
+
+
+def _read_text(path: str) -> str:
+    from tidal.models.config import read_text
+
+    return read_text(path)
 
 
 def _has_status(manager, name: str) -> bool:

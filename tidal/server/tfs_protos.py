@@ -25,6 +25,8 @@ _MODULES = {
     "get_model_status_pb2": "tensorflow_serving.apis.get_model_status_pb2",
     "prediction_service_pb2": "tensorflow_serving.apis.prediction_service_pb2",
     "model_service_pb2": "tensorflow_serving.apis.model_service_pb2",
+    "model_management_pb2": "tensorflow_serving.apis.model_management_pb2",
+    "prediction_log_pb2": "tensorflow_serving.apis.prediction_log_pb2",
     "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
     "types_pb2": "tensorflow.core.framework.types_pb2",
     "meta_graph_pb2": "tensorflow.core.protobuf.meta_graph_pb2",

@@ -289,12 +289,15 @@ def encode_regress(values: np.ndarray) -> bytes:
 
 # -- status and metadata ------------------------------------------------------------
 
-def _dims_json(shape) -> dict:
+def _dims_json(shape, rank_known: bool = True) -> dict:
+    if not rank_known:
+        return {"dim": [], "unknown_rank": True}
     return {"dim": [{"size": str(d), "name": ""} for d in shape], "unknown_rank": False}
 
 
 def _tensor_info(spec) -> dict:
-    return {"dtype": tensors.BY_V2[spec.datatype].tf, "tensor_shape": _dims_json(spec.shape), "name": spec.name}
+    return {"dtype": tensors.BY_V2[spec.datatype].tf, "tensor_shape": _dims_json(spec.shape, getattr(spec, "rank_known", True)),
+            "name": spec.name}
 
 
 def metadata_json(servable) -> dict:

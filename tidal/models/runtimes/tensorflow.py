@@ -70,8 +70,10 @@ def configure_threads(options: RuntimeOptions) -> tuple[int, int]:
         return _threads
 
 
-def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraphDef:
-    """The meta graph with `tag` from saved_model.pb (or .pbtxt) in a version directory."""
+def read_meta_graph(path: str, tags: tuple[str, ...] = (SERVE_TAG,)) -> meta_graph_pb2.MetaGraphDef:
+    """The meta graph carrying all of `tags` from saved_model.pb (or .pbtxt) in a version directory."""
+    if isinstance(tags, str):
+        tags = (tags,)
     model = saved_model_pb2.SavedModel()
     pb = os.path.join(path, "saved_model.pb")
     try:
@@ -86,44 +88,54 @@ def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraph
     except Exception as e:  # protobuf's DecodeError / ParseError
         raise FailedPrecondition(f"saved_model.pb is not a valid SavedModel: {_clean(e)}") from None
     for meta_graph in model.meta_graphs:
-        if tag in meta_graph.meta_info_def.tags:
+        if set(tags) <= set(meta_graph.meta_info_def.tags):
             return meta_graph
     found = [list(m.meta_info_def.tags) for m in model.meta_graphs]
-    raise FailedPrecondition(f"the SavedModel has no meta graph tagged '{tag}' (its tags: {found})")
+    raise FailedPrecondition(f"the SavedModel has no meta graph tagged '{','.join(tags)}' (its tags: {found}); "
+                             f"choose one with --saved_model_tags")
 
 
 class _Unsupported(Exception):
     """A signature Tidal cannot serve; the others still are."""
 
 
-def _tensor_spec(key: str, info) -> TensorSpec:
-    if info.WhichOneof("encoding") != "name":
-        raise _Unsupported(f"'{key}' is a sparse or composite tensor")
-    datatype = _TF_TO_V2.get(info.dtype)
+def _tensor_spec(key: str, info, output: bool = False) -> TensorSpec:
+    sparse = info.WhichOneof("encoding") != "name"
+    if sparse and output:
+        raise _Unsupported(f"output '{key}' is a sparse or composite tensor")
+    dtype = info.dtype
+    if sparse and not dtype and info.WhichOneof("encoding") == "composite_tensor":
+        dtype = types_pb2.DT_STRING  # a composite has no one dtype; requests are refused anyway
+    datatype = _TF_TO_V2.get(dtype)
     if datatype is None:
-        raise _Unsupported(f"'{key}' has type {types_pb2.DataType.Name(info.dtype)}")
+        raise _Unsupported(f"'{key}' has type {types_pb2.DataType.Name(dtype)}")
     if info.tensor_shape.unknown_rank:
-        raise _Unsupported(f"'{key}' has an unknown rank (export it with a shaped tf.TensorSpec)")
-    return TensorSpec(key, datatype, tuple(d.size if d.size >= 0 else -1 for d in info.tensor_shape.dim))
+        return TensorSpec(key, datatype, (), rank_known=False, sparse=sparse)
+    return TensorSpec(key, datatype, tuple(d.size if d.size >= 0 else -1 for d in info.tensor_shape.dim),
+                      sparse=sparse)
 
 
-def signature_from_def(name: str, sig_def) -> Signature:
-    """A Tidal Signature for a SignatureDef; _Unsupported when it cannot be served."""
+def signature_from_def(name: str, sig_def, tf1: bool = False) -> Signature:
+    """A Tidal Signature for a SignatureDef; _Unsupported when it cannot be served.
+
+    `tf1`: the SavedModel is a TF1 graph (no object graph), whose declared shapes TF Serving does not enforce.
+    """
     inputs = {k: _tensor_spec(k, v) for k, v in sorted(sig_def.inputs.items())}
-    outputs = {k: _tensor_spec(k, v) for k, v in sorted(sig_def.outputs.items())}
+    outputs = {k: _tensor_spec(k, v, output=True) for k, v in sorted(sig_def.outputs.items())}
     if not outputs:
         raise _Unsupported("it has no outputs")
     method = sig_def.method_name or PREDICT
     examples = False
     if method in (CLASSIFY, REGRESS):
         # TF Serving feeds a classify/regress signature one string tensor of serialized tf.Examples.
-        if len(inputs) != 1 or next(iter(inputs.values())).datatype != "BYTES":
+        if len(inputs) != 1 or next(iter(inputs.values())).datatype != "BYTES" or \
+                next(iter(inputs.values())).sparse:
             raise _Unsupported(f"a {method} signature needs exactly one string input (serialized tf.Examples)")
         examples = True
     elif method != PREDICT:
         log.info("signature %r has method %r; served as predict", name, method)
         method = PREDICT
-    return Signature(name, method, inputs, outputs, serialized_examples=examples)
+    return Signature(name, method, inputs, outputs, serialized_examples=examples, strict_shapes=not tf1)
 
 
 class TensorFlowRuntime:
@@ -131,27 +143,29 @@ class TensorFlowRuntime:
 
     platform = PLATFORM
 
-    def __init__(self, path: str) -> None:
-        meta_graph = read_meta_graph(path)
+    def __init__(self, path: str, tags: tuple[str, ...] = (SERVE_TAG,)) -> None:
+        meta_graph = read_meta_graph(path, tags)
         try:
-            self._model = tf.saved_model.load(path, tags=[SERVE_TAG])
+            self._model = tf.saved_model.load(path, tags=list(meta_graph.meta_info_def.tags))
         except Exception as e:
             raise FailedPrecondition(f"TensorFlow cannot load the SavedModel: {_clean(e)}") from None
         self.signatures: dict[str, Signature] = {}
         self._functions = {}
+        tf1 = not meta_graph.object_graph_def.nodes  # written by TF1's SavedModelBuilder or an estimator
         for name, sig_def in sorted(meta_graph.signature_def.items()):
             if name == _INIT_OP_SIGNATURE:
                 continue
             fn = self._model.signatures.get(name)
             try:
-                if fn is None:
+                sig = signature_from_def(name, sig_def, tf1=tf1)
+                if fn is None and not any(spec.sparse for spec in sig.inputs.values()):
                     raise _Unsupported("TensorFlow did not restore a function for it")
-                sig = signature_from_def(name, sig_def)
             except _Unsupported as e:
                 log.warning("signature %r is not served: %s", name, e)
                 continue
             self.signatures[name] = sig
             self._functions[name] = fn
+        self._tf1 = frozenset(self.signatures) if tf1 else frozenset()
         if not self.signatures:
             raise FailedPrecondition(
                 f"the SavedModel has no signature Tidal can serve (signatures: {sorted(meta_graph.signature_def)})")
@@ -159,8 +173,15 @@ class TensorFlowRuntime:
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         fn = self._functions.get(signature_name)
         if fn is None:
+            sig = self.signatures.get(signature_name)
+            if sig is not None:
+                sig.refuse_sparse()
             raise InvalidArgument(f"unknown signature '{signature_name}'")
         try:
+            if signature_name in self._tf1:
+                # As tensors, a TF1 graph's pruned function takes any shape its ops accept (TF Serving's
+                # behaviour); numpy arrays would be bound to the declared shape and refused.
+                inputs = {k: tf.convert_to_tensor(v) for k, v in inputs.items()}
             outputs = fn(**inputs)
         except tf.errors.InvalidArgumentError as e:
             raise InvalidArgument(f"the model rejected the input: {_clean(e)}") from None
@@ -175,7 +196,10 @@ class TensorFlowRuntime:
         self._model = None
 
 
-_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>|\s*\[\[|\s*$)")
+# A graph's error also carries the Python stack that built the failing op ('File "..."' lines): the
+# builder's and the server's files, nothing the client needs.
+_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces unavailable>|\s*\[\[|\s*$|"
+                    r"\s*File \"|\s*Node: )")
 
 
 def _clean(e: BaseException) -> str:
@@ -189,4 +213,4 @@ def _clean(e: BaseException) -> str:
 
 def load(path: str, options: RuntimeOptions) -> TensorFlowRuntime:
     configure_threads(options)
-    return TensorFlowRuntime(path)
+    return TensorFlowRuntime(path, tuple(options.saved_model_tags))
