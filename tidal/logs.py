@@ -66,7 +66,11 @@ class RepeatCollapser(logging.Filter):
         if getattr(record, "tidal_summary", False) or self.window <= 0:
             return True
         msg = record.msg if isinstance(record.msg, str) else repr(type(record.msg))
-        key = (record.name, record.levelno, msg)
+        # Warnings, errors and lines marked `tidal_fold` (a refused request) fold by template: a flood differs
+        # only in its arguments. Other lines fold only when the very same, so distinct facts ("model a: version 1
+        # available", then model b's; one event, then another) are never hidden behind one another.
+        by_template = record.levelno >= logging.WARNING or getattr(record, "tidal_fold", False)
+        key = (record.name, record.levelno, msg if by_template else _first_line(record))
         now = self.clock()
         with self._lock:
             due = self._take_due(now)

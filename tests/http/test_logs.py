@@ -48,19 +48,26 @@ def _rec(msg, *args, name="tidal.x", level=logging.INFO):
     return logging.LogRecord(name, level, __file__, 1, msg, args, None)
 
 
-# (name, [(time, logger, template, args)], flush at, lines written)
+W = logging.WARNING
+# (name, [(time, logger, template, args[, level])], flush at, lines written)
 CASES = [
-    ("same template, other args: one line, then the count when the window ends",
-     [(0, "a", "refused %s", ("c1",)), (1, "a", "refused %s", ("c2",)), (2, "a", "refused %s", ("c3",))], 10,
-     ["INFO a: refused c1", "INFO a: repeated 2 more times in 10 s: refused c1"]),
+    ("a warning: same template, other args: one line, then the count when the window ends",
+     [(0, "a", "refused %s", ("c1",), W), (1, "a", "refused %s", ("c2",), W), (2, "a", "refused %s", ("c3",), W)], 10,
+     ["WARNING a: refused c1", "WARNING a: repeated 2 more times in 10 s: refused c1"]),
+    ("below a warning, other args are other facts: each is written",
+     [(0, "a", "model %s available", ("m1",)), (1, "a", "model %s available", ("m2",))], 10,
+     ["INFO a: model m1 available", "INFO a: model m2 available"]),
+    ("below a warning, the very same line folds",
+     [(0, "a", "model %s available", ("m1",)), (1, "a", "model %s available", ("m1",))], 10,
+     ["INFO a: model m1 available", "INFO a: repeated 1 more times in 10 s: model m1 available"]),
     ("different templates are separate lines",
      [(0, "a", "one %s", (1,)), (0, "a", "two %s", (2,))], 10, ["INFO a: one 1", "INFO a: two 2"]),
     ("same template from two loggers: separate",
      [(0, "a", "m", ()), (0, "b", "m", ())], 10, ["INFO a: m", "INFO b: m"]),
     ("no repeat: no summary", [(0, "a", "m", ())], 10, ["INFO a: m"]),
     ("after the window (9 + 1 = 10 s) the message is written again, the summary first",
-     [(0, "a", "m %d", (1,)), (9, "a", "m %d", (2,)), (10, "a", "m %d", (3,))], 30,
-     ["INFO a: m 1", "INFO a: repeated 1 more times in 10 s: m 1", "INFO a: m 3"]),
+     [(0, "a", "m %d", (1,), W), (9, "a", "m %d", (2,), W), (10, "a", "m %d", (3,), W)], 30,
+     ["WARNING a: m 1", "WARNING a: repeated 1 more times in 10 s: m 1", "WARNING a: m 3"]),
     ("window not over at flush: nothing more yet", [(0, "a", "m", ()), (1, "a", "m", ())], 5, ["INFO a: m"]),
 ]
 
@@ -68,9 +75,9 @@ CASES = [
 @pytest.mark.parametrize("name,events,flush_at,lines", CASES, ids=[c[0] for c in CASES])
 def test_repeat_collapser(name, events, flush_at, lines):
     c, sink, clock, out = _collapser()
-    for t, logger, msg, args in events:
+    for t, logger, msg, args, *level in events:
         clock.now = 100.0 + t
-        sink.handle(_rec(msg, *args, name=logger))
+        sink.handle(_rec(msg, *args, name=logger, level=level[0] if level else logging.INFO))
     clock.now = 100.0 + flush_at
     c.flush()
     assert out.getvalue().splitlines() == lines

@@ -352,7 +352,7 @@ class _Connection(asyncio.Protocol):
         self.rejected = True
         if not self.closed and self.transport is not None:
             # One line, no traceback: a client's mistake is not the server's failure.
-            log.info("refused a request from %s: %d %s", self.client, status, message)
+            log.info("refused a request from %s: %d %s", self.client, status, message, extra={"tidal_fold": True})
             if self.busy:
                 # Requests pipelined before this one are still being answered: they go first, in order.
                 self.failure = error_response(status, message)
