@@ -12,7 +12,7 @@ Models, each written as `<out>/<name>/<version>/`:
 tf.estimator is gone from TensorFlow 2.16+, so `estimator_linear` is the same TF1 graph an estimator exports
 (serialized tf.Example placeholder, parse_example, one linear head), built directly.
 
-    python examples/tf_serving_testdata.py --out /tmp/tfs_testdata
+    python examples/tf_serving_testdata.py --out models/tfs_testdata
 """
 
 from __future__ import annotations
