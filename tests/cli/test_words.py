@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-TEXT_SUFFIXES = {".py", ".md", ".html", ".js", ".css", ".yaml", ".yml", ".json", ".txt", ".toml"}
+TEXT_SUFFIXES = {".py", ".md", ".html", ".js", ".css", ".yaml", ".yml", ".json", ".txt", ".toml", ".sh"}
 
 
 # Data and third-party code, not words: the console's built bundle (minified uPlot + the app), traces, datasets,
@@ -39,7 +39,8 @@ MACHINE_PATHS = re.compile(r"/work/|/root/|/home/\w+|/tmp/\w")
 
 
 def shipped_files() -> list[Path]:
-    roots = [REPO / "README.md", REPO / "docs", REPO / "tidal", REPO / "examples"]
+    roots = [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "docs", REPO / "tidal", REPO / "examples",
+             REPO / "scripts", REPO / "tools"]
     roots += sorted((REPO / "benchmarks").glob("*.md")) + sorted((REPO / "benchmarks").glob("*/*.md"))
     out = []
     for root in roots:
