@@ -22,8 +22,9 @@ import orjson
 from tidal.clock import Clock, RealClock
 from tidal.errors import NotFound
 from tidal.gateway.balancing import choose
-from tidal.gateway.config import GatewaySettings, ReplicaEndpoint, ReplicaState, ServiceConfig
+from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
 from tidal.gateway.metrics import RequestMetrics, make_registry, render
+from tidal.gateway.queue import WaitQueue, overflow, waited_in_vain
 from tidal.gateway.routing import RouteSpec, RouteTable, build_table, resolve
 from tidal.gateway.window import WindowedCounter
 from tidal.http.client import ConnectFailed, ConnectionLost, HttpClient, Timeout
@@ -96,6 +97,7 @@ class ServiceStats:
     p50: dict[float, float | None]
     p99: dict[float, float | None]
     replicas: list[ReplicaStats]
+    queued: int = 0  # waiting for a ready replica (counted in in_flight too)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,7 +129,7 @@ class _Replica:
 
 
 class _Service:
-    __slots__ = ("name", "config", "replicas", "ready", "deadline", "metrics", "window")
+    __slots__ = ("name", "config", "replicas", "ready", "deadline", "metrics", "window", "queue")
 
     def __init__(self, config: ServiceConfig, settings: GatewaySettings, now: float) -> None:
         self.name = config.name
@@ -138,9 +140,12 @@ class _Service:
         self.metrics = RequestMetrics()
         self.window = WindowedCounter(now, bucket_seconds=settings.bucket_seconds,
                                       max_window_seconds=settings.max_window_seconds)
+        self.queue = WaitQueue()
 
     def refresh_ready(self) -> None:
         self.ready = tuple(r for r in self.replicas.values() if r.state == "ready")
+        if self.ready or self.config.queue is None:
+            self.queue.release()  # the waiters go now (or, with no queue any more, get their 503 now)
 
 
 class Gateway:
@@ -149,7 +154,8 @@ class Gateway:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, clock: Clock | None = None,
                  settings: GatewaySettings | None = None, rand: Callable[[], float] | None = None,
                  sock: socket.socket | None = None,
-                 admin: Callable[[Request], Response | None] | None = None) -> None:
+                 admin: Callable[[Request], Response | None] | None = None,
+                 on_queue: Callable[[str], None] | None = None) -> None:
         # `sock`: a listening socket handed over by a supervisor (it stays open while this process restarts);
         # `admin`: answers more `/-/` paths first (the route-control endpoints of a supervised gateway).
         self.host = host
@@ -165,6 +171,8 @@ class Gateway:
         self._registry = make_registry(self._snapshot)
         self._sock = sock
         self._admin_extra = admin
+        # Asks the control plane for a replica of a service whose requests wait (at most once a second).
+        self._on_queue = on_queue
 
     # -- lifecycle
     async def start(self) -> None:
@@ -183,7 +191,8 @@ class Gateway:
 
     # -- the control plane's interface
     def set_service(self, name: str, replicas: Iterable[ReplicaEndpoint], hosts: Iterable[str] = (),
-                    models: Iterable[str] = (), *, deadline_seconds: float | None = None) -> None:
+                    models: Iterable[str] = (), *, deadline_seconds: float | None = None,
+                    queue: QueueSettings | None = None, unready_reason: str | None = None) -> None:
         """Create or replace a service's replicas and addresses.
 
         Replicas are matched by id: one that stays keeps its connections, counters and
@@ -191,7 +200,7 @@ class Gateway:
         requests and its connections close once its in-flight requests finish.
         """
         config = ServiceConfig(name=name, replicas=tuple(replicas), hosts=tuple(hosts), models=tuple(models),
-                               deadline_seconds=deadline_seconds)
+                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason)
         ids = [ep.id for ep in config.replicas]
         if len(set(ids)) != len(ids):
             raise ValueError(f"service {name!r}: replica ids must be unique, got {ids}")
@@ -236,6 +245,7 @@ class Gateway:
                                   domain=self.settings.domain, prefix=self.settings.path_prefix)
         for r in svc.replicas.values():
             self._retire(r)
+        svc.queue.release()  # its waiters find no replica: 503 now
 
     def endpoint(self, service: str) -> str:
         """The base URL a client appends TF Serving or V2 paths to (the path-prefix route,
@@ -263,7 +273,8 @@ class Gateway:
             qps={w: s.qps for w, s in sums.items()}, error_qps={w: s.error_qps for w, s in sums.items()},
             p50={w: s.p50 for w, s in sums.items()}, p99={w: s.p99 for w, s in sums.items()},
             replicas=[ReplicaStats(r.id, r.host, r.port, r.state, r.outstanding, r.metrics.requests,
-                                   r.metrics.errors, r.ejected_until > now) for r in svc.replicas.values()])
+                                   r.metrics.errors, r.ejected_until > now) for r in svc.replicas.values()],
+            queued=svc.queue.waiting)
 
     def _service(self, name: str) -> _Service:
         svc = self._services.get(name)
@@ -348,6 +359,10 @@ class Gateway:
     async def _attempts(self, svc: _Service, path: str, req: Request, start: float) -> Response:
         clock = self._clock
         data = self._encode(req, path)
+        if not svc.ready and svc.config.queue is not None:
+            refused = await self._wait_for_replica(svc, start)
+            if refused is not None:
+                return refused
         tried: list[_Replica] = []
         last_error = ""
         for _ in range(self.settings.max_attempts):
@@ -392,6 +407,22 @@ class Gateway:
             return error_response(503, f"no replica of service {svc.name!r} could be reached "
                                        f"({len(tried)} tried); last error: {last_error}")
         return error_response(503, f"service {svc.name!r} has no ready replica")
+
+    async def _wait_for_replica(self, svc: _Service, start: float) -> Response | None:
+        """Hold a request until the service has a ready replica; None once it has, else the 503 to answer."""
+        settings = svc.config.queue
+        if svc.queue.waiting >= settings.size:
+            return overflow(svc.name, settings)
+        now = self._clock.monotonic()
+        if self._on_queue is not None and svc.queue.should_wake(now):
+            try:
+                self._on_queue(svc.name)
+            except Exception:  # the control plane's next pass reads the queue anyway
+                log.exception("service %s: asking for a replica failed", svc.name)
+        limit = min(settings.wait_seconds, start + svc.deadline - now)
+        if await svc.queue.wait(limit):
+            return None  # a replica is ready (or the service went: the attempts below say so)
+        return waited_in_vain(svc.name, limit, svc.config.unready_reason)
 
     # -- the gateway's own endpoints
     def _admin(self, req: Request) -> Response:
