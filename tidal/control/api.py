@@ -222,8 +222,10 @@ class Api:
                            "errors": st.errors, "in_flight": st.in_flight, "queued": st.queued}
             except NotFound:
                 traffic = None
+            last = (s.get("autoscaler") or {}).get("last")
             services.append({"name": s["name"], "desired": s["desired"], "available": s["available"],
-                             "traffic": traffic, "autoscaler": (s.get("autoscaler") or {}).get("last")})
+                             "traffic": traffic, "autoscaler": last,
+                             "scaled_to_zero": s["desired"] == 0 and (last or {}).get("reason") == "ScaledToZero"})
         nodes = []
         for n in self.store.nodes():
             t = self.r.catalog.types.get(n.instance_type)
