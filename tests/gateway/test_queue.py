@@ -154,3 +154,18 @@ def test_without_a_queue_or_when_the_service_goes_the_answer_is_503_at_once():
             await replica.stop(0)
 
     _run(main)
+
+
+def test_the_queue_travels_in_the_routes_and_the_routes_file(tmp_path):
+    from tidal.gateway.config import ServiceConfig
+    from tidal.gateway.control import apply_routes, load_routes, save_routes
+
+    wanted = [ServiceConfig(name="s", queue=QueueSettings(size=3, wait_seconds=2.5), unready_reason="it failed"),
+              ServiceConfig(name="t")]
+    gw = Gateway()
+    apply_routes(gw, {}, wanted)
+    assert gw._services["s"].config.queue == QueueSettings(size=3, wait_seconds=2.5)
+    assert gw._services["t"].config.queue is None
+    path = tmp_path / "routes.json"
+    save_routes(path, wanted, "127.0.0.1", 8501)
+    assert load_routes(path) == wanted
