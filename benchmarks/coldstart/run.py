@@ -7,7 +7,8 @@ Three measurements per model, `--runs` each, median and p90:
 - phases: a fresh interpreter that builds `tidal model-server`'s ModelServer and asks it
   (`phases.py`): process start (launch to its first line), imports, listen + model load,
   first answer, and a second answer for reference; plus a bare `python -c pass`.
-- plain: `tidal model-server` launched, a predict request sent every 5 ms until one answers 200.
+- plain: `tidal model-server` launched, a predict request sent every 5 ms until one answers 200
+  (right after each run from zero, so that both see the same load; `ratio_per_run` pairs them).
 - from zero: `tidal up` in a temporary home (time factor 0.1, so a 10 s idle period is 1 real
   second and a drain 1 s), the model served with `tidal autoscale --min 0`; each run waits until
   the service is at zero with no replica process left, sends one predict request to the gateway
@@ -92,32 +93,28 @@ def phases(base: Path, name: str, runs: int) -> dict:
     return {k: stats(v) for k, v in parts.items()}
 
 
-def plain(base: Path, name: str, runs: int) -> dict:
+def plain_once(base: Path, name: str) -> float:
+    """`tidal model-server` launched -> its first 200 to a predict request (sent every 5 ms)."""
     body = json.dumps(BODIES[name]).encode()
-    out = []
-    for _ in range(runs):
-        port = free_port()
-        t0 = time.time()
-        proc = subprocess.Popen([PY, "-P", "-m", "tidal", "model-server", "--port", "0", "--rest_api_host",
-                                 "127.0.0.1", "--rest_api_port", str(port), "--model_name", name,
-                                 "--model_base_path", str(base)], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}/v1/models/{name}:predict"
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"model server exited with {proc.returncode}")
-                try:
-                    if post(url, body, 5) == 200:
-                        break
-                except (urllib.error.URLError, ConnectionError, OSError):
-                    pass
-                time.sleep(0.005)
-            out.append(time.time() - t0)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-    return stats(out)
+    port = free_port()
+    t0 = time.time()
+    proc = subprocess.Popen([PY, "-P", "-m", "tidal", "model-server", "--port", "0", "--rest_api_host", "127.0.0.1",
+                             "--rest_api_port", str(port), "--model_name", name, "--model_base_path", str(base)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/{name}:predict"
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"model server exited with {proc.returncode}")
+            try:
+                if post(url, body, 5) == 200:
+                    return time.time() - t0
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
 
 class ControlPlane:
@@ -150,6 +147,7 @@ class ControlPlane:
 
 
 def from_zero(models: dict[str, Path], runs: int, tmp: Path) -> dict:
+    """Each run from zero is followed by a plain start of the same model, so both see the same load."""
     home = tmp / "home"
     cp = ControlPlane(home)
     bucket = tmp / "bucket"
@@ -173,6 +171,7 @@ def from_zero(models: dict[str, Path], runs: int, tmp: Path) -> dict:
             body = json.dumps(BODIES[name]).encode()
             parts: dict[str, list[float]] = {k: [] for k in ("to_wake", "wake_to_started", "started_to_ready",
                                                              "ready_to_answer", "total")}
+            plain: list[float] = []
             for _ in range(runs):
                 deadline = time.time() + 120
                 while not (cp.service(svc)["scaled_to_zero"] and cp.processes(svc) == 0):
@@ -200,8 +199,11 @@ def from_zero(models: dict[str, Path], runs: int, tmp: Path) -> dict:
                 parts["started_to_ready"].append(ready - started)
                 parts["ready_to_answer"].append(t1 - ready)
                 parts["total"].append(t1 - t0)
-                print(f"  {name} from zero: {t1 - t0:.3f}s", file=sys.stderr, flush=True)
-            out[name] = {k: stats(v) for k, v in parts.items()}
+                plain.append(plain_once(models[name], name))
+                print(f"  {name} from zero: {t1 - t0:.3f}s, plain start: {plain[-1]:.3f}s", file=sys.stderr,
+                      flush=True)
+            out[name] = {"from_zero": {k: stats(v) for k, v in parts.items()}, "plain": stats(plain),
+                         "ratio_per_run": stats([z / p for z, p in zip(parts["total"], plain)])}
     finally:
         try:
             cp.tidal("down")
@@ -229,12 +231,12 @@ def main() -> int:
                               "platform": platform.platform(), "load_average": os.getloadavg()},
                   "runs": args.runs, "interpreter": interpreter(args.runs), "models": {}}
         for name, base in models.items():
-            print(f"{name}: phases, plain start", file=sys.stderr, flush=True)
-            result["models"][name] = {"phases": phases(base, name, args.runs), "plain": plain(base, name, args.runs)}
-        for name, zero in from_zero(models, args.runs, tmp).items():
-            result["models"][name]["from_zero"] = zero
+            print(f"{name}: phases", file=sys.stderr, flush=True)
+            result["models"][name] = {"phases": phases(base, name, args.runs)}
+        for name, measured in from_zero(models, args.runs, tmp).items():
+            result["models"][name].update(measured)
             result["models"][name]["ratio_from_zero_to_plain"] = (
-                zero["total"]["median"] / result["models"][name]["plain"]["median"])
+                measured["from_zero"]["total"]["median"] / measured["plain"]["median"])
         result["machine"]["load_average_after"] = os.getloadavg()
     text = json.dumps(result, indent=1)
     if args.output:
