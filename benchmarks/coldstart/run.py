@@ -14,7 +14,8 @@ Three measurements per model, `--runs` each, median and p90:
   the service is at zero with no replica process left, sends one predict request to the gateway
   and times its answer; the control plane's events split it into request -> the gateway's wake
   (ScaleFromZero), -> replica started (ReplicaScheduled), -> ready (ReplicaReady), -> answered.
-Models are built from examples/ into a temporary directory (already on local disk when timed).
+Models are built from examples/ into a temporary directory (already on local disk when timed);
+the `_tf` ones (TensorFlow SavedModels) need `tidal[tensorflow]`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import load_example  # noqa: E402  (the sample models' builders)
 
 PY = sys.executable
-BODIES = {"half_plus_two": {"instances": [1.0, 2.0, 5.0]}, "sentiment": {"instances": ["what a great film"]}}
+BODIES = {"half_plus_two": {"instances": [1.0, 2.0, 5.0]}, "sentiment": {"instances": ["what a great film"]},
+          "half_plus_two_tf": {"instances": [1.0, 2.0, 5.0]}, "sentiment_tf": {"instances": ["what a great film"]}}
 FACTOR = 0.1
 
 
