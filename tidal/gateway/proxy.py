@@ -24,7 +24,7 @@ from tidal.errors import NotFound
 from tidal.gateway.balancing import choose
 from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
 from tidal.gateway.metrics import RequestMetrics, make_registry, render
-from tidal.gateway.queue import WaitQueue, overflow, waited_in_vain
+from tidal.gateway.queue import WaitQueue
 from tidal.gateway.routing import RouteSpec, RouteTable, build_table, resolve
 from tidal.gateway.window import WindowedCounter
 from tidal.http.client import ConnectFailed, ConnectionLost, HttpClient, Timeout
@@ -360,7 +360,9 @@ class Gateway:
         clock = self._clock
         data = self._encode(req, path)
         if not svc.ready and svc.config.queue is not None:
-            refused = await self._wait_for_replica(svc, start)
+            now = clock.monotonic()
+            refused = await svc.queue.hold(svc.name, svc.config.queue, now, start + svc.deadline - now,
+                                           svc.config.unready_reason, self._on_queue)
             if refused is not None:
                 return refused
         tried: list[_Replica] = []
@@ -407,22 +409,6 @@ class Gateway:
             return error_response(503, f"no replica of service {svc.name!r} could be reached "
                                        f"({len(tried)} tried); last error: {last_error}")
         return error_response(503, f"service {svc.name!r} has no ready replica")
-
-    async def _wait_for_replica(self, svc: _Service, start: float) -> Response | None:
-        """Hold a request until the service has a ready replica; None once it has, else the 503 to answer."""
-        settings = svc.config.queue
-        if svc.queue.waiting >= settings.size:
-            return overflow(svc.name, settings)
-        now = self._clock.monotonic()
-        if self._on_queue is not None and svc.queue.should_wake(now):
-            try:
-                self._on_queue(svc.name)
-            except Exception:  # the control plane's next pass reads the queue anyway
-                log.exception("service %s: asking for a replica failed", svc.name)
-        limit = min(settings.wait_seconds, start + svc.deadline - now)
-        if await svc.queue.wait(limit):
-            return None  # a replica is ready (or the service went: the attempts below say so)
-        return waited_in_vain(svc.name, limit, svc.config.unready_reason)
 
     # -- the gateway's own endpoints
     def _admin(self, req: Request) -> Response:

@@ -11,12 +11,16 @@ that goes away is cancelled by the HTTP server and leaves the count on its way o
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+from typing import Callable
 
 import orjson
 
 from tidal.gateway.config import QueueSettings
 from tidal.http.server import Response
+
+log = logging.getLogger(__name__)
 
 WAKE_INTERVAL_SECONDS = 1.0  # one request for a replica per service per second, however many wait
 
@@ -28,6 +32,22 @@ class WaitQueue:
         self.waiting = 0
         self._event: asyncio.Event | None = None
         self.last_wake = -math.inf
+
+    async def hold(self, service: str, settings: QueueSettings, now: float, budget: float, reason: str | None,
+                   wake: Callable[[str], None] | None) -> Response | None:
+        """Hold a request until the service has a ready replica: None once released, else the 503 to answer.
+        `budget`: what is left of the request's deadline; `wake` asks the control plane for a replica."""
+        if self.waiting >= settings.size:
+            return overflow(service, settings)
+        if wake is not None and self.should_wake(now):
+            try:
+                wake(service)
+            except Exception:  # the control plane's next pass reads the queue anyway
+                log.exception("service %s: asking for a replica failed", service)
+        limit = min(settings.wait_seconds, budget)
+        if await self.wait(limit):
+            return None  # a replica is ready (or the service went: the caller's attempts say so)
+        return waited_in_vain(service, limit, reason)
 
     def should_wake(self, now: float) -> bool:
         if now - self.last_wake >= WAKE_INTERVAL_SECONDS:
