@@ -242,6 +242,21 @@ class BurstSettings(_Model):
         return self.stable_window_seconds * self.panic_window_percentage / 100.0
 
 
+class ZeroSettings(_Model):
+    """Scale to zero (minReplicas 0), with Knative's semantics rather than the HPA's HPAScaleToZero: a service
+    goes to zero only after `idle_seconds` with no request at the gateway, and back to one on the first
+    request, which waits in the gateway's queue (at most `queue_size` requests for `queue_wait_seconds`)."""
+
+    idle_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = 300.0
+    queue_size: Annotated[int, Field(ge=1, le=100000)] = 100
+    queue_wait_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+ZERO_ANNOTATIONS = {"idle_seconds": "autoscaling.tidal.dev/idle-seconds",
+                    "queue_size": "autoscaling.tidal.dev/queue-size",
+                    "queue_wait_seconds": "autoscaling.tidal.dev/queue-wait-seconds"}
+
+
 class HPASpec(_Model):
     """One autoscaler: the v2 HorizontalPodAutoscaler spec with defaults, plus Tidal's settings."""
 
@@ -254,6 +269,7 @@ class HPASpec(_Model):
     behavior: Optional[HPABehavior] = None
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
     burst: BurstSettings = Field(default_factory=BurstSettings)
+    zero: ZeroSettings = Field(default_factory=ZeroSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -396,12 +412,23 @@ def parse_hpa(document: Any, *, burst: BurstSettings | None = None,
         if flag not in ("", "true", "false", "enabled", "disabled"):
             raise InvalidArgument(f"metadata.annotations.{BURST_ANNOTATION}: expected true or false, got {flag!r}")
         burst = BurstSettings(enabled=flag in ("true", "enabled"))
-    for ours in ("name", "namespace", "controller", "burst"):
+    zero: dict[str, str] = {}
+    for key, annotation in ZERO_ANNOTATIONS.items():
+        if annotation in annotations:
+            zero[key] = str(annotations[annotation]).strip()
+    try:
+        zero_settings = ZeroSettings.model_validate(zero)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InvalidArgument(f"metadata.annotations.{ZERO_ANNOTATIONS[str(first['loc'][0])]}: "
+                              f"{first['msg']} (got {zero[str(first['loc'][0])]!r})") from None
+    for ours in ("name", "namespace", "controller", "burst", "zero"):
         if ours in spec:
             raise InvalidArgument(f"spec.{ours}: unknown field")
     spec["name"] = str(metadata.get("name", ""))
     spec["namespace"] = str(metadata.get("namespace") or "default")
     spec["burst"] = burst
+    spec["zero"] = zero_settings
     spec["controller"] = controller or ControllerSettings()
     try:
         return HPASpec.model_validate(spec)

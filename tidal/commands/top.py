@@ -71,14 +71,15 @@ def show(data: dict, output: str) -> None:
         qps = t.get("qps") or {}
         w = min(qps, key=lambda k: abs(float(k) - 10.0)) if qps else None
         last = s["autoscaler"] or {}
+        reason = "scaled to zero" if s.get("scaled_to_zero") else last.get("reason", "-")
         rows.append([s["name"], s["desired"], s["available"], f"{qps[w]:.1f}" if w is not None else "-",
                      _ms((t.get("p50") or {}).get(w)) if w is not None else "-",
                      _ms((t.get("p99") or {}).get(w)) if w is not None else "-",
-                     t.get("requests", "-"), t.get("errors", "-"), last.get("reason", "-")])
+                     t.get("requests", "-"), t.get("errors", "-"), t.get("queued", "-"), reason])
     line = gateway_line(data.get("gateway"), time.time())
     if line:
         print(line + "\n")
-    table(["SERVICE", "DESIRED", "AVAILABLE", "QPS", "P50", "P99", "REQUESTS", "ERRORS", "AUTOSCALER"], rows)
+    table(["SERVICE", "DESIRED", "AVAILABLE", "QPS", "P50", "P99", "REQUESTS", "ERRORS", "QUEUED", "AUTOSCALER"], rows)
     print()
     table(["NODE", "POOL", "ZONE", "INSTANCE TYPE", "BILLING", "STATE", "PRICE/H"],
           [[n["name"], n["pool"], n["zone"], n["instance_type"], n["billing"], n["state"], money(n["price_per_hour"])]

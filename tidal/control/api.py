@@ -38,6 +38,7 @@ class Api:
         self.token = token.encode()
         self.gateway_url = gateway_url
         self.console = console
+        self._wake = wake
         # The operator's allowances come from the control plane's environment unless the caller passes them.
         self.ops = operations or Operations.build(reconciler, wake, os.environ if env is None else env)
         self.routes: list[tuple[str, re.Pattern, Callable]] = []
@@ -62,6 +63,7 @@ class Api:
             ("GET", r"/events", self.events),
             ("GET", r"/top", self.top),
             ("GET", r"/logs/(?P<name>[^/]+)", self.logs),
+            ("POST", r"/wake", self.wake),
         ]:
             self.routes.append((method, re.compile(f"^{PREFIX}{pattern}$"), fn))
 
@@ -209,17 +211,24 @@ class Api:
             raise InvalidArgument("since and limit must be integers") from None
         return [dict(e.to_dict(), id=e.id) for e in self.store.events(since, limit, query.get("object"))]
 
+    def wake(self, **_: Any) -> dict:
+        """The gateway holds requests for a service with no ready replica: run a pass now (it reads the queue)."""
+        self._wake()
+        return {"ok": True}
+
     def top(self, **_: Any) -> dict:
         services = []
         for s in self.list_services():
             try:
                 st = self.r.gateway.stats(s["name"])
                 traffic = {"qps": st.qps, "p50": st.p50, "p99": st.p99, "requests": st.requests,
-                           "errors": st.errors, "in_flight": st.in_flight}
+                           "errors": st.errors, "in_flight": st.in_flight, "queued": st.queued}
             except NotFound:
                 traffic = None
+            last = (s.get("autoscaler") or {}).get("last")
             services.append({"name": s["name"], "desired": s["desired"], "available": s["available"],
-                             "traffic": traffic, "autoscaler": (s.get("autoscaler") or {}).get("last")})
+                             "traffic": traffic, "autoscaler": last,
+                             "scaled_to_zero": s["desired"] == 0 and (last or {}).get("reason") == "ScaledToZero"})
         nodes = []
         for n in self.store.nodes():
             t = self.r.catalog.types.get(n.instance_type)

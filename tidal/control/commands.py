@@ -204,6 +204,8 @@ class Route(Command):
     service: str
     endpoints: tuple[Endpoint, ...]
     models: tuple[str, ...] = ()
+    queue: Optional[object] = None          # a tidal.gateway.config.QueueSettings: requests wait for a replica
+    unready_reason: Optional[str] = None    # why no replica is ready (told to requests that waited in vain)
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ class ControlPlane:
     def _make_gateway(self, port: int, token: str):
         from tidal.gateway import Gateway
         if self.options.gateway_mode == GatewayMode.IN_PROCESS:
-            return Gateway(self.options.host, port)
+            return Gateway(self.options.host, port, on_queue=lambda _service: self._wake.set())
         from tidal.gateway.client import GatewayClient
         from tidal.gateway.control import load_routes
         from tidal.gateway.supervisor import GatewayFiles
@@ -175,6 +175,8 @@ class ControlPlane:
                 wait = min(wait, clock.real(self.reconciler.burst_tick_seconds))
             if self.reconciler.settling():
                 wait = min(wait, 1.0)  # a replica is starting or draining: notice the change within a second
+            if self.reconciler.waiting:
+                wait = min(wait, 0.1)  # requests wait at the gateway for a replica: route it the moment it is ready
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
             except asyncio.TimeoutError:

@@ -216,8 +216,10 @@ class Executor:
         from tidal.gateway.config import ReplicaEndpoint
         endpoints = [ReplicaEndpoint(id=e.id, host=e.host, port=e.port, state=e.state) for e in c.endpoints]
         models = c.models
+        # Only a service that queues says so: a gateway stand-in without queues keeps working.
+        extra = {"queue": c.queue, "unready_reason": c.unready_reason} if c.queue is not None else {}
         try:
-            self.gateway.set_service(c.service, endpoints, models=models)
+            self.gateway.set_service(c.service, endpoints, models=models, **extra)
             self._conflicts.discard((c.service, models))
         except Exception as exc:
             if not models:
@@ -227,7 +229,7 @@ class Executor:
                 self._conflicts.add((c.service, models))
                 log.info("service %s: model name %s not routed yet (%s)", c.service, ", ".join(models), exc)
             models = ()
-            self.gateway.set_service(c.service, endpoints, models=())
+            self.gateway.set_service(c.service, endpoints, models=(), **extra)
         out.routed.append(Routed(c.service, models))
 
     def _Unroute(self, c: Unroute, out: Outcomes) -> None:

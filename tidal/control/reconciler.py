@@ -23,7 +23,7 @@ from tidal.capacity.cost import NodeLife, summarize
 from tidal.capacity.nodepool import pool_zones
 from tidal.control.commands import (Command, DiscardReplica, Event, FailReplica, Note, Outcomes, StopReplica,
                                     TerminateNode)
-from tidal.control.decide import autoscaling, capacity, notices, placement, replicas, routing
+from tidal.control.decide import autoscaling, capacity, notices, placement, replicas, routing, zero
 from tidal.control.decide.autoscaling import workload_name as _workload_name
 from tidal.control.decide.replicas import (DEFAULT_CPU, DEFAULT_MEMORY_MIB, release_hash,  # noqa: F401 (re-exported)
                                            requests_of)
@@ -61,6 +61,9 @@ class Reconciler:
         self._placement = placement.PlacementMemory()
         self._pools: dict[str, capacity.PoolMemory] = {}
         self.burst_tick_seconds: float | None = None
+        self._zero = zero.ZeroMemory()
+        # Requests wait at the gateway for a replica: the loop looks again within a tenth of a second.
+        self.waiting = False
 
     # ------------------------------------------------------------------ plumbing
     def event(self, kind: str, obj: str, message: str) -> None:
@@ -159,6 +162,28 @@ class Reconciler:
         self._autoscaling = result.memory
         self.burst_tick_seconds = result.burst_tick_seconds
         self._run(result.commands)
+        self._scale_to_zero(snap)
+
+    def _scale_to_zero(self, snap: Snapshot) -> None:
+        specs = {}
+        for name, scaler in snap.autoscalers.items():
+            spec, _ = autoscaling.parse(scaler.document)
+            if zero.scales_to_zero(spec):
+                specs[name] = spec
+        activity = {name: self._activity(name) for name in specs}
+        self.waiting = any(a is not None and a.queued > 0 for a in activity.values())
+        cmds, self._zero = zero.decide(self._snapshot(), specs, activity, self._zero)
+        self._run(cmds)
+
+    def _activity(self, service: str) -> zero.Activity | None:
+        """What the gateway holds for a service now; None while it cannot be reached (nothing is decided)."""
+        try:
+            st = self.gateway.stats(service)
+        except GatewayUnreachable:
+            return None
+        except NotFound:  # not routed yet: no traffic
+            return zero.Activity(requests=0)
+        return zero.Activity(requests=st.requests, in_flight=st.in_flight, queued=getattr(st, "queued", 0))
 
     def _gateway_qps(self, service: str, window: float) -> float | None:
         """The gateway's rate; 0 for a service it has not routed yet; None (a missing metric: the HPA holds, as
@@ -205,7 +230,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ the gateway follows the store
     def sync_gateway(self) -> None:
-        self._run(routing.route(self._snapshot(), frozenset(self.gateway.services())))
+        self._run(routing.route(self._snapshot(autoscalers=True), frozenset(self.gateway.services())))
 
     def shutdown(self) -> None:
         """`tidal down`: replicas stop (draining in-flight work), nodes go; desired state stays for the next `up`."""

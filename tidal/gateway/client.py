@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import orjson
 
 from tidal.errors import AlreadyExists, Internal, NotFound
-from tidal.gateway.config import GatewaySettings, ReplicaEndpoint, ReplicaState, ServiceConfig
+from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
 from tidal.gateway.control import QPS, ROUTES, STATS, check_claims
 from tidal.gateway.proxy import ReplicaStats, ServiceStats
 
@@ -118,9 +118,10 @@ class GatewayClient:
 
     # -- the in-process gateway's interface
     def set_service(self, name: str, replicas: Iterable[ReplicaEndpoint], hosts: Iterable[str] = (),
-                    models: Iterable[str] = (), *, deadline_seconds: float | None = None) -> None:
+                    models: Iterable[str] = (), *, deadline_seconds: float | None = None,
+                    queue: QueueSettings | None = None, unready_reason: str | None = None) -> None:
         config = ServiceConfig(name=name, replicas=tuple(replicas), hosts=tuple(hosts), models=tuple(models),
-                               deadline_seconds=deadline_seconds)
+                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason)
         ids = [ep.id for ep in config.replicas]
         if len(set(ids)) != len(ids):
             raise ValueError(f"service {name!r}: replica ids must be unique, got {ids}")
@@ -173,7 +174,8 @@ class GatewayClient:
         d = self._get(STATS, {"service": service})
         windows = {k: {float(w): v for w, v in d[k].items()} for k in ("qps", "error_qps", "p50", "p99")}
         return ServiceStats(name=d["name"], in_flight=d["in_flight"], requests=d["requests"], errors=d["errors"],
-                            retries=d["retries"], **windows, replicas=[ReplicaStats(**r) for r in d["replicas"]])
+                            retries=d["retries"], **windows, replicas=[ReplicaStats(**r) for r in d["replicas"]],
+                            queued=d.get("queued", 0))
 
     # -- inside
     def _service(self, name: str) -> ServiceConfig:

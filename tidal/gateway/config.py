@@ -22,6 +22,15 @@ class ReplicaEndpoint(BaseModel):
     state: ReplicaState = "ready"
 
 
+class QueueSettings(BaseModel):
+    """Requests for a service with no ready replica wait here (a service scaled to zero) instead of a 503."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: int = Field(default=100, ge=1, le=100000)            # more waiting: 503 with Retry-After
+    wait_seconds: float = Field(default=30.0, gt=0, le=3600)  # longer: 503 with the reason
+
+
 class ServiceConfig(BaseModel):
     """A service behind the gateway: its replicas and the names it is reached by."""
 
@@ -33,6 +42,10 @@ class ServiceConfig(BaseModel):
     models: tuple[str, ...] = ()
     # None: the gateway's default deadline.
     deadline_seconds: float | None = Field(default=None, gt=0)
+    # None: a request finding no ready replica gets 503 at once.
+    queue: QueueSettings | None = None
+    # Why no replica is ready (the last start failure): said to requests that waited in vain.
+    unready_reason: str | None = Field(default=None, max_length=2000)
 
 
 class GatewaySettings(BaseModel):

@@ -72,9 +72,11 @@ def apply_routes(gateway, current: dict[str, ServiceConfig], wanted: list[Servic
         old = current.get(s.name)
         if old is not None and (old.hosts, old.models) != (s.hosts, s.models):
             gateway.set_service(s.name, s.replicas, tuple(h for h in old.hosts if h in s.hosts),
-                                tuple(m for m in old.models if m in s.models), deadline_seconds=s.deadline_seconds)
+                                tuple(m for m in old.models if m in s.models), deadline_seconds=s.deadline_seconds,
+                                queue=s.queue, unready_reason=s.unready_reason)
     for s in wanted:
-        gateway.set_service(s.name, s.replicas, s.hosts, s.models, deadline_seconds=s.deadline_seconds)
+        gateway.set_service(s.name, s.replicas, s.hosts, s.models, deadline_seconds=s.deadline_seconds,
+                            queue=s.queue, unready_reason=s.unready_reason)
 
 
 # -- the routes file: a valid `tidal gateway --routes` file, written atomically, the owner's alone

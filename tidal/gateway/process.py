@@ -48,7 +48,7 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     started = time.time()
     endpoints: ControlEndpoints | None = None
     gw = Gateway(args.host, sock.getsockname()[1] if sock else args.port, sock=sock,
-                 admin=lambda req: endpoints.handle(req))
+                 admin=lambda req: endpoints.handle(req), on_queue=_waker(Path(args.token_file), token))
     try:
         apply_routes(gw, {}, services)
     except Exception as exc:  # a damaged file must not keep the gateway down: the control plane sends them again
@@ -71,6 +71,28 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     # No new requests from here; those in flight finish (up to the drain timeout), then the replicas may go.
     await gw.stop()
     return f"was stopped by {received[0]} (it drained its requests first)"
+
+
+def _waker(token_file: Path, token: str):
+    """Ask the control plane for a replica at once: a POST to its API's /wake, found beside the token
+    (`address.json` in the same home). Off the event loop; a lost wake costs only the next pass's delay."""
+    address = token_file.parent / "address.json"
+
+    def post(service: str) -> None:
+        import urllib.request
+        try:
+            api = json.loads(address.read_text())["api"]
+            req = urllib.request.Request(f"{api}/api/v1/wake", data=json.dumps({"service": service}).encode(),
+                                         method="POST", headers={"Authorization": f"Bearer {token}",
+                                                                 "Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=0.5).close()
+        except Exception as exc:  # the control plane is down or restarting: its next pass reads the queue
+            logging.getLogger("tidal.gateway").info("service %s: cannot wake the control plane (%s)", service, exc)
+
+    def wake(service: str) -> None:
+        asyncio.get_running_loop().run_in_executor(None, post, service)
+
+    return wake
 
 
 def _say_why(exit_file: str | None, reason: str) -> None:

@@ -22,8 +22,9 @@ import orjson
 from tidal.clock import Clock, RealClock
 from tidal.errors import NotFound
 from tidal.gateway.balancing import choose
-from tidal.gateway.config import GatewaySettings, ReplicaEndpoint, ReplicaState, ServiceConfig
+from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
 from tidal.gateway.metrics import RequestMetrics, make_registry, render
+from tidal.gateway.queue import WaitQueue
 from tidal.gateway.routing import RouteSpec, RouteTable, build_table, resolve
 from tidal.gateway.window import WindowedCounter
 from tidal.http.client import ConnectFailed, ConnectionLost, HttpClient, Timeout
@@ -105,6 +106,7 @@ class ServiceStats:
     p50: dict[float, float | None]
     p99: dict[float, float | None]
     replicas: list[ReplicaStats]
+    queued: int = 0  # waiting for a ready replica (counted in in_flight too)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +138,7 @@ class _Replica:
 
 
 class _Service:
-    __slots__ = ("name", "config", "replicas", "ready", "deadline", "metrics", "window")
+    __slots__ = ("name", "config", "replicas", "ready", "deadline", "metrics", "window", "queue")
 
     def __init__(self, config: ServiceConfig, settings: GatewaySettings, now: float) -> None:
         self.name = config.name
@@ -147,9 +149,12 @@ class _Service:
         self.metrics = RequestMetrics()
         self.window = WindowedCounter(now, bucket_seconds=settings.bucket_seconds,
                                       max_window_seconds=settings.max_window_seconds)
+        self.queue = WaitQueue()
 
     def refresh_ready(self) -> None:
         self.ready = tuple(r for r in self.replicas.values() if r.state == "ready")
+        if self.ready or self.config.queue is None:
+            self.queue.release()  # the waiters go now (or, with no queue any more, get their 503 now)
 
 
 class Gateway:
@@ -158,7 +163,8 @@ class Gateway:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, clock: Clock | None = None,
                  settings: GatewaySettings | None = None, rand: Callable[[], float] | None = None,
                  sock: socket.socket | None = None,
-                 admin: Callable[[Request], Response | None] | None = None) -> None:
+                 admin: Callable[[Request], Response | None] | None = None,
+                 on_queue: Callable[[str], None] | None = None) -> None:
         # `sock`: a listening socket handed over by a supervisor (it stays open while this process restarts);
         # `admin`: answers more `/-/` paths first (the route-control endpoints of a supervised gateway).
         self.host = host
@@ -174,6 +180,8 @@ class Gateway:
         self._registry = make_registry(self._snapshot)
         self._sock = sock
         self._admin_extra = admin
+        # Asks the control plane for a replica of a service whose requests wait (at most once a second).
+        self._on_queue = on_queue
 
     # -- lifecycle
     async def start(self) -> None:
@@ -192,7 +200,8 @@ class Gateway:
 
     # -- the control plane's interface
     def set_service(self, name: str, replicas: Iterable[ReplicaEndpoint], hosts: Iterable[str] = (),
-                    models: Iterable[str] = (), *, deadline_seconds: float | None = None) -> None:
+                    models: Iterable[str] = (), *, deadline_seconds: float | None = None,
+                    queue: QueueSettings | None = None, unready_reason: str | None = None) -> None:
         """Create or replace a service's replicas and addresses.
 
         Replicas are matched by id: one that stays keeps its connections, counters and
@@ -200,7 +209,7 @@ class Gateway:
         requests and its connections close once its in-flight requests finish.
         """
         config = ServiceConfig(name=name, replicas=tuple(replicas), hosts=tuple(hosts), models=tuple(models),
-                               deadline_seconds=deadline_seconds)
+                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason)
         ids = [ep.id for ep in config.replicas]
         if len(set(ids)) != len(ids):
             raise ValueError(f"service {name!r}: replica ids must be unique, got {ids}")
@@ -245,6 +254,7 @@ class Gateway:
                                   domain=self.settings.domain, prefix=self.settings.path_prefix)
         for r in svc.replicas.values():
             self._retire(r)
+        svc.queue.release()  # its waiters find no replica: 503 now
 
     def endpoint(self, service: str) -> str:
         """The base URL a client appends TF Serving or V2 paths to (the path-prefix route,
@@ -272,7 +282,8 @@ class Gateway:
             qps={w: s.qps for w, s in sums.items()}, error_qps={w: s.error_qps for w, s in sums.items()},
             p50={w: s.p50 for w, s in sums.items()}, p99={w: s.p99 for w, s in sums.items()},
             replicas=[ReplicaStats(r.id, r.host, r.port, r.state, r.outstanding, r.metrics.requests,
-                                   r.metrics.errors, r.ejected_until > now) for r in svc.replicas.values()])
+                                   r.metrics.errors, r.ejected_until > now) for r in svc.replicas.values()],
+            queued=svc.queue.waiting)
 
     def _service(self, name: str) -> _Service:
         svc = self._services.get(name)
@@ -357,6 +368,12 @@ class Gateway:
     async def _attempts(self, svc: _Service, path: str, req: Request, start: float) -> Response:
         clock = self._clock
         data = self._encode(req, path)
+        if not svc.ready and svc.config.queue is not None:
+            now = clock.monotonic()
+            refused = await svc.queue.hold(svc.name, svc.config.queue, now, start + svc.deadline - now,
+                                           svc.config.unready_reason, self._on_queue)
+            if refused is not None:
+                return refused
         tried: list[_Replica] = []
         last_error = ""
         for _ in range(self.settings.max_attempts):

@@ -6,6 +6,8 @@ them, and says what to store and which events to write. What the control plane
 remembers between passes is `AutoscalingMemory`, passed in and returned; what
 must outlive a restart (the HPA's history, the panic state) is the stored
 `AutoscalerMemory` record, read from the snapshot and written by a command.
+A service that may scale to zero (`minReplicas: 0`) is decided here with a floor
+of one; going to zero and back is tidal.control.decide.zero's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tidal.autoscaling.hpa import Recommendation, decide as hpa_decide
 from tidal.autoscaling.metrics import Metrics, ready_pods
 from tidal.autoscaling.spec import HPASpec, parse_hpa, qps_service
 from tidal.control.commands import Command, Event, Note, SaveAutoscaler, SetDesired
+from tidal.control.decide.zero import floor_of_one
 from tidal.control.records import AutoscalerMemory, AutoscalerStatus, BurstReport, MetricReport
 from tidal.control.snapshot import Snapshot
 from tidal.control.store import ServiceRow
@@ -82,6 +85,10 @@ def decide(snap: Snapshot, qps: Mapping[tuple[str, float], float], memory: Autos
         if spec is None:
             out.append(Note(Event("FailedGetScale", f"service/{name}", f"autoscaler unreadable: {error}")))
             continue
+        if spec.min_replicas == 0:
+            if svc.desired == 0:
+                continue  # scaled to zero: the zero step brings it back when a request waits
+            spec = floor_of_one(spec)
         target = burst.qps_target(spec)
         if spec.burst.enabled and not (target and target > 0) and name not in mem.burst_noted:
             mem.burst_noted.add(name)

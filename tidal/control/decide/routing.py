@@ -5,18 +5,22 @@ another service still holds that name (a deleted service draining), the gateway
 refuses it and the executor routes the service by its path prefix only for that
 pass; the next pass asks again, so the name is taken as soon as it is free. A
 deleted service keeps its draining endpoints but gives up its model name at once,
-and services giving names up are routed first.
+and services giving names up are routed first. A service that may scale to zero
+(`minReplicas: 0`) has the gateway hold its requests while no replica is ready,
+with its autoscaler's queue settings and the last start failure as the reason.
 """
 
 from __future__ import annotations
 
+from tidal.autoscaling.spec import parse_hpa
 from tidal.control.commands import Command, Endpoint, Route, Unroute
 from tidal.control.snapshot import Snapshot
+from tidal.gateway.config import QueueSettings
 from tidal.states import ReplicaState as S
 
 
 def route(snap: Snapshot, routed: frozenset[str]) -> list[Command]:
-    """`routed`: the services the gateway has now."""
+    """`routed`: the services the gateway has now; `snap` has the autoscalers (for the services that queue)."""
     by_service: dict[str, list[Endpoint]] = {name: [] for name in snap.services}
     for r in snap.in_state(S.READY, S.DRAINING, S.NOTIFIED):
         if r.endpoint is None:
@@ -35,6 +39,29 @@ def route(snap: Snapshot, routed: frozenset[str]) -> list[Command]:
                 releasing.append(Unroute(name))
             continue
         models = (svc.spec.model_name,) if svc is not None and svc.spec.model_name else ()
-        (claiming if models else releasing).append(Route(name, tuple(endpoints), models))
+        queue = _queue(snap, name) if svc is not None else None
+        reason = _unready_reason(snap, name) if queue is not None and not endpoints else None
+        (claiming if models else releasing).append(Route(name, tuple(endpoints), models, queue, reason))
     gone = [Unroute(name) for name in sorted(routed) if name not in by_service]
     return gone + releasing + claiming
+
+
+def _queue(snap: Snapshot, name: str) -> QueueSettings | None:
+    scaler = snap.autoscalers.get(name)
+    if scaler is None:
+        return None
+    try:
+        spec = parse_hpa(scaler.document)
+    except Exception:  # an unreadable autoscaler is reported by the autoscaling step
+        return None
+    if spec.min_replicas != 0:
+        return None
+    return QueueSettings(size=spec.zero.queue_size, wait_seconds=spec.zero.queue_wait_seconds)
+
+
+def _unready_reason(snap: Snapshot, name: str) -> str | None:
+    failed = [r for r in snap.failed if r.service == name and r.reason]
+    if not failed:
+        return None
+    last = max(failed, key=lambda r: r.stopped_at or r.created_at)
+    return f"the last replica to start ({last.id}) failed: {last.reason}"
