@@ -87,3 +87,15 @@ def test_serve_refuses_loader_env(cli, tmp_path):
     rc, _, err = cli("serve", "onnx", "--name", "s", "--data", "model-pvc:/models", "--model-path", "/models/m",
                      "-e", "LD_PRELOAD=/tmp/evil.so")
     assert rc == 2 and "LD_PRELOAD" in err and "TIDAL_ALLOW_ENV" in err and len(err.strip().splitlines()) == 1
+
+
+def test_apply_prints_the_same_warning_as_serve(cli, tmp_path):
+    (tmp_path / "models").mkdir()
+    assert cli("volume", "create", "model-pvc", "--url", f"file://{tmp_path}/models")[0] == 0
+    doc = tmp_path / "service.yaml"
+    doc.write_text("kind: Service\nspec:\n  name: sentiment\n  version: '1'\n  type: onnx\n  model_name: sentiment\n"
+                   "  data: [{volume: model-pvc, mount: /models}]\n  model_path: /models/sentiment\n")
+    rc, out, err = cli("apply", "-f", str(doc))
+    assert rc == 0 and "service/sentiment created" in out, (out, err)
+    assert err.strip() == (f"warning: the model path {tmp_path}/models/sentiment does not exist on this machine: "
+                           f"replicas cannot load sentiment until it does")

@@ -142,6 +142,11 @@ def run(args) -> int:
         elif kind == "Service":
             s = api.post("/services", d.get("spec") or {})
             print(f"service/{s['name']} created")
+            # The same notes and warnings `tidal serve` prints (a runtime it will use, a model path not there).
+            if s.get("runtime_note"):
+                print(s["runtime_note"])
+            for warning in s.get("warnings") or ():
+                print(warning, file=sys.stderr)
         elif kind == "Volume":
             v = api.post("/volumes", d.get("spec") or {})
             print(f"volume/{v['name']} configured")
