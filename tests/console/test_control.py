@@ -174,3 +174,50 @@ def test_the_console_and_the_api_follow_one_rule(world):
     assert patch(4)[0] == 200 and world.store.get_service("sentiment").desired == 4
     kinds = [e.kind for e in world.store.events()][-3:]
     assert kinds == ["AutoscalerDeleted", "ServiceScaled", "ServiceUpdated"] and world.wakes == 3
+
+
+class _ZeroRead:
+    """A read model of one service at zero replicas after its idle period, with requests queued at the gateway."""
+    gateway_url = None
+
+    def __init__(self):
+        from tidal.control.store import ServiceRow
+        from tidal.spec import ServiceSpec
+        self.row = ServiceRow(ServiceSpec(name="rare", version="1", model_name="m", model_path="/m"), 0, 0.0)
+
+    def now(self):
+        return 0.0
+
+    def services(self):
+        return [self.row]
+
+    def service(self, name):
+        return self.row if name == "rare" else None
+
+    def replicas(self, service=None, every_state=False):
+        return []
+
+    def nodes(self, pool=None):
+        return []
+
+    def pools(self):
+        return []
+
+    def events(self, limit=2000):
+        return []
+
+    def autoscaler(self, service):
+        return {}, {"reason": "ScaledToZero", "current": 0, "desired": 0}
+
+    def stats(self, service):
+        from types import SimpleNamespace
+        return SimpleNamespace(queued=3, qps={}, p50={}, p99={})
+
+    def instance_type(self, name):
+        return None
+
+
+def test_the_console_shows_a_service_scaled_to_zero_and_its_queue():
+    from tidal.console.control import ControlPlaneProvider
+    (s,) = ControlPlaneProvider(_ZeroRead()).overview().services
+    assert s.scaled_to_zero and s.queued == 3 and s.replicas.desired == 0

@@ -91,8 +91,10 @@ class ControlPlaneProvider:
             else:
                 od += 1
         qps = p50 = p99 = None
+        queued = 0
         st = self.read.stats(name)
         if st is not None:
+            queued = getattr(st, "queued", 0) or 0
             w = _WINDOW if _WINDOW in st.qps else next(iter(st.qps), None)
             if w is not None:
                 qps = st.qps.get(w)
@@ -108,8 +110,14 @@ class ControlPlaneProvider:
             endpoint=endpoint,
             replicas=ReplicaCounts(desired=row.desired, ready=sum(1 for r in mine if r.state in _READY)),
             qps=qps or 0.0, latency_ms=Latency(p50=p50, p99=p99),
-            cost_per_hour=round(cost, 6), on_demand_cost_per_hour=round(od_cost, 6))
+            cost_per_hour=round(cost, 6), on_demand_cost_per_hour=round(od_cost, 6),
+            scaled_to_zero=row.desired == 0 and self._last_reason(name) == "ScaledToZero", queued=queued)
         return summary, spot, od
+
+    def _last_reason(self, name: str) -> str | None:
+        found = self.read.autoscaler(name)
+        last = found[1] if found else None
+        return last.get("reason") if isinstance(last, dict) else None
 
     def _remember_decision(self, name: str) -> None:
         found = self.read.autoscaler(name)

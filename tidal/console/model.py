@@ -33,6 +33,8 @@ class ServiceSummary(BaseModel):
     cost_per_hour: NonNegativeFloat = 0.0
     # What the same replicas would cost on on-demand capacity only; savings derive from it.
     on_demand_cost_per_hour: NonNegativeFloat = 0.0
+    scaled_to_zero: bool = False  # at zero replicas after its idle period (autoscaled with --min 0)
+    queued: int = 0               # requests the gateway holds while a replica starts
 
     @property
     def savings(self) -> float:

@@ -75,7 +75,7 @@ function servicesView(data) {
     <tr data-service="${esc(s.name)}">
       <td><a href="#/services/${encodeURIComponent(s.name)}">${esc(s.name)}</a></td>
       <td>${esc(s.model)}</td><td>${esc(s.version)}</td><td>${esc(s.runtime)}</td>
-      <td class="n" data-testid="replicas">${s.replicas.ready}/${s.replicas.desired}</td>
+      <td class="n" data-testid="replicas">${s.replicas.ready}/${s.replicas.desired}${s.scaled_to_zero ? ' <span class="muted">scaled to zero</span>' : ""}${s.queued ? ` <span class="muted">${s.queued} queued</span>` : ""}</td>
       <td class="n">${num(s.qps)}</td>
       <td class="n">${num(s.latency_ms.p50, 2)}</td><td class="n">${num(s.latency_ms.p99, 2)}</td>
       <td class="n">${money(s.cost_per_hour)}</td>
