@@ -300,7 +300,7 @@ def _grpc(grpc_server, api: str, request):
     handler = {"predict": grpc_server.adapter.predict, "classify": grpc_server.adapter.classify,
                "regress": grpc_server.adapter.regress}[api]
     try:
-        return ("ok", asyncio.run(grpc_server._call(api, request, handler)))
+        return ("ok", asyncio.run(grpc_server._runner.call(api, request, handler)))
     except RpcFault as exc:
         return ("error", exc.fault.code, exc.fault.message)
 

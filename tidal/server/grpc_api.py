@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import grpc
 import numpy as np
@@ -78,6 +79,72 @@ class RpcFault(Exception):
     def __init__(self, fault: Fault) -> None:
         super().__init__(fault.message)
         self.fault = fault
+
+
+class OnLoop:
+    """Every gRPC service's RPCs run the same way: on the serving loop from a grpcio thread, cancelled when the
+    client goes, their errors mapped once (`dataplane.report`) and their metrics recorded either way.
+    `model_of(request)` and `version_of(response)` are what differs between TF Serving's messages and V2's."""
+
+    def __init__(self, metrics: ServerMetrics, loop: Callable[[], asyncio.AbstractEventLoop], label: str,
+                 metric_prefix: str, model_of: Callable[[object], str],
+                 version_of: Callable[[object], str]) -> None:
+        self.metrics = metrics
+        self.loop = loop
+        self.label = label
+        self.metric_prefix = metric_prefix
+        self.model_of = model_of
+        self.version_of = version_of
+
+    async def call(self, api: str, request, handler):
+        """One RPC's work, on the loop: the response, or an RpcFault (metrics recorded either way)."""
+        t0 = time.perf_counter()
+        model = version = ""
+        status = 200
+        try:
+            if type(request) is Undecodable:
+                raise InvalidArgument(f"Failed to parse the request message: {request.error}")
+            model = self.model_of(request)
+            result = handler(request)
+            if asyncio.iscoroutine(result):
+                result = await result
+            version = self.version_of(result)
+            return result
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except Exception as exc:
+            f = dataplane.report(exc, f"{self.label} {api}", model)
+            status = f.http_status
+            raise RpcFault(f) from None
+        finally:
+            self.metrics.observe_request(model, version, self.metric_prefix + api, status, time.perf_counter() - t0)
+
+    def rpc(self, api: str, handler):
+        def rpc(request, context):  # on a grpcio server thread
+            future = asyncio.run_coroutine_threadsafe(self.call(api, request, handler), self.loop())
+            context.add_callback(future.cancel)  # the client went away: stop the work (no-op once done)
+            try:
+                return future.result()
+            except RpcFault as exc:
+                context.abort(_GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
+            except concurrent.futures.CancelledError:
+                context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
+        return rpc
+
+
+def _tfs_model(request) -> str:
+    spec = getattr(request, "model_spec", None)
+    if spec is None and getattr(request, "tasks", None):  # MultiInference: one model for all tasks
+        spec = request.tasks[0].model_spec
+    return spec.name if spec is not None else ""
+
+
+def _tfs_version(response) -> str:
+    spec = getattr(response, "model_spec", None)
+    if spec is None and getattr(response, "results", None):
+        spec = response.results[0].model_spec
+    return str(spec.version.value) if spec is not None and spec.HasField("version") else ""
 
 
 class Adapter:
@@ -368,50 +435,10 @@ class GrpcServer:
         self._server: grpc.Server | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def _call(self, api: str, request, handler):
-        """One RPC's work, on the loop: the response, or an RpcFault (metrics recorded either way)."""
-        t0 = time.perf_counter()
-        model = version = ""
-        status = 200
-        try:
-            if type(request) is Undecodable:
-                raise InvalidArgument(f"Failed to parse the request message: {request.error}")
-            spec = getattr(request, "model_spec", None)
-            if spec is None and getattr(request, "tasks", None):  # MultiInference: one model for all tasks
-                spec = request.tasks[0].model_spec
-            if spec is not None:
-                model = spec.name
-            result = handler(request)
-            if asyncio.iscoroutine(result):
-                result = await result
-            spec = getattr(result, "model_spec", None)
-            if spec is None and getattr(result, "results", None):
-                spec = result.results[0].model_spec
-            if spec is not None and spec.HasField("version"):
-                version = str(spec.version.value)
-            return result
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        except Exception as exc:
-            f = dataplane.report(exc, "gRPC " + api, model)
-            status = f.http_status
-            raise RpcFault(f) from None
-        finally:
-            self.metrics.observe_request(model, version, api, status, time.perf_counter() - t0)
+        self._runner = OnLoop(metrics, lambda: self._loop, "gRPC", "", _tfs_model, _tfs_version)
 
     def _rpc(self, api: str, handler):
-        def rpc(request, context):  # on a grpcio server thread
-            future = asyncio.run_coroutine_threadsafe(self._call(api, request, handler), self._loop)
-            context.add_callback(future.cancel)  # the client went away: stop the work (no-op once done)
-            try:
-                return future.result()
-            except RpcFault as exc:
-                context.abort(_GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
-            except concurrent.futures.CancelledError:
-                context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
-        return rpc
+        return self._runner.rpc(api, handler)
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         """PredictionService and ModelService, as tensorflow-serving-api's descriptors define them; V2's service."""

@@ -10,10 +10,7 @@ has no typed field, FP16), which is what tritonclient and KServe's client expect
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import math
-import time
 
 import grpc
 import numpy as np
@@ -22,7 +19,7 @@ from tidal import __version__
 from tidal.errors import InvalidArgument
 from tidal.server import dataplane
 from tidal.server.dataplane import DataPlane, Method
-from tidal.server.grpc_api import _GRPC_CODE, RpcFault, Undecodable, service_handler
+from tidal.server.grpc_api import OnLoop, Undecodable, service_handler
 from tidal.server.metrics import ServerMetrics
 from tidal.server.protos import open_inference_grpc_pb2 as pb
 from tidal.server.tensors import MAX_RANK, DType, dtype_of_array, v2_dtype
@@ -35,7 +32,6 @@ _FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_content
           "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
           "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 _FIELDS = sorted(set(_FIELD.values()))
-_HTTP_OK = 200
 
 
 # -- tensors --------------------------------------------------------------------------
@@ -152,8 +148,11 @@ class V2GrpcService:
         self.plane = plane
         self.manager = plane.manager
         self.metrics = metrics
-        self._loop = loop_getter  # the serving loop, known once the gRPC server starts
         self.server_name = server_name
+        # The serving loop is known once the gRPC server starts: `loop_getter` gives it then.
+        self._runner = OnLoop(metrics, loop_getter, "gRPC V2", "grpc_v2_",
+                              lambda r: getattr(r, "model_name", None) or getattr(r, "name", ""),
+                              lambda r: getattr(r, "model_version", ""))
 
     # -- RPCs on the loop -----------------------------------------------------------
 
@@ -203,41 +202,8 @@ class V2GrpcService:
 
     # -- plumbing -------------------------------------------------------------------
 
-    async def _call(self, api: str, request, handler):
-        """One RPC's work on the loop: the response, or an RpcFault (metrics recorded either way)."""
-        t0 = time.perf_counter()
-        model = version = ""
-        status = _HTTP_OK
-        try:
-            if type(request) is Undecodable:
-                raise InvalidArgument(f"Failed to parse the request message: {request.error}")
-            model = getattr(request, "model_name", None) or getattr(request, "name", "")
-            result = handler(request)
-            if asyncio.iscoroutine(result):
-                result = await result
-            version = getattr(result, "model_version", "")
-            return result
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        except Exception as exc:
-            f = dataplane.report(exc, "gRPC V2 " + api, model)
-            status = f.http_status
-            raise RpcFault(f) from None
-        finally:
-            self.metrics.observe_request(model, version, "grpc_v2_" + api, status, time.perf_counter() - t0)
-
     def _on_loop(self, api: str, handler):
-        def rpc(request, context):  # on a grpcio server thread
-            future = asyncio.run_coroutine_threadsafe(self._call(api, request, handler), self._loop())
-            context.add_callback(future.cancel)  # the client went away: stop the work (no-op once done)
-            try:
-                return future.result()
-            except RpcFault as exc:
-                context.abort(_GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
-            except concurrent.futures.CancelledError:
-                context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
-        return rpc
+        return self._runner.rpc(api, handler)
 
     @staticmethod
     def _direct(handler):
