@@ -21,10 +21,8 @@ What it does, all on 127.0.0.1 (needs wrk):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import re
 import struct
 import subprocess
 import sys
@@ -93,36 +91,8 @@ def payload(api: str) -> tuple[str, bytes]:
 
 def grpc_client_worker(address: str, api: str, concurrency: int, duration: float) -> None:
     """Runs in a pinned subprocess: `concurrency` callers for `duration` seconds; prints JSON."""
-    import grpc
-
     method, body = payload(api)
-
-    async def main() -> dict:
-        async with grpc.aio.insecure_channel(address) as channel:
-            call = channel.unary_unary(method)  # bytes in, bytes out: the client spends nothing on messages
-            await call(body, timeout=30)
-            latencies: list[float] = []
-            errors = 0
-            stop = time.perf_counter() + duration
-
-            async def caller() -> None:
-                nonlocal errors
-                while time.perf_counter() < stop:
-                    t0 = time.perf_counter()
-                    try:
-                        await call(body, timeout=30)
-                        latencies.append(time.perf_counter() - t0)
-                    except grpc.RpcError:
-                        errors += 1
-
-            t0 = time.perf_counter()
-            await asyncio.gather(*(caller() for _ in range(concurrency)))
-            elapsed = time.perf_counter() - t0
-        latencies.sort()
-        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
-        return {"rps": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99), "errors": errors}
-
-    print(json.dumps(asyncio.run(main())))
+    print(json.dumps(tf_bench.grpc_closed_loop(address, method, body, concurrency, duration)))
 
 
 def grpc_load(address: str, api: str, concurrency: int, duration: float) -> dict:
