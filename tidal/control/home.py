@@ -10,20 +10,7 @@ from pathlib import Path
 from typing import Mapping
 
 from tidal.errors import NotFound
-
-
-def _write_private(path: Path, data: str) -> None:
-    """Write a file readable by its owner alone, never world-readable even for an instant."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+from tidal.files import write_private
 
 
 @dataclass(frozen=True)
@@ -85,14 +72,14 @@ class Home:
         if not create:
             raise NotFound(f"no API token in {self.root} (start the control plane with `tidal up`)")
         token = _secrets.token_urlsafe(32)
-        _write_private(self.token_file, token + "\n")
+        write_private(self.token_file, token + "\n")
         return token
 
     # -- secrets: object-store credentials, by name; the state database holds only the name
     def put_secret(self, name: str, values: dict[str, str]) -> None:
         data = self._secrets()
         data[name] = values
-        _write_private(self.secrets_file, json.dumps(data))
+        write_private(self.secrets_file, json.dumps(data))
 
     def get_secret(self, name: str) -> dict[str, str]:
         data = self._secrets()
@@ -103,7 +90,7 @@ class Home:
     def delete_secret(self, name: str) -> None:
         data = self._secrets()
         if data.pop(name, None) is not None:
-            _write_private(self.secrets_file, json.dumps(data))
+            write_private(self.secrets_file, json.dumps(data))
 
     def _secrets(self) -> dict[str, dict[str, str]]:
         try:
@@ -112,7 +99,7 @@ class Home:
             return {}
 
     def write_address(self, data: dict) -> None:
-        _write_private(self.address_file, json.dumps(data))
+        write_private(self.address_file, json.dumps(data))
 
     def read_address(self) -> dict | None:
         try:

@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tidal.errors import AlreadyExists, NotFound
+from tidal.files import write_private
 from tidal.gateway.config import RoutesFile, ServiceConfig
 from tidal.gateway.routing import RouteSpec, build_table
 from tidal.http.server import Request, Response, error_response
@@ -82,16 +83,7 @@ def apply_routes(gateway, current: dict[str, ServiceConfig], wanted: list[Servic
 # -- the routes file: a valid `tidal gateway --routes` file, written atomically, the owner's alone
 def save_routes(path: Path, services: Iterable[ServiceConfig], host: str, port: int) -> None:
     doc = RoutesFile(host=host, port=port, services=list(services)).model_dump(mode="json", exclude_defaults=True)
-    data = json.dumps(doc, indent=1).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(doc, indent=1))
 
 
 def load_routes(path: Path) -> list[ServiceConfig]:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from tidal.backends.local import REPLICA_ENV, proc_environ, proc_start_time
 from tidal.errors import FailedPrecondition
+from tidal.files import write_private
 from tidal.gateway.client import GatewayClient, connect_host
 from tidal.gateway.control import HELLO, save_routes
 from tidal.gateway.supervision import RestartRecord, RunRecord, StartAction, describe_exit, plan_start, restart_delay
@@ -57,16 +58,6 @@ def read_run(path: Path) -> RunRecord | None:
         return RunRecord.model_validate_json(path.read_text())
     except (OSError, ValidationError, ValueError):
         return None
-
-
-def _write_run(path: Path, rec: RunRecord) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, rec.model_dump_json().encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def is_ours(home: Path, pid: int, proc_start: int | None = None) -> bool:
@@ -243,7 +234,7 @@ class GatewaySupervisor:
         self._proc = proc
         self._record = RunRecord(pid=proc.pid, proc_start=proc_start_time(proc.pid) or 0, host=self.host,
                                  port=self.port, started_at=self._wall(), restarts=restarts, last_restart=last_restart)
-        _write_run(self.files.run_file, self._record)
+        write_private(self.files.run_file, self._record.model_dump_json())
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

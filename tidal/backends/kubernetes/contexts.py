@@ -15,6 +15,7 @@ from typing import Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tidal.errors import NotFound, UserError
+from tidal.files import write_private
 
 LOCAL = "local"
 CONTEXT_ENV = "TIDAL_CONTEXT"
@@ -57,20 +58,6 @@ class _File(BaseModel):
     contexts: list[Context] = Field(default_factory=list)
 
 
-def _write_private(path: Path, data: str) -> None:
-    """Write readable by the owner alone, never world-readable even for an instant, replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 class ContextStore:
     def __init__(self, root: Path, env: Mapping[str, str] | None = None) -> None:
         self.path = root / FILE_NAME
@@ -90,7 +77,7 @@ class ContextStore:
             raise UserError(f"{self.path} cannot be read ({str(exc).splitlines()[0]}): fix or remove it") from None
 
     def _save(self, f: _File) -> None:
-        _write_private(self.path, json.dumps(f.model_dump(mode="json"), indent=2) + "\n")
+        write_private(self.path, json.dumps(f.model_dump(mode="json"), indent=2) + "\n")
 
     def list(self) -> list[Context]:
         return [LOCAL_CONTEXT, *sorted(self._load().contexts, key=lambda c: c.name)]
