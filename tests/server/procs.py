@@ -24,6 +24,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_config_server(root: Path, config_text: str, timeout: float = 180.0) -> "ServerProcess":
+    """A model server with REST and gRPC serving the models of a TF Serving model config (written under `root`),
+    TensorFlow kept to one thread; its gRPC address is `.grpc_address`."""
+    config = root / "models.config"
+    config.write_text(config_text)
+    grpc_port = free_port()
+    proc = ServerProcess(["--port", str(grpc_port), "--model_config_file", str(config),
+                          "--tensorflow_intra_op_parallelism", "1"], root / "server.log").start(timeout=timeout)
+    proc.grpc_address = f"127.0.0.1:{grpc_port}"
+    return proc
+
+
 class ServerProcess:
     def __init__(self, args: list[str], log_path: Path, pythonpath: tuple[str, ...] = ()) -> None:
         self.port = free_port()

@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tensorflow.core.framework import types_pb2  # noqa: E402
 
-from tests.server.procs import REPO, ServerProcess, free_port  # noqa: E402
+from tests.server.procs import REPO, start_config_server  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 RPC_TIMEOUT = 10.0
@@ -40,8 +40,7 @@ def server(tmp_path_factory, half_plus_two_base, half_plus_two_tf_base, sentimen
     tf_base = root / "half_plus_two"
     shutil.copytree(half_plus_two_tf_base / "123", tf_base / "123")
     shutil.copytree(half_plus_two_tf_base / "123", tf_base / "124")
-    config = root / "models.config"
-    config.write_text(f"""
+    proc = start_config_server(root, f"""
 model_config_list {{
   config {{
     name: 'default'
@@ -56,10 +55,6 @@ model_config_list {{
   config {{ name: 'sentiment' base_path: '{sentiment_tf_base}' }}
 }}
 """)
-    grpc_port = free_port()
-    proc = ServerProcess(["--port", str(grpc_port), "--model_config_file", str(config),
-                          "--tensorflow_intra_op_parallelism", "1"], root / "server.log").start(timeout=180)
-    proc.grpc_address = f"127.0.0.1:{grpc_port}"
     yield proc
     assert proc.terminate() == 0, proc.log()
 

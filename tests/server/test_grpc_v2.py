@@ -23,7 +23,7 @@ from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from tests.server.procs import ServerProcess, free_port  # noqa: E402
+from tests.server.procs import ServerProcess, free_port, start_config_server  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -38,12 +38,7 @@ def server(tmp_path_factory, request, half_plus_two_base, sentiment_base):
     if HAS_TF:
         tf_base = request.getfixturevalue("half_plus_two_tf_base")
         configs.append(f"config {{ name: 'hp_tf' base_path: '{tf_base}' }}")
-    config = root / "models.config"
-    config.write_text("model_config_list {\n" + "\n".join(configs) + "\n}\n")
-    grpc_port = free_port()
-    proc = ServerProcess(["--port", str(grpc_port), "--model_config_file", str(config),
-                          "--tensorflow_intra_op_parallelism", "1"], root / "server.log").start(timeout=180)
-    proc.grpc_address = f"127.0.0.1:{grpc_port}"
+    proc = start_config_server(root, "model_config_list {\n" + "\n".join(configs) + "\n}\n")
     yield proc
     assert proc.terminate() == 0, proc.log()
 

@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 
 from tests.conftest import EXAMPLES_DIR  # noqa: E402
-from tests.server.procs import ServerProcess, free_port  # noqa: E402
+from tests.server.procs import start_config_server  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 RPC_TIMEOUT = 10.0
@@ -54,8 +54,7 @@ def server(tmp_path_factory, testdata):
     # Two versions on disk; the reference procedure's policy serves one of them.
     shutil.copytree(testdata / "bert_tiny" / str(BERT_VERSION), bert / str(BERT_VERSION))
     shutil.copytree(testdata / "bert_tiny" / str(BERT_VERSION), bert / str(BERT_VERSION + 1))
-    config = root / "models.config"
-    config.write_text(f"""
+    proc = start_config_server(root, f"""
 model_config_list {{
   config {{ name: 'default' base_path: '{testdata / "saved_model_half_plus_two_cpu"}' model_platform: 'tensorflow' }}
   config {{ name: 'half_plus_two' base_path: '{testdata / "saved_model_half_plus_two_cpu"}' }}
@@ -65,10 +64,6 @@ model_config_list {{
             model_version_policy {{ specific {{ versions: {BERT_VERSION} }} }} }}
 }}
 """)
-    grpc_port = free_port()
-    proc = ServerProcess(["--port", str(grpc_port), "--model_config_file", str(config),
-                          "--tensorflow_intra_op_parallelism", "1"], root / "server.log").start(timeout=180)
-    proc.grpc_address = f"127.0.0.1:{grpc_port}"
     yield proc
     assert proc.terminate() == 0, proc.log()
 
