@@ -1,6 +1,6 @@
 """The reference procedure end to end with real processes on 127.0.0.1: control plane, gateway, model servers, load.
 
-Checks issue 4's "done when": replicas scale out under load and back in after it;
+Checks what the procedure promises: replicas scale out under load and back in after it;
 spot and on-demand nodes are in the ratio the pool's policy asks for; a
 preemption under load loses no request the gateway accepted; the control plane
 survives SIGKILL (adopts its replicas, never runs two where one is wanted); a
@@ -24,6 +24,7 @@ import pytest
 
 from tidal.backends.local import proc_environ
 from tidal.capacity.policies.ess import EssParams, split
+from tidal.gateway.supervisor import GatewayFiles, gateway_pids, stop_orphan
 
 from ..conftest import REPO_ROOT
 
@@ -75,19 +76,25 @@ def pool_mix(home: Path) -> tuple[int, int]:
     return sum(1 for n in ready if n["billing"] == "on-demand"), sum(1 for n in ready if n["billing"] == "spot")
 
 
-@pytest.fixture
-def home(tmp_path):
-    h = (tmp_path / "tidal-home").resolve()
-    yield h
-    tidal(h, "down", check=False, timeout=90)
-    for pid in our_processes(h):  # whatever a failed test left behind, and only ours
+def tear_down(home: Path) -> None:
+    """`tidal down`, then whatever a failed test left behind (model servers, gateways), and only ours."""
+    tidal(home, "down", check=False, timeout=90)
+    for pid in [*our_processes(home), *gateway_pids(home)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    stop_orphan(GatewayFiles.in_home(home), timeout=5)
 
 
-def test_seed_procedure_end_to_end(home, tmp_path, sentiment_base):
+@pytest.fixture
+def home(tmp_path):
+    h = (tmp_path / "tidal-home").resolve()
+    yield h
+    tear_down(h)
+
+
+def test_reference_procedure_end_to_end(home, tmp_path, sentiment_base):
     out = tidal(home, "up", "--port", "0", "--gateway-port", "0", "--time-factor", str(TIME_FACTOR),
                 "--tick", "5", "--qps-window", "60").stdout
     assert "control plane up" in out

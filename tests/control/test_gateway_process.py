@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tidal.gateway.supervisor import GatewayFiles, gateway_pids, stop_orphan
+from tidal.gateway.supervisor import gateway_pids
 
-from .test_e2e import our_processes, tidal, tidal_json, wait_for
+from .test_e2e import our_processes, tear_down, tidal, tidal_json, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -129,13 +129,7 @@ def deployment(tmp_path_factory, half_plus_two_base):
         wait_for("the gateway routes to both", lambda: len(_routed(_gateway_port(home), "hpt")) == 2, 10, 0.2)
         yield home
     finally:
-        tidal(home, "down", check=False, timeout=90)
-        for pid in [*our_processes(home), *gateway_pids(home)]:  # what a failed test left behind, and only ours
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        stop_orphan(GatewayFiles.in_home(home), timeout=5)
+        tear_down(home)
 
 
 def test_gateway_serves_through_a_control_plane_crash(deployment):

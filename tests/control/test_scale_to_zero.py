@@ -9,8 +9,6 @@ shows the zero state before and the queue while they wait.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -18,9 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tidal.gateway.supervisor import GatewayFiles, gateway_pids, stop_orphan
-
-from .test_e2e import our_processes, tidal, tidal_json, wait_for
+from .test_e2e import our_processes, tear_down, tidal, tidal_json, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -51,13 +47,7 @@ def home(tmp_path, half_plus_two_base):
     try:
         yield home, bucket
     finally:
-        tidal(home, "down", check=False, timeout=90)
-        for pid in [*our_processes(home), *gateway_pids(home)]:  # what a failed test left behind, and only ours
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        stop_orphan(GatewayFiles.in_home(home), timeout=5)
+        tear_down(home)
 
 
 def test_to_zero_and_back_without_losing_a_request(home):
