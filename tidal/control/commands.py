@@ -112,7 +112,6 @@ class LaunchNode(Command):
     instance_type: str
     capacity_type: str
     gpus: int
-    spot_held_in_zone: int
     event: Event  # obj and message hold {name}
 
 

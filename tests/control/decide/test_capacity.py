@@ -57,13 +57,30 @@ def test_max_nodes_bounds_the_launches():
     assert of(decide(at_max)[0], LaunchNode) == []
 
 
-def test_spot_launches_count_what_the_zone_holds_for_the_provider():
+def test_spot_launches_count_what_the_zone_holds_for_the_provider(tmp_path):
+    # Two spot launches in z-a, which holds n1 and has room for 2: the provider is told the zone holds 1, then 2
+    # (counted at each launch by the executor), so the second is refused and reaches the policy.
+    from tests.control.fakes import FakeBackend, FakeGateway
+    from tidal.clock import FakeClock
+    from tidal.control.executor import Executor
+    from tidal.control.store import Store
+
     p = pool(spot=True, on_demand_percentage=0, spot_pools=1, max_nodes=4)
     s = snap(services=[service(**CPU)], pools=[p], nodes=[node("n1", "z-a")],
              replicas=[replica("a", S.READY, "n1")] + [replica(f"p{i}", S.PENDING) for i in range(2)])
-    launches = of(decide(s)[0], LaunchNode)
-    assert [(c.zone, c.capacity_type, c.spot_held_in_zone) for c in launches] == [("z-a", "spot", 1),
-                                                                                 ("z-a", "spot", 2)]
+    cmds = decide(s)[0]
+    assert [(c.zone, c.capacity_type) for c in of(cmds, LaunchNode)] == [("z-a", "spot"), ("z-a", "spot")]
+    store = Store(tmp_path / "state.db")
+    store.create_pool(p, NOW)
+    store.add_node(node("n1", "z-a"))
+    backend, told = FakeBackend(), []
+    backend.spot_caps = {"z-a": 2}
+    launch = backend.launch_node
+    backend.launch_node = lambda n, held, now: (told.append(held), launch(n, held, now))
+    out = Executor(store, backend, FakeGateway(), FakeClock(NOW), None, 1.0).run(
+        [c for c in cmds if isinstance(c, CarryOutPool)])
+    assert told == [1, 2]
+    assert [r.offering for r in out.refused] == [("cpu.large", "z-a", "spot")]
 
 
 def test_a_refused_offering_is_skipped_and_reaches_the_policy():

@@ -92,20 +92,15 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
     shed = frozenset(shedding(plan, list(zones), nodes))
     planned = pool_commands(pool, plan, zones, nodes, catalog, now, d.node_type, ledger,
                             settings.unavailable_seconds)
-    held = {z: sum(1 for n in nodes if n.state == NodeState.READY and n.billing == "spot" and n.zone == z)
-            for z in zones}
     gone: set[str] = set()
     by_name = {n.name: n for n in rows}
     actions: list[tuple[Command, ...]] = []
     for dec in planned.commands:
         if isinstance(dec, Launch):
             t = catalog.get(dec.instance_type)
-            # What the zone holds if the launches before this one succeed (the executor recounts at launch).
-            spot_held = held.get(dec.zone, 0) if dec.capacity_type == "spot" else 0
-            if dec.capacity_type == "spot":
-                held[dec.zone] = spot_held + 1
             price = t.price(dec.zone, dec.capacity_type)
-            actions.append((LaunchNode(pool.name, dec.zone, dec.instance_type, dec.capacity_type, t.gpus, spot_held,
+            # What the zone holds is counted by the executor at launch: earlier launches may have been refused.
+            actions.append((LaunchNode(pool.name, dec.zone, dec.instance_type, dec.capacity_type, t.gpus,
                                        Event("NodeLaunched", "node/{name}",
                                              f"{dec.capacity_type} {dec.instance_type} in {dec.zone} "
                                              f"(${price:.3f}/h) for pool {pool.name}")),))
