@@ -15,9 +15,10 @@ from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, Replic
 from tidal.capacity.executor import Ledger, carry_out
 from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
                                     FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
-                                    NotifyReplica, Outcomes, Preempted, ReplicaExited, Route, Routed, SaveAutoscaler,
-                                    SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
+                                    NotifyReplica, Outcomes, Preempted, PromoteRelease, ReplicaExited, Route, Routed,
+                                    SaveAutoscaler, SavePolicyState, SaveRollout, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
                                     Unroute, Warn)
+from tidal.control import releases
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import NotFound
 from tidal.spec import ServiceSpec
@@ -66,7 +67,9 @@ class Executor:
         now = self.clock.now()
         rep = self.store.get_replica(c.replica)
         try:
-            launch = self.launch_spec(rep, self.store.get_service(c.service).spec, c.node)
+            launch = self.launch_spec(rep, releases.spec_for(self.store.get_service(c.service).spec,
+                                                             releases.load(self.store.get_rollout_record(c.service),
+                                                                           c.service), rep.release), c.node)
         except Exception as exc:
             self.store.update_replica(rep.id, state=S.FAILED, stopped_at=now, reason=str(exc))
             self.event("ReplicaFailed", f"replica/{rep.id}", f"cannot start: {exc}")
@@ -208,16 +211,26 @@ class Executor:
         if c.memory is not None:
             self.store.set_autoscaler_state(c.service, c.memory)
 
+    def _SaveRollout(self, c: SaveRollout, out: Outcomes) -> None:
+        self.store.put_rollout_record(c.rollout.service, c.rollout.model_dump_json(), self.clock.now())
+        self.record(c.event)
+
+    def _PromoteRelease(self, c: PromoteRelease, out: Outcomes) -> None:
+        self.store.update_service(c.spec)
+
     def _SavePolicyState(self, c: SavePolicyState, out: Outcomes) -> None:
         self.store.set_pool_state(c.pool, c.text)
 
     # -- routing
     def _Route(self, c: Route, out: Outcomes) -> None:
         from tidal.gateway.config import ReplicaEndpoint
-        endpoints = [ReplicaEndpoint(id=e.id, host=e.host, port=e.port, state=e.state) for e in c.endpoints]
+        endpoints = [ReplicaEndpoint(id=e.id, host=e.host, port=e.port, state=e.state, release=e.release)
+                     for e in c.endpoints]
         models = c.models
         # Only a service that queues says so: a gateway stand-in without queues keeps working.
         extra = {"queue": c.queue, "unready_reason": c.unready_reason} if c.queue is not None else {}
+        if c.releases is not None:  # likewise only a service in a rollout
+            extra["releases"] = c.releases
         try:
             self.gateway.set_service(c.service, endpoints, models=models, **extra)
             self._conflicts.discard((c.service, models))
