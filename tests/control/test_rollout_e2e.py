@@ -13,10 +13,10 @@ it, and a broken graph whose every run fails (the model server answers 500).
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
-import http.client
 from urllib.parse import urlsplit
 
 import numpy as np

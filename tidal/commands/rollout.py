@@ -37,7 +37,8 @@ def add_update_flags(p: argparse.ArgumentParser) -> None:
                    help="also copy this percent of the requests to the canary, dropping its answers (shadow)")
     g.add_argument("--max-error-rate", dest="max_error_rate", type=float,
                    help="roll back when the canary's share of 5xx answers is above this (default: 0.05)")
-    g.add_argument("--max-p90", dest="max_p90", help="roll back when the canary's p90 latency is above this, e.g. 250ms")
+    g.add_argument("--max-p90", dest="max_p90",
+                   help="roll back when the canary's p90 latency is above this, e.g. 250ms")
     g.add_argument("--max-p90-ratio", dest="max_p90_ratio", type=float,
                    help="roll back when the canary's p90 is more than this many times the stable one's (default: 2)")
     g.add_argument("--max-class-shift", dest="max_class_shift", type=float,
