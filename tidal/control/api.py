@@ -137,13 +137,7 @@ class Api:
         """A service's rollout (its last one), with the gateway's counts of each release while it is in progress."""
         name = out["name"]
         r = self.rollouts.current(name)
-        counts = None
-        if r is not None and r.active:
-            window = max(1.0, self.r.clock.now() - max(r.started_at, r.step_started_at or r.started_at))
-            try:
-                counts = self.r.gateway.release_stats(name, min(window, 300.0))
-            except NotFound:
-                counts = None
+        counts = self.r.release_counts(r, self.r.clock.now()) if r is not None and r.active else None
         out["rollout"] = rollout_view(r, self.store.replicas(name), counts)
         return out
 

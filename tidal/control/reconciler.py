@@ -175,15 +175,19 @@ class Reconciler:
         snap = self._snapshot()
         counts = {}
         for name, r in snap.rollouts.items():
-            if not r.active:
-                continue
-            since = max(r.started_at, r.step_started_at or r.started_at)
-            window = min(SAMPLE_SECONDS, max(1.0, self._real(snap.now - since)))
-            try:
-                counts[name] = {s.release: s for s in self.gateway.release_stats(name, window)}
-            except NotFound:  # the gateway is not answering, or has not routed the service yet: judge nothing
-                continue
+            found = self.release_counts(r, snap.now) if r.active else None
+            if found is not None:
+                counts[name] = {s.release: s for s in found}
         self._run(rollout.decide(snap, counts))
+
+    def release_counts(self, r, now: float) -> list | None:
+        """The gateway's counts of each release of a rollout since its current step began (real seconds, at
+        most the gateway's sample window); None while the gateway cannot say (not answering, not routed yet)."""
+        since = max(r.started_at, r.step_started_at or r.started_at)
+        try:
+            return self.gateway.release_stats(r.service, min(SAMPLE_SECONDS, max(1.0, self._real(now - since))))
+        except NotFound:
+            return None
 
     def _scale_to_zero(self, snap: Snapshot) -> None:
         specs = {}
@@ -291,7 +295,7 @@ class Reconciler:
             env.update(secret_env)
         return ReplicaLaunch(replica=rep.id, service=spec.name, node=node, model_name=spec.model_name,
                              model_base_path=base, version_policy=str(spec.version_policy), gpus=spec.gpus,
-                             env=env, model_config_file=spec.model_config_file)
+                             env=env, model_config_file=spec.model_config_file, release=spec.release)
 
     def resolve_model_path(self, spec: ServiceSpec) -> tuple[str, dict[str, str]]:
         """--model-path inside a --data mount -> the volume's URL (+ the credentials the model server needs)."""
