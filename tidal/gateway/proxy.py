@@ -403,7 +403,7 @@ class Gateway:
                 return error_response(400, f"service {svc.name!r}: {exc}")
             mirror = None if pinned else rel.mirror(self._rand)
             if mirror is not None:
-                rel.keep(asyncio.ensure_future(self._mirror(svc, rel, mirror, data)))
+                rel.keep(asyncio.ensure_future(rel.copy(mirror, data, svc.deadline, clock.monotonic, self._rand)))
         for _ in range(self.settings.max_attempts):
             now = clock.monotonic()
             remaining = start + svc.deadline - now
@@ -463,25 +463,6 @@ class Gateway:
             return error_response(503, f"no replica of service {svc.name!r} could be reached "
                                        f"({len(tried)} tried); last error: {last_error}")
         return error_response(503, f"service {svc.name!r} has no ready replica")
-
-    async def _mirror(self, svc: _Service, rel: Releases, release: str, data: bytes) -> None:
-        """A copy of a request for `release` (shadow traffic): counted for its guards, its answer dropped."""
-        r = self._pick(svc, [], self._clock.monotonic(), rel.ready(release))
-        if r is None:
-            return
-        rel.mirrored += 1
-        r.outstanding += 1
-        sent = self._clock.monotonic()
-        status, body = 503, None
-        try:
-            up = await r.client.request_raw(r.host, r.port, data, svc.deadline)
-            status, body = up.status, up.body
-        except (ConnectFailed, ConnectionLost, Timeout) as exc:  # the mirrored release's failure, not the client's
-            log.debug("service %s: mirrored request to %s failed: %s", svc.name, r.id, exc)
-        finally:
-            rel.mirrored -= 1
-            r.release()
-        rel.record(release, self._clock.monotonic(), status, self._clock.monotonic() - sent, body)
 
     # -- the gateway's own endpoints
     def _admin(self, req: Request) -> Response:

@@ -11,13 +11,18 @@ read them once a reconcile pass, not per request).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping
 
 import orjson
 
+from tidal.gateway.balancing import choose
 from tidal.gateway.config import ReleaseSplit
+from tidal.http.client import ClientError
+
+log = logging.getLogger(__name__)
 
 HEADER = "x-tidal-release"
 COOKIE = "tidal-release"
@@ -137,7 +142,8 @@ class Releases:
         task.add_done_callback(self._tasks.discard)
 
     def update(self, split: ReleaseSplit) -> "Releases":
-        return Releases(split, self._counts)
+        # The control plane sends the same split pass after pass: keep this one (and its mirrors in flight).
+        return self if split == self.split else Releases(split, self._counts)
 
     @property
     def stable(self) -> str:
@@ -176,6 +182,27 @@ class Releases:
                 and rand() * 100 < s.mirror_percent:
             return s.mirror
         return None
+
+    async def copy(self, release: str, data: bytes, deadline: float, monotonic: Callable[[], float],
+                   rand: Callable[[], float]) -> None:
+        """Send a copy of a request (its encoded bytes) to `release`: counted for its guards, its answer dropped."""
+        cands = self._ready.get(release, ())
+        if not cands:
+            return
+        r = cands[choose([c.outstanding for c in cands], rand)]
+        self.mirrored += 1
+        r.outstanding += 1
+        sent = monotonic()
+        status, body = 503, None
+        try:
+            up = await r.client.request_raw(r.host, r.port, data, deadline)
+            status, body = up.status, up.body
+        except ClientError as exc:  # the mirrored release's failure, never the client's
+            log.debug("mirrored request to %s failed: %s", r.id, exc)
+        finally:
+            self.mirrored -= 1
+            r.release()
+        self.record(release, monotonic(), status, monotonic() - sent, body)
 
     def record(self, release: str, now: float, status: int, seconds: float, body: bytes | None) -> None:
         counts = self._counts.get(release)
