@@ -218,7 +218,10 @@ class GatewayClient:
         """Send the whole table if the gateway lacks it. False while it cannot be reached (it stays pending)."""
         if not self._dirty:
             return True
-        body = orjson.dumps({"services": [s.model_dump(mode="json") for s in self._routes.values()]})
+        # Defaults left out, as in the routes file: a gateway from before a field was added (one adopted after an
+        # upgrade) still takes a table that does not use it.
+        body = orjson.dumps({"services": [s.model_dump(mode="json", exclude_defaults=True)
+                                          for s in self._routes.values()]})
         try:
             self._request("PUT", ROUTES, body)
         except _Unreachable:

@@ -56,9 +56,8 @@ def _split(snap: Snapshot, name: str) -> ReleaseSplit | None:
     rollout = snap.rollouts.get(name)
     if rollout is None or not rollout.active:
         return None
-    stable, canary = snap.services[name].spec.release, rollout.canary.release
-    return ReleaseSplit(weights={stable: 100 - rollout.weight, canary: rollout.weight}, stable=stable,
-                        mirror=canary if rollout.mirror else "", mirror_percent=rollout.mirror,
+    return ReleaseSplit(weights=rollout.weights, stable=rollout.stable.release,
+                        mirror=rollout.canary.release if rollout.mirror else "", mirror_percent=rollout.mirror,
                         classes=rollout.guards.max_class_shift is not None)
 
 
