@@ -76,3 +76,17 @@ def test_a_canary_sends_what_it_changes_its_steps_and_guards():
 def test_a_canary_does_not_change_the_services_resources():
     with pytest.raises(UserError, match="--replicas changes the service itself"):
         start(Api(), _args("update", "bert", "--canary-traffic-percent", "10", "--replicas", "3"))
+
+
+def test_serve_get_shows_the_releases(capsys):
+    from tidal.commands.rollout import show
+    show({"rollout": {"progress": "step 2/4: canary bert-2 at 25%", "releases": [
+        {"name": "bert-1", "weight": 75, "ready": 3, "replicas": 3,
+         "counts": {"requests": 900, "errors": 1, "p90": 0.012}},
+        {"name": "bert-2", "weight": 25, "ready": 0, "replicas": 1, "counts": None}]}})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ROLLOUT: step 2/4: canary bert-2 at 25%"
+    assert out[2].split() == ["bert-1", "75%", "3/3", "1/900", "12ms"]
+    assert out[3].split() == ["bert-2", "25%", "0/1", "-", "-"]
+    show({"rollout": None})
+    assert capsys.readouterr().out == ""
