@@ -144,6 +144,14 @@ def spec_for(service: ServiceSpec, rollout: Rollout | None, key: str) -> Service
     return service
 
 
+def release_spec(service: ServiceSpec, rollout: Rollout | None, release: str) -> ServiceSpec:
+    """The spec of the release named `release` (`ReplicaLaunch.release`): what a backend that renders one
+    workload per release (a Deployment) renders; the service's own for any other name."""
+    if rollout is not None and release and release == rollout.canary.release != service.release:
+        return rollout.canary
+    return service
+
+
 # -- parsing what people type
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
 

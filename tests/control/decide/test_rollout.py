@@ -162,3 +162,14 @@ def test_routes_carry_each_endpoints_release_and_the_split():
     done = with_rollout(roll(phase=Phase.ROLLED_BACK), [canary_ready()])
     (route,) = [c for c in routing.route(done, frozenset()) if isinstance(c, Route)]
     assert route.releases is None and {e.release for e in route.endpoints} == {""}
+
+
+def test_a_backend_finds_each_releases_spec_by_key_or_name():
+    from tidal.control.releases import release_spec, spec_for
+    r = roll()
+    assert spec_for(STABLE.spec, r, release_hash(CANARY)) == CANARY
+    assert spec_for(STABLE.spec, r, release_hash(STABLE.spec)) == STABLE.spec
+    assert release_spec(STABLE.spec, r, "s-2") == CANARY
+    assert release_spec(STABLE.spec, r, "s-1") == STABLE.spec and release_spec(STABLE.spec, None, "s-2") == STABLE.spec
+    # Promoted: the service's spec is the canary's; both names find it.
+    assert release_spec(CANARY, roll(phase=Phase.PROMOTED), "s-2") == CANARY
