@@ -13,12 +13,12 @@ from typing import Callable, Iterable
 
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaLaunch
 from tidal.capacity.executor import Ledger, carry_out
+from tidal.control import releases
 from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
                                     FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
                                     NotifyReplica, Outcomes, Preempted, PromoteRelease, ReplicaExited, Route, Routed,
-                                    SaveAutoscaler, SavePolicyState, SaveRollout, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
-                                    Unroute, Warn)
-from tidal.control import releases
+                                    SaveAutoscaler, SavePolicyState, SaveRollout, SetDesired, SetEndpoint, StartReplica,
+                                    StopReplica, TerminateNode, Uncordon, Unroute, Warn)
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import NotFound
 from tidal.spec import ServiceSpec
@@ -67,9 +67,7 @@ class Executor:
         now = self.clock.now()
         rep = self.store.get_replica(c.replica)
         try:
-            launch = self.launch_spec(rep, releases.spec_for(self.store.get_service(c.service).spec,
-                                                             releases.load(self.store.get_rollout_record(c.service),
-                                                                           c.service), rep.release), c.node)
+            launch = self.launch_spec(rep, self._release_spec(c.service, rep.release), c.node)
         except Exception as exc:
             self.store.update_replica(rep.id, state=S.FAILED, stopped_at=now, reason=str(exc))
             self.event("ReplicaFailed", f"replica/{rep.id}", f"cannot start: {exc}")
@@ -85,6 +83,11 @@ class Executor:
         self.store.update_replica(rep.id, state=S.STARTING, ref=started.ref, endpoint=started.endpoint)
         out.started[rep.id] = started.ref
         self.record(c.event, endpoint=started.endpoint)
+
+    def _release_spec(self, service: str, key: str) -> ServiceSpec:
+        """What a replica of release `key` runs: its service's spec, or during a rollout the canary's."""
+        rollout = releases.load(self.store.get_rollout_record(service), service)
+        return releases.spec_for(self.store.get_service(service).spec, rollout, key)
 
     def _MarkReady(self, c: MarkReady, out: Outcomes) -> None:
         self.store.update_replica(c.replica, state=S.READY, ready_at=self.clock.now(), runtime=c.runtime)
