@@ -243,8 +243,7 @@ class Gateway:
             if new.get(rid) is not r:
                 self._retire(r)
         svc.replicas = new
-        svc.releases = None if releases is None else svc.releases.update(releases) if svc.releases else \
-            Releases(releases)
+        svc.releases = Releases.follow(svc.releases, releases)
         svc.refresh_ready()
         self._services[name] = svc
         self._table = table

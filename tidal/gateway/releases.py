@@ -141,6 +141,13 @@ class Releases:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @staticmethod
+    def follow(current: "Releases | None", split: ReleaseSplit | None) -> "Releases | None":
+        """A service's releases after the control plane sent `split` (None: one release again)."""
+        if split is None:
+            return None
+        return Releases(split) if current is None else current.update(split)
+
     def update(self, split: ReleaseSplit) -> "Releases":
         # The control plane sends the same split pass after pass: keep this one (and its mirrors in flight).
         return self if split == self.split else Releases(split, self._counts)
