@@ -191,12 +191,12 @@ function detailView(name, d) {
 function rolloutView(r) {
   if (!r) return "";
   const guards = Object.entries(r.guards).filter(([, v]) => v !== null).map(([k, v]) => `<code>${esc(k.replace(/_/g, " "))} ${esc(v)}</code>`).join(" ");
-  const steps = r.steps.length ? `steps ${r.steps.map((p, i) => (i === r.step && r.phase === "progressing" ? `<b>${p}%</b>` : `${p}%`)).join(" → ")} · bake ${num(r.bake_seconds)}s` : "weights set by hand";
+  const steps = r.steps.length ? `steps ${r.steps.map((p, i) => (i === r.step && r.phase === "progressing" ? `<b>${p}%</b>` : `${p}%`)).join(" → ")} · bake ${num(r.bake_seconds, 0)}s` : "weights set by hand";
   const rows = r.releases.map((x) => {
     const c = x.counts;
     const errors = c ? `${c.errors}/${c.requests}` : "–";
     const classes = c && Object.keys(c.classes).length ? Object.entries(c.classes).map(([k, v]) => `${esc(k)}: ${v}`).join(", ") : "–";
-    return `<tr data-release="${esc(x.name)}"><td>${esc(x.name)}</td><td>${esc(x.model_path)}</td><td class="n">${x.weight}% ${bar(x.weight / 100)}</td><td class="n">${x.ready}/${x.replicas}</td><td class="n">${errors}</td><td class="n">${c && c.p90_ms !== null ? num(c.p90_ms, 1) + " ms" : "–"}</td><td>${classes}</td></tr>`;
+    return `<tr data-release="${esc(x.name)}"><td>${esc(x.name)}</td><td>${esc(x.model_path)}</td><td class="n">${bar(x.weight / 100)}</td><td class="n">${x.ready}/${x.replicas}</td><td class="n">${errors}</td><td class="n">${c && c.p90_ms !== null ? num(c.p90_ms, 1) + " ms" : "–"}</td><td>${classes}</td></tr>`;
   }).join("");
   return `<h2>Releases</h2><p class="rollout rollout-${esc(r.phase)}" data-testid="rollout-progress"><span class="kind">${esc(r.phase)}</span> ${esc(r.progress)} · ${steps}</p>
     <table class="grid" data-testid="releases"><thead><tr><th>Release</th><th>Model</th><th class="n">Weight</th><th class="n">Ready</th><th class="n">Errors</th><th class="n">p90</th><th>Classes</th></tr></thead><tbody>${rows}</tbody></table>
