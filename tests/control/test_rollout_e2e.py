@@ -1,6 +1,6 @@
 """Safe rollouts end to end with real processes on 127.0.0.1: control plane, gateway process, model servers.
 
-One control plane serves `hpt` (half_plus_two, y = x/2 + 2). Its canaries are real
+One control plane serves `hpt` (half_plus_two, y = x/2 + 2) and `senti` (the sample sentiment classifier). The canaries are real
 models too: half_plus_three (y = x/2 + 3), so each answer tells which release gave
 it, and a broken graph whose every run fails (the model server answers 500).
 - a 10% canary gets 10% +/- 2 of 5,000 requests; the header pins a release; bad
@@ -8,7 +8,8 @@ it, and a broken graph whose every run fails (the model server answers 500).
   promote with no canary) gets one line each and changes nothing;
 - a canary that answers 500s is rolled back by its guard well within its bake time,
   and no client sees an error (its failed requests are answered by the stable release);
-- a stepped promotion under 50 req/s loses no request and ends on the new release.
+- a stepped promotion under 50 req/s loses no request and ends on the new release;
+- a classifier retrained badly (it calls everything positive) is rolled back by its class-share guard.
 """
 
 from __future__ import annotations
@@ -80,8 +81,18 @@ class Client:
         return resp.status, value
 
 
+def _biased_sentiment(base) -> None:
+    """The sample sentiment classifier retrained badly: its intercept pushed so far that it calls everything
+    positive (it loads and answers 200; only its answers' classes give it away)."""
+    sentiment = load_example("sentiment")
+    pipeline = sentiment.train()
+    pipeline.named_steps["classifier"].intercept_ += 50.0
+    (base / "2").mkdir(parents=True)
+    onnx.save_model(sentiment.to_onnx(pipeline), str(base / "2" / "model.onnx"))
+
+
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory, half_plus_two_base):
+def plane(tmp_path_factory, half_plus_two_base, sentiment_base):
     tmp = tmp_path_factory.mktemp("rollout")
     home = (tmp / "tidal-home").resolve()
     bucket = tmp / "bucket"
@@ -89,6 +100,8 @@ def plane(tmp_path_factory, half_plus_two_base):
     (bucket / MODEL).symlink_to(half_plus_two_base)
     _plus_three(bucket / "plus-three")
     _broken(bucket / "broken")
+    (bucket / "sentiment").symlink_to(sentiment_base)
+    _biased_sentiment(bucket / "sentiment-biased")
     try:
         tidal(home, "up", "--port", "0", "--gateway-port", "0", "--tick", "2")
         tidal(home, "nodepool", "create", "cpu-pool", "--label", "tier=cpu", "--instance-types", "ecs.c6.large",
@@ -96,6 +109,8 @@ def plane(tmp_path_factory, half_plus_two_base):
         tidal(home, "volume", "create", "models", "--url", f"file://{bucket}")
         tidal(home, "serve", "onnx", "--name=hpt", f"--model-name={MODEL}", "--selector=tier=cpu", "--version=1",
               "--data=models:/models", f"--model-path=/models/{MODEL}", "--replicas", "1")
+        tidal(home, "serve", "onnx", "--name=senti", "--model-name=sentiment", "--selector=tier=cpu", "--version=1",
+              "--data=models:/models", "--model-path=/models/sentiment", "--replicas", "1")
         wait_for("hpt is available", lambda: tidal_json(home, "serve", "get", "hpt")["available"] == 1, 90)
         gateway = json.loads((home / "address.json").read_text())["gateway"]
         yield home, f"{gateway}/services/hpt/v1/models/{MODEL}:predict"
@@ -238,3 +253,29 @@ def test_a_promotion_under_50_requests_a_second_loses_nothing(plane):
              if e["kind"] in ("RolloutStep", "RolloutPromoted")]
     assert any("step 2/2: canary hpt-5 at 100%" in m for m in steps)
     assert "hpt-5 promoted over hpt-1" in steps[-1]
+
+
+def test_a_classifier_whose_classes_shift_is_rolled_back(plane):
+    home, url = plane
+    url = url.replace("/services/hpt/v1/models/half_plus_two:", "/services/senti/v1/models/sentiment:")
+    wait_for("senti is available", lambda: tidal_json(home, "serve", "get", "senti")["available"] == 1, 90)
+    tidal(home, "serve", "update", "senti", "--canary-traffic-percent", "50", "--version", "2",
+          "--model-path", "/models/sentiment-biased", "--max-class-shift", "0.2", "--min-requests", "20")
+    wait_for("the biased canary is ready", lambda: tidal_json(home, "serve", "get", "senti")["rollout"]
+             ["releases"][1]["ready"] >= 1, 90)
+    data = load_example("sentiment").load_data()
+    texts = data.test_texts[:60]
+    c = Client(url)
+    labels = []
+    started = time.monotonic()
+    while tidal_json(home, "serve", "get", "senti")["rollout"]["phase"] != "rolled-back":
+        assert time.monotonic() - started < 60, "the class guard did not roll the canary back"
+        for text in texts[:20]:
+            c.conn.request("POST", c.path, json.dumps({"instances": [text]}), {"Content-Type": "application/json"})
+            resp = c.conn.getresponse()
+            assert resp.status == 200
+            labels.append(json.loads(resp.read())["predictions"][0]["label"])
+        texts = texts[20:] + texts[:20]
+    r = tidal_json(home, "serve", "get", "senti")["rollout"]
+    assert "guard failed: class negative is 0% of the canary's answers" in r["reason"], r["reason"]
+    assert {"negative", "positive"} <= set(labels)

@@ -51,6 +51,7 @@ def test_an_unknown_pinned_release_is_refused_with_the_known_ones():
     (b'{"predictions": [[0.1, 0.9], [0.8, 0.2]]}', ("1", "0")),                  # TF predict: arg-max per row
     (b'{"predictions": [3.5, 4.0]}', ()),                                          # a regression: no class
     (b'{"predictions": [{"probabilities": [0.3, 0.7]}]}', ("1",)),                 # named outputs
+    (b'{"predictions": [{"label": "positive", "probabilities": [0.3, 0.7]}]}', ("positive",)),  # with a label
     (b'{"results": [[["neg", 0.2], ["pos", 0.8]]]}', ("pos",)),                    # :classify
     (b'{"outputs": [{"name": "p", "shape": [2, 3], "data": [0, 1, 0, 0.5, 0.2, 0.3]}]}', ("1", "0")),  # V2
     (b"not json", ()),

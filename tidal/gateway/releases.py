@@ -93,7 +93,10 @@ def classes_of(body: bytes) -> tuple[str, ...]:
 
 
 def _argmax(row) -> str | None:
-    if isinstance(row, dict):  # named outputs: the scores or probabilities, when there is one list
+    if isinstance(row, dict):  # named outputs: the label when there is one, else the one list of scores
+        labels = [v for v in row.values() if isinstance(v, str)]
+        if len(labels) == 1:
+            return labels[0]
         lists = [v for v in row.values() if isinstance(v, list)]
         row = lists[0] if len(lists) == 1 else None
     if not isinstance(row, list) or len(row) < 2 or not all(isinstance(x, (int, float)) for x in row):
