@@ -1,9 +1,9 @@
 """Safe rollouts end to end with real processes on 127.0.0.1: control plane, gateway process, model servers.
 
 One control plane serves `hpt` (half_plus_two, y = x/2 + 2) and `senti` (the sample sentiment
-classifier). The canaries are real
-models too: half_plus_three (y = x/2 + 3), so each answer tells which release gave
-it, and a broken graph whose every run fails (the model server answers 500).
+classifier). The canaries are real models too: half_plus_three (y = x/2 + 3), so each answer
+tells which release gave it; a broken graph whose every run fails (the model server answers
+500); the sentiment classifier retrained badly.
 - a 10% canary gets 10% +/- 2 of 5,000 requests; the header pins a release; bad
   input (weights that do not sum to 100, an unknown release, two rollouts at once,
   promote with no canary) gets one line each and changes nothing;
