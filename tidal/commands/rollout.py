@@ -29,7 +29,8 @@ def add_update_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--canary-traffic-percent", "--canaryTrafficPercent", dest="canary_traffic_percent", type=int,
                    help="start the change as a canary release with this percent of the requests (0: reached only "
                         "with the x-tidal-release header)")
-    g.add_argument("--version", help="the canary's version (default: now, as YYYYMMDDhhmmss)")
+    g.add_argument("--version", help="the new version: the canary's (default: now, as YYYYMMDDhhmmss), or without "
+                                     "--canary-traffic-percent the service's own (its replicas roll)")
     g.add_argument("--steps", help="percents the canary moves through, e.g. 10,25,50,100 (each bakes --bake, "
                                    "then the last promotes it); without it, weights are set by hand")
     g.add_argument("--bake", help="how long each step runs with its guards passing, e.g. 5m (default: 5m)")
