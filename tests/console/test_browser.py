@@ -197,3 +197,45 @@ def test_console_over_the_reconciler_during_a_scale_out(tmp_path, browser):
         assert d.execute_script("return window.__sameDocument") == "yes"
     finally:
         server.stop()
+
+
+def test_console_shows_a_rollouts_releases_live(tmp_path, browser):
+    """A canary started beside the stable release: the open page shows both releases with their weights and the
+    gateway's counts, the rollout's step, and the rollback when it comes."""
+    import asyncio
+
+    from tests.console.conftest import ConsoleServer
+    from tests.console.test_control import ReleasesGateway, World
+    from tidal.console.app import ConsoleApp
+    from tidal.console.control import ControlPlaneProvider
+    from tidal.console.readmodel import StoreReadModel
+    from tidal.control.rollouts import Rollouts
+
+    world = World(tmp_path)
+    world.gateway = world.r.gateway = ReleasesGateway()
+    world.provider = ControlPlaneProvider(StoreReadModel(world.store, world.gateway, world.r.catalog, world.clock),
+                                          world.ops)
+    world.run(30)
+    server = ConsoleServer(ConsoleApp(world.provider, token=TOKEN, clock=world.clock))
+    server.start()
+    try:
+        d = browser
+        d.get(server.url + "#/services/sentiment")
+        wait(d, lambda d: len(replica_rows(d)) == 1, "the first replica")
+        assert count(d, "table[data-testid=releases]") == 0  # one release: no releases table
+        asyncio.run(Rollouts(world.r, lambda: None).start("sentiment", {
+            "changes": {"version": "202406080900"}, "canary_traffic_percent": 10, "steps": "10,50,100",
+            "bake": "10m"}))
+        world.run(30)
+        wait(d, lambda d: count(d, "table[data-testid=releases] tbody tr[data-release]") == 2, "two releases")
+        rows = d.execute_script("return [...document.querySelectorAll('table[data-testid=releases] tbody tr')]"
+                                ".map(r => [...r.cells].map(c => c.innerText.trim()))")
+        assert rows[0][0] == "sentiment-202406011200" and rows[0][2].startswith("90%") and rows[0][4] == "1/900"
+        assert rows[1][0] == "sentiment-202406080900" and rows[1][2].startswith("10%") and rows[1][5] == "15.0 ms"
+        assert "step 1/3: canary sentiment-202406080900 at 10%" in text(d, "[data-testid=rollout-progress]")
+        shot(d, "rollout", tmp_path)
+        asyncio.run(Rollouts(world.r, lambda: None).rollback("sentiment"))
+        wait(d, lambda d: "rolled back by hand" in text(d, "[data-testid=rollout-progress]"), "the rollback")
+        assert "RolloutRolledBack" in text(d, "table[data-testid=events]")
+    finally:
+        server.stop()

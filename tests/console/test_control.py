@@ -221,3 +221,37 @@ def test_the_console_shows_a_service_scaled_to_zero_and_its_queue():
     from tidal.console.control import ControlPlaneProvider
     (s,) = ControlPlaneProvider(_ZeroRead()).overview().services
     assert s.scaled_to_zero and s.queued == 3 and s.replicas.desired == 0
+
+
+class ReleasesGateway(StatsGateway):
+    """The fake gateway, plus each release's counts."""
+
+    def release_stats(self, service, window_seconds):
+        from tidal.gateway.releases import ReleaseStats
+        return [ReleaseStats("sentiment-202406011200", 900, 1, 0.012, {"0": 450, "1": 450}),
+                ReleaseStats("sentiment-202406080900", 100, 0, 0.015, {"0": 52, "1": 48})]
+
+
+def test_the_console_shows_a_rollouts_releases_weights_guards_and_progress(tmp_path):
+    from tidal.control.rollouts import Rollouts
+    w = World(tmp_path)
+    w.gateway = w.r.gateway = ReleasesGateway()
+    w.provider = ControlPlaneProvider(StoreReadModel(w.store, w.gateway, CAT, w.clock, "http://127.0.0.1:8501"),
+                                      w.ops)
+    w.run(30)
+    asyncio.run(Rollouts(w.r, lambda: None).start("sentiment", {
+        "changes": {"version": "202406080900", "model_path": "/models/sentiment-2"}, "canary_traffic_percent": 10,
+        "steps": "10,50,100", "bake": "10m", "guards": {"max_class_shift": 0.1}}))
+    w.run(30)
+    resp = call(ConsoleApp(w.provider), "GET", "/console/api/services/sentiment")
+    assert resp.status == 200
+    r = doc(resp)["rollout"]
+    assert r["phase"] == "progressing" and r["progress"].startswith("step 1/3: canary sentiment-202406080900 at 10%")
+    assert r["steps"] == [10, 50, 100] and r["guards"]["max_class_shift"] == 0.1
+    stable, canary = r["releases"]
+    assert (stable["name"], stable["weight"], canary["name"], canary["weight"]) == (
+        "sentiment-202406011200", 90, "sentiment-202406080900", 10)
+    assert canary["ready"] == canary["replicas"] == 1 and canary["model_path"] == "/models/sentiment-2"
+    assert canary["counts"] == {"requests": 100, "errors": 0, "p90_ms": 15.0, "classes": {"0": 52, "1": 48}}
+    kinds = [e["kind"] for e in doc(resp)["events"]]
+    assert "RolloutStarted" in kinds and "RolloutStep" in kinds

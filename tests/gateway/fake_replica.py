@@ -2,7 +2,8 @@
 
 Run as `python -m tests.gateway.fake_replica --id r0`; prints `PORT <n>` once listening.
 `x-sleep: SECONDS` delays the answer, so tests can hold requests in flight;
-`x-die-on: ID` makes replica ID exit halfway through writing its answer.
+`x-die-on: ID` makes replica ID exit halfway through writing its answer;
+`x-fail-on: ID` makes replica ID answer 500.
 """
 
 import argparse
@@ -24,6 +25,8 @@ def make_handler(replica_id: str):
             req._conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"predictions\": [")
             await asyncio.sleep(0.05)
             os._exit(1)
+        if req.headers.get("x-fail-on") == replica_id:
+            return error_response(500, f"replica {replica_id} fails as asked")
         if req.path == "/v2/health/ready":
             return Response(200, b"")
         if req.path == "/echo":

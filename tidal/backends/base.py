@@ -42,6 +42,7 @@ class ReplicaLaunch:
     gpus: int
     env: dict[str, str] = field(default_factory=dict)   # may carry credentials: never logged
     model_config_file: str = ""     # a user's own TF Serving model config, instead of name/path
+    release: str = ""               # the release it runs (NAME-VERSION): during a rollout a service has two
 
 
 @dataclass(frozen=True)

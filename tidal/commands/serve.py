@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from tidal.commands import rollout
 from tidal.commands.common import add_output, client, emit, key_values, labels_text, table
 from tidal.errors import UserError
 from tidal.states import ReplicaState
@@ -48,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--version-policy", "--versionPolicy", dest="version_policy",
                    help="latest, latest:N, specific:N[,M] or all")
     p.add_argument("-e", "--env", action="append", help="K=V (repeatable)")
+    rollout.add_update_flags(p)
     add_output(p)
+    rollout.add_actions(sub)
 
 
 def _serve_flags(p: argparse.ArgumentParser, runtime: str) -> None:
@@ -154,6 +157,7 @@ def run(args) -> int:
             last = s["autoscaler"].get("last") or {}
             print(f"AUTOSCALER: {last.get('reason', 'waiting for its first sync')}"
                   + (f" (QPS {last['qps']:.1f})" if last.get("qps") is not None else ""))
+        rollout.show(s)
         print()
         table(["REPLICA", "NODE", "STATE", "PORT"], [[r["name"], r["node"] or "-", r["state"], replica_port(r)]
                                                      for r in s["replicas"]])
@@ -166,9 +170,21 @@ def run(args) -> int:
         api.delete(f"/services/{args.name}")
         print(f"service {args.name} deleted (its replicas drain, then stop)")
         return 0
+    if args.action in rollout.ACTIONS:
+        return rollout.run(api, args)
+    if args.action == "update" and args.canary_traffic_percent is not None:
+        s = rollout.start(api, args)
+        if not emit(s, args.output):
+            print(s["message"])
+            rollout.show(s)
+        return 0
     if args.action == "update":
+        for flag in ("steps", "bake", "mirror_percent", "max_error_rate", "max_p90", "max_p90_ratio",
+                     "max_class_shift", "min_requests"):
+            if getattr(args, flag) is not None:
+                raise UserError(f"--{flag.replace('_', '-')} belongs to a rollout: give --canary-traffic-percent too")
         body: dict = {}
-        for k in ("replicas", "image", "gpus", "cpu", "model_path"):
+        for k in ("replicas", "image", "gpus", "cpu", "model_path", "version"):
             if getattr(args, k) is not None:
                 body[k] = getattr(args, k)
         if args.memory is not None:

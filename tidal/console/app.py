@@ -67,7 +67,8 @@ def detail_json(d: ServiceDetail, now: float, window: float) -> dict[str, Any]:
     return {"time": now, "service": service_json(d.service), "replicas": replicas,
             "series": d.series.since(start).model_dump(mode="json"),
             "decisions": [x.model_dump(mode="json") for x in sorted(d.decisions, key=lambda x: -x.time)],
-            "events": [e.model_dump(mode="json") for e in sorted(d.events, key=lambda e: -e.time)]}
+            "events": [e.model_dump(mode="json") for e in sorted(d.events, key=lambda e: -e.time)],
+            "rollout": d.rollout.model_dump(mode="json") if d.rollout is not None else None}
 
 
 def pool_json(p: NodePool) -> dict[str, Any]:

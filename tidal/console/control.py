@@ -15,8 +15,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from tidal.console.model import (Decision, Event, Latency, Node, NodePool, NodePools, Overview, Replica,
-                                 ReplicaCounts, Series, ServiceDetail, ServiceSummary, Usage)
+from tidal.console.model import (Decision, Event, Latency, Node, NodePool, NodePools, Overview, Release,
+                                 ReleaseCounts, Replica, ReplicaCounts, Rollout, Series, ServiceDetail,
+                                 ServiceSummary, Usage)
 from tidal.console.readmodel import ReadModel, StoreReadModel
 from tidal.control.operations import Operations, ScaleRequest
 from tidal.errors import FailedPrecondition
@@ -187,7 +188,23 @@ class ControlPlaneProvider:
                         p99_ms=[s.p99_ms for s in hist], replicas_spot=[s.spot for s in hist],
                         replicas_on_demand=[s.on_demand for s in hist], cost_per_hour=[s.cost_per_hour for s in hist])
         return ServiceDetail(service=summary, replicas=replicas, series=series,
-                             decisions=list(self._decisions.get(name, ())), events=self._events(name))
+                             decisions=list(self._decisions.get(name, ())), events=self._events(name),
+                             rollout=self._rollout(name))
+
+    def _rollout(self, name: str) -> Optional[Rollout]:
+        read = getattr(self.read, "rollout", None)  # a read model from before rollouts has none to show
+        found = read(name) if read is not None else None
+        if found is None:
+            return None
+        releases = []
+        for rel in found["releases"]:
+            c = rel["counts"]
+            counts = None if c is None else ReleaseCounts(
+                requests=c["requests"], errors=c["errors"], classes=c["classes"],
+                p90_ms=None if c["p90"] is None else c["p90"] * 1000)
+            releases.append(Release(**{**rel, "counts": counts}))
+        return Rollout(**{k: found[k] for k in ("phase", "progress", "steps", "step", "bake_seconds", "guards",
+                                                 "reason", "started_at", "finished_at")}, releases=releases)
 
     def _events(self, name: str, limit: int = 40) -> list[Event]:
         """The service's own events, its replicas', and those of the nodes its replicas ran on."""

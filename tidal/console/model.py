@@ -95,12 +95,47 @@ class Event(BaseModel):
     message: str
 
 
+class ReleaseCounts(BaseModel):
+    """What the gateway counted of a release since the rollout's current step began (its guards' inputs)."""
+
+    requests: NonNegativeInt = 0
+    errors: NonNegativeInt = 0
+    p90_ms: Optional[NonNegativeFloat] = None
+    classes: dict[str, int] = {}
+
+
+class Release(BaseModel):
+    name: str
+    version: str
+    model_path: str = ""
+    weight: int = Field(ge=0, le=100)
+    replicas: NonNegativeInt = 0
+    ready: NonNegativeInt = 0
+    counts: Optional[ReleaseCounts] = None
+
+
+class Rollout(BaseModel):
+    """A service's rollout (its last one): releases with their weights, the guards, where it is."""
+
+    phase: Literal["progressing", "manual", "promoted", "rolled-back"]
+    progress: str
+    steps: list[int] = []
+    step: int = 0
+    bake_seconds: float = 0.0
+    guards: dict[str, Optional[float]] = {}
+    reason: str = ""
+    started_at: float
+    finished_at: Optional[float] = None
+    releases: list[Release] = []
+
+
 class ServiceDetail(BaseModel):
     service: ServiceSummary
     replicas: list[Replica] = []
     series: Series = Series()
     decisions: list[Decision] = []
     events: list[Event] = []
+    rollout: Optional[Rollout] = None
 
 
 class Usage(BaseModel):

@@ -36,6 +36,8 @@ class ReadModel(Protocol):
 
     def instance_type(self, name: str) -> Optional[object]: ...  # the catalog's InstanceType (prices), or None
 
+    def rollout(self, service: str) -> Optional[dict]: ...  # tidal.control.rollouts.view of its rollout, or None
+
 
 class StoreReadModel:
     """A ReadModel over a control plane's store, gateway (may be None), catalog and clock."""
@@ -86,3 +88,18 @@ class StoreReadModel:
 
     def instance_type(self, name: str):
         return self._catalog.types.get(name)
+
+    def rollout(self, service: str) -> Optional[dict]:
+        from tidal.control.releases import load
+        from tidal.control.rollouts import view
+        r = load(self._store.get_rollout_record(service), service)
+        if r is None:
+            return None
+        counts = None
+        if r.active and self._gateway is not None:
+            since = max(r.started_at, r.step_started_at or r.started_at)
+            try:
+                counts = self._gateway.release_stats(service, min(300.0, max(1.0, self._clock.now() - since)))
+            except NotFound:
+                counts = None
+        return view(r, self._store.replicas(service), counts)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from tidal.control.operations import Operations, validation_message
 from tidal.control.reconciler import Reconciler
+from tidal.control.rollouts import Rollouts, view as rollout_view
 from tidal.control.views import node_view, service_view
 from tidal.errors import InvalidArgument, NotFound, TidalError, UserError
 from tidal.http.server import Request, Response, error_response
@@ -41,6 +42,7 @@ class Api:
         self._wake = wake
         # The operator's allowances come from the control plane's environment unless the caller passes them.
         self.ops = operations or Operations.build(reconciler, wake, os.environ if env is None else env)
+        self.rollouts = Rollouts(reconciler, wake, self.ops.admission)
         self.routes: list[tuple[str, re.Pattern, Callable]] = []
         for method, pattern, fn in [
             ("GET", r"/healthz", self.healthz),
@@ -50,6 +52,10 @@ class Api:
             ("PATCH", r"/services/(?P<name>[^/]+)", self.update_service),
             ("DELETE", r"/services/(?P<name>[^/]+)", self.delete_service),
             ("PUT", r"/services/(?P<name>[^/]+)/autoscaler", self.put_autoscaler),
+            ("POST", r"/services/(?P<name>[^/]+)/rollout", self.start_rollout),
+            ("PUT", r"/services/(?P<name>[^/]+)/traffic", self.set_traffic),
+            ("POST", r"/services/(?P<name>[^/]+)/promote", self.promote),
+            ("POST", r"/services/(?P<name>[^/]+)/rollback", self.rollback),
             ("DELETE", r"/services/(?P<name>[^/]+)/autoscaler", self.delete_autoscaler),
             ("POST", r"/autoscalers", self.apply_hpa),
             ("GET", r"/nodepools", self.list_pools),
@@ -123,15 +129,25 @@ class Api:
         row = self.store.get_service(name)
         # Failures of the last 10 minutes come along, so `serve get` can say why replicas do not come up.
         failed = self.store.replicas(name, states=(ReplicaState.FAILED,), stopped_since=self.r.clock.now() - 600)
-        return service_view(row, self.store.replicas(name) + failed, self.gateway_url,
-                            self.store.get_autoscaler(name), self._nodes())
+        out = service_view(row, self.store.replicas(name) + failed, self.gateway_url,
+                           self.store.get_autoscaler(name), self._nodes())
+        return self._with_rollout(out)
+
+    def _with_rollout(self, out: dict) -> dict:
+        """A service's rollout (its last one), with the gateway's counts of each release while it is in progress."""
+        name = out["name"]
+        r = self.rollouts.current(name)
+        counts = self.r.release_counts(r, self.r.clock.now()) if r is not None and r.active else None
+        out["rollout"] = rollout_view(r, self.store.replicas(name), counts)
+        return out
 
     def _nodes(self) -> dict:
         return {n.name: n for n in self.store.nodes()}
 
     def list_services(self, **_: Any) -> list:
         reps, nodes = self.store.replicas(), self._nodes()
-        return [service_view(s, reps, self.gateway_url, self.store.get_autoscaler(s.spec.name), nodes)
+        return [self._with_rollout(service_view(s, reps, self.gateway_url, self.store.get_autoscaler(s.spec.name),
+                                                nodes))
                 for s in self.store.list_services()]
 
     def create_service(self, body: dict, **_: Any):
@@ -148,6 +164,22 @@ class Api:
     def update_service(self, name: str, body: dict, **_: Any) -> dict:
         self.ops.update_service(name, body)
         return self._service(name)
+
+    async def start_rollout(self, name: str, body: dict, **_: Any) -> dict:
+        done = await self.rollouts.start(name, body)
+        return dict(self._service(name), message=done.message)
+
+    async def set_traffic(self, name: str, body: dict, **_: Any) -> dict:
+        done = await self.rollouts.traffic(name, body)
+        return dict(self._service(name), message=done.message)
+
+    async def promote(self, name: str, **_: Any) -> dict:
+        done = await self.rollouts.promote(name)
+        return dict(self._service(name), message=done.message)
+
+    async def rollback(self, name: str, **_: Any) -> dict:
+        done = await self.rollouts.rollback(name)
+        return dict(self._service(name), message=done.message)
 
     def delete_service(self, name: str, **_: Any) -> dict:
         self.ops.delete_service(name)

@@ -182,6 +182,21 @@ class SaveAutoscaler(Command):
 
 
 @dataclass(frozen=True)
+class SaveRollout(Command):
+    """Write a service's rollout record (a tidal.control.releases.Rollout) and record what changed."""
+    rollout: object
+    event: Optional[Event] = None
+
+
+@dataclass(frozen=True)
+class PromoteRelease(Command):
+    """The canary becomes the service's release: its spec is the service's now (its replicas stay; the old
+    release's drain as the rolling update replaces them)."""
+    service: str
+    spec: object  # a tidal.spec.ServiceSpec
+
+
+@dataclass(frozen=True)
 class SavePolicyState(Command):
     pool: str
     text: str
@@ -194,6 +209,7 @@ class Endpoint:
     host: str
     port: int
     state: str  # "ready" | "draining" (the gateway's words)
+    release: str = ""  # the release it runs, during a rollout (the gateway splits traffic by it)
 
 
 @dataclass(frozen=True)
@@ -205,6 +221,7 @@ class Route(Command):
     models: tuple[str, ...] = ()
     queue: Optional[object] = None          # a tidal.gateway.config.QueueSettings: requests wait for a replica
     unready_reason: Optional[str] = None    # why no replica is ready (told to requests that waited in vain)
+    releases: Optional[object] = None       # a tidal.gateway.config.ReleaseSplit: a rollout's weights and mirror
 
 
 @dataclass(frozen=True)

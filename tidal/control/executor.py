@@ -13,11 +13,12 @@ from typing import Callable, Iterable
 
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaLaunch
 from tidal.capacity.executor import Ledger, carry_out
+from tidal.control import releases
 from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
                                     FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
-                                    NotifyReplica, Outcomes, Preempted, ReplicaExited, Route, Routed, SaveAutoscaler,
-                                    SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
-                                    Unroute, Warn)
+                                    NotifyReplica, Outcomes, Preempted, PromoteRelease, ReplicaExited, Route, Routed,
+                                    SaveAutoscaler, SavePolicyState, SaveRollout, SetDesired, SetEndpoint, StartReplica,
+                                    StopReplica, TerminateNode, Uncordon, Unroute, Warn)
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import NotFound
 from tidal.spec import ServiceSpec
@@ -66,7 +67,7 @@ class Executor:
         now = self.clock.now()
         rep = self.store.get_replica(c.replica)
         try:
-            launch = self.launch_spec(rep, self.store.get_service(c.service).spec, c.node)
+            launch = self.launch_spec(rep, self._release_spec(c.service, rep.release), c.node)
         except Exception as exc:
             self.store.update_replica(rep.id, state=S.FAILED, stopped_at=now, reason=str(exc))
             self.event("ReplicaFailed", f"replica/{rep.id}", f"cannot start: {exc}")
@@ -82,6 +83,11 @@ class Executor:
         self.store.update_replica(rep.id, state=S.STARTING, ref=started.ref, endpoint=started.endpoint)
         out.started[rep.id] = started.ref
         self.record(c.event, endpoint=started.endpoint)
+
+    def _release_spec(self, service: str, key: str) -> ServiceSpec:
+        """What a replica of release `key` runs: its service's spec, or during a rollout the canary's."""
+        rollout = releases.load(self.store.get_rollout_record(service), service)
+        return releases.spec_for(self.store.get_service(service).spec, rollout, key)
 
     def _MarkReady(self, c: MarkReady, out: Outcomes) -> None:
         self.store.update_replica(c.replica, state=S.READY, ready_at=self.clock.now(), runtime=c.runtime)
@@ -208,16 +214,26 @@ class Executor:
         if c.memory is not None:
             self.store.set_autoscaler_state(c.service, c.memory)
 
+    def _SaveRollout(self, c: SaveRollout, out: Outcomes) -> None:
+        self.store.put_rollout_record(c.rollout.service, c.rollout.model_dump_json(), self.clock.now())
+        self.record(c.event)
+
+    def _PromoteRelease(self, c: PromoteRelease, out: Outcomes) -> None:
+        self.store.update_service(c.spec)
+
     def _SavePolicyState(self, c: SavePolicyState, out: Outcomes) -> None:
         self.store.set_pool_state(c.pool, c.text)
 
     # -- routing
     def _Route(self, c: Route, out: Outcomes) -> None:
         from tidal.gateway.config import ReplicaEndpoint
-        endpoints = [ReplicaEndpoint(id=e.id, host=e.host, port=e.port, state=e.state) for e in c.endpoints]
+        endpoints = [ReplicaEndpoint(id=e.id, host=e.host, port=e.port, state=e.state, release=e.release)
+                     for e in c.endpoints]
         models = c.models
         # Only a service that queues says so: a gateway stand-in without queues keeps working.
         extra = {"queue": c.queue, "unready_reason": c.unready_reason} if c.queue is not None else {}
+        if c.releases is not None:  # likewise only a service in a rollout
+            extra["releases"] = c.releases
         try:
             self.gateway.set_service(c.service, endpoints, models=models, **extra)
             self._conflicts.discard((c.service, models))

@@ -148,6 +148,7 @@ class Operations:
             raise InvalidArgument(f"a service cannot be renamed ({name} -> {changes['name']})")
         if "replicas" in changes:
             self._owned_by_autoscaler(name)
+        self._not_rolling(name, changes)
         spec = decode(ServiceSpec, {**row.spec.model_dump(), **changes, "name": name}, self.admission)
         self.store.update_service(spec, spec.replicas if "replicas" in changes else None)
         what = ", ".join(sorted(k for k in changes if k != "name")) or "nothing"
@@ -162,6 +163,15 @@ class Operations:
         self._done("ServiceScaled", f"service/{name}",
                    f"replicas set to {req.replicas}{f' from {by}' if by else ''} (was {row.desired})")
         return Done(name, f"{name}: desired replicas {row.desired} -> {req.replicas}")
+
+    def _not_rolling(self, name: str, changes: Mapping[str, Any]) -> None:
+        """During a rollout the stable release stays what it is: a change goes to a canary or waits."""
+        from tidal.control.releases import load
+        r = load(self.store.get_rollout_record(name), name)
+        changed = sorted(k for k in changes if k not in ("name", "replicas"))
+        if r is not None and r.active and changed:
+            raise FailedPrecondition(f"service {name} has a rollout in progress ({r.progress()}): promote it or "
+                                     f"roll it back before changing {', '.join(changed)}")
 
     def _owned_by_autoscaler(self, name: str) -> None:
         """One rule for every way of setting a count: an autoscaler owns its service's replicas, and a manual

@@ -23,7 +23,7 @@ from tidal.capacity.cost import NodeLife, summarize
 from tidal.capacity.nodepool import pool_zones
 from tidal.control.commands import (Command, DiscardReplica, Event, FailReplica, Note, Outcomes, StopReplica,
                                     TerminateNode)
-from tidal.control.decide import autoscaling, capacity, notices, placement, replicas, routing, zero
+from tidal.control.decide import autoscaling, capacity, notices, placement, replicas, rollout, routing, zero
 from tidal.control.decide.autoscaling import workload_name as _workload_name
 from tidal.control.decide.replicas import (DEFAULT_CPU, DEFAULT_MEMORY_MIB, release_hash,  # noqa: F401 (re-exported)
                                            requests_of)
@@ -34,6 +34,7 @@ from tidal.control.snapshot import Snapshot, take
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import InvalidArgument, NotFound
 from tidal.gateway.client import GatewayUnreachable
+from tidal.gateway.releases import SAMPLE_SECONDS
 from tidal.spec import NodePoolSpec, ServiceSpec
 from tidal.states import NodeState, ReplicaState as S
 
@@ -114,6 +115,7 @@ class Reconciler:
             self._run(notices.reclaims(snap, self._spot_capacity(snap), self.settings.notice_margin_seconds))
             self._run(notices.expire(self._snapshot()))
             self._autoscale()
+            self._roll()
             cmds, self._replicas = replicas.lifecycle(self._snapshot(), self.settings, self._replicas)
             self._run(cmds)
             self._place()
@@ -125,7 +127,11 @@ class Reconciler:
 
     def settling(self) -> bool:
         """Whether replicas are on their way in or out (the loop then looks again sooner)."""
-        return bool(self.store.replicas(states=S.SETTLING))
+        return bool(self.store.replicas(states=S.SETTLING)) or self.rolling()
+
+    def rolling(self) -> bool:
+        """Whether a rollout is in progress (its guards are judged every second, not every tick)."""
+        return any(r.active for r in self._snapshot().rollouts.values())
 
     async def _observe_replicas(self):
         running = [r for r in self.store.replicas(states=S.RUNNING) if r.ref is not None]
@@ -163,6 +169,25 @@ class Reconciler:
         self.burst_tick_seconds = result.burst_tick_seconds
         self._run(result.commands)
         self._scale_to_zero(snap)
+
+    def _roll(self) -> None:
+        """Rollouts: guards and steps, on the gateway's counts of each release since the current step began."""
+        snap = self._snapshot()
+        counts = {}
+        for name, r in snap.rollouts.items():
+            found = self.release_counts(r, snap.now) if r.active else None
+            if found is not None:
+                counts[name] = {s.release: s for s in found}
+        self._run(rollout.decide(snap, counts))
+
+    def release_counts(self, r, now: float) -> list | None:
+        """The gateway's counts of each release of a rollout since its current step began (real seconds, at
+        most the gateway's sample window); None while the gateway cannot say (not answering, not routed yet)."""
+        since = max(r.started_at, r.step_started_at or r.started_at)
+        try:
+            return self.gateway.release_stats(r.service, min(SAMPLE_SECONDS, max(1.0, self._real(now - since))))
+        except NotFound:
+            return None
 
     def _scale_to_zero(self, snap: Snapshot) -> None:
         specs = {}
@@ -270,7 +295,7 @@ class Reconciler:
             env.update(secret_env)
         return ReplicaLaunch(replica=rep.id, service=spec.name, node=node, model_name=spec.model_name,
                              model_base_path=base, version_policy=str(spec.version_policy), gpus=spec.gpus,
-                             env=env, model_config_file=spec.model_config_file)
+                             env=env, model_config_file=spec.model_config_file, release=spec.release)
 
     def resolve_model_path(self, spec: ServiceSpec) -> tuple[str, dict[str, str]]:
         """--model-path inside a --data mount -> the volume's URL (+ the credentials the model server needs)."""

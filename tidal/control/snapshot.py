@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
+from tidal.control import releases
 from tidal.control.records import AutoscalerMemory, AutoscalerStatus
 from tidal.control.store import NodeRow, ReplicaRow, ServiceRow, Store
 from tidal.spec import NodePoolSpec
@@ -32,6 +33,11 @@ class Snapshot:
     failed: tuple[ReplicaRow, ...] = ()          # failed within FAILURE_WINDOW_SECONDS
     autoscalers: Mapping[str, Autoscaler] = field(default_factory=dict)
     policy_states: Mapping[str, str | None] = field(default_factory=dict)  # pool -> stored record
+    rollouts: Mapping[str, releases.Rollout] = field(default_factory=dict)  # service -> its (last) rollout
+
+    def releases(self, service: str) -> list[releases.Release]:
+        svc = self.services[service]
+        return releases.releases(svc.spec, svc.desired, self.rollouts.get(service))
 
     def node(self, name: str | None) -> NodeRow | None:
         return next((n for n in self.nodes if n.name == name), None) if name else None
@@ -69,4 +75,14 @@ def take(store: Store, now: float, *, autoscalers: bool = False, policy_states: 
         failed=tuple(store.replicas(states=(ReplicaState.FAILED,), stopped_since=now - FAILURE_WINDOW_SECONDS)),
         autoscalers=MappingProxyType(scalers),
         policy_states=MappingProxyType({p: store.get_pool_state(p) for p in pools} if policy_states else {}),
+        rollouts=MappingProxyType(_rollouts(store, services)),
     )
+
+
+def _rollouts(store: Store, services: Mapping[str, ServiceRow]) -> dict[str, releases.Rollout]:
+    out = {}
+    for name, text in store.rollout_records().items():
+        found = releases.load(text, name)
+        if found is not None and name in services:
+            out[name] = found
+    return out

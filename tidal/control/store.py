@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS replicas (
   ready_at REAL, drain_at REAL, stopped_at REAL, reason TEXT NOT NULL DEFAULT '', ref TEXT, endpoint TEXT,
   runtime TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS replicas_service ON replicas(service, state);
+CREATE TABLE IF NOT EXISTS rollouts (
+  service TEXT PRIMARY KEY, record TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, kind TEXT NOT NULL,
   object TEXT NOT NULL, message TEXT NOT NULL);
@@ -228,6 +230,7 @@ class Store:
             if self._x("DELETE FROM services WHERE name=?", (name,)) == 0:
                 raise NotFound(f"service {name!r} not found")
             self._x("DELETE FROM autoscalers WHERE service=?", (name,))
+            self._x("DELETE FROM rollouts WHERE service=?", (name,))
 
     # -- volumes
     def put_volume(self, spec: VolumeSpec, now: float) -> None:
@@ -308,6 +311,19 @@ class Store:
 
     def delete_autoscaler(self, service: str) -> None:
         self._x("DELETE FROM autoscalers WHERE service=?", (service,))
+
+    # -- rollouts (a versioned JSON record each: tidal.control.releases reads and writes it)
+    def get_rollout_record(self, service: str) -> str | None:
+        rows = self._q("SELECT record FROM rollouts WHERE service=?", (service,))
+        return rows[0]["record"] if rows else None
+
+    def rollout_records(self) -> dict[str, str]:
+        return {r["service"]: r["record"] for r in self._q("SELECT service, record FROM rollouts ORDER BY service")}
+
+    def put_rollout_record(self, service: str, record: str, now: float) -> None:
+        self._x("INSERT INTO rollouts(service, record, updated_at) VALUES(?, ?, ?) "
+                "ON CONFLICT(service) DO UPDATE SET record=excluded.record, updated_at=excluded.updated_at",
+                (service, record, now))
 
     # -- nodes
     def add_node(self, node: NodeRow) -> None:

@@ -60,7 +60,7 @@ async def _serve(routes, host: str, port: int) -> None:
     gw = Gateway(host, port, settings=routes.settings)
     for s in routes.services:
         gw.set_service(s.name, s.replicas, s.hosts, s.models, deadline_seconds=s.deadline_seconds,
-                       queue=s.queue, unready_reason=s.unready_reason)
+                       queue=s.queue, unready_reason=s.unready_reason, releases=s.releases)
     await gw.start()
     print(f"tidal gateway listening on http://{host}:{gw.port} ({len(routes.services)} services; "
           f"metrics at /-/metrics)", flush=True)

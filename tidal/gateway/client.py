@@ -29,9 +29,11 @@ from urllib.parse import urlencode
 import orjson
 
 from tidal.errors import AlreadyExists, Internal, NotFound
-from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
-from tidal.gateway.control import QPS, ROUTES, STATS, check_claims
+from tidal.gateway.config import (GatewaySettings, QueueSettings, ReleaseSplit, ReplicaEndpoint, ReplicaState,
+                                  ServiceConfig)
+from tidal.gateway.control import QPS, RELEASES, ROUTES, STATS, check_claims
 from tidal.gateway.proxy import ReplicaStats, ServiceStats
+from tidal.gateway.releases import ReleaseStats
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +121,11 @@ class GatewayClient:
     # -- the in-process gateway's interface
     def set_service(self, name: str, replicas: Iterable[ReplicaEndpoint], hosts: Iterable[str] = (),
                     models: Iterable[str] = (), *, deadline_seconds: float | None = None,
-                    queue: QueueSettings | None = None, unready_reason: str | None = None) -> None:
+                    queue: QueueSettings | None = None, unready_reason: str | None = None,
+                    releases: ReleaseSplit | None = None) -> None:
         config = ServiceConfig(name=name, replicas=tuple(replicas), hosts=tuple(hosts), models=tuple(models),
-                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason)
+                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason,
+                               releases=releases)
         ids = [ep.id for ep in config.replicas]
         if len(set(ids)) != len(ids):
             raise ValueError(f"service {name!r}: replica ids must be unique, got {ids}")
@@ -177,6 +181,12 @@ class GatewayClient:
                             retries=d["retries"], **windows, replicas=[ReplicaStats(**r) for r in d["replicas"]],
                             queued=d.get("queued", 0))
 
+    def release_stats(self, service: str, window_seconds: float) -> list[ReleaseStats]:
+        """Each release's answers over the window; raises `GatewayUnreachable` (callers then judge nothing)."""
+        self._service(service)
+        d = self._get(RELEASES, {"service": service, "window": repr(float(window_seconds))})
+        return [ReleaseStats(**r) for r in d["releases"]]
+
     # -- inside
     def _service(self, name: str) -> ServiceConfig:
         svc = self._routes.get(name)
@@ -208,7 +218,10 @@ class GatewayClient:
         """Send the whole table if the gateway lacks it. False while it cannot be reached (it stays pending)."""
         if not self._dirty:
             return True
-        body = orjson.dumps({"services": [s.model_dump(mode="json") for s in self._routes.values()]})
+        # Defaults left out, as in the routes file: a gateway from before a field was added (one adopted after an
+        # upgrade) still takes a table that does not use it.
+        body = orjson.dumps({"services": [s.model_dump(mode="json", exclude_defaults=True)
+                                          for s in self._routes.values()]})
         try:
             self._request("PUT", ROUTES, body)
         except _Unreachable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ReplicaState = Literal["ready", "draining"]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -20,6 +20,28 @@ class ReplicaEndpoint(BaseModel):
     port: int = Field(ge=1, le=65535)
     # "draining": finish the requests in flight, take no new ones.
     state: ReplicaState = "ready"
+    # The release it runs, when its service has several (a rollout): the split picks a release, then a replica.
+    release: str = Field(default="", max_length=253)
+
+
+class ReleaseSplit(BaseModel):
+    """A service's releases during a rollout: each one's share of the requests, a mirror, what to count."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: dict[str, int] = Field(min_length=1)  # release -> percent (they sum to 100)
+    # The release a canary's 5xx answer to a request that may run twice is sent to again, so a failing
+    # canary costs its guard's verdict, not the client's answer.
+    stable: str = ""
+    mirror: str = ""                                # a release that gets a copy of `mirror_percent` of the requests
+    mirror_percent: int = Field(default=0, ge=0, le=100)
+    classes: bool = False                           # count each release's answer classes (a classifier's guard)
+
+    @model_validator(mode="after")
+    def _sum(self) -> "ReleaseSplit":
+        if any(not 0 <= w <= 100 for w in self.weights.values()) or sum(self.weights.values()) != 100:
+            raise ValueError(f"release weights must be percents that sum to 100, got {self.weights}")
+        return self
 
 
 class QueueSettings(BaseModel):
@@ -46,6 +68,8 @@ class ServiceConfig(BaseModel):
     queue: QueueSettings | None = None
     # Why no replica is ready (the last start failure): said to requests that waited in vain.
     unready_reason: str | None = Field(default=None, max_length=2000)
+    # None: one release; every ready replica shares the requests.
+    releases: ReleaseSplit | None = None
 
 
 class GatewaySettings(BaseModel):

@@ -32,7 +32,8 @@ ROUTES = PREFIX + "routes"
 HELLO = PREFIX + "hello"
 QPS = PREFIX + "qps"
 STATS = PREFIX + "stats"
-_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET"}  # a path's methods, for 405's Allow
+RELEASES = PREFIX + "releases"
+_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET", RELEASES: "GET"}  # a path's methods, for 405's Allow
 
 
 class RouteDocument(BaseModel):
@@ -74,10 +75,10 @@ def apply_routes(gateway, current: dict[str, ServiceConfig], wanted: list[Servic
         if old is not None and (old.hosts, old.models) != (s.hosts, s.models):
             gateway.set_service(s.name, s.replicas, tuple(h for h in old.hosts if h in s.hosts),
                                 tuple(m for m in old.models if m in s.models), deadline_seconds=s.deadline_seconds,
-                                queue=s.queue, unready_reason=s.unready_reason)
+                                queue=s.queue, unready_reason=s.unready_reason, releases=s.releases)
     for s in wanted:
         gateway.set_service(s.name, s.replicas, s.hosts, s.models, deadline_seconds=s.deadline_seconds,
-                            queue=s.queue, unready_reason=s.unready_reason)
+                            queue=s.queue, unready_reason=s.unready_reason, releases=s.releases)
 
 
 # -- the routes file: a valid `tidal gateway --routes` file, written atomically, the owner's alone
@@ -132,6 +133,9 @@ class ControlEndpoints:
                 return self._put_routes(req.body)
             if req.path == QPS and req.method == "GET":
                 return _json({"qps": self.gateway.qps(query.get("service", ""), float(query.get("window", "")))})
+            if req.path == RELEASES and req.method == "GET":
+                found = self.gateway.release_stats(query.get("service", ""), float(query.get("window", "")))
+                return _json({"releases": [r.to_dict() for r in found]})
             if req.path == STATS and req.method == "GET":
                 return Response(200, orjson.dumps(self.gateway.stats(query.get("service", "")).to_dict(),
                                                   option=orjson.OPT_NON_STR_KEYS))

@@ -9,6 +9,7 @@ a prefix that no TF Serving or V2 path uses:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -22,9 +23,11 @@ import orjson
 from tidal.clock import Clock, RealClock
 from tidal.errors import NotFound
 from tidal.gateway.balancing import choose
-from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
+from tidal.gateway.config import (GatewaySettings, QueueSettings, ReleaseSplit, ReplicaEndpoint, ReplicaState,
+                                  ServiceConfig)
 from tidal.gateway.metrics import RequestMetrics, make_registry, render
 from tidal.gateway.queue import WaitQueue
+from tidal.gateway.releases import Releases, ReleaseStats, UnknownRelease
 from tidal.gateway.routing import RouteSpec, RouteTable, build_table, resolve
 from tidal.gateway.window import WindowedCounter
 from tidal.http.client import ConnectFailed, ConnectionLost, HttpClient, Timeout
@@ -114,10 +117,11 @@ class ServiceStats:
 
 class _Replica:
     __slots__ = ("id", "host", "port", "state", "outstanding", "ejected_until", "failures", "client", "metrics",
-                 "removed")
+                 "removed", "release_name")
 
     def __init__(self, ep: ReplicaEndpoint, settings: GatewaySettings) -> None:
         self.id = ep.id
+        self.release_name = ep.release
         self.host = ep.host
         self.port = ep.port
         self.state: ReplicaState = ep.state
@@ -138,7 +142,7 @@ class _Replica:
 
 
 class _Service:
-    __slots__ = ("name", "config", "replicas", "ready", "deadline", "metrics", "window", "queue")
+    __slots__ = ("name", "config", "replicas", "ready", "deadline", "metrics", "window", "queue", "releases")
 
     def __init__(self, config: ServiceConfig, settings: GatewaySettings, now: float) -> None:
         self.name = config.name
@@ -150,9 +154,12 @@ class _Service:
         self.window = WindowedCounter(now, bucket_seconds=settings.bucket_seconds,
                                       max_window_seconds=settings.max_window_seconds)
         self.queue = WaitQueue()
+        self.releases: Releases | None = None  # a rollout's split (None: one release)
 
     def refresh_ready(self) -> None:
         self.ready = tuple(r for r in self.replicas.values() if r.state == "ready")
+        if self.releases is not None:
+            self.releases.refresh(self.ready)
         if self.ready or self.config.queue is None:
             self.queue.release()  # the waiters go now (or, with no queue any more, get their 503 now)
 
@@ -201,15 +208,17 @@ class Gateway:
     # -- the control plane's interface
     def set_service(self, name: str, replicas: Iterable[ReplicaEndpoint], hosts: Iterable[str] = (),
                     models: Iterable[str] = (), *, deadline_seconds: float | None = None,
-                    queue: QueueSettings | None = None, unready_reason: str | None = None) -> None:
-        """Create or replace a service's replicas and addresses.
+                    queue: QueueSettings | None = None, unready_reason: str | None = None,
+                    releases: ReleaseSplit | None = None) -> None:
+        """Create or replace a service's replicas and addresses (and, during a rollout, its release split).
 
         Replicas are matched by id: one that stays keeps its connections, counters and
         in-flight requests and takes the state given here; one that is gone gets no new
         requests and its connections close once its in-flight requests finish.
         """
         config = ServiceConfig(name=name, replicas=tuple(replicas), hosts=tuple(hosts), models=tuple(models),
-                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason)
+                               deadline_seconds=deadline_seconds, queue=queue, unready_reason=unready_reason,
+                               releases=releases)
         ids = [ep.id for ep in config.replicas]
         if len(set(ids)) != len(ids):
             raise ValueError(f"service {name!r}: replica ids must be unique, got {ids}")
@@ -228,11 +237,13 @@ class Gateway:
             if r is None or (r.host, r.port) != (ep.host, ep.port):
                 r = _Replica(ep, self.settings)
             r.state = ep.state
+            r.release_name = ep.release
             new[ep.id] = r
         for rid, r in old.items():
             if new.get(rid) is not r:
                 self._retire(r)
         svc.replicas = new
+        svc.releases = Releases.follow(svc.releases, releases)
         svc.refresh_ready()
         self._services[name] = svc
         self._table = table
@@ -271,6 +282,11 @@ class Gateway:
     def qps(self, service: str, window_seconds: float) -> float:
         """Requests per second answered for `service` over the last `window_seconds`."""
         return self._service(service).window.rate(self._clock.monotonic(), window_seconds)
+
+    def release_stats(self, service: str, window_seconds: float) -> list[ReleaseStats]:
+        """Each release's answers over the last `window_seconds` (none for a service with one release)."""
+        rel = self._service(service).releases
+        return [] if rel is None else rel.stats(self._clock.monotonic(), window_seconds)
 
     def stats(self, service: str) -> ServiceStats:
         svc = self._service(service)
@@ -312,8 +328,9 @@ class Gateway:
         svc = self._services[hit[0]]
         return self._forward(svc, hit[1], req)
 
-    def _pick(self, svc: _Service, tried: list[_Replica], now: float) -> _Replica | None:
-        cands = svc.ready
+    def _pick(self, svc: _Service, tried: list[_Replica], now: float,
+              pool: tuple[_Replica, ...] | None = None) -> _Replica | None:
+        cands = svc.ready if pool is None else pool
         if tried:
             cands = [r for r in cands if r not in tried]
         if not cands:
@@ -376,12 +393,28 @@ class Gateway:
                 return refused
         tried: list[_Replica] = []
         last_error = ""
+        rel = svc.releases
+        release, pinned = "", False
+        if rel is not None:
+            try:
+                release, pinned = rel.choose(req.headers, self._rand)
+            except UnknownRelease as exc:
+                return error_response(400, f"service {svc.name!r}: {exc}")
+            mirror = None if pinned else rel.mirror(self._rand)
+            if mirror is not None:
+                rel.keep(asyncio.ensure_future(rel.copy(mirror, data, svc.deadline, clock.monotonic, self._rand)))
         for _ in range(self.settings.max_attempts):
             now = clock.monotonic()
             remaining = start + svc.deadline - now
             if remaining <= 0:
                 return _deadline(svc)
-            r = self._pick(svc, tried, now)
+            # A release with no ready replica passes its share on, unless the request named it.
+            pool = None
+            if rel is not None:
+                pool = rel.ready(release) or (() if pinned else None)
+            r = self._pick(svc, tried, now, pool)
+            if r is None and pool and not pinned:
+                r = self._pick(svc, tried, now)  # the release's replicas all failed: any other takes it
             if r is None:
                 break
             if tried:
@@ -404,7 +437,16 @@ class Gateway:
             else:
                 r.failures = 0
                 r.metrics.observe(up.status, clock.monotonic() - sent)
-                return _response(up)
+                if rel is None:
+                    return _response(up)
+                rel.record(r.release_name, clock.monotonic(), up.status, clock.monotonic() - sent, up.body)
+                if up.status < 500 or pinned or r.release_name == rel.stable or not rel.ready(rel.stable) \
+                        or not retry_safe(req.method, path):
+                    return _response(up)
+                # A canary failed a request that may run twice: its guard has counted it; the stable release answers.
+                release = rel.stable
+                tried.append(r)
+                continue
             finally:
                 r.release()
             # The connection broke before a whole answer came: skip this replica for a while and
@@ -412,6 +454,8 @@ class Gateway:
             r.metrics.observe(503, clock.monotonic() - sent)
             r.failures += 1
             r.ejected_until = clock.monotonic() + eject_seconds(self.settings.eject_seconds, r.failures)
+            if rel is not None:
+                rel.record(r.release_name, clock.monotonic(), 503, clock.monotonic() - sent, None)
             tried.append(r)
             log.warning("service %s: replica %s failed to answer (%s)", svc.name, r.id, last_error)
         if last_error:

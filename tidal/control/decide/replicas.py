@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from tidal.backends.base import ReplicaPhase, ReplicaStatus
+from tidal.control import releases
 from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainReplica, Event, FailReplica,
                                     MarkReady, Note, ReplicaExited, SetEndpoint, StopReplica)
 from tidal.control.settings import ControlSettings
@@ -85,31 +86,39 @@ def lifecycle(snap: Snapshot, settings: ControlSettings, memory: ReplicaMemory) 
             out.append(_drain(r, "its service was deleted", now, settings))
     for name, svc in snap.services.items():
         reps = snap.of(name)
-        current = release_hash(svc.spec)
-        live = [r for r in reps if r.state in S.LIVE and r.release == current]
-        outdated = [r for r in reps if r.state in S.LIVE and r.release != current]
-        want = svc.desired
-        missing = want - len(live)
-        if missing > 0:
-            waiting, event = backoff(name, [r for r in snap.failed if r.service == name], now)
-            if waiting:
-                missing = 0
-                if name not in noted:
-                    noted.add(name)
-                    out.append(Note(event))
-            else:
-                noted.discard(name)
-        out += [CreateReplica(name, svc.spec.workload, current)] * max(0, missing)
-        if len(live) > want:
-            # Remove the least useful first: not placed, then still starting, then the newest ready.
-            order = {S.PENDING: 0, S.STARTING: 1, S.READY: 2}
-            victims = sorted(live, key=lambda r: (order[r.state], -r.created_at, r.id))[:len(live) - want]
-            out += [_drain(r, f"scaled in to {want}", now, settings) for r in victims]
-        ready_current = sum(1 for r in live if r.state == S.READY)
-        # Rolling update: an old replica goes once the new ones can carry the service.
-        surplus = ready_current + sum(1 for r in outdated if r.state == S.READY) - want
-        for r in sorted(outdated, key=lambda r: (r.state == S.READY, r.created_at)):
-            if r.state != S.READY or surplus > 0:
+        # One release, or during a rollout two (tidal.control.releases), each with its own count.
+        wanted = snap.releases(name)
+        keys = {rel.key for rel in wanted}
+        outdated = [r for r in reps if r.state in S.LIVE and r.release not in keys]
+        want = sum(rel.replicas for rel in wanted)
+        ready_current = 0
+        for rel in wanted:
+            live = [r for r in reps if r.state in S.LIVE and r.release == rel.key]
+            missing = rel.replicas - len(live)
+            if missing > 0:
+                waiting, event = backoff(name, [r for r in snap.failed if r.service == name], now)
+                if waiting:
+                    missing = 0
+                    if name not in noted:
+                        noted.add(name)
+                        out.append(Note(event))
+                else:
+                    noted.discard(name)
+            out += [CreateReplica(name, rel.spec.workload, rel.key)] * max(0, missing)
+            if len(live) > rel.replicas:
+                # Remove the least useful first: not placed, then still starting, then the newest ready.
+                order = {S.PENDING: 0, S.STARTING: 1, S.READY: 2}
+                victims = sorted(live, key=lambda r: (order[r.state], -r.created_at, r.id))[:len(live) - rel.replicas]
+                out += [_drain(r, f"scaled in to {rel.replicas}", now, settings) for r in victims]
+            ready_current += sum(1 for r in live if r.state == S.READY)
+        # Rolling update: an old replica goes once the new ones can carry the service; a rolled-back canary's
+        # go at once (the stable release carries the service already).
+        retired = releases.retired(snap.rollouts.get(name))
+        surplus = ready_current + sum(1 for r in outdated if r.state == S.READY and r.release != retired) - want
+        for r in sorted(outdated, key=lambda r: (r.state == S.READY and r.release != retired, r.created_at)):
+            if r.release == retired:
+                out.append(_drain(r, "its release was rolled back", now, settings))
+            elif r.state != S.READY or surplus > 0:
                 out.append(_drain(r, "replaced by the service's new release", now, settings))
                 surplus -= r.state == S.READY
         # Noticed replicas drain once their replacements are ready, or when the notice is nearly over.

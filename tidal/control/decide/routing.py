@@ -8,6 +8,8 @@ deleted service keeps its draining endpoints but gives up its model name at once
 and services giving names up are routed first. A service that may scale to zero
 (`minReplicas: 0`) has the gateway hold its requests while no replica is ready,
 with its autoscaler's queue settings and the last start failure as the reason.
+A service in a rollout has its endpoints labelled with their release and the
+rollout's weights and mirror (tidal.control.releases) as its split.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from __future__ import annotations
 from tidal.autoscaling.spec import parse_hpa
 from tidal.control.commands import Command, Endpoint, Route, Unroute
 from tidal.control.snapshot import Snapshot
-from tidal.gateway.config import QueueSettings
+from tidal.gateway.config import QueueSettings, ReleaseSplit
 from tidal.states import ReplicaState as S
 
 
 def route(snap: Snapshot, routed: frozenset[str]) -> list[Command]:
     """`routed`: the services the gateway has now; `snap` has the autoscalers (for the services that queue)."""
     by_service: dict[str, list[Endpoint]] = {name: [] for name in snap.services}
+    splits = {name: split for name in snap.services if (split := _split(snap, name)) is not None}
+    labels = {name: {rel.key: rel.name for rel in snap.releases(name)} for name in splits}
     for r in snap.in_state(S.READY, S.DRAINING, S.NOTIFIED):
         if r.endpoint is None:
             continue
@@ -29,7 +33,8 @@ def route(snap: Snapshot, routed: frozenset[str]) -> list[Command]:
             # Noticed while still starting (a slow model load): it never answered ready, so it gets no traffic.
             continue
         state = "draining" if r.state == S.DRAINING else "ready"
-        by_service.setdefault(r.service, []).append(Endpoint(r.id, r.host, r.port, state))
+        release = labels[r.service].get(r.release, "") if r.service in labels else ""
+        by_service.setdefault(r.service, []).append(Endpoint(r.id, r.host, r.port, state, release))
     releasing: list[Command] = []
     claiming: list[Command] = []
     for name, endpoints in by_service.items():
@@ -41,9 +46,19 @@ def route(snap: Snapshot, routed: frozenset[str]) -> list[Command]:
         models = (svc.spec.model_name,) if svc is not None and svc.spec.model_name else ()
         queue = _queue(snap, name) if svc is not None else None
         reason = _unready_reason(snap, name) if queue is not None and not endpoints else None
-        (claiming if models else releasing).append(Route(name, tuple(endpoints), models, queue, reason))
+        (claiming if models else releasing).append(Route(name, tuple(endpoints), models, queue, reason,
+                                                         splits.get(name)))
     gone = [Unroute(name) for name in sorted(routed) if name not in by_service]
     return gone + releasing + claiming
+
+
+def _split(snap: Snapshot, name: str) -> ReleaseSplit | None:
+    rollout = snap.rollouts.get(name)
+    if rollout is None or not rollout.active:
+        return None
+    return ReleaseSplit(weights=rollout.weights, stable=rollout.stable.release,
+                        mirror=rollout.canary.release if rollout.mirror else "", mirror_percent=rollout.mirror,
+                        classes=rollout.guards.max_class_shift is not None)
 
 
 def _queue(snap: Snapshot, name: str) -> QueueSettings | None:

@@ -131,6 +131,7 @@ function detailSkeleton(name) {
     <h1 data-testid="service-name">${esc(name)}</h1>
     <div id="summary" class="cards"></div>
     <div id="actions"></div>
+    <div id="rollout"></div>
     <div class="charts">${CHARTS.map((c) => `<div class="chart" id="chart-${c.id}" data-testid="chart-${c.id}"></div>`).join("")}</div>
     <h2>Replicas</h2><div id="replicas"></div>
     <div class="two">
@@ -169,6 +170,8 @@ function detailView(name, d) {
     }
   } else acts.innerHTML = "";
 
+  setHTML(document.getElementById("rollout"), rolloutView(d.rollout));
+
   setHTML(document.getElementById("replicas"), `<table class="grid" data-testid="replicas">
     <thead><tr><th>Replica</th><th>Node</th><th>Instance type</th><th>Zone</th><th>Billing</th><th>State</th><th class="n">Age</th></tr></thead>
     <tbody>${d.replicas.map((r) => `<tr data-replica="${esc(r.name)}"><td>${esc(r.name)}</td><td>${esc(r.node ?? "–")}</td><td>${esc(r.instance_type ?? "–")}</td><td>${esc(r.zone ?? "–")}</td><td>${billing(r.billing)}</td><td>${stateBadge(r.state)}</td><td class="n">${age(r.age_seconds)}</td></tr>`).join("") || `<tr><td colspan="7" class="empty">No replicas</td></tr>`}</tbody></table>`);
@@ -183,6 +186,21 @@ function detailView(name, d) {
 
   const ser = d.series;
   CHARTS.forEach((c, i) => state.charts[i].setData([ser.t, ...c.cols.map((k) => ser[k])]));
+}
+
+function rolloutView(r) {
+  if (!r) return "";
+  const guards = Object.entries(r.guards).filter(([, v]) => v !== null).map(([k, v]) => `<code>${esc(k.replace(/_/g, " "))} ${esc(v)}</code>`).join(" ");
+  const steps = r.steps.length ? `steps ${r.steps.map((p, i) => (i === r.step && r.phase === "progressing" ? `<b>${p}%</b>` : `${p}%`)).join(" → ")} · bake ${num(r.bake_seconds, 0)}s` : "weights set by hand";
+  const rows = r.releases.map((x) => {
+    const c = x.counts;
+    const errors = c ? `${c.errors}/${c.requests}` : "–";
+    const classes = c && Object.keys(c.classes).length ? Object.entries(c.classes).map(([k, v]) => `${esc(k)}: ${v}`).join(", ") : "–";
+    return `<tr data-release="${esc(x.name)}"><td>${esc(x.name)}</td><td>${esc(x.model_path)}</td><td class="n">${bar(x.weight / 100)}</td><td class="n">${x.ready}/${x.replicas}</td><td class="n">${errors}</td><td class="n">${c && c.p90_ms !== null ? num(c.p90_ms, 1) + " ms" : "–"}</td><td>${classes}</td></tr>`;
+  }).join("");
+  return `<h2>Releases</h2><p class="rollout rollout-${esc(r.phase)}" data-testid="rollout-progress"><span class="kind">${esc(r.phase)}</span> ${esc(r.progress)} · ${steps}</p>
+    <table class="grid" data-testid="releases"><thead><tr><th>Release</th><th>Model</th><th class="n">Weight</th><th class="n">Ready</th><th class="n">Errors</th><th class="n">p90</th><th>Classes</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="sub">Guards: ${guards || "none"}</p>`;
 }
 
 function bar(frac) {
