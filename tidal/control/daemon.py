@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidal.backends.kubernetes.lease import LeaderElection
 from tidal.backends.local import LocalBackend
 from tidal.capacity.catalog import load_catalog
 from tidal.control.api import Api
@@ -52,6 +53,8 @@ class DaemonOptions(BaseModel):
     catalog: str | None = None
     gateway_mode: GatewayMode = GatewayMode.PROCESS
     settings: ControlSettings = Field(default_factory=ControlSettings)
+    # Set: act only while holding a Kubernetes Lease (`tidal up --leader-elect`); see `_run_as_leader`.
+    leader_election: LeaderElection | None = None
 
 
 class ControlPlane:
@@ -287,6 +290,9 @@ def run_foreground(home: Home, options: DaemonOptions) -> int:
     setup_from_env(os.environ)  # TIDAL_LOG_FILE etc.: rotated file, repeats collapsed
 
     async def main() -> None:
+        if options.leader_election is not None:
+            await _run_as_leader(home, options)
+            return
         cp = ControlPlane(home, options)
         await cp.start()
         print(f"tidal control plane: API {home.read_address()['api']}, gateway {home.read_address()['gateway']}",
@@ -303,6 +309,46 @@ def run_foreground(home: Home, options: DaemonOptions) -> int:
         pass
     asyncio.run(main())
     return 0
+
+
+# -- leader election: the control plane acts only while it holds the Lease ------------------------------------
+
+async def _run_as_leader(home: Home, options: DaemonOptions) -> None:
+    """Wait for the Lease, run the control plane while it is held, and stop acting the moment it is not.
+
+    A leader that loses the Lease stops its API, gateway and reconcile loop and exits with an error (in a pod,
+    the kubelet restarts it as a candidate again); one stopped by SIGTERM releases the Lease after it has
+    stopped, so a successor starts at once. Neither stops the replicas: the next leader adopts them."""
+    from tidal.backends.kubernetes.lease import elector_for_context
+    elector = elector_for_context(options.leader_election)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"tidal control plane: candidate {elector.identity} for the Lease {elector.namespace}/{elector.name}",
+              flush=True)
+        if not await elector.acquire(stop):
+            return
+        cp = ControlPlane(home, options)
+        try:
+            await cp.start()
+        except BaseException:
+            await asyncio.to_thread(elector.release)
+            raise
+        try:
+            print(f"tidal control plane: leading; API {home.read_address()['api']}, "
+                  f"gateway {home.read_address()['gateway']}", flush=True)
+            await elector.hold(stop)
+        finally:
+            await cp.stop(stop_replicas=False)
+            if stop.is_set():
+                await asyncio.to_thread(elector.release)
+        if not stop.is_set():
+            raise FailedPrecondition(f"lost the Lease {elector.namespace}/{elector.name} "
+                                     f"(now held by {elector.holder() or 'nobody'}): stopped acting")
+    finally:
+        elector.close()
 
 
 def spawn_background(home: Home, argv: list[str], wait_seconds: float = 30.0) -> dict:

@@ -1,0 +1,231 @@
+"""Leader election on a real API server: two candidates for one Lease, then two `tidal up --leader-elect` processes.
+
+Only one acts at a time; the other takes over at once when the first releases the Lease, and only after the
+lease duration when the first stops renewing without a word (killed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tidal.backends.kubernetes.lease import LeaderElection, LeaseElector, LeaseError
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LEASE = 3.0  # seconds: short, so expiry is tested in seconds (renew deadline 2 s, a try every 0.4 s)
+
+
+def elector(kube_cluster, namespace: str, identity: str, **changes) -> LeaseElector:
+    from kubernetes import config
+    api = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    return LeaseElector(api, namespace, LeaderElection(lease_seconds=LEASE, identity=identity, **changes))
+
+
+def read_lease(kube_cluster, namespace: str, name: str = "tidal-control-plane"):
+    from kubernetes import client
+    return client.CoordinationV1Api(kube_cluster.api).read_namespaced_lease(name, namespace)
+
+
+def test_two_candidates_one_leader(kube_cluster, namespace):
+    a, b = elector(kube_cluster, namespace, "a"), elector(kube_cluster, namespace, "b")
+    try:
+        assert a.try_once() is True            # no Lease yet: a creates it
+        assert b.try_once() is False           # a's, just renewed: b waits
+        assert a.try_once() is True            # a renews
+        lease = read_lease(kube_cluster, namespace)
+        assert (lease.spec.holder_identity, lease.spec.lease_transitions, lease.spec.lease_duration_seconds) == (
+            "a", 0, 3)
+
+        # a stops on purpose: it releases, and b takes over on its next try, without waiting for expiry
+        assert a.release() is True
+        assert read_lease(kube_cluster, namespace).spec.holder_identity is None
+        assert b.try_once() is True
+        assert a.try_once() is False
+        assert read_lease(kube_cluster, namespace).spec.lease_transitions == 1
+
+        # b stops renewing without a word (killed): a waits the whole lease, measured from when it saw b's write
+        assert a.try_once() is False
+        started = time.monotonic()
+        while not a.try_once():
+            assert time.monotonic() - started < LEASE + 5, "a never took over the expired Lease"
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+        assert waited >= LEASE - 0.5, f"took over after {waited:.1f} s, before the {LEASE} s lease expired"
+        lease = read_lease(kube_cluster, namespace)
+        assert (lease.spec.holder_identity, lease.spec.lease_transitions) == ("a", 2)
+        assert b.try_once() is False           # b is back, and a holds it now
+        assert b.release() is False            # not b's to release
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_leader_steps_down_when_the_lease_is_taken(kube_cluster, namespace):
+    a, b = elector(kube_cluster, namespace, "a"), elector(kube_cluster, namespace, "b")
+
+    async def scenario() -> float:
+        assert await a.acquire()
+        holding = asyncio.create_task(a.hold())
+        await asyncio.sleep(1.0)
+        assert not holding.done()              # renewing every 0.4 s
+        # Another writer takes the Lease over (e.g. a's renewals did not reach the server for a lease):
+        from kubernetes import client
+        api = client.CoordinationV1Api(kube_cluster.api)
+        lease = api.read_namespaced_lease("tidal-control-plane", namespace)
+        lease.spec.holder_identity = "b"
+        api.replace_namespaced_lease("tidal-control-plane", namespace, lease)
+        started = time.monotonic()
+        await asyncio.wait_for(holding, 5)     # hold() returns: a stops acting
+        return time.monotonic() - started
+
+    try:
+        took = asyncio.run(scenario())
+        assert took < 1.5, f"a noticed after {took:.1f} s; it tries every 0.4 s"
+        assert a.try_once() is False
+    finally:
+        a.close()
+        b.close()
+
+
+def test_no_rights_is_one_clear_line(kube_cluster, namespace):
+    """A candidate whose credentials may not touch Leases gets LeaseError with why, not endless retries."""
+    from tests.kube.accounts import service_account_client
+    api = service_account_client(kube_cluster, namespace, "nobody")
+    candidate = LeaseElector(api, namespace, LeaderElection(lease_seconds=LEASE))
+    try:
+        with pytest.raises(LeaseError, match=r"no rights .*leases"):
+            candidate.try_once()
+    finally:
+        candidate.close()
+
+
+# -- two control planes: `tidal up --foreground --leader-elect` ------------------------------------------------
+
+class Process:
+    """A `tidal up --foreground --leader-elect` with a home of its own; its output lines are read as they come."""
+
+    def __init__(self, name: str, tmp_path: Path, kubeconfig: Path, namespace: str) -> None:
+        from tests.kube.cluster import REPO_ROOT
+        self.name = name
+        self.home = tmp_path / name
+        self.env = {**os.environ, "TIDAL_HOME": str(self.home), "HOSTNAME": name}
+        self.env.pop("TIDAL_CONTEXT", None)
+        subprocess.run([sys.executable, "-m", "tidal", "context", "add", "cluster", "--kubernetes", "--kubeconfig",
+                        str(kubeconfig), "--namespace", namespace], env=self.env, check=True, capture_output=True,
+                       timeout=60, cwd=REPO_ROOT)
+        subprocess.run([sys.executable, "-m", "tidal", "context", "use", "cluster"], env=self.env, check=True,
+                       capture_output=True, timeout=60, cwd=REPO_ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tidal", "up", "--foreground", "--port", "0", "--gateway-port", "0",
+             "--leader-elect", "--lease-seconds", str(LEASE)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+            start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip())
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        """Seconds until a line containing `text` came (fails with the output after `timeout`)."""
+        started = time.monotonic()
+        while True:
+            left = timeout - (time.monotonic() - started)
+            try:
+                line = self.lines.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                pytest.fail(f"{self.name}: no {text!r} in {timeout:.0f} s; output:\n" + "\n".join(self.output))
+            self.output.append(line)
+            if text in line:
+                return time.monotonic() - started
+
+    def acting(self) -> bool:
+        """Whether its control plane runs: it writes its API's address when it starts and removes it on stop."""
+        return (self.home / "address.json").exists()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def test_two_control_planes_only_one_acts(kube_cluster, namespace, tmp_path):
+    first = Process("cp-1", tmp_path, kube_cluster.kubeconfig, namespace)
+    second = None
+    third = None
+    try:
+        first.wait_for("leading", timeout=60)
+        second = Process("cp-2", tmp_path, kube_cluster.kubeconfig, namespace)
+        second.wait_for("candidate cp-2_", timeout=60)
+        time.sleep(LEASE + 1)  # longer than a lease: the second still waits, since the first renews
+        assert first.acting() and not second.acting()
+        assert read_lease(kube_cluster, namespace).spec.holder_identity.startswith("cp-1_")
+
+        # SIGTERM: the first stops acting, then releases; the second leads at once (no lease to wait out)
+        assert first.stop() == 0
+        assert not first.acting()
+        took = second.wait_for("leading", timeout=30)
+        assert took < LEASE, f"the second took {took:.1f} s after a release"
+        assert second.acting()
+
+        # SIGKILL: no release; a third candidate waits out the lease the second can no longer renew
+        third = Process("cp-3", tmp_path, kube_cluster.kubeconfig, namespace)
+        third.wait_for("candidate cp-3_", timeout=60)
+        second.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        third.wait_for("leading", timeout=60)
+        waited = time.monotonic() - killed
+        assert waited >= LEASE - 1.0, f"the third led {waited:.1f} s after the kill, before the lease expired"
+        lease = read_lease(kube_cluster, namespace)
+        assert lease.spec.holder_identity.startswith("cp-3_") and lease.spec.lease_transitions == 2
+    finally:
+        for p in (first, second, third):
+            if p is not None:
+                p.stop()
+                if p is second:  # killed: its gateway process (a session of its own) outlived it
+                    _stop_gateway(p.home)
+
+
+def test_lost_lease_stops_acting(kube_cluster, namespace, tmp_path):
+    """A leader whose Lease another takes stops its control plane and exits with one clear line."""
+    from kubernetes import client
+    leader = Process("cp-1", tmp_path, kube_cluster.kubeconfig, namespace)
+    try:
+        leader.wait_for("leading", timeout=60)
+        api = client.CoordinationV1Api(kube_cluster.api)
+        lease = api.read_namespaced_lease("tidal-control-plane", namespace)
+        lease.spec.holder_identity = "someone-else"
+        lease.spec.lease_duration_seconds = 600
+        api.replace_namespaced_lease("tidal-control-plane", namespace, lease)
+        assert leader.proc.wait(timeout=30) != 0
+        leader.wait_for("stopped acting", timeout=5)
+        assert "error: lost the Lease" in leader.output[-1] and "someone-else" in leader.output[-1]
+        assert not leader.acting()
+        # it did not release a Lease that is not its own
+        assert api.read_namespaced_lease("tidal-control-plane", namespace).spec.holder_identity == "someone-else"
+    finally:
+        leader.stop()
+
+
+def _stop_gateway(home: Path) -> None:
+    import json
+    try:
+        pid = json.loads((home / "run" / "gateway.json").read_text())["pid"]
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, KeyError):
+        pass
