@@ -52,6 +52,7 @@ NODE_RULES: tuple[dict, ...] = (
 class ControlPlaneOptions:
     namespace: str = "default"
     image: str = "tidal:latest"
+    image_pull_policy: str = "IfNotPresent"
     provider: str = "karpenter"
     replicas: int = 1                         # 2: a warm standby that waits for the Lease
     lease_name: str = DEFAULT_LEASE
@@ -99,6 +100,7 @@ def deployment(opts: ControlPlaneOptions) -> dict:
     container = {
         "name": "tidal",
         "image": opts.image,
+        "imagePullPolicy": opts.image_pull_policy,
         "args": args,
         "env": [{"name": "TIDAL_HOME", "value": HOME}],
         "ports": [{"name": "api", "containerPort": API_PORT, "protocol": "TCP"},
