@@ -115,3 +115,58 @@ def test_least_privilege_is_enough_for_the_backend_and_the_lease(kube_cluster, n
         backend.close()
         api.close()
         _delete_cluster_objects(kube_cluster, objects)
+
+
+def test_the_pod_s_context_and_service_account_work(kube_cluster, namespace, tmp_path, monkeypatch, capsys):
+    """What the control plane's pod does at start, here in-process: its contexts.json from the ConfigMap, no
+    kubeconfig, the service account's token and CA where a pod has them (the API server's address in the
+    environment), then the cluster check and a round for the Lease."""
+    from kubernetes.config import incluster_config
+    from urllib.parse import urlparse
+
+    from tests.kube.accounts import service_account_client
+    from tidal.backends.kubernetes.client import check_access
+    from tidal.backends.kubernetes.contexts import ContextStore
+    from tidal.backends.kubernetes.controlplane import NAME
+    from tidal.backends.kubernetes.lease import LeaderElection, elector_for_context
+
+    monkeypatch.setenv("TIDAL_HOME", str(tmp_path / "export-home"))
+    objects = export_control_plane(namespace, capsys)
+    _apply_rbac(kube_cluster, objects, namespace)
+    try:
+        token_api = service_account_client(kube_cluster, namespace, NAME, create=False)
+        token = token_api.configuration.api_key["authorization"].removeprefix("Bearer ")
+        token_api.close()
+        secrets = tmp_path / "serviceaccount"
+        secrets.mkdir()
+        (secrets / "token").write_text(token)
+        (secrets / "ca.crt").write_bytes((kube_cluster.work_dir / "pki" / "apiserver.crt").read_bytes())
+        monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(secrets / "token"))
+        monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(secrets / "ca.crt"))
+        server = urlparse(kube_cluster.server)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", server.hostname)
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.port))
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path / "pod-home"))  # no ~/.kube/config in a pod
+        home = tmp_path / "var-lib-tidal"
+        home.mkdir()
+        config_map = next(o for o in objects if o["kind"] == "ConfigMap")
+        (home / "contexts.json").write_text(config_map["data"]["contexts.json"])
+        monkeypatch.setenv("TIDAL_HOME", str(home))
+        monkeypatch.delenv("TIDAL_CONTEXT", raising=False)
+
+        context = ContextStore.from_env().current()
+        assert (context.name, context.namespace, context.kubeconfig) == ("cluster", namespace, "")
+        from tidal.backends.kubernetes.client import api_client
+        api = api_client(context)
+        try:
+            assert check_access(context, api).startswith("v1.")
+        finally:
+            api.close()
+        elector = elector_for_context(LeaderElection(lease_seconds=3))
+        try:
+            assert elector.try_once() and elector.release()
+        finally:
+            elector.close()
+    finally:
+        _delete_cluster_objects(kube_cluster, objects)

@@ -43,14 +43,17 @@ def _leader_election(args):
         return None
     from pydantic import ValidationError
 
-    from tidal.backends.kubernetes.lease import LeaderElection
+    from tidal.backends.kubernetes.contexts import ContextStore
+    from tidal.backends.kubernetes.lease import LeaderElection, check_context
     from tidal.errors import UserError
     try:
-        return LeaderElection(lease_name=args.lease_name, lease_seconds=args.lease_seconds)
+        settings = LeaderElection(lease_name=args.lease_name, lease_seconds=args.lease_seconds)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise UserError(f"--leader-elect: {where + ': ' if where else ''}{first['msg']}") from None
+    check_context(ContextStore.from_env().current())  # before anything starts
+    return settings
 
 
 def run(args) -> int:

@@ -283,14 +283,19 @@ class LeaseElector:
         return True
 
 
+def check_context(context):
+    """The context, if a Lease can live there (a Kubernetes cluster); else one line saying so."""
+    from tidal.errors import UserError
+    if not context.is_kubernetes:
+        raise UserError(f"leader election needs a Kubernetes context (the Lease lives in the cluster); "
+                        f"context {context.name} is this machine: tidal context add NAME --kubernetes ...")
+    return context
+
+
 def elector_for_context(settings: LeaderElection, context=None, clock: Clock | None = None) -> LeaseElector:
     """An elector for the current (or given) Kubernetes context; the Lease goes in its namespace unless the
     settings name another."""
     from tidal.backends.kubernetes.client import api_client
     from tidal.backends.kubernetes.contexts import ContextStore
-    from tidal.errors import UserError
-    context = context or ContextStore.from_env().current()
-    if not context.is_kubernetes:
-        raise UserError(f"leader election needs a Kubernetes context (the Lease lives in the cluster); "
-                        f"context {context.name} is this machine: tidal context add NAME --kubernetes ...")
+    context = check_context(context or ContextStore.from_env().current())
     return LeaseElector(api_client(context), settings.namespace or context.namespace, settings, clock)
