@@ -6,6 +6,7 @@ lease duration when the first stops renewing without a word (killed)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import signal
@@ -119,11 +120,10 @@ class Process:
         self.home = tmp_path / name
         self.env = {**os.environ, "TIDAL_HOME": str(self.home), "HOSTNAME": name}
         self.env.pop("TIDAL_CONTEXT", None)
-        subprocess.run([sys.executable, "-m", "tidal", "context", "add", "cluster", "--kubernetes", "--kubeconfig",
-                        str(kubeconfig), "--namespace", namespace], env=self.env, check=True, capture_output=True,
-                       timeout=60, cwd=REPO_ROOT)
-        subprocess.run([sys.executable, "-m", "tidal", "context", "use", "cluster"], env=self.env, check=True,
-                       capture_output=True, timeout=60, cwd=REPO_ROOT)
+        # the context `tidal context add cluster --kubernetes ... && tidal context use cluster` writes
+        self.home.mkdir(parents=True)
+        (self.home / "contexts.json").write_text(json.dumps({"current": "cluster", "contexts": [{
+            "name": "cluster", "kind": "kubernetes", "kubeconfig": str(kubeconfig), "namespace": namespace}]}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tidal", "up", "--foreground", "--port", "0", "--gateway-port", "0",
              "--leader-elect", "--lease-seconds", str(LEASE)],
@@ -150,6 +150,17 @@ class Process:
             if text in line:
                 return time.monotonic() - started
 
+    def poll_for(self, text: str) -> bool:
+        """Whether a line containing `text` came, reading what has arrived without waiting."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return False
+            self.output.append(line)
+            if text in line:
+                return True
+
     def acting(self) -> bool:
         """Whether its control plane runs: it writes its API's address when it starts and removes it on stop."""
         return (self.home / "address.json").exists()
@@ -165,40 +176,60 @@ class Process:
 
 
 def test_two_control_planes_only_one_acts(kube_cluster, namespace, tmp_path):
-    first = Process("cp-1", tmp_path, kube_cluster.kubeconfig, namespace)
-    second = None
-    third = None
+    """Three candidates start together: one leads. SIGTERM hands over at once; SIGKILL only after the lease."""
+    procs = [Process(f"cp-{i}", tmp_path, kube_cluster.kubeconfig, namespace) for i in (1, 2, 3)]
     try:
-        first.wait_for("leading", timeout=60)
-        second = Process("cp-2", tmp_path, kube_cluster.kubeconfig, namespace)
-        second.wait_for("candidate cp-2_", timeout=60)
-        time.sleep(LEASE + 1)  # longer than a lease: the second still waits, since the first renews
-        assert first.acting() and not second.acting()
-        assert read_lease(kube_cluster, namespace).spec.holder_identity.startswith("cp-1_")
+        for p in procs:
+            p.wait_for("candidate cp-", timeout=60)
+        leader = _the_leader(procs, kube_cluster, namespace)
+        time.sleep(LEASE + 1)  # longer than a lease: the others still wait, since the leader renews
+        assert [p.acting() for p in procs] == [p is leader for p in procs]
+        assert read_lease(kube_cluster, namespace).spec.holder_identity.startswith(f"{leader.name}_")
 
-        # SIGTERM: the first stops acting, then releases; the second leads at once (no lease to wait out)
-        assert first.stop() == 0
-        assert not first.acting()
-        took = second.wait_for("leading", timeout=30)
-        assert took < LEASE, f"the second took {took:.1f} s after a release"
-        assert second.acting()
+        # SIGTERM: the leader stops acting, then releases; another leads at once (no lease to wait out)
+        assert leader.stop() == 0
+        assert not leader.acting()
+        took = _taken_over(kube_cluster, namespace, leader)
+        assert took < LEASE - 1, f"the Lease was taken {took:.1f} s after its release"
+        procs.remove(leader)
+        second = _the_leader(procs, kube_cluster, namespace)
+        assert read_lease(kube_cluster, namespace).spec.holder_identity.startswith(f"{second.name}_")
 
-        # SIGKILL: no release; a third candidate waits out the lease the second can no longer renew
-        third = Process("cp-3", tmp_path, kube_cluster.kubeconfig, namespace)
-        third.wait_for("candidate cp-3_", timeout=60)
+        # SIGKILL: no release; the last candidate waits out the lease the killed one can no longer renew
         second.stop(signal.SIGKILL)
-        killed = time.monotonic()
-        third.wait_for("leading", timeout=60)
-        waited = time.monotonic() - killed
-        assert waited >= LEASE - 1.0, f"the third led {waited:.1f} s after the kill, before the lease expired"
+        _stop_gateway(second.home)  # a session of its own: it outlives its control plane
+        waited = _taken_over(kube_cluster, namespace, second)
+        assert waited >= LEASE - 1.0, f"the Lease was taken {waited:.1f} s after the kill, before it expired"
+        procs.remove(second)
+        third = _the_leader(procs, kube_cluster, namespace)
         lease = read_lease(kube_cluster, namespace)
-        assert lease.spec.holder_identity.startswith("cp-3_") and lease.spec.lease_transitions == 2
+        assert lease.spec.holder_identity.startswith(f"{third.name}_") and lease.spec.lease_transitions == 2
     finally:
-        for p in (first, second, third):
-            if p is not None:
-                p.stop()
-                if p is second:  # killed: its gateway process (a session of its own) outlived it
-                    _stop_gateway(p.home)
+        for p in procs:
+            p.stop()
+
+
+def _taken_over(kube_cluster, namespace: str, old: Process) -> float:
+    """Seconds until another candidate holds the Lease (polled every 50 ms; fails after 30 s)."""
+    started = time.monotonic()
+    while time.monotonic() - started < 30:
+        holder = read_lease(kube_cluster, namespace).spec.holder_identity
+        if holder and not holder.startswith(f"{old.name}_"):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    pytest.fail(f"nobody took the Lease over from {old.name} in 30 s")
+
+
+def _the_leader(procs: list[Process], kube_cluster, namespace: str) -> Process:
+    """The one of `procs` that says it leads (within 30 s); the others must not act meanwhile."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll_for("leading"):
+                assert [q.acting() for q in procs if q is not p] == [False] * (len(procs) - 1)
+                return p
+        time.sleep(0.05)
+    pytest.fail("no candidate led within 30 s:\n" + "\n".join(f"{p.name}: {p.output}" for p in procs))
 
 
 def test_lost_lease_stops_acting(kube_cluster, namespace, tmp_path):
@@ -223,7 +254,6 @@ def test_lost_lease_stops_acting(kube_cluster, namespace, tmp_path):
 
 
 def _stop_gateway(home: Path) -> None:
-    import json
     try:
         pid = json.loads((home / "run" / "gateway.json").read_text())["pid"]
         os.kill(pid, signal.SIGTERM)
