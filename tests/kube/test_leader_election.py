@@ -97,6 +97,30 @@ def test_a_leader_steps_down_when_the_lease_is_taken(kube_cluster, namespace):
         b.close()
 
 
+def test_a_leader_that_cannot_renew_stops_before_its_lease_expires(kube_cluster, namespace):
+    """The API out of reach: the leader stops acting at its renew deadline (2 s), before the 3 s lease expires
+    and another may take over."""
+    a = elector(kube_cluster, namespace, "a")
+    server = a.leases.api_client.configuration.host
+
+    async def scenario() -> float:
+        assert await a.acquire()
+        renewed = time.monotonic()
+        configuration = a.leases.api_client.configuration
+        configuration.refresh_api_key_hook = None  # the kubeconfig loader's hook would set the host back
+        configuration.host = "https://127.0.0.1:9"  # nothing listens there (discard)
+        await asyncio.wait_for(a.hold(), 10)
+        return time.monotonic() - renewed
+
+    try:
+        took = asyncio.run(scenario())
+        settings = a.settings
+        assert settings.renew_deadline - settings.retry <= took < settings.lease_seconds, took
+    finally:
+        a.leases.api_client.configuration.host = server
+        a.close()
+
+
 def test_no_rights_is_one_clear_line(kube_cluster, namespace):
     """A candidate whose credentials may not touch Leases gets LeaseError with why, not endless retries."""
     from tests.kube.accounts import service_account_client
