@@ -330,18 +330,30 @@ async def _run_as_leader(home: Home, options: DaemonOptions) -> None:
               flush=True)
         if not await elector.acquire(stop):
             return
+        # Renewals run from the moment the Lease is held, while the control plane starts too: a start slower than
+        # the lease must not let a successor begin while this one is still adopting replicas.
+        holding = asyncio.create_task(elector.hold(stop))
         cp = ControlPlane(home, options)
-        try:
-            await cp.start()
-        except BaseException:
+        starting = asyncio.create_task(cp.start())
+        await asyncio.wait({holding, starting}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and starting.exception() is not None:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
             await asyncio.to_thread(elector.release)
-            raise
+            raise starting.exception()
+        if not starting.done():  # the Lease lost, or SIGTERM, before the start finished: stop starting
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
         try:
-            print(f"tidal control plane: leading; API {home.read_address()['api']}, "
-                  f"gateway {home.read_address()['gateway']}", flush=True)
-            await elector.hold(stop)
+            if not holding.done():
+                print(f"tidal control plane: leading; API {home.read_address()['api']}, "
+                      f"gateway {home.read_address()['gateway']}", flush=True)
+            await holding
         finally:
-            await cp.stop(stop_replicas=False)
+            try:
+                await cp.stop(stop_replicas=False)
+            except Exception:  # a start cut short leaves parts that were never started
+                log.exception("stopping the control plane")
             if stop.is_set():
                 await asyncio.to_thread(elector.release)
         if not stop.is_set():
