@@ -116,18 +116,21 @@ def test_a_leader_steps_down_when_the_lease_is_taken(kube_cluster, namespace):
         b.close()
 
 
-def test_a_leader_that_cannot_renew_stops_before_its_lease_expires(kube_cluster, namespace):
-    """The API out of reach: the leader stops acting at its renew deadline (2 s), before the 3 s lease expires
-    and another may take over."""
+@pytest.mark.parametrize("api", ["refused", "silent"])
+def test_a_leader_that_cannot_renew_stops_before_its_lease_expires(kube_cluster, namespace, api):
+    """The API out of reach (refusing connections, or accepting them and never answering): the leader stops
+    acting at its renew deadline (2 s), before the 3 s lease expires and another may take over."""
+    import socket
     a = elector(kube_cluster, namespace, "a")
-    server = a.leases.api_client.configuration.host
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts into its backlog, never answers
+    address = "https://127.0.0.1:9" if api == "refused" else f"https://127.0.0.1:{silent.getsockname()[1]}"
 
     async def scenario() -> float:
         assert await a.acquire()
         renewed = time.monotonic()
         configuration = a.leases.api_client.configuration
         configuration.refresh_api_key_hook = None  # the kubeconfig loader's hook would set the host back
-        configuration.host = "https://127.0.0.1:9"  # nothing listens there (discard)
+        configuration.host = address
         await asyncio.wait_for(a.hold(), 10)
         return time.monotonic() - renewed
 
@@ -136,7 +139,7 @@ def test_a_leader_that_cannot_renew_stops_before_its_lease_expires(kube_cluster,
         settings = a.settings
         assert settings.renew_deadline - settings.retry <= took < settings.lease_seconds, took
     finally:
-        a.leases.api_client.configuration.host = server
+        silent.close()
         a.close()
 
 

@@ -141,13 +141,16 @@ class LeaseElector:
         self._observed = Observation(None, self.clock.monotonic())
         self._seen_version: str | None = None
         self._last_renewed: float | None = None   # monotonic time of our last successful write while leading
+        # A Lease call that takes longer than half the renew deadline is as good as failed; a shorter wait also
+        # keeps a call to an API that never answers from outliving its leader's step-down by long.
+        self._timeout = min(TIMEOUT_S, max(1.0, settings.renew_deadline / 2))
 
     # -- one round --------------------------------------------------------------------------------------------
 
     def _read(self) -> LeaseRecord | None:
         from kubernetes.client.exceptions import ApiException
         try:
-            lease = self.leases.read_namespaced_lease(self.name, self.namespace, _request_timeout=TIMEOUT_S)
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace, _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -191,10 +194,10 @@ class LeaseElector:
                 return False
             body = self._body(obs.record, taking=action is not Action.RENEW)
             if action is Action.CREATE:
-                written = self.leases.create_namespaced_lease(self.namespace, body, _request_timeout=TIMEOUT_S)
+                written = self.leases.create_namespaced_lease(self.namespace, body, _request_timeout=self._timeout)
             else:
                 written = self.leases.replace_namespaced_lease(self.name, self.namespace, body,
-                                                               _request_timeout=TIMEOUT_S)
+                                                               _request_timeout=self._timeout)
         except ApiException as exc:
             if exc.status in (401, 403) or (exc.status == 404 and "namespace" in (exc.body or "")):
                 raise LeaseError(describe_failure(exc, f"Lease {self.namespace}/{self.name}")) from None
@@ -236,8 +239,13 @@ class LeaseElector:
             await self._pause(stop)
             if stop is not None and stop.is_set():
                 return
+            # An API that does not answer must not keep a leader acting past its deadline: the try is given only
+            # the time left (a write that lands later renews a Lease this candidate no longer acts on: harmless).
+            left = self.settings.renew_deadline - (self.clock.monotonic() - (self._last_renewed or 0.0))
             try:
-                renewed = await asyncio.to_thread(self.try_once)
+                renewed = await asyncio.wait_for(asyncio.to_thread(self.try_once), max(left, 0.001))
+            except asyncio.TimeoutError:
+                renewed = False
             except LeaseError as exc:  # rights taken away: no renewal will succeed
                 log.warning("%s lost the Lease: %s", self.identity, exc)
                 self._last_renewed = None
@@ -272,7 +280,7 @@ class LeaseElector:
                 return False
             body = self._body(record, taking=False)
             body["spec"].update(holderIdentity=None, leaseDurationSeconds=1)
-            self.leases.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=TIMEOUT_S)
+            self.leases.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self._timeout)
         except (ApiException, OSError) as exc:
             log.warning("%s", describe_failure(exc, f"releasing the Lease {self.namespace}/{self.name}"))
             return False
