@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubernetes-version", default="", metavar="X.Y",
                         help="the cluster's Kubernetes version, for objects older releases accept (default: 1.30 "
                              "or newer)")
-    parser.add_argument("--provider", choices=["karpenter", "eks", "gke", "aks"],
+    from tidal.backends.kubernetes.presets import PRESETS
+    parser.add_argument("--provider", choices=sorted(PRESETS),
                         help="with --control-plane: how the cluster's nodes say spot or on-demand (default: the "
                              "current context's, else karpenter)")
     parser.add_argument("--replicas", type=int, default=1,
