@@ -115,3 +115,15 @@ def test_up_leader_elect_refusals(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs a Kubernetes context" in err, err
     assert not (tmp_path / "address.json").exists()
+
+
+def test_the_api_answers_to_its_service_s_names():
+    """Bound to every address, the API answers IP literals and the names TIDAL_ALLOWED_HOSTS adds: its Service's."""
+    from tidal.http.hosts import HostAllowList
+    objs = by_kind(manifests(ControlPlaneOptions(namespace="serving")))
+    env = {e["name"]: e["value"] for e in objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    allowed = HostAllowList.for_bind("0.0.0.0", env=env)
+    for host in ("tidal-control-plane:8470", "tidal-control-plane.serving.svc:8470",
+                 "tidal-control-plane.serving.svc.cluster.local", "10.244.0.7:8470", "localhost:8470"):
+        assert allowed.allows(host), host
+    assert not allowed.allows("evil.example.com:8470")

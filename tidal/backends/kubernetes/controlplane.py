@@ -81,6 +81,11 @@ def node_role_name(namespace: str) -> str:
     return f"{NAME}-{namespace}-nodes"
 
 
+def service_names(service: str, namespace: str) -> list[str]:
+    """The names a Service answers to inside the cluster."""
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
 def rules(opts: ControlPlaneOptions) -> list[dict]:
     lease = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [opts.lease_name],
              "verbs": ["get", "update"]}
@@ -102,7 +107,9 @@ def deployment(opts: ControlPlaneOptions) -> dict:
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
         "args": args,
-        "env": [{"name": "TIDAL_HOME", "value": HOME}],
+        "env": [{"name": "TIDAL_HOME", "value": HOME},
+                # the API answers only to names it knows (a guard against DNS rebinding): its Service's too
+                {"name": "TIDAL_ALLOWED_HOSTS", "value": ",".join(service_names(NAME, opts.namespace))}],
         "ports": [{"name": "api", "containerPort": API_PORT, "protocol": "TCP"},
                   {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         # Ready only while this pod's gateway serves, i.e. while it leads: the Service sends traffic nowhere else.
