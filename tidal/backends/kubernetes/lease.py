@@ -187,6 +187,9 @@ class LeaseElector:
         A race lost (409) or an API that does not answer is a False (try again next round); no rights or no such
         namespace raise LeaseError, which no retry fixes."""
         from kubernetes.client.exceptions import ApiException
+        # The renew deadline counts from before the read: the write lands somewhere in between, and a candidate
+        # counts the lease from when it sees that write, so the leader's deadline is never the later of the two.
+        started = self.clock.monotonic()
         try:
             obs = self._observe(self._read())
             action = decide(obs, self.identity, self.clock.monotonic())
@@ -210,7 +213,7 @@ class LeaseElector:
         if action is not Action.RENEW:
             log.info("%s took the Lease %s/%s (%s)", self.identity, self.namespace, self.name, action)
         self._observe(record_of(written))
-        self._last_renewed = self.clock.monotonic()
+        self._last_renewed = started
         return True
 
     def holder(self) -> str:
