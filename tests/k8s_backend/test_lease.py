@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tidal.backends.kubernetes.lease import Action, LeaderElection, LeaseRecord, Observation, decide, keep_leading
+from tidal.backends.kubernetes.lease import (
+    Action,
+    LeaderElection,
+    LeaseRecord,
+    Observation,
+    decide,
+    keep_leading,
+    still_leading,
+)
 
 ME, OTHER = "pod-a_1234", "pod-b_5678"
 
@@ -42,6 +50,17 @@ def test_decide(name, obs, now, expected):
 ])
 def test_keep_leading(name, last_renewed, now, deadline, expected):
     assert keep_leading(last_renewed, now, deadline) is expected, name
+
+
+@pytest.mark.parametrize("name, holder, last_renewed, now, expected", [
+    ("a failed try, still ours, 1 s since the last renewal", ME, 100.0, 101.0, True),
+    ("a failed try, still ours, at the 10 s deadline: step down", ME, 100.0, 110.0, False),
+    # released by someone (the next round takes it back): the deadline still rules
+    ("no holder, within the deadline", "", 100.0, 105.0, True),
+    ("another holds it: step down at once, deadline or not", OTHER, 100.0, 100.5, False),
+])
+def test_still_leading(name, holder, last_renewed, now, expected):
+    assert still_leading(holder, ME, last_renewed, now, renew_deadline=10.0) is expected, name
 
 
 @pytest.mark.parametrize("lease, deadline, retry, expected", [

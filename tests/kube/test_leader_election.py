@@ -28,10 +28,10 @@ LEASE = 3.0  # seconds: short, so expiry is tested in seconds (renew deadline 2 
 PROCESS_LEASE = 5.0
 
 
-def elector(kube_cluster, namespace: str, identity: str, **changes) -> LeaseElector:
+def elector(kube_cluster, namespace: str, identity: str, clock=None, **changes) -> LeaseElector:
     from kubernetes import config
     api = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
-    return LeaseElector(api, namespace, LeaderElection(lease_seconds=LEASE, identity=identity, **changes))
+    return LeaseElector(api, namespace, LeaderElection(lease_seconds=LEASE, identity=identity, **changes), clock)
 
 
 def read_lease(kube_cluster, namespace: str, name: str = "tidal-control-plane"):
@@ -60,7 +60,11 @@ def take_lease(kube_cluster, namespace: str, holder: str, lease_seconds: int | N
 
 
 def test_two_candidates_one_leader(kube_cluster, namespace):
-    a, b = elector(kube_cluster, namespace, "a"), elector(kube_cluster, namespace, "b")
+    """Each candidate counts on its own clock (fake here, stepped by hand): expiry is seen, not computed from
+    timestamps another machine wrote."""
+    from tidal.clock import FakeClock
+    clock_a, clock_b = FakeClock(), FakeClock(start=5_000.0)
+    a, b = elector(kube_cluster, namespace, "a", clock_a), elector(kube_cluster, namespace, "b", clock_b)
     try:
         assert a.try_once() is True            # no Lease yet: a creates it
         assert b.try_once() is False           # a's, just renewed: b waits
@@ -76,17 +80,21 @@ def test_two_candidates_one_leader(kube_cluster, namespace):
         assert a.try_once() is False
         assert read_lease(kube_cluster, namespace).spec.lease_transitions == 1
 
-        # b stops renewing without a word (killed): a waits the whole lease, measured from when it saw b's write
+        # b stops renewing without a word (killed): a waits the whole lease, counted from when it saw b's write
+        assert a.try_once() is False           # a sees b's write now
+        clock_a.advance(LEASE - 0.1)
+        assert a.try_once() is False           # 2.9 s unchanged: b might still renew
+        clock_b.advance(1.0)
+        assert b.try_once() is True            # b renews: a's count starts again
+        clock_a.advance(0.1)
+        assert a.try_once() is False           # 3 s since a first saw b's write, but only 0 s since the renewal
+        clock_a.advance(LEASE - 0.1)
         assert a.try_once() is False
-        started = time.monotonic()
-        while not a.try_once():
-            assert time.monotonic() - started < LEASE + 5, "a never took over the expired Lease"
-            time.sleep(0.2)
-        waited = time.monotonic() - started
-        assert waited >= LEASE - 0.5, f"took over after {waited:.1f} s, before the {LEASE} s lease expired"
+        clock_a.advance(0.1)
+        assert a.try_once() is True            # 3 s without a change: expired, a takes over
         lease = read_lease(kube_cluster, namespace)
         assert (lease.spec.holder_identity, lease.spec.lease_transitions) == ("a", 2)
-        assert b.try_once() is False           # b is back, and a holds it now
+        assert b.try_once() is False           # b is back, and a holds it now (b just saw a's write)
         assert b.release() is False            # not b's to release
     finally:
         a.close()

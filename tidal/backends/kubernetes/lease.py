@@ -7,7 +7,7 @@ cannot renew within its renew deadline, shorter than the lease duration, stops a
 start; a leader that stops on purpose releases the Lease so a successor starts at once. Every write carries the
 resourceVersion it read, so two candidates racing for one Lease cannot both win.
 
-`decide` and `keep_leading` are the pure decisions; `LeaseElector` reads and writes the Lease and runs them.
+`decide`, `keep_leading` and `still_leading` are the pure decisions; `LeaseElector` reads and writes the Lease and runs them.
 """
 
 from __future__ import annotations
@@ -109,6 +109,14 @@ def keep_leading(last_renewed: float, now: float, renew_deadline: float) -> bool
     """Whether a leader may still act: it renewed within its renew deadline (shorter than the lease, so it stops
     before anyone may take the Lease over)."""
     return now - last_renewed < renew_deadline
+
+
+def still_leading(holder: str, identity: str, last_renewed: float, now: float, renew_deadline: float) -> bool:
+    """After a round that did not renew: whether the leader may go on acting. Not when the Lease names another
+    holder (it was taken over: stop at once), nor past the renew deadline."""
+    if holder not in ("", identity):
+        return False
+    return keep_leading(last_renewed, now, renew_deadline)
 
 
 class LeaseError(TidalError):
@@ -253,9 +261,8 @@ class LeaseElector:
                 log.warning("%s lost the Lease: %s", self.identity, exc)
                 self._last_renewed = None
                 return
-            if not renewed and (self.holder() not in ("", self.identity)
-                                or not keep_leading(self._last_renewed or 0.0, self.clock.monotonic(),
-                                                    self.settings.renew_deadline)):
+            if not renewed and not still_leading(self.holder(), self.identity, self._last_renewed or 0.0,
+                                                 self.clock.monotonic(), self.settings.renew_deadline):
                 log.warning("%s lost the Lease %s/%s (holder now: %s)", self.identity, self.namespace, self.name,
                             self.holder() or "nobody")
                 self._last_renewed = None
