@@ -12,13 +12,19 @@ from tidal.errors import UserError
 EXAMPLE = """examples:
   tidal export kubernetes -f service.yaml > bert.yaml      # a file with a Service (and its HPA) document
   tidal export kubernetes bert-tfserving -n serving          # a service of the running control plane
+  tidal export kubernetes --control-plane -n tidal --image registry.example.com/tidal:1.0 > tidal.yaml
 """
+# Kubernetes releases whose objects differ in what Tidal uses: before 1.30 a preStop hook cannot sleep by itself.
+PRESTOP_SLEEP_SINCE = (1, 30)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
     parser.add_argument("target", choices=["kubernetes"], help="what to export to")
     parser.add_argument("name", nargs="?", help="a service of the running control plane (instead of -f)")
+    parser.add_argument("--control-plane", action="store_true",
+                        help="the control plane and its gateway instead of a service: Deployment, ServiceAccount, "
+                             "least-privilege RBAC, Services (leader election on a Lease)")
     parser.add_argument("-f", "--filename", help="a YAML file with a Service document ('-' for stdin)")
     parser.add_argument("-n", "--namespace", help="namespace of the objects (default: the current context's, "
                                                   "else default)")
@@ -26,6 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "(default: the current context's, else tidal:latest)")
     parser.add_argument("--ingress-host", default="", help="host of the Ingress rule (default: any)")
     parser.add_argument("--ingress-class", default="", help="ingressClassName of the Ingress (default: the cluster's)")
+    parser.add_argument("--kubernetes-version", default="", metavar="X.Y",
+                        help="the cluster's Kubernetes version, for objects older releases accept (default: 1.30 "
+                             "or newer)")
+    from tidal.backends.kubernetes.presets import PRESETS
+    parser.add_argument("--provider", choices=sorted(PRESETS),
+                        help="with --control-plane: how the cluster's nodes say spot or on-demand (default: the "
+                             "current context's, else karpenter)")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="with --control-plane: 2 keeps a standby that takes over when the leader goes")
 
 
 def _read_documents(path: str) -> list[dict]:
@@ -101,10 +116,38 @@ def _view_hpa(view: dict, name: str):
     return _hpa(auto["document"], f"service {name}") if auto and auto.get("document") else None
 
 
+def kubernetes_version(text: str) -> tuple[int, int] | None:
+    """'1.29' or 'v1.29.3' as (1, 29); '' as None (a current release)."""
+    import re
+    if not text:
+        return None
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(\.\d+)?", text.strip())
+    if not m:
+        raise UserError(f"--kubernetes-version {text!r}: expected X.Y, e.g. 1.29")
+    return int(m[1]), int(m[2])
+
+
+def _control_plane(args, context) -> int:
+    from tidal.backends.kubernetes.controlplane import ControlPlaneOptions, manifests
+    if args.name or args.filename:
+        raise UserError("--control-plane exports the control plane: give no service NAME or -f FILE")
+    if not 1 <= args.replicas <= 5:
+        raise UserError(f"--replicas {args.replicas}: 1, or 2 to 5 for standbys (one acts at a time)")
+    opts = ControlPlaneOptions(namespace=args.namespace or context.namespace or "default",
+                               image=args.image or context.image or ControlPlaneOptions.image,
+                               provider=args.provider or (context.provider if context.is_kubernetes else "karpenter"),
+                               replicas=args.replicas)
+    print(yaml.safe_dump_all(manifests(opts), sort_keys=False).rstrip())
+    return 0
+
+
 def run(args) -> int:
     from tidal.backends.kubernetes.contexts import ContextStore
     from tidal.backends.kubernetes.render import RenderOptions, manifests
 
+    version = kubernetes_version(args.kubernetes_version)
+    if args.control_plane:
+        return _control_plane(args, ContextStore.from_env().current())
     if bool(args.name) == bool(args.filename):
         raise UserError("give a service NAME or -f FILE (one of them)")
     spec, hpa = from_file(args.filename) if args.filename else from_control_plane(args.name)
@@ -118,7 +161,8 @@ def run(args) -> int:
     context = ContextStore.from_env().current()
     opts = RenderOptions(namespace=args.namespace or context.namespace or "default",
                          image=args.image or context.image or RenderOptions.image,
-                         ingress_host=args.ingress_host, ingress_class=args.ingress_class)
+                         ingress_host=args.ingress_host, ingress_class=args.ingress_class,
+                         prestop_exec=version is not None and version < PRESTOP_SLEEP_SINCE)
     objects = manifests(spec, opts, user_config=user_config, hpa=hpa, with_ingress=True)
     print(yaml.safe_dump_all(objects, sort_keys=False).rstrip())
     return 0

@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", type=float, default=5.0, help="seconds between reconcile passes (default 5)")
     parser.add_argument("--qps-window", type=float, default=30.0, help="seconds of QPS the autoscaler reads")
     parser.add_argument("--catalog", help="an instance catalog JSON file (default: $TIDAL_HOME/catalog.json if any)")
+    parser.add_argument("--leader-elect", action="store_true",
+                        help="act only while holding a Lease in the current Kubernetes context's namespace, so "
+                             "two control planes never act at once")
+    parser.add_argument("--lease-name", default="tidal-control-plane", help="the Lease's name (with --leader-elect)")
+    parser.add_argument("--lease-seconds", type=float, default=15.0,
+                        help="how long a Lease not renewed keeps others waiting (with --leader-elect)")
 
 
 def _forward(args) -> list[str]:
@@ -32,12 +38,35 @@ def _forward(args) -> list[str]:
     return out
 
 
+def _leader_election(args):
+    if not args.leader_elect:
+        return None
+    from pydantic import ValidationError
+
+    from tidal.backends.kubernetes.contexts import ContextStore
+    from tidal.backends.kubernetes.lease import LeaderElection, check_context
+    from tidal.errors import UserError
+    try:
+        settings = LeaderElection(lease_name=args.lease_name, lease_seconds=args.lease_seconds)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise UserError(f"--leader-elect: {where + ': ' if where else ''}{first['msg']}") from None
+    check_context(ContextStore.from_env().current())  # before anything starts
+    return settings
+
+
 def run(args) -> int:
     home = Home.from_env()
+    if args.leader_elect and not args.foreground:
+        from tidal.errors import UserError
+        # A candidate may wait for the Lease indefinitely: that is a foreground process's (a pod's) life.
+        raise UserError("--leader-elect runs with --foreground (as the control plane's container in a cluster does)")
     if args.foreground:
         options = DaemonOptions(host=args.host, api_port=args.port, gateway_port=args.gateway_port,
                                 time_factor=args.time_factor, catalog=args.catalog,
-                                settings=ControlSettings(tick_seconds=args.tick, qps_window_seconds=args.qps_window))
+                                settings=ControlSettings(tick_seconds=args.tick, qps_window_seconds=args.qps_window),
+                                leader_election=_leader_election(args))
         return run_foreground(home, options)
     if is_running(home):
         addr = home.read_address() or {}

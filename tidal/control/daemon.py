@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidal.backends.kubernetes.lease import LeaderElection
 from tidal.backends.local import LocalBackend
 from tidal.capacity.catalog import load_catalog
 from tidal.control.api import Api
@@ -52,6 +53,8 @@ class DaemonOptions(BaseModel):
     catalog: str | None = None
     gateway_mode: GatewayMode = GatewayMode.PROCESS
     settings: ControlSettings = Field(default_factory=ControlSettings)
+    # Set: act only while holding a Kubernetes Lease (`tidal up --leader-elect`); see `_run_as_leader`.
+    leader_election: LeaderElection | None = None
 
 
 class ControlPlane:
@@ -287,6 +290,9 @@ def run_foreground(home: Home, options: DaemonOptions) -> int:
     setup_from_env(os.environ)  # TIDAL_LOG_FILE etc.: rotated file, repeats collapsed
 
     async def main() -> None:
+        if options.leader_election is not None:
+            await _run_as_leader(home, options)
+            return
         cp = ControlPlane(home, options)
         await cp.start()
         print(f"tidal control plane: API {home.read_address()['api']}, gateway {home.read_address()['gateway']}",
@@ -303,6 +309,58 @@ def run_foreground(home: Home, options: DaemonOptions) -> int:
         pass
     asyncio.run(main())
     return 0
+
+
+# -- leader election: the control plane acts only while it holds the Lease ------------------------------------
+
+async def _run_as_leader(home: Home, options: DaemonOptions) -> None:
+    """Wait for the Lease, run the control plane while it is held, and stop acting the moment it is not.
+
+    A leader that loses the Lease stops its API, gateway and reconcile loop and exits with an error (in a pod,
+    the kubelet restarts it as a candidate again); one stopped by SIGTERM releases the Lease after it has
+    stopped, so a successor starts at once. Neither stops the replicas: the next leader adopts them."""
+    from tidal.backends.kubernetes.lease import elector_for_context
+    elector = elector_for_context(options.leader_election)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"tidal control plane: candidate {elector.identity} for the Lease {elector.namespace}/{elector.name}",
+              flush=True)
+        if not await elector.acquire(stop):
+            return
+        # Renewals run from the moment the Lease is held, while the control plane starts too: a start slower than
+        # the lease must not let a successor begin while this one is still adopting replicas.
+        holding = asyncio.create_task(elector.hold(stop))
+        cp = ControlPlane(home, options)
+        starting = asyncio.create_task(cp.start())
+        await asyncio.wait({holding, starting}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and starting.exception() is not None:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            await asyncio.to_thread(elector.release)
+            raise starting.exception()
+        if not starting.done():  # the Lease lost, or SIGTERM, before the start finished: stop starting
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        try:
+            if not holding.done():
+                print(f"tidal control plane: leading; API {home.read_address()['api']}, "
+                      f"gateway {home.read_address()['gateway']}", flush=True)
+            await holding
+        finally:
+            try:
+                await cp.stop(stop_replicas=False)
+            except Exception:  # a start cut short leaves parts that were never started
+                log.exception("stopping the control plane")
+            if stop.is_set():
+                await asyncio.to_thread(elector.release)
+        if not stop.is_set():
+            raise FailedPrecondition(f"lost the Lease {elector.namespace}/{elector.name} "
+                                     f"(now held by {elector.holder() or 'nobody'}): stopped acting")
+    finally:
+        elector.close()
 
 
 def spawn_background(home: Home, argv: list[str], wait_seconds: float = 30.0) -> dict:

@@ -16,6 +16,8 @@ def api_client(context: Context):
     """An ApiClient for the context's kubeconfig and kube context (the kubeconfig is read, never copied)."""
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
+    if not context.kubeconfig and in_cluster():
+        return _in_cluster_client(context)
     try:
         return config.new_client_from_config(config_file=context.kubeconfig or None,
                                              context=context.kube_context or None)
@@ -24,6 +26,26 @@ def api_client(context: Context):
         raise UserError(f"context {context.name}: {where} does not work: {str(exc).splitlines()[0]}") from None
     except OSError as exc:
         raise UserError(f"context {context.name}: cannot read {context.kubeconfig}: {exc.strerror or exc}") from None
+
+
+def in_cluster() -> bool:
+    """Running in a pod with no kubeconfig of its own: the pod's service account is the credential (as kubectl)."""
+    import os
+    from pathlib import Path
+    return (bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
+            and not (Path.home() / ".kube" / "config").exists())
+
+
+def _in_cluster_client(context: Context):
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException as exc:
+        raise UserError(f"context {context.name}: the pod's service account does not work: "
+                        f"{str(exc).splitlines()[0]}") from None
+    return client.ApiClient(configuration)
 
 
 def api_message(exc: Exception) -> str:

@@ -51,6 +51,8 @@ class RenderOptions:
     namespace: str = "default"
     image: str = "tidal:latest"             # the image that runs `tidal model-server` when the service names none
     prestop_seconds: int = 5                # endpoints controllers and gateways stop routing before SIGTERM
+    # Kubernetes before 1.30 has no preStop sleep action: the image's own `sleep` instead (stock images have it).
+    prestop_exec: bool = False
     drain_seconds: int = 30                 # requests in flight get this long after SIGTERM
     service_type: str = "ClusterIP"
     labels: NodeLabels = field(default_factory=NodeLabels)
@@ -195,7 +197,8 @@ def pod_spec(spec: ServiceSpec, opts: RenderOptions, config: str | None, placeme
         "livenessProbe": {"tcpSocket": {"port": REST_PORT_NAME}, "initialDelaySeconds": 30, "periodSeconds": 10,
                           "failureThreshold": 6},
         # Routing stops (endpoints are removed) while the pod still serves; then SIGTERM drains what is in flight.
-        "lifecycle": {"preStop": {"sleep": {"seconds": opts.prestop_seconds}}},
+        "lifecycle": {"preStop": ({"exec": {"command": ["sleep", str(opts.prestop_seconds)]}} if opts.prestop_exec
+                                  else {"sleep": {"seconds": opts.prestop_seconds}})},
         "resources": resources(spec),
     }
     if spec.env:
