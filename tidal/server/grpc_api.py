@@ -15,7 +15,8 @@ import asyncio
 import concurrent.futures
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from enum import Enum
+from typing import Callable, NamedTuple
 
 import grpc
 import numpy as np
@@ -55,18 +56,42 @@ def _parser(cls):
     return parse
 
 
-def service_handler(service, implementations: dict) -> grpc.GenericRpcHandler:
-    """Handlers for the methods of a service descriptor that have an implementation; the rest are UNIMPLEMENTED."""
-    handlers = {}
+class Rpc(NamedTuple):
+    """One method's implementation, as each server engine calls it."""
+
+    call: Callable  # request -> response or a coroutine of it, on the serving loop; raises RpcFault
+    threaded: Callable  # (request, context) -> response, on a grpcio server thread
+
+
+class Route(NamedTuple):
+    """What the on-loop server needs for one method path: bytes -> request, the call, response -> bytes."""
+
+    parse: Callable
+    call: Callable
+    serialize: Callable
+
+
+def _methods(service, implementations: dict):
     for method in service.methods:
         impl = implementations.get(method.name)
-        if impl is None:
-            continue
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            impl, request_deserializer=_parser(request_cls), response_serializer=response_cls.SerializeToString)
+        if impl is not None:
+            yield (method.name, impl, message_factory.GetMessageClass(method.input_type),
+                   message_factory.GetMessageClass(method.output_type))
+
+
+def service_handler(service, implementations: dict[str, Rpc]) -> grpc.GenericRpcHandler:
+    """grpcio handlers for the methods of a service descriptor that have an implementation; the rest: UNIMPLEMENTED."""
+    handlers = {name: grpc.unary_unary_rpc_method_handler(impl.threaded, request_deserializer=_parser(request_cls),
+                                                          response_serializer=response_cls.SerializeToString)
+                for name, impl, request_cls, response_cls in _methods(service, implementations)}
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def service_routes(service, implementations: dict[str, Rpc]) -> dict[bytes, Route]:
+    """The on-loop server's routes for the same methods, keyed by the HTTP/2 :path a client sends."""
+    return {f"/{service.full_name}/{name}".encode(): Route(_parser(request_cls), impl.call,
+                                                           response_cls.SerializeToString)
+            for name, impl, request_cls, response_cls in _methods(service, implementations)}
 
 
 def _sorted_set(names) -> str:
@@ -119,6 +144,10 @@ class OnLoop:
             raise RpcFault(f) from None
         finally:
             self.metrics.observe_request(model, version, self.metric_prefix + api, status, time.perf_counter() - t0)
+
+    def method(self, api: str, handler) -> Rpc:
+        call = self.call
+        return Rpc(lambda request: call(api, request, handler), self.rpc(api, handler))
 
     def rpc(self, api: str, handler):
         def rpc(request, context):  # on a grpcio server thread
@@ -408,20 +437,28 @@ def features_to_tensors(sig, context, examples) -> dict[str, np.ndarray]:
     return out
 
 
-class GrpcServer:
-    """TF Serving's gRPC services on one port. Build, `await start()` on the serving loop, `await stop()`.
+class GrpcEngine(str, Enum):
+    """Which server speaks gRPC: HTTP/2 on the serving loop itself (tidal/http/h2.py), or grpcio's own."""
 
-    grpcio's synchronous server receives and answers on its own threads; each RPC's work runs
-    on the event loop the REST server uses (run_coroutine_threadsafe), so the manager, the
-    batchers and the metrics stay single-threaded. Measured on this project's benchmark, that
-    serves about 1.7x the requests per second of a grpc.aio server on the same loop: grpc.aio's
-    per-call machinery costs more than the thread handoff. Many threads keep many requests in
-    flight, which the batcher turns into larger batches.
+    LOOP = "loop"
+    GRPCIO = "grpcio"
+
+
+class GrpcServer:
+    """TF Serving's and the Open Inference Protocol's gRPC services on one port. Build, `await start()` on the
+    serving loop, `await stop()`.
+
+    By default (GrpcEngine.LOOP) HTTP/2 is served on the event loop the REST server uses, and each
+    RPC runs there directly, as a REST request does: measured on this project's benchmarks, grpcio's
+    Python server spends more CPU handing each call between its threads and the loop than the call
+    itself takes (see tidal/server/grpc_loop.py). GrpcEngine.GRPCIO keeps grpcio's synchronous server:
+    its threads receive and answer, each RPC's work runs on the loop (run_coroutine_threadsafe).
+    Either way the manager, the batchers and the metrics stay single-threaded.
     """
 
     def __init__(self, manager, metrics: ServerMetrics, host: str, port: int, *,
                  max_message_bytes: int = 64 << 20, threads: int = 64, plane: DataPlane | None = None,
-                 channel_arguments: tuple = ()) -> None:
+                 channel_arguments: tuple = (), engine: GrpcEngine = GrpcEngine.LOOP) -> None:
         # TF Serving's services need tensorflow-serving-api; the Open Inference Protocol's need only grpcio.
         self.pb = tfs_protos.load() if tfs_protos.available() else None
         self.adapter = Adapter(manager, self.pb, plane)
@@ -431,40 +468,62 @@ class GrpcServer:
         self.max_message_bytes = max_message_bytes
         self.threads = threads
         self.channel_arguments = tuple(channel_arguments)  # --grpc_channel_arguments
+        self.engine = GrpcEngine(engine)
         self.port = 0
-        self._server: grpc.Server | None = None
+        self._server = None  # grpc.Server, or tidal.http.h2.H2Server
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner = OnLoop(metrics, lambda: self._loop, "gRPC", "", _tfs_model, _tfs_version)
 
-    def _rpc(self, api: str, handler):
-        return self._runner.rpc(api, handler)
+    def _rpc(self, api: str, handler) -> Rpc:
+        return self._runner.method(api, handler)
 
-    def handlers(self) -> list[grpc.GenericRpcHandler]:
-        """PredictionService and ModelService, as tensorflow-serving-api's descriptors define them; V2's service."""
+    def services(self) -> list[tuple[object, dict[str, Rpc]]]:
+        """(service descriptor, implementations): PredictionService and ModelService as tensorflow-serving-api's
+        descriptors define them, and V2's service."""
         from tidal.server.grpc_v2 import V2GrpcService
 
-        v2 = V2GrpcService(self.adapter.plane, self.metrics, lambda: self._loop).handler()
+        v2 = V2GrpcService(self.adapter.plane, self.metrics, lambda: self._loop).service()
         if self.pb is None:
             return [v2]
         a = self.adapter
         prediction = self.pb.prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
         model = self.pb.model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
         return [
-            service_handler(prediction, {
+            (prediction, {
                 "Predict": self._rpc("grpc_predict", a.predict),
                 "Classify": self._rpc("grpc_classify", a.classify),
                 "Regress": self._rpc("grpc_regress", a.regress),
                 "GetModelMetadata": self._rpc("grpc_metadata", a.metadata),
                 "MultiInference": self._rpc("grpc_multi_inference", a.multi_inference),
             }),
-            service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status),
-                                    "HandleReloadConfigRequest": self._rpc("grpc_reload_config", a.reload_config)}),
+            (model, {"GetModelStatus": self._rpc("grpc_status", a.status),
+                     "HandleReloadConfigRequest": self._rpc("grpc_reload_config", a.reload_config)}),
             v2,
         ]
 
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """The services as grpcio handlers."""
+        return [service_handler(service, impls) for service, impls in self.services()]
+
+    def routes(self) -> dict[bytes, Route]:
+        """The services as the on-loop server's routes."""
+        routes: dict[bytes, Route] = {}
+        for service, impls in self.services():
+            routes.update(service_routes(service, impls))
+        return routes
+
+    def _address(self) -> str:
+        return f"[{self.host}]:{self.requested_port}" if ":" in self.host else f"{self.host}:{self.requested_port}"
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.engine is GrpcEngine.LOOP:
+            from tidal.server.grpc_loop import start_on_loop
+
+            self._server = await start_on_loop(self, self._address())
+            self.port = self._server.port
+            return
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tidal-grpc")
         server = grpc.server(self._pool, handlers=self.handlers(), options=[
             ("grpc.max_receive_message_length", self.max_message_bytes),
@@ -473,7 +532,7 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),
             *self.channel_arguments,
         ])
-        address = f"[{self.host}]:{self.requested_port}" if ":" in self.host else f"{self.host}:{self.requested_port}"
+        address = self._address()
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -489,6 +548,9 @@ class GrpcServer:
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting RPCs; those in flight get up to `grace_seconds` to finish (the loop keeps serving them)."""
+        if self._server is not None and self.engine is GrpcEngine.LOOP:
+            await self._server.stop(grace_seconds)
+            self._server = None
         if self._server is not None:
             stopped = self._server.stop(grace_seconds)
             await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
