@@ -462,6 +462,7 @@ class H2Connection(asyncio.Protocol):
         while out:
             n = min(len(out), self.send_window, stream.send_window, self.peer_frame)
             if n <= 0:
+                stream.out = out
                 self.blocked[stream.id] = stream
                 return
             self.out.append(frame(DATA, 0, stream.id, bytes(out[:n])))
