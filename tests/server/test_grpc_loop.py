@@ -12,7 +12,7 @@ import time
 import hpack
 import pytest
 
-from tidal.http import h2
+from tidal.http import h2frames as h2
 from tidal.server.grpc_loop import _percent, grpc_timeout
 from tests.server.procs import ServerProcess, build_slow_model, free_port
 

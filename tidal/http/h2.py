@@ -17,85 +17,21 @@ import asyncio
 import logging
 import socket
 import struct
-from typing import Awaitable, Callable, Union
+from typing import Callable
 
 import hpack
 from hpack import HPACKError
-from hpack.hpack import encode_integer
+
+from tidal.http.h2frames import (
+    ACK, COMPRESSION_ERROR, CONNECTION_WINDOW, CONTINUATION, DATA, DEFAULT_WINDOW, ENABLE_PUSH, END_HEADERS,
+    END_STREAM, FLOW_CONTROL_ERROR, FRAME_SIZE, FRAME_SIZE_ERROR, GOAWAY, HEADER_LIST_SIZE, HEADERS,
+    INITIAL_WINDOW_SIZE, INTERNAL_ERROR, MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_STREAMS,
+    NO_ERROR, PADDED, PING, PREFACE, PRIORITY, PRIORITY_FLAG, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM,
+    RST_STREAM, SETTINGS, STREAM_CLOSED, STREAM_WINDOW, WINDOW_UPDATE, H2Error, Handler, Reply, Stream, FRAME_HEAD,
+    MAX_WINDOW, U32, frame,
+)
 
 log = logging.getLogger(__name__)
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x8, 0x9
-# SETTINGS identifiers
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = \
-    range(1, 7)
-
-_HEAD = struct.Struct(">HBBBI")  # length (24 bits as 16 + 8), type, flags, stream id
-_U32 = struct.Struct(">I")
-_MAX_WINDOW = (1 << 31) - 1
-DEFAULT_WINDOW = 65535
-
-# What this side announces. Large windows: a client sends a whole message without waiting for updates.
-STREAM_WINDOW = 4 << 20
-CONNECTION_WINDOW = 16 << 20
-FRAME_SIZE = 1 << 20
-HEADER_LIST_SIZE = 64 << 10
-MAX_STREAMS = 1024
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    n = len(payload)
-    return _HEAD.pack(n >> 8, n & 0xFF, kind, flags, stream_id) + payload
-
-
-def literal(name: bytes, value: bytes) -> bytes:
-    """One header field as an HPACK literal without indexing (RFC 7541 6.2.2), no Huffman coding."""
-    return b"\x00" + bytes(encode_integer(len(name), 7)) + name + bytes(encode_integer(len(value), 7)) + value
-
-
-class Stream:
-    """One request: its headers and body as they arrive, the work answering it, and what is left to send."""
-
-    __slots__ = ("id", "headers", "body", "size", "ended", "task", "send_window", "out", "trailers", "refused",
-                 "recv_unacked")
-
-    def __init__(self, stream_id: int, headers: dict[bytes, bytes], send_window: int) -> None:
-        self.id = stream_id
-        self.headers = headers
-        self.body: list[bytes] = []
-        self.size = 0
-        self.ended = False  # the client sent END_STREAM
-        self.task: asyncio.Task | None = None
-        self.send_window = send_window
-        self.out: memoryview | None = None  # response body bytes still to send
-        self.trailers: bytes | None = None
-        self.refused = False  # answered before its body was complete (too large)
-        self.recv_unacked = 0
-
-
-class Reply:
-    """A complete response: an encoded header block, a body (may be empty) and an encoded trailer block or None."""
-
-    __slots__ = ("head", "body", "trailers")
-
-    def __init__(self, head: bytes, body: bytes = b"", trailers: bytes | None = None) -> None:
-        self.head = head
-        self.body = body
-        self.trailers = trailers
-
-
-Handler = Callable[[Stream], Union[Reply, Awaitable[Reply]]]
-
-
-class H2Error(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 class H2Connection(asyncio.Protocol):
     """One client connection. The server's `handler(stream)` answers each complete request."""
@@ -138,7 +74,7 @@ class H2Connection(asyncio.Protocol):
             (MAX_CONCURRENT_STREAMS, MAX_STREAMS), (INITIAL_WINDOW_SIZE, STREAM_WINDOW), (MAX_FRAME_SIZE, FRAME_SIZE),
             (MAX_HEADER_LIST_SIZE, HEADER_LIST_SIZE), (ENABLE_PUSH, 0)))
         transport.write(frame(SETTINGS, 0, 0, settings) +
-                        frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONNECTION_WINDOW - DEFAULT_WINDOW)))
+                        frame(WINDOW_UPDATE, 0, 0, U32.pack(CONNECTION_WINDOW - DEFAULT_WINDOW)))
         self.server.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -177,7 +113,7 @@ class H2Connection(asyncio.Protocol):
     def _goaway(self, code: int, message: str) -> None:
         if self.closed:
             return
-        self.out.append(frame(GOAWAY, 0, 0, _U32.pack(self.last_stream) + _U32.pack(code) + message.encode()[:200]))
+        self.out.append(frame(GOAWAY, 0, 0, U32.pack(self.last_stream) + U32.pack(code) + message.encode()[:200]))
         self.flush()
         self.closed = True
         self.transport.close()
@@ -205,7 +141,7 @@ class H2Connection(asyncio.Protocol):
             self.preface = True
             pos = 24
         end = len(buf)
-        unpack = _HEAD.unpack_from
+        unpack = FRAME_HEAD.unpack_from
         while end - pos >= 9:
             hi, lo, kind, flags, sid = unpack(buf, pos)
             length = (hi << 8) | lo
@@ -310,14 +246,14 @@ class H2Connection(asyncio.Protocol):
             if stream is not None and not stream.ended and flags & END_STREAM:  # trailers: the request is complete
                 self._ended(stream)
             elif stream is None and sid & 1:
-                self.out.append(frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED)))
+                self.out.append(frame(RST_STREAM, 0, sid, U32.pack(STREAM_CLOSED)))
             return
         self.last_stream = sid
         if self.goaway_sent:
-            self.out.append(frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM)))
+            self.out.append(frame(RST_STREAM, 0, sid, U32.pack(REFUSED_STREAM)))
             return
         if len(self.streams) >= MAX_STREAMS:
-            self.out.append(frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM)))
+            self.out.append(frame(RST_STREAM, 0, sid, U32.pack(REFUSED_STREAM)))
             return
         stream = Stream(sid, fields, self.peer_window)
         self.streams[sid] = stream
@@ -330,7 +266,7 @@ class H2Connection(asyncio.Protocol):
         # Flow control counts every byte, padding and frames for closed streams included.
         self.recv_unacked += len(payload)
         if self.recv_unacked >= CONNECTION_WINDOW // 2:
-            self.out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self.recv_unacked)))
+            self.out.append(frame(WINDOW_UPDATE, 0, 0, U32.pack(self.recv_unacked)))
             self.recv_unacked = 0
         stream = self.streams.get(sid)
         if stream is None or stream.ended:
@@ -352,7 +288,7 @@ class H2Connection(asyncio.Protocol):
         else:
             stream.recv_unacked += len(payload)
             if stream.recv_unacked >= STREAM_WINDOW // 2:
-                self.out.append(frame(WINDOW_UPDATE, 0, sid, _U32.pack(stream.recv_unacked)))
+                self.out.append(frame(WINDOW_UPDATE, 0, sid, U32.pack(stream.recv_unacked)))
                 stream.recv_unacked = 0
 
     def _ended(self, stream: Stream) -> None:
@@ -367,7 +303,7 @@ class H2Connection(asyncio.Protocol):
         for i in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, i)
             if key == INITIAL_WINDOW_SIZE:
-                if value > _MAX_WINDOW:
+                if value > MAX_WINDOW:
                     raise H2Error(FLOW_CONTROL_ERROR, "initial window too large")
                 delta = value - self.peer_window
                 self.peer_window = value
@@ -383,12 +319,12 @@ class H2Connection(asyncio.Protocol):
     def _window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise H2Error(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
-        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
         if sid == 0:
             if increment == 0:
                 raise H2Error(PROTOCOL_ERROR, "a window update of 0")
             self.send_window += increment
-            if self.send_window > _MAX_WINDOW:
+            if self.send_window > MAX_WINDOW:
                 raise H2Error(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
             self._send_blocked()
             return
@@ -487,7 +423,7 @@ class H2Connection(asyncio.Protocol):
         del self.streams[stream.id]
         if not stream.ended:
             # Answered before the request was complete (too large): the client need not send the rest.
-            self.out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(NO_ERROR)))
+            self.out.append(frame(RST_STREAM, 0, stream.id, U32.pack(NO_ERROR)))
         if self.goaway_sent and not self.streams:
             self.flush()
             self.closed = True
@@ -498,7 +434,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed or self.goaway_sent:
             return
         self.goaway_sent = True
-        self.out.append(frame(GOAWAY, 0, 0, _U32.pack(self.last_stream) + _U32.pack(NO_ERROR)))
+        self.out.append(frame(GOAWAY, 0, 0, U32.pack(self.last_stream) + U32.pack(NO_ERROR)))
         self.flush()
         if not self.streams:
             self.closed = True

@@ -21,7 +21,8 @@ import zlib
 from types import CoroutineType
 
 from tidal.errors import Code
-from tidal.http.h2 import H2Server, Reply, Stream, literal
+from tidal.http.h2 import H2Server
+from tidal.http.h2frames import Reply, Stream, literal
 from tidal.server.app import eager
 from tidal.server.grpc_api import _GRPC_CODE, GrpcBindError, Route, RpcFault
 
@@ -171,7 +172,7 @@ class GrpcOnLoop:
 
 
 async def start_on_loop(server, address: str) -> H2Server:
-    """Serve `server`'s (a grpc_api.GrpcServer) routes over HTTP/2 on the running loop; GrpcBindError if the port
+    """Serve `server`'s (a grpc_server.GrpcServer) routes over HTTP/2 on the running loop; GrpcBindError if the port
     cannot be taken."""
     unused = [key for key, _ in server.channel_arguments]
     if unused:

@@ -1,7 +1,7 @@
 """The Open Inference Protocol over gRPC (inference.GRPCInferenceService) as a thin adapter over the data plane.
 
 Served on the same port and by the same server as TF Serving's services
-(`grpc_api.GrpcServer`): each RPC's work runs on the serving loop, so a model is resolved,
+(`grpc_server.GrpcServer`): each RPC's work runs on the serving loop, so a model is resolved,
 batched and its errors mapped exactly as for /v2 over REST. Tensors come as typed `contents` or as
 `raw_input_contents`; the answer uses the form the request used (raw when any output
 has no typed field, FP16), which is what tritonclient and KServe's client expect.

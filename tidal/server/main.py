@@ -60,7 +60,7 @@ class ServerSettings(BaseModel):
     rest_timeout_ms: int = Field(30000, ge=0)
     grpc_max_threads: int = Field(64, ge=1)
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
-    grpc_server: Literal["loop", "grpcio"] = "loop"  # grpc_api.GrpcEngine
+    grpc_server: Literal["loop", "grpcio"] = "loop"  # grpc_server.GrpcEngine
     max_load_retries: int = Field(5, ge=0)
     load_retry_interval_seconds: float = Field(60.0, ge=0)
     notes: tuple[str, ...] = ()  # one line per TF Serving flag given that has no effect here
@@ -339,7 +339,7 @@ def _grpc_server(settings: ServerSettings, manager, metrics, plane=None):
     if not tfs_protos.available():
         log.warning("TF Serving's gRPC services (--port %d) need the tensorflow extra (pip install "
                     "tidal[tensorflow]); serving the Open Inference Protocol's alone there", settings.grpc_port)
-    from tidal.server.grpc_api import GrpcServer
+    from tidal.server.grpc_server import GrpcServer
 
     return GrpcServer(manager, metrics, settings.rest_api_host, settings.grpc_port,
                       max_message_bytes=settings.max_body_bytes, plane=plane, threads=settings.grpc_max_threads,
