@@ -129,9 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="gRPC server threads, each holding one RPC in flight (default 0: 64)")
     p("--grpc_channel_arguments", default="", metavar="K=V,...",
       help="gRPC server channel arguments, e.g. grpc.max_connection_age_ms=2000 (--grpc_server=grpcio)")
-    p("--grpc_server", choices=("loop", "grpcio"), default="loop",
-      help="loop: gRPC's HTTP/2 served on the REST server's event loop (default, fastest); grpcio: grpcio's "
-           "threaded server (where --grpc_max_threads and --grpc_channel_arguments apply)")
+    p("--grpc_server", choices=("loop", "grpcio"), default=None,
+      help="loop: gRPC's HTTP/2 served on the REST server's event loop (the default, fastest); grpcio: grpcio's "
+           "threaded server (the default when --grpc_max_threads or --grpc_channel_arguments is given)")
     p("--max_num_load_retries", type=int, default=5, metavar="N",
       help="times a version that failed to load is tried again (default 5)")
     p("--load_retry_interval_micros", type=int, default=60_000_000, metavar="US",
@@ -190,6 +190,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         raise UserError("--saved_model_tags needs at least one tag, e.g. serve")
     try:
         notes = tfs_flags.check(args)
+        grpc_server, grpc_notes = tfs_flags.grpc_engine(args)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return ServerSettings(
@@ -204,9 +205,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         monitoring_config_file=args.monitoring_config_file, enable_warmup=args.enable_model_warmup,
         warmup_iterations=args.num_request_iterations_for_warmup, saved_model_tags=tags,
         rest_timeout_ms=args.rest_api_timeout_in_ms, grpc_max_threads=args.grpc_max_threads or 64,
-        grpc_channel_arguments=_channel_arguments(args.grpc_channel_arguments), grpc_server=args.grpc_server,
+        grpc_channel_arguments=_channel_arguments(args.grpc_channel_arguments), grpc_server=grpc_server,
         max_load_retries=args.max_num_load_retries,
-        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, notes=tuple(notes),
+        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, notes=tuple(notes + grpc_notes),
         version_zero_is_default=args.version_zero_is_default)
 
 
