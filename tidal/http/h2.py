@@ -57,6 +57,7 @@ class H2Connection(asyncio.Protocol):
         self.recv_unacked = 0
         self.blocked: dict[int, Stream] = {}  # streams waiting for window to send the rest of their body
         self.out: list[bytes] = []
+        self.flush_scheduled = False
         self.client = ""
 
     # -- asyncio.Protocol
@@ -104,7 +105,15 @@ class H2Connection(asyncio.Protocol):
             self._goaway(INTERNAL_ERROR, "internal error")
         self.flush()
 
+    def flush_soon(self) -> None:
+        """Write what is queued once the loop has run the other callbacks ready now: the answers of a batch that
+        finishes together leave in one write."""
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.server.loop.call_soon(self.flush)
+
     def flush(self) -> None:
+        self.flush_scheduled = False
         if self.out and not self.closed:
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -368,7 +377,7 @@ class H2Connection(asyncio.Protocol):
             else:
                 reply = task.result()
             self.respond(stream, reply)
-            self.flush()
+            self.flush_soon()
         self.server.maybe_drained()
 
     def respond(self, stream: Stream, reply: Reply) -> None:
@@ -462,6 +471,7 @@ class H2Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._drained: asyncio.Event | None = None
+        self.draining = False
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -471,7 +481,7 @@ class H2Server:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def maybe_drained(self) -> None:
-        if self._drained is not None and not any(c.streams for c in self.connections):
+        if self.draining and not any(c.streams for c in self.connections):
             self._drained.set()
 
     async def stop(self, grace_seconds: float) -> None:
@@ -479,7 +489,7 @@ class H2Server:
         if self._server is None:
             return
         self._server.close()
-        self._drained.clear()
+        self.draining = True
         for conn in list(self.connections):
             conn.drain()
         self.maybe_drained()

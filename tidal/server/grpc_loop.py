@@ -15,7 +15,6 @@ unknown method, and trailers carrying grpc-status and a percent-encoded grpc-mes
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
 import zlib
 from types import CoroutineType
@@ -26,7 +25,6 @@ from tidal.http.h2frames import Reply, Stream, literal
 from tidal.server.app import eager
 from tidal.server.grpc_api import _GRPC_CODE, GrpcBindError, Route, RpcFault
 
-log = logging.getLogger("tidal.server")
 
 _PREFIX = struct.Struct(">BI")
 STATUS = {code: _GRPC_CODE[code].value[0] for code in Code}
@@ -173,11 +171,7 @@ class GrpcOnLoop:
 
 async def start_on_loop(server, address: str) -> H2Server:
     """Serve `server`'s (a grpc_server.GrpcServer) routes over HTTP/2 on the running loop; GrpcBindError if the port
-    cannot be taken."""
-    unused = [key for key, _ in server.channel_arguments]
-    if unused:
-        log.warning("gRPC channel arguments %s apply to grpcio's server only (--grpc_server=grpcio); the on-loop "
-                    "server ignores them", ", ".join(sorted(unused)))
+    cannot be taken. Its grpcio-only settings (threads, channel arguments) do not apply (tfs_flags.grpc_engine)."""
     grpc_side = GrpcOnLoop(server.routes(), server.max_message_bytes, server.adapter.plane.large)
     h2 = H2Server(grpc_side.handle, grpc_side.too_large, grpc_side.failed, server.host, server.requested_port,
                   max_body=server.max_message_bytes + 5)
