@@ -212,7 +212,10 @@ def render(report: dict) -> str:
               f"parse, decode, encode and serialization take {report['v2_adapter_ms']:.3f} ms. At these rates the "
               "gRPC load generator (Python, one core) is near its own limit: ServerLive, which costs the server "
               "a quarter of an infer, is answered at about the same rate, so the gRPC rows' requests per second "
-              "understate what the server can do.", ""]
+              "understate what the server can do. When other work shares the server's core, a server with many "
+              "runnable threads (grpcio's) gets a larger share of that core than a one-thread loop, so its "
+              "requests per second can come out higher while each request costs it several times the CPU: the "
+              "CPU per request is the measure to compare.", ""]
     return "\n".join(lines)
 
 
