@@ -29,7 +29,7 @@ from tidal.server.metrics import ServerMetrics
 
 # VersionState value -> ModelVersionStatus.State number
 _STATE = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
-_GRPC_CODE = {code: getattr(grpc.StatusCode, code.value) for code in Code}
+GRPC_CODE = {code: getattr(grpc.StatusCode, code.value) for code in Code}
 
 
 class GrpcBindError(OSError):
@@ -105,8 +105,9 @@ class RpcFault(Exception):
 
 
 class OnLoop:
-    """Every gRPC service's RPCs run the same way: on the serving loop from a grpcio thread, cancelled when the
-    client goes, their errors mapped once (`dataplane.report`) and their metrics recorded either way.
+    """Every gRPC service's RPCs run the same way: on the serving loop (called there by the on-loop server, or
+    handed over from a grpcio thread), cancelled when the client goes, their errors mapped once
+    (`dataplane.report`) and their metrics recorded either way.
     `model_of(request)` and `version_of(response)` are what differs between TF Serving's messages and V2's."""
 
     def __init__(self, metrics: ServerMetrics, loop: Callable[[], asyncio.AbstractEventLoop], label: str,
@@ -154,20 +155,20 @@ class OnLoop:
             try:
                 return future.result()
             except RpcFault as exc:
-                context.abort(_GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
+                context.abort(GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
             except concurrent.futures.CancelledError:
                 context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
         return rpc
 
 
-def _tfs_model(request) -> str:
+def tfs_model(request) -> str:
     spec = getattr(request, "model_spec", None)
     if spec is None and getattr(request, "tasks", None):  # MultiInference: one model for all tasks
         spec = request.tasks[0].model_spec
     return spec.name if spec is not None else ""
 
 
-def _tfs_version(response) -> str:
+def tfs_version(response) -> str:
     spec = getattr(response, "model_spec", None)
     if spec is None and getattr(response, "results", None):
         spec = response.results[0].model_spec

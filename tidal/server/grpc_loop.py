@@ -23,11 +23,11 @@ from tidal.errors import Code
 from tidal.http.h2 import H2Server
 from tidal.http.h2frames import Reply, Stream, literal
 from tidal.server.app import eager
-from tidal.server.grpc_api import _GRPC_CODE, GrpcBindError, Route, RpcFault
+from tidal.server.grpc_api import GRPC_CODE, GrpcBindError, Route, RpcFault
 
 
 _PREFIX = struct.Struct(">BI")
-STATUS = {code: _GRPC_CODE[code].value[0] for code in Code}
+STATUS = {code: GRPC_CODE[code].value[0] for code in Code}
 HEAD = b"\x88" + literal(b"content-type", b"application/grpc")  # :status 200 (static table 8)
 OK = literal(b"grpc-status", b"0")
 _TIMEOUT_UNITS = {ord("H"): 3600.0, ord("M"): 60.0, ord("S"): 1.0, ord("m"): 1e-3, ord("u"): 1e-6, ord("n"): 1e-9}

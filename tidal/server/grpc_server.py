@@ -10,7 +10,7 @@ import grpc
 
 from tidal.server.dataplane import DataPlane
 from tidal.server.grpc_api import (
-    Adapter, GrpcBindError, OnLoop, Route, Rpc, _tfs_model, _tfs_version, service_handler, service_routes,
+    Adapter, GrpcBindError, OnLoop, Route, Rpc, tfs_model, tfs_version, service_handler, service_routes,
 )
 from tidal.server.metrics import ServerMetrics
 from tidal.server import tfs_protos
@@ -52,7 +52,7 @@ class GrpcServer:
         self._server = None  # grpc.Server, or tidal.http.h2.H2Server
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner = OnLoop(metrics, lambda: self._loop, "gRPC", "", _tfs_model, _tfs_version)
+        self._runner = OnLoop(metrics, lambda: self._loop, "gRPC", "", tfs_model, tfs_version)
 
     def _rpc(self, api: str, handler) -> Rpc:
         return self._runner.method(api, handler)
