@@ -80,12 +80,14 @@ def stub(server):
         yield pb_grpc.GRPCInferenceServiceStub(channel)
 
 
+@pytest.mark.e2e
 def test_a_gzip_compressed_call_is_answered(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}", compression=grpc.Compression.Gzip) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         assert y_of(stub.ModelInfer(infer_request(values=[1.0] * 1000), timeout=10)) == [2.5] * 1000
 
 
+@pytest.mark.e2e
 def test_a_message_over_the_limit_is_resource_exhausted(stub):
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(infer_request(values=[1.0] * (LIMIT // 4 + 1)), timeout=10)
@@ -94,6 +96,7 @@ def test_a_message_over_the_limit_is_resource_exhausted(stub):
     assert y_of(stub.ModelInfer(infer_request(), timeout=10)) == [3.0]
 
 
+@pytest.mark.e2e
 def test_an_unknown_method_is_unimplemented(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         call = channel.unary_unary("/inference.GRPCInferenceService/Nope")
@@ -115,6 +118,7 @@ def rows_for(stub, seconds: float) -> int:
     return max(500, min(20000, int(500 * seconds / max(time.monotonic() - t0, 1e-3))))
 
 
+@pytest.mark.e2e
 def test_a_deadline_stops_the_call_and_the_server_goes_on(server, stub):
     n = rows_for(stub, 1.5)
     with pytest.raises(grpc.RpcError) as info:
@@ -124,6 +128,7 @@ def test_a_deadline_stops_the_call_and_the_server_goes_on(server, stub):
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.e2e
 def test_an_error_status_and_message_reach_the_client(stub):
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelInfer(infer_request(model="nope"), timeout=10)
@@ -176,18 +181,21 @@ def _headers(path: bytes) -> bytes:
     (h2.frame(h2.SETTINGS, 0, 0, struct.pack(">HI", h2.MAX_FRAME_SIZE, 10)), h2.PROTOCOL_ERROR),
     (struct.pack(">HBBBI", 0xFFFF, 0, h2.DATA, 0, 1), h2.FRAME_SIZE_ERROR),  # a 16 MiB frame announced
 ])
+@pytest.mark.e2e
 def test_a_protocol_error_closes_the_connection_with_goaway(server, bad, code):
     with _connect(server) as sock:
         sock.sendall(bad)
         assert _goaway_code(_frames_until_closed(sock)) == code
 
 
+@pytest.mark.e2e
 def test_http1_on_the_grpc_port_is_closed(server):
     with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _goaway_code(_frames_until_closed(sock)) == h2.PROTOCOL_ERROR
 
 
+@pytest.mark.e2e
 def test_a_reset_stream_is_dropped_and_the_connection_goes_on(server):
     message = infer_request().SerializeToString()
     body = struct.pack(">BI", 0, len(message)) + message
@@ -221,6 +229,7 @@ def test_a_reset_stream_is_dropped_and_the_connection_goes_on(server):
     assert y_of(answer) == [3.0]
 
 
+@pytest.mark.e2e
 def test_random_frames_never_take_the_server_down(server, stub):
     rng = random.Random(11)
     for _ in range(150):
@@ -241,6 +250,7 @@ def test_random_frames_never_take_the_server_down(server, stub):
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.e2e
 def test_grpcio_server_remains_as_a_fallback(tmp_path, half_plus_two_base):
     port = free_port()
     proc = ServerProcess(["--port", str(port), "--model_name", "hpt", "--model_base_path", str(half_plus_two_base),
@@ -253,6 +263,7 @@ def test_grpcio_server_remains_as_a_fallback(tmp_path, half_plus_two_base):
         assert proc.terminate() == 0, proc.log()
 
 
+@pytest.mark.e2e
 def test_sigterm_lets_a_call_in_flight_finish(tmp_path):
     build_slow_model(tmp_path / "slow")
     port = free_port()
