@@ -4,7 +4,7 @@ Models, each written as `<out>/<name>/<version>/`:
 
 | name | signatures |
 |---|---|
-| `saved_model_half_plus_two_cpu` (version 123) | `serving_default` (predict x -> y = 0.5x + 2, x is the parsed feature, shape [-1, 1]), `classify_x_to_y`, `regress_x_to_y`, `regress_x_to_y2` (0.5x + 3) over serialized tf.Examples, `regress_x2_to_y3` (a float input: not servable as regress) |
+| `saved_model_half_plus_two_cpu` (version 123) | `serving_default` (predict x -> y = 0.5x + 2, x is the parsed feature, shape [-1, 1]), `classify_x_to_y`, `regress_x_to_y`, `regress_x_to_y2` (0.5x + 3) over serialized tf.Examples, `regress_x2_to_y3` (0.5x2 + 3 over a float input, not tf.Examples: Predict runs it, as in TF Serving) |
 | `saved_model_half_plus_three` (version 123) | the same graph with b = 3 |
 | `estimator_linear` (version 1) | what an estimator's `export_saved_model` writes for a binary classifier with a `serving_input_receiver_fn` of one serialized tf.Example string tensor: `serving_default` and `classification` (classes, scores), `regression` (outputs), `predict` (logits, probabilities, class_ids) |
 | `bert_tiny` (version 1623831335) | the reference procedure's model shape: `input_ids`, `input_mask`, `segment_ids` INT32 [-1, 128] -> `probabilities` FP32 [-1, 2], a small embedding + masked mean + softmax |

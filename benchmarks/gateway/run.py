@@ -8,7 +8,8 @@ Pinning on a 2-core machine (override with --replica-cpus / --proxy-cpus / --wrk
 the replica alone on CPU 0; the proxy under test (gateway or nginx, one at a time) and
 wrk share CPU 1. Direct runs use the same wrk pinning, so the three columns differ only
 in the hop. Each round runs direct, gateway and nginx back to back, and the table gives
-the median round, so the ratios are side by side in time.
+the median round, so the ratios are side by side in time. The proxies' CPU per request is read
+from /proc (the process and its children: nginx's worker) around each run.
 """
 
 from __future__ import annotations
@@ -149,6 +150,22 @@ def run_wrk(url: str, lua: Path, conc: int, duration: int, cpus: str) -> dict:
     return res
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (nginx's worker, a supervised gateway's child)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
@@ -192,14 +209,15 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
         routes = tmp / f"routes-{model}.json"
         routes.write_text(json.dumps({"host": "127.0.0.1", "port": gport, "services": [
             {"name": name, "models": [name], "replicas": [{"id": "r0", "port": rport}]}]}))
-        procs.start(pinned(args.proxy_cpus, [PY, "-m", "tidal", "gateway", "--routes", str(routes)]),
-                    tmp / f"gateway-{model}.log")
+        proxies = {"direct": None}
+        gateway = [PY, "-m", "tidal", "gateway", "--routes", str(routes)]
+        proxies["gateway"] = procs.start(pinned(args.proxy_cpus, gateway), tmp / f"gateway-{model}.log")
         wait_http(f"http://127.0.0.1:{gport}/-/healthz")
         ntmp = tmp / f"nginx-{model}"
         ntmp.mkdir(exist_ok=True)
         (ntmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=ntmp, replica_port=rport, port=nport))
-        procs.start(pinned(args.proxy_cpus, [args.nginx, "-c", str(ntmp / "nginx.conf"), "-p", str(ntmp)]),
-                    tmp / f"nginx-{model}.log")
+        proxies["nginx"] = procs.start(pinned(args.proxy_cpus, [args.nginx, "-c", str(ntmp / "nginx.conf"), "-p",
+                                                                str(ntmp)]), tmp / f"nginx-{model}.log")
         wait_http(f"http://127.0.0.1:{nport}/v2/health/ready")
 
         lua = tmp / f"{model}.lua"
@@ -228,11 +246,17 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
             for _ in range(args.rounds):
                 for t in TARGETS:
                     settle(urls["direct"], body)
-                    rounds[t].append(run_wrk(urls[t], lua, conc, duration, args.wrk_cpus))
+                    proxy = proxies[t]
+                    cpu0 = tree_cpu_seconds(proxy.pid) if proxy is not None else 0.0
+                    res = run_wrk(urls[t], lua, conc, duration, args.wrk_cpus)
+                    if proxy is not None:  # the proxy's own CPU per request (what the replica spends is not in it)
+                        res["cpu_us"] = 1e6 * (tree_cpu_seconds(proxy.pid) - cpu0) / max(1.0, res["rps"] * duration)
+                    rounds[t].append(res)
             row = {"model": model, "concurrency": conc}
             for t in TARGETS:
                 rs = rounds[t]
                 row[t] = {"rps": statistics.median(r["rps"] for r in rs),
+                          "cpu_us": statistics.median(r.get("cpu_us", 0.0) for r in rs),
                           "p50_ms": statistics.median(r["p50_ms"] for r in rs),
                           "p99_ms": statistics.median(r["p99_ms"] for r in rs),
                           "rounds": rs}
@@ -247,13 +271,15 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| model | conc | direct req/s | gateway req/s | nginx req/s | gw/direct | gw/nginx "
-             "| direct p50 ms | gateway p50 ms | nginx p50 ms | gw added p50 ms | gateway p99 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| direct p50 ms | gateway p50 ms | nginx p50 ms | gw added p50 ms | gateway p99 ms "
+             "| gateway CPU us/request | nginx CPU us/request |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         d, g, n = r["direct"], r["gateway"], r["nginx"]
         lines.append(f"| {r['model']} | {r['concurrency']} | {d['rps']:.0f} | {g['rps']:.0f} | {n['rps']:.0f} "
                      f"| {r['gw_over_direct']:.0%} | {r['gw_over_nginx']:.0%} | {d['p50_ms']:.3f} | {g['p50_ms']:.3f} "
-                     f"| {n['p50_ms']:.3f} | {r['gw_added_p50_ms']:+.3f} | {g['p99_ms']:.2f} |")
+                     f"| {n['p50_ms']:.3f} | {r['gw_added_p50_ms']:+.3f} | {g['p99_ms']:.2f} "
+                     f"| {g['cpu_us']:.0f} | {n['cpu_us']:.0f} |")
     return "\n".join(lines)
 
 

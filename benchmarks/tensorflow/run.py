@@ -390,10 +390,10 @@ def render(report: dict) -> str:
             notes.append(f"{model}: {grpc_['server_cpu_ms_per_request']:.2f} ms over gRPC, "
                          f"{rest['server_cpu_ms_per_request']:.2f} ms over REST")
     lines += ["Reading it: at concurrency 64 the batcher runs many rows per model call, so the server passes the "
-              "batch-1 loop; the last column compares with the loop at the batch size it reached. gRPC is bound by "
-              "grpcio's Python server: server CPU per request at concurrency 64 (the server's core saturated), "
-              + "; ".join(notes) + ". gRPC runs on grpcio's threaded server, each call handed to the serving event "
-              "loop; a grpc.aio server on the loop measured about 1.7x slower here. The ceiling itself varied by up "
+              "batch-1 loop; the last column compares with the loop at the batch size it reached. Server CPU per "
+              "request at concurrency 64 (the server's core saturated): "
+              + "; ".join(notes) + ". gRPC is served on the REST server's event loop (--grpc_server loop; see "
+              "\"gRPC against REST\" for grpcio's server side by side). The ceiling itself varied by up "
               "to 1.7x between back-to-back runs on this shared machine (see results.json), hence best-of-rounds.", ""]
     return "\n".join(lines)
 

@@ -283,7 +283,7 @@ def numeric_classifier():
 @pytest.fixture(scope="module")
 def planes():
     pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
-    from tidal.server.grpc_api import GrpcServer
+    from tidal.server.grpc_server import GrpcServer
     from tidal.server.metrics import ServerMetrics
 
     manager = FakeManager([half_plus_two(123), classifier(), quirky(), numeric_classifier()],

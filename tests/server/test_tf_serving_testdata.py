@@ -115,7 +115,7 @@ def test_status_and_metadata_rest(server):
     status, doc = rest(server, "/v1/models/default/metadata")
     assert status == 200 and doc["model_spec"] == {"name": "default", "signature_name": "", "version": "123"}
     sigs = doc["metadata"]["signature_def"]["signature_def"]
-    assert set(sigs) >= {"serving_default", "classify_x_to_y", "regress_x_to_y", "regress_x_to_y2"}
+    assert set(sigs) >= {"serving_default", "classify_x_to_y", "regress_x_to_y", "regress_x_to_y2", "regress_x2_to_y3"}
     x = sigs["serving_default"]["inputs"]["x"]
     assert x["dtype"] == "DT_FLOAT" and x["tensor_shape"] == {
         "dim": [{"size": "-1", "name": ""}, {"size": "1", "name": ""}], "unknown_rank": False}
@@ -194,6 +194,18 @@ def test_classify_regress_and_multi_inference_grpc(stub):
     result = stub.MultiInference(request, RPC_TIMEOUT)
     assert result.results[0].regression_result.regressions[0].value == 3.0
     assert result.results[1].classification_result.classifications[0].classes[0].score == 3.0
+
+
+def test_predict_on_a_regress_signature_with_a_float_input_grpc(stub):
+    # TF Serving's PredictionWithNamedRegressionSignature: regress_x2_to_y3 takes x2 itself, not tf.Examples.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "default"
+    request.model_spec.signature_name = "regress_x2_to_y3"
+    request.inputs["inputs"].dtype = types_pb2.DT_FLOAT
+    request.inputs["inputs"].float_val.append(2.0)
+    result = stub.Predict(request, RPC_TIMEOUT)
+    assert list(result.outputs["outputs"].float_val) == [4.0]
+    check_spec(result.model_spec, "default", "regress_x2_to_y3", 123)
 
 
 def test_status_and_metadata_grpc(stub, channel):

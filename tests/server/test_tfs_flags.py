@@ -42,6 +42,19 @@ def test_honoured_flags_reach_the_settings():
     assert (s.max_load_retries, s.load_retry_interval_seconds) == (2, 0.5)
 
 
+@pytest.mark.parametrize("argv, engine, notes", [
+    ((), "loop", 0),
+    (("--grpc_server", "grpcio"), "grpcio", 0),
+    (("--grpc_max_threads", "8"), "grpcio", 0),  # a grpcio-only flag selects the server that honours it
+    (("--grpc_channel_arguments", "grpc.max_connection_age_ms=1"), "grpcio", 0),
+    (("--grpc_server", "loop", "--grpc_max_threads", "8", "--grpc_channel_arguments", "a=1"), "loop", 2),
+])
+def test_grpc_server_engine(argv, engine, notes):
+    s = parse(*argv)
+    assert s.grpc_server == engine
+    assert len([n for n in s.notes if "--grpc_server loop" in n]) == notes
+
+
 @pytest.mark.parametrize("argv, message", [
     (("--file_system_poll_wait_seconds", "-1"), "--file_system_poll_wait_seconds must not be negative"),
     (("--rest_api_timeout_in_ms", "-5"), "--rest_api_timeout_in_ms must not be negative"),
@@ -125,7 +138,7 @@ def test_the_docs_table_lists_every_flag():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     tidal_own = {"--rest_api_host", "--rest_api_max_body_bytes", "--request_memory_budget_bytes", "--drain_seconds",
-                 "--model_cache_dir", "--version_zero_is_default", "-h", "--help"}
+                 "--model_cache_dir", "--version_zero_is_default", "--grpc_server", "-h", "--help"}
     flags = {s for a in parser._actions for s in a.option_strings} - tidal_own
     missing = sorted(f for f in flags if f"| `{f}` |" not in text)
     assert not missing, missing

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import grpc
 import numpy as np
@@ -23,14 +22,14 @@ from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 
 from tidal.errors import Code, InvalidArgument, TidalError
-from tidal.server import dataplane, tensor_proto, tfs_protos
+from tidal.server import dataplane, tensor_proto
 from tidal.server.dataplane import DataPlane, Fault, Method
 from tidal.server.metrics import ServerMetrics
 
 
 # VersionState value -> ModelVersionStatus.State number
 _STATE = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
-_GRPC_CODE = {code: getattr(grpc.StatusCode, code.value) for code in Code}
+GRPC_CODE = {code: getattr(grpc.StatusCode, code.value) for code in Code}
 
 
 class GrpcBindError(OSError):
@@ -55,18 +54,42 @@ def _parser(cls):
     return parse
 
 
-def service_handler(service, implementations: dict) -> grpc.GenericRpcHandler:
-    """Handlers for the methods of a service descriptor that have an implementation; the rest are UNIMPLEMENTED."""
-    handlers = {}
+class Rpc(NamedTuple):
+    """One method's implementation, as each server engine calls it."""
+
+    call: Callable  # request -> response or a coroutine of it, on the serving loop; raises RpcFault
+    threaded: Callable  # (request, context) -> response, on a grpcio server thread
+
+
+class Route(NamedTuple):
+    """What the on-loop server needs for one method path: bytes -> request, the call, response -> bytes."""
+
+    parse: Callable
+    call: Callable
+    serialize: Callable
+
+
+def _methods(service, implementations: dict):
     for method in service.methods:
         impl = implementations.get(method.name)
-        if impl is None:
-            continue
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            impl, request_deserializer=_parser(request_cls), response_serializer=response_cls.SerializeToString)
+        if impl is not None:
+            yield (method.name, impl, message_factory.GetMessageClass(method.input_type),
+                   message_factory.GetMessageClass(method.output_type))
+
+
+def service_handler(service, implementations: dict[str, Rpc]) -> grpc.GenericRpcHandler:
+    """grpcio handlers for the methods of a service descriptor that have an implementation; the rest: UNIMPLEMENTED."""
+    handlers = {name: grpc.unary_unary_rpc_method_handler(impl.threaded, request_deserializer=_parser(request_cls),
+                                                          response_serializer=response_cls.SerializeToString)
+                for name, impl, request_cls, response_cls in _methods(service, implementations)}
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def service_routes(service, implementations: dict[str, Rpc]) -> dict[bytes, Route]:
+    """The on-loop server's routes for the same methods, keyed by the HTTP/2 :path a client sends."""
+    return {f"/{service.full_name}/{name}".encode(): Route(_parser(request_cls), impl.call,
+                                                           response_cls.SerializeToString)
+            for name, impl, request_cls, response_cls in _methods(service, implementations)}
 
 
 def _sorted_set(names) -> str:
@@ -82,8 +105,9 @@ class RpcFault(Exception):
 
 
 class OnLoop:
-    """Every gRPC service's RPCs run the same way: on the serving loop from a grpcio thread, cancelled when the
-    client goes, their errors mapped once (`dataplane.report`) and their metrics recorded either way.
+    """Every gRPC service's RPCs run the same way: on the serving loop (called there by the on-loop server, or
+    handed over from a grpcio thread), cancelled when the client goes, their errors mapped once
+    (`dataplane.report`) and their metrics recorded either way.
     `model_of(request)` and `version_of(response)` are what differs between TF Serving's messages and V2's."""
 
     def __init__(self, metrics: ServerMetrics, loop: Callable[[], asyncio.AbstractEventLoop], label: str,
@@ -120,6 +144,10 @@ class OnLoop:
         finally:
             self.metrics.observe_request(model, version, self.metric_prefix + api, status, time.perf_counter() - t0)
 
+    def method(self, api: str, handler) -> Rpc:
+        call = self.call
+        return Rpc(lambda request: call(api, request, handler), self.rpc(api, handler))
+
     def rpc(self, api: str, handler):
         def rpc(request, context):  # on a grpcio server thread
             future = asyncio.run_coroutine_threadsafe(self.call(api, request, handler), self.loop())
@@ -127,20 +155,20 @@ class OnLoop:
             try:
                 return future.result()
             except RpcFault as exc:
-                context.abort(_GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
+                context.abort(GRPC_CODE.get(exc.fault.code, grpc.StatusCode.UNKNOWN), exc.fault.message)
             except concurrent.futures.CancelledError:
                 context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
         return rpc
 
 
-def _tfs_model(request) -> str:
+def tfs_model(request) -> str:
     spec = getattr(request, "model_spec", None)
     if spec is None and getattr(request, "tasks", None):  # MultiInference: one model for all tasks
         spec = request.tasks[0].model_spec
     return spec.name if spec is not None else ""
 
 
-def _tfs_version(response) -> str:
+def tfs_version(response) -> str:
     spec = getattr(response, "model_spec", None)
     if spec is None and getattr(response, "results", None):
         spec = response.results[0].model_spec
@@ -406,93 +434,3 @@ def features_to_tensors(sig, context, examples) -> dict[str, np.ndarray]:
             arr = arr.reshape(arr.shape[:-1])
         out[name] = arr
     return out
-
-
-class GrpcServer:
-    """TF Serving's gRPC services on one port. Build, `await start()` on the serving loop, `await stop()`.
-
-    grpcio's synchronous server receives and answers on its own threads; each RPC's work runs
-    on the event loop the REST server uses (run_coroutine_threadsafe), so the manager, the
-    batchers and the metrics stay single-threaded. Measured on this project's benchmark, that
-    serves about 1.7x the requests per second of a grpc.aio server on the same loop: grpc.aio's
-    per-call machinery costs more than the thread handoff. Many threads keep many requests in
-    flight, which the batcher turns into larger batches.
-    """
-
-    def __init__(self, manager, metrics: ServerMetrics, host: str, port: int, *,
-                 max_message_bytes: int = 64 << 20, threads: int = 64, plane: DataPlane | None = None,
-                 channel_arguments: tuple = ()) -> None:
-        # TF Serving's services need tensorflow-serving-api; the Open Inference Protocol's need only grpcio.
-        self.pb = tfs_protos.load() if tfs_protos.available() else None
-        self.adapter = Adapter(manager, self.pb, plane)
-        self.metrics = metrics
-        self.host = host
-        self.requested_port = port
-        self.max_message_bytes = max_message_bytes
-        self.threads = threads
-        self.channel_arguments = tuple(channel_arguments)  # --grpc_channel_arguments
-        self.port = 0
-        self._server: grpc.Server | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner = OnLoop(metrics, lambda: self._loop, "gRPC", "", _tfs_model, _tfs_version)
-
-    def _rpc(self, api: str, handler):
-        return self._runner.rpc(api, handler)
-
-    def handlers(self) -> list[grpc.GenericRpcHandler]:
-        """PredictionService and ModelService, as tensorflow-serving-api's descriptors define them; V2's service."""
-        from tidal.server.grpc_v2 import V2GrpcService
-
-        v2 = V2GrpcService(self.adapter.plane, self.metrics, lambda: self._loop).handler()
-        if self.pb is None:
-            return [v2]
-        a = self.adapter
-        prediction = self.pb.prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
-        model = self.pb.model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]
-        return [
-            service_handler(prediction, {
-                "Predict": self._rpc("grpc_predict", a.predict),
-                "Classify": self._rpc("grpc_classify", a.classify),
-                "Regress": self._rpc("grpc_regress", a.regress),
-                "GetModelMetadata": self._rpc("grpc_metadata", a.metadata),
-                "MultiInference": self._rpc("grpc_multi_inference", a.multi_inference),
-            }),
-            service_handler(model, {"GetModelStatus": self._rpc("grpc_status", a.status),
-                                    "HandleReloadConfigRequest": self._rpc("grpc_reload_config", a.reload_config)}),
-            v2,
-        ]
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tidal-grpc")
-        server = grpc.server(self._pool, handlers=self.handlers(), options=[
-            ("grpc.max_receive_message_length", self.max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            # Without this a second server on the same port binds too and takes half the connections.
-            ("grpc.so_reuseport", 0),
-            *self.channel_arguments,
-        ])
-        address = f"[{self.host}]:{self.requested_port}" if ":" in self.host else f"{self.host}:{self.requested_port}"
-        try:
-            self.port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            self.port = 0
-            detail = f": {exc}"
-        else:
-            detail = " (in use or not an address of this machine)"
-        if not self.port:
-            self._pool.shutdown(wait=False)
-            raise GrpcBindError(f"cannot listen on {address} for gRPC{detail}")
-        server.start()
-        self._server = server
-
-    async def stop(self, grace_seconds: float) -> None:
-        """Stop accepting RPCs; those in flight get up to `grace_seconds` to finish (the loop keeps serving them)."""
-        if self._server is not None:
-            stopped = self._server.stop(grace_seconds)
-            await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
-            self._server = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None

@@ -1,9 +1,8 @@
 """The Open Inference Protocol over gRPC (inference.GRPCInferenceService) as a thin adapter over the data plane.
 
-Served on the same port and by the same grpcio server as TF Serving's services
-(`grpc_api.GrpcServer`), with the same handoff: grpcio's threads receive and answer,
-each RPC's work runs on the serving loop, so a model is resolved, batched and its errors
-mapped exactly as for /v2 over REST. Tensors come as typed `contents` or as
+Served on the same port and by the same server as TF Serving's services
+(`grpc_server.GrpcServer`): each RPC's work runs on the serving loop, so a model is resolved,
+batched and its errors mapped exactly as for /v2 over REST. Tensors come as typed `contents` or as
 `raw_input_contents`; the answer uses the form the request used (raw when any output
 has no typed field, FP16), which is what tritonclient and KServe's client expect.
 """
@@ -16,10 +15,10 @@ import grpc
 import numpy as np
 
 from tidal import __version__
-from tidal.errors import InvalidArgument
+from tidal.errors import Code, InvalidArgument
 from tidal.server import dataplane
-from tidal.server.dataplane import DataPlane, Method
-from tidal.server.grpc_api import OnLoop, Undecodable, service_handler
+from tidal.server.dataplane import DataPlane, Fault, Method
+from tidal.server.grpc_api import OnLoop, Rpc, RpcFault, Undecodable, service_handler
 from tidal.server.metrics import ServerMetrics
 from tidal.server.protos import open_inference_grpc_pb2 as pb
 from tidal.server.tensors import MAX_RANK, DType, dtype_of_array, v2_dtype
@@ -141,7 +140,7 @@ def encode_outputs(response, outputs: dict[str, np.ndarray], names: list[str], r
 # -- the service ----------------------------------------------------------------------
 
 class V2GrpcService:
-    """inference.GRPCInferenceService over the data plane; `handler()` plugs it into GrpcServer's grpcio server."""
+    """inference.GRPCInferenceService over the data plane; `service()` plugs it into GrpcServer."""
 
     def __init__(self, plane: DataPlane, metrics: ServerMetrics, loop_getter, *,
                  server_name: str = "tidal") -> None:
@@ -189,38 +188,47 @@ class V2GrpcService:
                 target.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
         return response
 
-    # -- RPCs on grpcio's threads: no model state involved -------------------------
+    # -- RPCs with no model state involved: answered where they arrive (grpcio's thread or the loop) --
 
-    def server_live(self, request, context):
+    def server_live(self, request):
         return pb.ServerLiveResponse(live=True)
 
-    def server_ready(self, request, context):
+    def server_ready(self, request):
         return pb.ServerReadyResponse(ready=bool(self.manager.ready))
 
-    def server_metadata(self, request, context):
+    def server_metadata(self, request):
         return pb.ServerMetadataResponse(name=self.server_name, version=__version__, extensions=EXTENSIONS)
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _on_loop(self, api: str, handler):
-        return self._runner.rpc(api, handler)
+    def _on_loop(self, api: str, handler) -> Rpc:
+        return self._runner.method(api, handler)
 
     @staticmethod
-    def _direct(handler):
-        def rpc(request, context):
+    def _direct(handler) -> Rpc:
+        def call(request):
+            if type(request) is Undecodable:
+                raise RpcFault(Fault(Code.INVALID_ARGUMENT, 400, f"Failed to parse the request message: "
+                                                                 f"{request.error}", False))
+            return handler(request)
+
+        def threaded(request, context):
             if type(request) is Undecodable:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Failed to parse the request message: "
                                                                 f"{request.error}")
-            return handler(request, context)
-        return rpc
+            return handler(request)
+        return Rpc(call, threaded)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-        return service_handler(service, {
+    def service(self) -> tuple[object, dict[str, Rpc]]:
+        return pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], {
             "ServerLive": self._direct(self.server_live),
             "ServerReady": self._direct(self.server_ready),
             "ServerMetadata": self._direct(self.server_metadata),
             "ModelReady": self._on_loop("ready", self.model_ready),
             "ModelMetadata": self._on_loop("metadata", self.model_metadata),
             "ModelInfer": self._on_loop("infer", self.infer),
-        })
+        }
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service as a grpcio handler."""
+        return service_handler(*self.service())

@@ -9,6 +9,7 @@ import logging
 import re
 import signal
 import sys
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +60,7 @@ class ServerSettings(BaseModel):
     rest_timeout_ms: int = Field(30000, ge=0)
     grpc_max_threads: int = Field(64, ge=1)
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    grpc_server: Literal["loop", "grpcio"] = "loop"  # grpc_server.GrpcEngine
     max_load_retries: int = Field(5, ge=0)
     load_retry_interval_seconds: float = Field(60.0, ge=0)
     notes: tuple[str, ...] = ()  # one line per TF Serving flag given that has no effect here
@@ -126,7 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p("--grpc_max_threads", type=int, default=0, metavar="N",
       help="gRPC server threads, each holding one RPC in flight (default 0: 64)")
     p("--grpc_channel_arguments", default="", metavar="K=V,...",
-      help="gRPC server channel arguments, e.g. grpc.max_connection_age_ms=2000")
+      help="gRPC server channel arguments, e.g. grpc.max_connection_age_ms=2000 (--grpc_server=grpcio)")
+    p("--grpc_server", choices=("loop", "grpcio"), default=None,
+      help="loop: gRPC's HTTP/2 served on the REST server's event loop (the default, fastest); grpcio: grpcio's "
+           "threaded server (the default when --grpc_max_threads or --grpc_channel_arguments is given)")
     p("--max_num_load_retries", type=int, default=5, metavar="N",
       help="times a version that failed to load is tried again (default 5)")
     p("--load_retry_interval_micros", type=int, default=60_000_000, metavar="US",
@@ -185,6 +190,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         raise UserError("--saved_model_tags needs at least one tag, e.g. serve")
     try:
         notes = tfs_flags.check(args)
+        grpc_server, grpc_notes = tfs_flags.grpc_engine(args)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return ServerSettings(
@@ -199,9 +205,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         monitoring_config_file=args.monitoring_config_file, enable_warmup=args.enable_model_warmup,
         warmup_iterations=args.num_request_iterations_for_warmup, saved_model_tags=tags,
         rest_timeout_ms=args.rest_api_timeout_in_ms, grpc_max_threads=args.grpc_max_threads or 64,
-        grpc_channel_arguments=_channel_arguments(args.grpc_channel_arguments),
+        grpc_channel_arguments=_channel_arguments(args.grpc_channel_arguments), grpc_server=grpc_server,
         max_load_retries=args.max_num_load_retries,
-        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, notes=tuple(notes),
+        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6, notes=tuple(notes + grpc_notes),
         version_zero_is_default=args.version_zero_is_default)
 
 
@@ -334,11 +340,11 @@ def _grpc_server(settings: ServerSettings, manager, metrics, plane=None):
     if not tfs_protos.available():
         log.warning("TF Serving's gRPC services (--port %d) need the tensorflow extra (pip install "
                     "tidal[tensorflow]); serving the Open Inference Protocol's alone there", settings.grpc_port)
-    from tidal.server.grpc_api import GrpcServer
+    from tidal.server.grpc_server import GrpcServer
 
     return GrpcServer(manager, metrics, settings.rest_api_host, settings.grpc_port,
                       max_message_bytes=settings.max_body_bytes, plane=plane, threads=settings.grpc_max_threads,
-                      channel_arguments=settings.grpc_channel_arguments)
+                      channel_arguments=settings.grpc_channel_arguments, engine=settings.grpc_server)
 
 
 def _read_text(path: str) -> str:

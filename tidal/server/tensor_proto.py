@@ -40,7 +40,11 @@ _SLICE = 1 << 18
 
 
 def _array(values, dtype) -> np.ndarray:
-    if len(values) <= _SLICE:
+    n = len(values)
+    if n <= 64:
+        # A few values: numpy's generic sequence discovery on a repeated field costs several times this.
+        return np.fromiter(values, dtype, n)
+    if n <= _SLICE:
         return np.array(values, dtype=dtype)
     out = np.empty(len(values), dtype=dtype)
     for i in range(0, len(values), _SLICE):

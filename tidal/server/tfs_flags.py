@@ -81,3 +81,19 @@ def check(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--{flag.name} is not supported: {flag.why}")
         notes.append(f"--{flag.name} has no effect in tidal model-server: {flag.why}")
     return notes
+
+
+def grpc_engine(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """The gRPC server engine (grpc_server.GrpcEngine's value) and a note for each grpcio-only flag it ignores.
+
+    --grpc_max_threads and --grpc_channel_arguments tune grpcio's server: given without --grpc_server,
+    they select it, so that they are honoured; given with --grpc_server loop, each gets its line.
+    """
+    grpcio_only = [name for name, given in (("grpc_max_threads", args.grpc_max_threads),
+                                            ("grpc_channel_arguments", args.grpc_channel_arguments)) if given]
+    engine = args.grpc_server or ("grpcio" if grpcio_only else "loop")
+    if engine == "grpcio":
+        return engine, []
+    return engine, [f"--{name} has no effect with --grpc_server loop (it tunes grpcio's server: --grpc_server "
+                    "grpcio)" for name in grpcio_only]
+

@@ -127,11 +127,11 @@ def signature_from_def(name: str, sig_def, tf1: bool = False) -> Signature:
     method = sig_def.method_name or PREDICT
     examples = False
     if method in (CLASSIFY, REGRESS):
-        # TF Serving feeds a classify/regress signature one string tensor of serialized tf.Examples.
-        if len(inputs) != 1 or next(iter(inputs.values())).datatype != "BYTES" or \
-                next(iter(inputs.values())).sparse:
-            raise _Unsupported(f"a {method} signature needs exactly one string input (serialized tf.Examples)")
-        examples = True
+        # TF Serving feeds a classify/regress signature one string tensor of serialized tf.Examples. One whose
+        # input is another tensor (TF Serving's own regress_x2_to_y3) is still served: Predict runs it, as in
+        # TF Serving; Classify/Regress then read its input by name from the examples' features.
+        only = next(iter(inputs.values())) if len(inputs) == 1 else None
+        examples = only is not None and only.datatype == "BYTES" and not only.sparse
     elif method != PREDICT:
         log.info("signature %r has method %r; served as predict", name, method)
         method = PREDICT
