@@ -1,0 +1,488 @@
+"""The local backend's warm pool: model-server processes started ahead (imports done, no model), each handed
+exactly one replica on assignment; and the pure decisions of what to keep started and which one to hand out.
+
+A replica from the pool skips the interpreter's start and the imports (onnxruntime, and TensorFlow for a
+SavedModel): what is left is listening, loading the model and its warmup. The processes are
+`tidal.server.warm`; see there why they are separate processes and not forks of one parent. A pool
+process serves nothing until it is assigned, and serves what it is assigned only: it turns into a plain
+`tidal model-server` with the assignment's arguments. One that dies is replaced (with a growing pause
+when they keep dying before they are ready); `close()` ends them all, and one whose control plane went
+away exits by itself (its channel closes).
+
+Kept: `size` idle processes per runtime in use. ONNX is always in use; TensorFlow once this home served
+a SavedModel (remembered in run/warm-pool.json), since a process with TensorFlow imported costs hundreds
+of megabytes. Turned off with TIDAL_WARM_POOL=off (or 0); TIDAL_WARM_POOL=N keeps N per runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidal.errors import UserError
+from tidal.server.warm import REPLICA_ENV, SLOT_ENV, SLOT_FILL
+
+log = logging.getLogger(__name__)
+
+POOL_ENV = "TIDAL_WARM_POOL"
+WARM_HOME_ENV = "TIDAL_WARM_HOME"  # marks a pool process of this home (assigned or not)
+SLOT_WIDTH = 200  # the placeholder's length: a replica id up to SLOT_WIDTH - 2 characters fits
+# Variables a runtime reads once, when it is imported or first starts: a replica that sets them must
+# start cold, since a pool process imported its runtimes without them.
+IMPORT_TIME_PREFIXES = ("OMP_", "KMP_", "MKL_", "OPENBLAS_", "GOMP_", "TF_", "XLA_", "ORT_", "ONNXRUNTIME_",
+                        "CUDA_", "NVIDIA_", "LD_", "PYTHON", "MALLOC_")
+
+
+class Flavour(StrEnum):
+    """What a pool process imported ahead (named like the runtime registry's keys)."""
+    ONNX = "onnx"
+    TENSORFLOW = "tensorflow"
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        return ("onnx", "tensorflow") if self is Flavour.TENSORFLOW else ("onnx",)
+
+
+class WarmPoolSettings(BaseModel):
+    """The pool's knobs; `size` 0 turns it off."""
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    size: int = Field(1, ge=0, le=16)                   # idle processes kept per runtime in use
+    refill_delay_seconds: float = Field(1.0, ge=0)      # after an assignment: the new replica loads first
+    assign_timeout_seconds: float = Field(2.0, gt=0)    # an idle process acknowledges within milliseconds
+    max_backoff_seconds: float = Field(60.0, gt=0)      # between replacements of processes that keep dying
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WarmPoolSettings:
+        text = env.get(POOL_ENV, "").strip().lower()
+        if text in ("", "on", "true", "yes"):
+            return cls()
+        if text in ("off", "false", "no"):
+            return cls(size=0)
+        if text.isdigit() and int(text) <= 16:
+            return cls(size=int(text))
+        raise UserError(f"{POOL_ENV} must be on, off or a number of processes per runtime (0-16), got {text!r}")
+
+
+# ---------------------------------------------------------------------------------------------- decisions
+class SlotState(StrEnum):
+    STARTING = "starting"  # importing
+    WARM = "warm"          # imported, waiting for an assignment
+
+
+@dataclass(frozen=True)
+class SlotView:
+    id: int
+    flavour: Flavour
+    state: SlotState
+
+
+@dataclass(frozen=True)
+class Deaths:
+    """Processes of one flavour that died in a row without becoming ready or serving, and when the last did."""
+    count: int = 0
+    last_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PoolView:
+    slots: tuple[SlotView, ...]
+    flavours: frozenset[Flavour]                       # runtimes in use: kept warm
+    last_assigned: Mapping[Flavour, float] = field(default_factory=dict)
+    deaths: Mapping[Flavour, Deaths] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Spawn:
+    flavour: Flavour
+
+
+@dataclass(frozen=True)
+class Refill:
+    spawn: tuple[Spawn, ...]
+    next_at: float | None  # when to decide again (a delay or a pause runs out); None: on the next event
+
+
+def backoff(deaths: Deaths, settings: WarmPoolSettings) -> float:
+    """The pause before replacing a process after `deaths.count` deaths in a row: none, 1 s, 2 s, 4 s, ..."""
+    if deaths.count == 0:
+        return 0.0
+    return min(settings.max_backoff_seconds, 2.0 ** (deaths.count - 1))
+
+
+def plan_refill(view: PoolView, now: float, settings: WarmPoolSettings) -> Refill:
+    """Start what brings each flavour in use back to `size` processes, once its delays have passed."""
+    spawn: list[Spawn] = []
+    due: list[float] = []
+    for flavour in sorted(view.flavours):
+        missing = settings.size - sum(1 for s in view.slots if s.flavour is flavour)
+        if missing <= 0:
+            continue
+        ready_at = view.last_assigned.get(flavour, float("-inf")) + settings.refill_delay_seconds
+        deaths = view.deaths.get(flavour, Deaths())
+        if deaths.count:
+            ready_at = max(ready_at, deaths.last_at + backoff(deaths, settings))
+        if now >= ready_at:
+            spawn += [Spawn(flavour)] * missing
+        else:
+            due.append(ready_at)
+    return Refill(tuple(spawn), min(due) if due else None)
+
+
+def choose(slots: tuple[SlotView, ...], want: Flavour | None) -> int | None:
+    """The idle process to hand a replica of runtime `want` (None: not known), or None to start one cold.
+
+    Best a process with that runtime imported (one with TensorFlow imported has both); for a SavedModel,
+    an ONNX one still skips the interpreter and tidal's imports. Starting ones are not handed out: the
+    assignment must be acknowledged at once, under the replica's marker.
+    """
+    warm = [s for s in slots if s.state is SlotState.WARM]
+    covers = [s for s in warm if want is not None and want.value in s.flavour.runtimes]
+    exact = [s for s in covers if s.flavour is want]
+    for group in (exact, covers, sorted(warm, key=lambda s: s.flavour is not Flavour.TENSORFLOW)):
+        if group:
+            return group[0].id
+    return None
+
+
+def unfit(replica: str, env: Mapping[str, str], pool_cuda: str | None) -> str | None:
+    """Why a replica must start cold rather than from the pool (None: it may come from the pool).
+
+    `env` is what the replica adds to the control plane's environment; `pool_cuda` the pool processes'
+    CUDA_VISIBLE_DEVICES (None: unset).
+    """
+    if len(replica) > SLOT_WIDTH - 2:
+        return "its id is longer than a pool process's marker holds"
+    if env.get("CUDA_VISIBLE_DEVICES") != pool_cuda:
+        return "it is pinned to GPUs (the pool's processes started without them)"
+    late = sorted(k for k in env if k != "CUDA_VISIBLE_DEVICES" and k.upper().startswith(IMPORT_TIME_PREFIXES))
+    if late:
+        return f"it sets {', '.join(late)}, which its runtime reads when it is imported"
+    return None
+
+
+def model_flavour(base_path: str) -> Flavour | None:
+    """The runtime a local model's latest version calls for; None for a remote store or no version yet."""
+    url = urlparse(base_path)
+    if url.scheme not in ("", "file"):
+        return None
+    root = Path(url.path if url.scheme else base_path)
+    try:
+        versions = [int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir()]
+        files = sorted(os.listdir(root / str(max(versions)))) if versions else []
+    except OSError:
+        return None
+    from tidal.models.runtimes import RUNTIMES  # the model server's own rule for which runtime loads what
+    for key, entry in RUNTIMES.items():
+        if entry.recognises(files):
+            return Flavour(key) if key in {f.value for f in Flavour} else None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ executor
+@dataclass
+class _Slot:
+    id: int
+    flavour: Flavour
+    proc: subprocess.Popen
+    channel: socket.socket
+    started_at: float
+    state: SlotState = SlotState.STARTING
+    buffer: bytes = b""
+
+    def view(self) -> SlotView:
+        return SlotView(self.id, self.flavour, self.state)
+
+
+class WarmPool:
+    """Build with the home and interpreter; `start()` once, `take()` per replica, `close()` at the end."""
+
+    def __init__(self, home_root: Path, python: str, settings: WarmPoolSettings, *, cuda: str | None = None,
+                 tensorflow_installed: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.home_root = Path(home_root)
+        self.python = python
+        self.settings = settings
+        self.cuda = cuda  # what the pool's processes see as CUDA_VISIBLE_DEVICES (None: unset)
+        self.clock = clock
+        if tensorflow_installed is None:
+            import importlib.util
+            tensorflow_installed = importlib.util.find_spec("tensorflow") is not None
+        self._tensorflow = tensorflow_installed
+        self._flavours = {Flavour.ONNX}
+        self._slots: dict[int, _Slot] = {}
+        self._next_id = 0
+        self._last_assigned: dict[Flavour, float] = {}
+        self._deaths: dict[Flavour, Deaths] = {}
+        self._retired: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        self._disabled: str | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def memory_file(self) -> Path:
+        return self.home_root / "run" / "warm-pool.json"
+
+    @property
+    def output_file(self) -> Path:
+        return self.home_root / "logs" / "warm-pool.out"
+
+    def start(self) -> None:
+        """Start the processes and the thread that keeps them (idempotent)."""
+        if self._thread is not None or self._closed:
+            return
+        try:
+            remembered = json.loads(self.memory_file.read_text()).get("flavours", [])
+        except (OSError, ValueError, AttributeError):
+            remembered = []
+        for name in remembered:
+            if name in {f.value for f in Flavour}:
+                self._use(Flavour(name), remember=False)
+        self._thread = threading.Thread(target=self._keep, name="warm-pool", daemon=True)
+        self._thread.start()
+
+    def _use(self, flavour: Flavour, remember: bool = True) -> None:
+        if flavour is Flavour.TENSORFLOW and not self._tensorflow:
+            return
+        if flavour in self._flavours:
+            return
+        self._flavours.add(flavour)
+        if remember:
+            try:
+                self.memory_file.parent.mkdir(parents=True, exist_ok=True)
+                self.memory_file.write_text(json.dumps({"flavours": sorted(self._flavours)}) + "\n")
+            except OSError as exc:
+                log.warning("warm pool: cannot remember the runtimes in use in %s: %s", self.memory_file, exc)
+
+    # -- assignment (the control loop's thread)
+    def take(self, flavour: Flavour | None, replica: str, argv: list[str], env: dict[str, str],
+             output: Path) -> subprocess.Popen | None:
+        """Hand `replica` to an idle process: it runs `tidal <argv>` with `env` added, printing to `output`.
+        The process once it carries the replica's marker, or None (start it cold)."""
+        if flavour is not None:
+            self._use(flavour)
+        self._poke()
+        with self._lock:
+            if self._closed or self._disabled:
+                return None
+            chosen = choose(tuple(s.view() for s in self._slots.values()), flavour)
+            slot = self._slots.pop(chosen) if chosen is not None else None
+            if slot is not None:
+                self._last_assigned[slot.flavour] = self.clock()
+                self._retired.append(slot.channel)  # closed by the keeper thread, which may be selecting on it
+        if slot is None:
+            return None
+        message = {"replica": replica, "argv": argv, "env": env, "output": str(output)}
+        reply = b""
+        try:
+            slot.channel.settimeout(self.settings.assign_timeout_seconds)
+            slot.channel.sendall(json.dumps(message).encode() + b"\n")
+            while not reply.endswith(b"\n"):
+                chunk = slot.channel.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            answer = json.loads(reply) if reply else {}
+        except (OSError, ValueError):
+            answer = {}
+        if answer.get("ok") is not True:
+            log.warning("warm pool: process %d did not take replica %s (%s); starting it cold", slot.proc.pid,
+                        replica, answer.get("error") or "no answer")
+            _end(slot.proc)
+            return None
+        log.info("replica %s from the warm pool: process %d (%s imported ahead)", replica, slot.proc.pid,
+                 slot.flavour)
+        return slot.proc
+
+    # -- keeping the pool (its own thread)
+    def _keep(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                for channel in self._retired:
+                    channel.close()
+                self._retired.clear()
+                view = PoolView(tuple(s.view() for s in self._slots.values()), frozenset(self._flavours),
+                                dict(self._last_assigned), dict(self._deaths))
+                plan = (plan_refill(view, self.clock(), self.settings) if not self._disabled
+                        else Refill((), None))
+            for command in plan.spawn:
+                self._spawn(command.flavour)
+            with self._lock:
+                channels = {s.channel.fileno(): s for s in self._slots.values()}
+            timeout = None if plan.next_at is None else max(0.0, plan.next_at - self.clock())
+            try:
+                readable, _, _ = select.select([self._wake_r, *channels], [], [], timeout)
+            except (OSError, ValueError):
+                continue  # a channel was closed meanwhile: look again with the current ones
+            if self._wake_r in readable:
+                os.read(self._wake_r, 4096)
+            for fd in readable:
+                if fd in channels:
+                    self._hear(channels[fd])
+
+    def _hear(self, slot: _Slot) -> None:
+        with self._lock:
+            if self._slots.get(slot.id) is not slot:
+                return  # taken meanwhile: its answer is the assignment's
+            try:
+                chunk = slot.channel.recv(4096)
+            except OSError:
+                chunk = b""
+            slot.buffer += chunk
+            if chunk and not slot.buffer.endswith(b"\n"):
+                return
+            try:
+                message = json.loads(slot.buffer) if chunk else {}
+            except ValueError:
+                message = {"unfit": "it said something that is not JSON"}
+            slot.buffer = b""
+            if message.get("ready") is True and slot.state is SlotState.STARTING:
+                slot.state = SlotState.WARM
+                self._deaths.pop(slot.flavour, None)
+                log.info("warm pool: %s process %d ready after %.2f s (%s resident)", slot.flavour,
+                         slot.proc.pid, self.clock() - slot.started_at, _mib(memory(slot.proc.pid)["rss"]))
+                return
+            del self._slots[slot.id]
+            if "unfit" in message:
+                self._disabled = str(message["unfit"])
+            else:  # it went away (killed, out of memory, a broken install) or spoke out of turn
+                previous = self._deaths.get(slot.flavour, Deaths())
+                self._deaths[slot.flavour] = Deaths(previous.count + 1, self.clock())
+        slot.channel.close()
+        if "unfit" in message:
+            log.warning("warm pool off: a pool process %s; replicas start cold", self._disabled)
+        else:
+            log.warning("warm pool: %s process %d ended (%s); it is replaced", slot.flavour, slot.proc.pid,
+                        _exit_status(slot.proc))
+        _end(slot.proc)
+
+    def _spawn(self, flavour: Flavour) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env.pop(REPLICA_ENV, None)
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        if self.cuda is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.cuda
+        env.update({"TIDAL_HOME": str(self.home_root), WARM_HOME_ENV: str(self.home_root),
+                    SLOT_ENV: SLOT_FILL * SLOT_WIDTH})
+        argv = [self.python, "-P", "-m", "tidal.server.warm", "--channel-fd", str(theirs.fileno()),
+                "--runtimes", ",".join(flavour.runtimes)]
+        try:
+            self.output_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.output_file, "ab") as out:
+                # A session of its own, as a replica started cold: once assigned it outlives the control plane.
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, pass_fds=(theirs.fileno(),), start_new_session=True,
+                                        close_fds=True)
+        except OSError as exc:
+            ours.close()
+            with self._lock:
+                previous = self._deaths.get(flavour, Deaths())
+                self._deaths[flavour] = Deaths(previous.count + 1, self.clock())
+            log.warning("warm pool: cannot start a %s process: %s", flavour, exc)
+            return
+        finally:
+            theirs.close()
+        with self._lock:
+            if self._closed:
+                ours.close()
+                _end(proc)
+                return
+            self._next_id += 1
+            self._slots[self._next_id] = _Slot(self._next_id, flavour, proc, ours, self.clock())
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_w, b".")
+        except OSError:
+            pass
+
+    # -- reporting and the end
+    def status(self) -> dict:
+        """The pool's processes and what they cost in memory (resident, and proportional: shared pages split)."""
+        with self._lock:
+            slots = list(self._slots.values())
+            disabled = self._disabled
+        procs = [{"pid": s.proc.pid, "runtimes": list(s.flavour.runtimes), "state": str(s.state),
+                  **memory(s.proc.pid)} for s in slots]
+        return {"enabled": self.settings.enabled and not disabled, "off_because": disabled,
+                "size_per_runtime": self.settings.size, "runtimes_in_use": sorted(self._flavours),
+                "processes": procs, "rss_bytes": sum(p["rss"] for p in procs),
+                "pss_bytes": sum(p["pss"] for p in procs)}
+
+    def close(self) -> None:
+        """End every process not yet assigned, and the keeper thread."""
+        with self._lock:
+            self._closed = True
+            slots = list(self._slots.values())
+            self._slots.clear()
+            retired, self._retired = self._retired, []
+        self._poke()
+        if self._thread is not None:
+            self._thread.join(5)
+        for slot in slots:
+            slot.channel.close()
+            _end(slot.proc)
+        for channel in retired:
+            channel.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Kill and reap a pool process: it holds no model and no request."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _exit_status(proc: subprocess.Popen) -> str:
+    try:
+        code = proc.wait(2)
+    except subprocess.TimeoutExpired:
+        return "its channel closed"
+    return f"signal {-code}" if code < 0 else f"status {code}"
+
+
+def memory(pid: int) -> dict[str, int]:
+    """A process's resident and proportional set sizes in bytes (0 where /proc does not say)."""
+    out = {"rss": 0, "pss": 0}
+    for path, key, name in ((f"/proc/{pid}/status", "VmRSS:", "rss"), (f"/proc/{pid}/smaps_rollup", "Pss:", "pss")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        out[name] = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
