@@ -286,9 +286,17 @@ class WarmPool:
             slot = self._slots.pop(chosen) if chosen is not None else None
             if slot is not None:
                 self._last_assigned[slot.flavour] = self.clock()
-                self._retired.append(slot.channel)  # closed by the keeper thread, which may be selecting on it
         if slot is None:
             return None
+        try:
+            return self._assign(slot, replica, argv, env, output)
+        finally:
+            with self._lock:
+                self._retired.append(slot.channel)  # closed by the keeper thread, which may be selecting on it
+            self._poke()
+
+    def _assign(self, slot: _Slot, replica: str, argv: list[str], env: dict[str, str],
+                output: Path) -> subprocess.Popen | None:
         message = {"replica": replica, "argv": argv, "env": env, "output": str(output)}
         reply = b""
         try:
