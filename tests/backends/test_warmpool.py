@@ -82,6 +82,9 @@ def test_a_replica_from_the_pool_serves_its_model_only(tmp_path, half_plus_two_b
         first = wait(lambda: warm_pids(b), what="a warm pool process")[0]
         status = b.warm_pool_status()
         assert status["enabled"] and status["rss_bytes"] > 0 and status["runtimes_in_use"] == ["onnx"]
+        published = home / "run" / "warm-pool.json"
+        wait(lambda: json.loads(published.read_text())["processes"] == [
+            {"pid": first, "flavour": "onnx", "state": "warm"}], timeout=5, what="the pool in run/warm-pool.json")
 
         a = b.start_replica(ReplicaLaunch("hp-1", "hp", "n0", "half_plus_two", f"file://{half_plus_two_base}",
                                           "latest", 0, env={"OSS_ACCESS_KEY_SECRET": "shh"}))

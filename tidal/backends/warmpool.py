@@ -11,7 +11,8 @@ away exits by itself (its channel closes).
 
 Kept: `size` idle processes per runtime in use. ONNX is always in use; TensorFlow once this home served
 a SavedModel (remembered in run/warm-pool.json), since a process with TensorFlow imported costs hundreds
-of megabytes. Turned off with TIDAL_WARM_POOL=off (or 0); TIDAL_WARM_POOL=N keeps N per runtime.
+of megabytes. Turned off with TIDAL_WARM_POOL=off (or 0); TIDAL_WARM_POOL=N keeps N per runtime. The
+pool's processes and states are in run/warm-pool.json; `LocalBackend.warm_pool_status()` adds their memory.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidal.errors import UserError
+from tidal.files import write_private
 from tidal.server.warm import REPLICA_ENV, SLOT_ENV, SLOT_FILL
 
 log = logging.getLogger(__name__)
@@ -254,22 +256,19 @@ class WarmPool:
             remembered = []
         for name in remembered:
             if name in {f.value for f in Flavour}:
-                self._use(Flavour(name), remember=False)
+                self._use(Flavour(name))
         self._thread = threading.Thread(target=self._keep, name="warm-pool", daemon=True)
         self._thread.start()
 
-    def _use(self, flavour: Flavour, remember: bool = True) -> None:
+    def _use(self, flavour: Flavour) -> None:
+        """Keep `flavour` warm from now on (TensorFlow only where it is installed)."""
         if flavour is Flavour.TENSORFLOW and not self._tensorflow:
             return
-        if flavour in self._flavours:
-            return
-        self._flavours.add(flavour)
-        if remember:
-            try:
-                self.memory_file.parent.mkdir(parents=True, exist_ok=True)
-                self.memory_file.write_text(json.dumps({"flavours": sorted(self._flavours)}) + "\n")
-            except OSError as exc:
-                log.warning("warm pool: cannot remember the runtimes in use in %s: %s", self.memory_file, exc)
+        with self._lock:
+            new = flavour not in self._flavours
+            self._flavours.add(flavour)
+        if new:
+            self._poke()  # the keeper starts it, and writes it down for the next start
 
     # -- assignment (the control loop's thread)
     def take(self, flavour: Flavour | None, replica: str, argv: list[str], env: dict[str, str],
@@ -321,6 +320,7 @@ class WarmPool:
 
     # -- keeping the pool (its own thread)
     def _keep(self) -> None:
+        published = None
         while True:
             with self._lock:
                 if self._closed:
@@ -336,6 +336,7 @@ class WarmPool:
                 self._spawn(command.flavour)
             with self._lock:
                 channels = {s.channel.fileno(): s for s in self._slots.values()}
+                published = self._publish(published)
             timeout = None if plan.next_at is None else max(0.0, plan.next_at - self.clock())
             try:
                 readable, _, _ = select.select([self._wake_r, *channels], [], [], timeout)
@@ -418,6 +419,20 @@ class WarmPool:
             self._next_id += 1
             self._slots[self._next_id] = _Slot(self._next_id, flavour, proc, ours, self.clock())
 
+    def _publish(self, last: tuple | None) -> tuple:
+        """Write run/warm-pool.json when the pool changed: the runtimes in use (read again at the next
+        start) and its processes, for `cat` and for benchmarks that wait for a warm pool."""
+        now = (tuple(sorted(self._flavours)), tuple((s.proc.pid, str(s.flavour), str(s.state))
+                                                     for s in self._slots.values()), self._disabled)
+        if now != last:
+            doc = {"flavours": list(now[0]), "off_because": self._disabled,
+                   "processes": [{"pid": pid, "flavour": f, "state": st} for pid, f, st in now[1]]}
+            try:
+                write_private(self.memory_file, json.dumps(doc) + "\n")
+            except OSError as exc:
+                log.warning("warm pool: cannot write %s: %s", self.memory_file, exc)
+        return now
+
     def _poke(self) -> None:
         try:
             os.write(self._wake_w, b".")
@@ -430,10 +445,11 @@ class WarmPool:
         with self._lock:
             slots = list(self._slots.values())
             disabled = self._disabled
+            flavours = sorted(self._flavours)
         procs = [{"pid": s.proc.pid, "runtimes": list(s.flavour.runtimes), "state": str(s.state),
                   **memory(s.proc.pid)} for s in slots]
         return {"enabled": self.settings.enabled and not disabled, "off_because": disabled,
-                "size_per_runtime": self.settings.size, "runtimes_in_use": sorted(self._flavours),
+                "size_per_runtime": self.settings.size, "runtimes_in_use": flavours,
                 "processes": procs, "rss_bytes": sum(p["rss"] for p in procs),
                 "pss_bytes": sum(p["pss"] for p in procs)}
 
