@@ -99,3 +99,18 @@ def test_model_flavour_follows_the_latest_version(tmp_path):
     assert model_flavour(str(tmp_path / "m")) is TF
     for unknown in (str(tmp_path / "none"), "s3://bucket/m", str(tmp_path)):
         assert model_flavour(unknown) is None
+
+
+@pytest.mark.parametrize("files", [["model.onnx"], ["Model.ONNX", "x"], ["saved_model.pb", "variables"],
+                                   ["saved_model.pbtxt"], ["saved_model.pb", "model.onnx"], ["README"], []])
+def test_the_guess_agrees_with_the_model_servers_registry(tmp_path, files):
+    from tidal.errors import FailedPrecondition
+    from tidal.models.runtimes import detect
+    (tmp_path / "m" / "7").mkdir(parents=True)
+    for f in files:
+        (tmp_path / "m" / "7" / f).write_bytes(b"")
+    try:
+        expected = Flavour(detect(str(tmp_path / "m" / "7")))
+    except FailedPrecondition:
+        expected = None
+    assert model_flavour(str(tmp_path / "m")) is expected

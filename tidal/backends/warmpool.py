@@ -190,11 +190,16 @@ def model_flavour(base_path: str) -> Flavour | None:
         files = sorted(os.listdir(root / str(max(versions)))) if versions else []
     except OSError:
         return None
-    from tidal.models.runtimes import RUNTIMES  # the model server's own rule for which runtime loads what
-    for key, entry in RUNTIMES.items():
-        if entry.recognises(files):
-            return Flavour(key) if key in {f.value for f in Flavour} else None
-    return None
+    return next((flavour for flavour, recognises in _RECOGNISERS if recognises(files)), None)
+
+
+# The model server's runtime registry (tidal.models.runtimes) decides what loads a version; these mirror its
+# rules, in its order, without importing it (and numpy) into the control plane. A wrong guess would only pick
+# a pool process with fewer imports done: slower, never wrong.
+_RECOGNISERS = (
+    (Flavour.ONNX, lambda files: any(f.lower().endswith(".onnx") for f in files)),
+    (Flavour.TENSORFLOW, lambda files: "saved_model.pb" in files or "saved_model.pbtxt" in files),
+)
 
 
 # ------------------------------------------------------------------------------------------------ executor
