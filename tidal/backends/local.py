@@ -128,7 +128,8 @@ class SpotTraceReplay:
 
 
 class LocalBackend:
-    """Build with the installation's home; nothing runs until a node or replica is asked for."""
+    """Build with the installation's home; nothing runs until a node or replica is asked for (with a warm
+    pool, its processes start at `adopt()`, the control plane's start)."""
 
     def __init__(self, home_root: Path, *, python: str | None = None, host: str = "127.0.0.1",
                  gpus: int | None = None, ready_timeout: float = 1.0,
@@ -236,7 +237,9 @@ class LocalBackend:
         if self.warm is None:
             return None
         added = {k: v for k, v in env.items() if os.environ.get(k) != v}
-        why = unfit(launch.replica, {**launch.env, "CUDA_VISIBLE_DEVICES": env.get("CUDA_VISIBLE_DEVICES")},
+        cuda = env.get("CUDA_VISIBLE_DEVICES")  # as pinned above, whatever launch.env said
+        settings = {k: v for k, v in launch.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        why = unfit(launch.replica, {**settings, **({"CUDA_VISIBLE_DEVICES": cuda} if cuda is not None else {})},
                     self.warm.cuda)
         if why is not None:
             log.info("replica %s starts cold: %s", launch.replica, why)
