@@ -2,8 +2,8 @@
 
 import pytest
 
-from tidal.backends.warmpool import (Deaths, Flavour, PoolView, Refill, SlotState, SlotView, Spawn, WarmPoolSettings,
-                                     backoff, choose, model_flavour, plan_refill, unfit)
+from tidal.backends.warmpool_decide import (Deaths, Flavour, PoolView, Refill, SlotState, SlotView, Spawn,
+                                            WarmPoolSettings, backoff, choose, model_flavour, plan_refill, unfit)
 from tidal.errors import UserError
 
 ONNX, TF = Flavour.ONNX, Flavour.TENSORFLOW

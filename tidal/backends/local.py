@@ -17,7 +17,8 @@ import orjson
 
 from tidal.backends.base import (Adoption, CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase, ReplicaRef,
                                  ReplicaStatus, StartedReplica)
-from tidal.backends.warmpool import WarmPool, WarmPoolSettings, model_flavour, unfit
+from tidal.backends.warmpool import WarmPool
+from tidal.backends.warmpool_decide import WarmPoolSettings, model_flavour, unfit
 from tidal.http.client import ClientError, HttpClient
 from tidal.logs import child_log_env, child_output, last_line
 
