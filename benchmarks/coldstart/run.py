@@ -99,6 +99,26 @@ def phases(base: Path, name: str, runs: int) -> dict:
     return {k: stats(v) for k, v in parts.items()}
 
 
+def warm_phases(base: Path, name: str, runs: int) -> dict:
+    """What a replica from the warm pool still does once assigned: listen + model load, first answer."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runtimes = "onnx,tensorflow" if name.endswith("_tf") else "onnx"
+    parts: dict[str, list[float]] = {k: [] for k in ("preload", "model_load", "first_inference",
+                                                        "assigned_to_first_answer")}
+    for _ in range(runs):
+        out = subprocess.run([PY, str(REPO / "benchmarks" / "coldstart" / "phases.py"), str(base), name,
+                              json.dumps(BODIES[name]), f"warm:{runtimes}"], env=env, capture_output=True, text=True,
+                             check=True)
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        assert m["statuses"] == [200, 200], m
+        parts["preload"].append(m["preloaded"] - m["main"])
+        # The ModelServer's construction (settings, no imports left) counts as assignment work.
+        parts["model_load"].append(m["model_load"] - m["preloaded"])
+        parts["first_inference"].append(m["first_inference"] - m["model_load"])
+        parts["assigned_to_first_answer"].append(m["first_inference"] - m["preloaded"])
+    return {k: stats(v) for k, v in parts.items()}
+
+
 def plain_once(base: Path, name: str) -> float:
     """`tidal model-server` launched -> its first 200 to a predict request (sent every 5 ms)."""
     body = json.dumps(BODIES[name]).encode()
@@ -275,7 +295,8 @@ def main() -> int:
         for name, base in models.items():
             if not args.skip_phases:
                 print(f"{name}: phases", file=sys.stderr, flush=True)
-                result["models"][name] = {"phases": phases(base, name, args.runs)}
+                result["models"][name] = {"phases": phases(base, name, args.runs),
+                                          "warm_phases": warm_phases(base, name, args.runs)}
         for name, measured in from_zero(models, args.runs, tmp, args.warm_pool).items():
             result["models"][name].update(measured)
             result["models"][name]["ratio_from_zero_to_plain"] = (
