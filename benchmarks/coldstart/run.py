@@ -277,6 +277,7 @@ def main() -> int:
     p.add_argument("--warm-pool", choices=("on", "off"), default="on",
                    help="the control plane's warm pool of model servers (TIDAL_WARM_POOL; default on, as in tidal up)")
     p.add_argument("--skip-phases", action="store_true", help="only the runs from zero and the plain starts")
+    p.add_argument("--skip-from-zero", action="store_true", help="only the phases (no control plane)")
     p.add_argument("-o", "--output", help="write the result as JSON here too")
     args = p.parse_args()
     names = [m for m in args.models.split(",") if m]
@@ -297,7 +298,8 @@ def main() -> int:
                 print(f"{name}: phases", file=sys.stderr, flush=True)
                 result["models"][name] = {"phases": phases(base, name, args.runs),
                                           "warm_phases": warm_phases(base, name, args.runs)}
-        for name, measured in from_zero(models, args.runs, tmp, args.warm_pool).items():
+        for name, measured in ({} if args.skip_from_zero else from_zero(models, args.runs, tmp,
+                                                                          args.warm_pool)).items():
             result["models"][name].update(measured)
             result["models"][name]["ratio_from_zero_to_plain"] = (
                 measured["from_zero"]["total"]["median"] / measured["plain"]["median"])
