@@ -163,33 +163,42 @@ class WarmPool:
 
     # -- keeping the pool (its own thread)
     def _keep(self) -> None:
-        published = None
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                for channel in self._retired:
-                    channel.close()
-                self._retired.clear()
-                view = PoolView(tuple(s.view() for s in self._slots.values()), frozenset(self._flavours),
-                                dict(self._last_assigned), dict(self._deaths))
-                plan = (plan_refill(view, self.clock(), self.settings) if not self._disabled
-                        else Refill((), None))
-            for command in plan.spawn:
-                self._spawn(command.flavour)
-            with self._lock:
-                channels = {s.channel.fileno(): s for s in self._slots.values()}
-                published = self._publish(published)
-            timeout = None if plan.next_at is None else max(0.0, plan.next_at - self.clock())
+        published: tuple | None = None
+        while not self._closed:
             try:
-                readable, _, _ = select.select([self._wake_r, *channels], [], [], timeout)
-            except (OSError, ValueError):
-                continue  # a channel was closed meanwhile: look again with the current ones
-            if self._wake_r in readable:
-                os.read(self._wake_r, 4096)
-            for fd in readable:
-                if fd in channels:
-                    self._hear(channels[fd])
+                published = self._keep_once(published)
+            except Exception:  # a bad pass must not end the pool's upkeep
+                log.exception("warm pool: upkeep pass failed")
+                time.sleep(1.0)
+
+    def _keep_once(self, published: tuple | None) -> tuple | None:
+        """One pass: start what is missing, then wait for a process to speak or die, or for a delay to end."""
+        with self._lock:
+            if self._closed:
+                return published
+            for channel in self._retired:
+                channel.close()
+            self._retired.clear()
+            view = PoolView(tuple(s.view() for s in self._slots.values()), frozenset(self._flavours),
+                            dict(self._last_assigned), dict(self._deaths))
+            plan = (plan_refill(view, self.clock(), self.settings) if not self._disabled
+                    else Refill((), None))
+        for command in plan.spawn:
+            self._spawn(command.flavour)
+        with self._lock:
+            channels = {s.channel.fileno(): s for s in self._slots.values()}
+        published = self._publish(published)
+        timeout = None if plan.next_at is None else max(0.0, plan.next_at - self.clock())
+        try:
+            readable, _, _ = select.select([self._wake_r, *channels], [], [], timeout)
+        except (OSError, ValueError):
+            return published  # a channel was closed meanwhile: look again with the current ones
+        if self._wake_r in readable:
+            os.read(self._wake_r, 4096)
+        for fd in readable:
+            if fd in channels:
+                self._hear(channels[fd])
+        return published
 
     def _hear(self, slot: _Slot) -> None:
         with self._lock:
@@ -265,10 +274,11 @@ class WarmPool:
     def _publish(self, last: tuple | None) -> tuple:
         """Write run/warm-pool.json when the pool changed: the runtimes in use (read again at the next
         start) and its processes, for `cat` and for benchmarks that wait for a warm pool."""
-        now = (tuple(sorted(self._flavours)), tuple((s.proc.pid, str(s.flavour), str(s.state))
-                                                     for s in self._slots.values()), self._disabled)
+        with self._lock:
+            now = (tuple(sorted(self._flavours)), tuple((s.proc.pid, str(s.flavour), str(s.state))
+                                                         for s in self._slots.values()), self._disabled)
         if now != last:
-            doc = {"flavours": list(now[0]), "off_because": self._disabled,
+            doc = {"flavours": list(now[0]), "off_because": now[2],
                    "processes": [{"pid": pid, "flavour": f, "state": st} for pid, f, st in now[1]]}
             try:
                 write_private(self.memory_file, json.dumps(doc) + "\n")
@@ -277,6 +287,8 @@ class WarmPool:
         return now
 
     def _poke(self) -> None:
+        if self._closed:
+            return  # its pipe is closed, and the descriptor may be another file's by now
         try:
             os.write(self._wake_w, b".")
         except OSError:
