@@ -48,10 +48,10 @@ def _find_slot() -> tuple[int, int]:
     """(address, length) of the placeholder entry `TIDAL_WARM_SLOT=xxx...` in the initial environment."""
     start, end = _environ_region()
     raw = ctypes.string_at(start, end - start)
-    at = raw.find(b"\0" + SLOT_ENV.encode() + b"=")
-    if at < 0:
+    key = SLOT_ENV.encode() + b"="
+    at = 0 if raw.startswith(key) else raw.find(b"\0" + key) + 1
+    if at == 0 and not raw.startswith(key):
         raise RuntimeError(f"no {SLOT_ENV} placeholder in this process's environment")
-    at += 1
     length = raw.index(b"\0", at) - at
     return start + at, length
 
