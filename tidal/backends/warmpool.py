@@ -1,5 +1,5 @@
 """The local backend's warm pool: model-server processes started ahead (imports done, no model), each handed
-exactly one replica on assignment; and the pure decisions of what to keep started and which one to hand out.
+exactly one replica on assignment. What to keep started and which one to hand out: `warmpool_decide`.
 
 A replica from the pool skips the interpreter's start and the imports (onnxruntime, and TensorFlow for a
 SavedModel): what is left is listening, loading the model and its warmup. The processes are
