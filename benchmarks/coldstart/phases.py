@@ -3,6 +3,9 @@
 Run by benchmarks/coldstart/run.py as a fresh interpreter per run; it builds the same
 `ModelServer` that `tidal model-server` runs, then asks it over HTTP. Prints one JSON line
 of wall-clock instants (time.time()) that the parent subtracts from its launch instant.
+With a fourth argument `warm:RUNTIMES` it first does what a warm pool process does before
+its assignment (`tidal.server.warm.preload` and freezing the imports) and marks `preloaded`:
+what follows is what a replica from the pool still has to do.
 """
 
 import time
@@ -23,8 +26,16 @@ async def _ask(port: int, name: str, body: bytes) -> int:
     return status
 
 
-async def main(base: str, name: str, body: str) -> dict:
+async def main(base: str, name: str, body: str, warm: str = "") -> dict:
     marks = {"main": T_MAIN}
+    if warm:
+        import gc
+
+        from tidal.server.warm import preload
+        preload(warm.removeprefix("warm:").split(","))
+        gc.collect()
+        gc.freeze()
+        marks["preloaded"] = time.time()
     import argparse
     from tidal.server.main import ModelServer, add_arguments, settings_from_args
     parser = argparse.ArgumentParser()
@@ -46,4 +57,4 @@ async def main(base: str, name: str, body: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))), flush=True)
+    print(json.dumps(asyncio.run(main(*sys.argv[1:5]))), flush=True)

@@ -14,6 +14,10 @@ Three measurements per model, `--runs` each, median and p90:
   the service is at zero with no replica process left, sends one predict request to the gateway
   and times its answer; the control plane's events split it into request -> the gateway's wake
   (ScaleFromZero), -> replica started (ReplicaScheduled), -> ready (ReplicaReady), -> answered.
+  With the warm pool (`--warm-pool on`, the default, as `tidal up` has it) each run also waits until
+  the pool has a warm process for every runtime in use (run/warm-pool.json), as the service's idle
+  period (300 s by default, 1 s here) leaves it; each run records whether its replica came from the
+  pool, and the pool processes' memory (resident and proportional) is sampled.
 Models are built from examples/ into a temporary directory (already on local disk when timed);
 the `_tf` ones (TensorFlow SavedModels) need `tidal[tensorflow]`.
 """
@@ -95,6 +99,26 @@ def phases(base: Path, name: str, runs: int) -> dict:
     return {k: stats(v) for k, v in parts.items()}
 
 
+def warm_phases(base: Path, name: str, runs: int) -> dict:
+    """What a replica from the warm pool still does once assigned: listen + model load, first answer."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runtimes = "onnx,tensorflow" if name.endswith("_tf") else "onnx"
+    parts: dict[str, list[float]] = {k: [] for k in ("preload", "model_load", "first_inference",
+                                                        "assigned_to_first_answer")}
+    for _ in range(runs):
+        out = subprocess.run([PY, str(REPO / "benchmarks" / "coldstart" / "phases.py"), str(base), name,
+                              json.dumps(BODIES[name]), f"warm:{runtimes}"], env=env, capture_output=True, text=True,
+                             check=True)
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        assert m["statuses"] == [200, 200], m
+        parts["preload"].append(m["preloaded"] - m["main"])
+        # The ModelServer's construction (settings, no imports left) counts as assignment work.
+        parts["model_load"].append(m["model_load"] - m["preloaded"])
+        parts["first_inference"].append(m["first_inference"] - m["model_load"])
+        parts["assigned_to_first_answer"].append(m["first_inference"] - m["preloaded"])
+    return {k: stats(v) for k, v in parts.items()}
+
+
 def plain_once(base: Path, name: str) -> float:
     """`tidal model-server` launched -> its first 200 to a predict request (sent every 5 ms)."""
     body = json.dumps(BODIES[name]).encode()
@@ -120,9 +144,9 @@ def plain_once(base: Path, name: str) -> float:
 
 
 class ControlPlane:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, warm_pool: str) -> None:
         self.home = home
-        self.env = dict(os.environ, TIDAL_HOME=str(home))
+        self.env = dict(os.environ, TIDAL_HOME=str(home), TIDAL_WARM_POOL=warm_pool)
         self.env.pop("TIDAL_API", None)
         self.env.pop("TIDAL_TOKEN", None)
 
@@ -143,15 +167,37 @@ class ControlPlane:
     def service(self, name: str) -> dict:
         return next(s for s in self.api("/top")["services"] if s["name"] == name)
 
+    def pool(self) -> dict:
+        try:
+            return json.loads((self.home / "run" / "warm-pool.json").read_text())
+        except (OSError, ValueError):
+            return {"flavours": [], "processes": []}
+
+    def pool_warm(self) -> bool:
+        doc = self.pool()
+        warm = {p["flavour"] for p in doc["processes"] if p["state"] == "warm"}
+        return bool(doc["flavours"]) and set(doc["flavours"]) <= warm
+
+    def pool_memory(self) -> dict[str, dict[str, int]]:
+        """Each warm pool process's resident and proportional set size, by runtime."""
+        from tidal.backends.warmpool import memory
+        return {p["flavour"]: memory(p["pid"]) for p in self.pool()["processes"] if p["state"] == "warm"}
+
+    def replica_from_pool(self, name: str) -> bool:
+        from tidal.backends.local import proc_environ
+        from tidal.backends.warmpool import WARM_HOME_ENV
+        pids = [r["pid"] for r in self.api(f"/services/{name}")["replicas"] if r["state"] == "ready" and r["pid"]]
+        return bool(pids) and proc_environ(pids[0]).get(WARM_HOME_ENV) == str(self.home)
+
     def processes(self, name: str) -> int:
         return sum(1 for r in self.api(f"/services/{name}")["replicas"] if r["state"] != "stopped"
                    and r["state"] != "failed")
 
 
-def from_zero(models: dict[str, Path], runs: int, tmp: Path) -> dict:
+def from_zero(models: dict[str, Path], runs: int, tmp: Path, warm_pool: str) -> dict:
     """Each run from zero is followed by a plain start of the same model, so both see the same load."""
     home = tmp / "home"
-    cp = ControlPlane(home)
+    cp = ControlPlane(home, warm_pool)
     bucket = tmp / "bucket"
     bucket.mkdir()
     for name, base in models.items():
@@ -174,18 +220,25 @@ def from_zero(models: dict[str, Path], runs: int, tmp: Path) -> dict:
             parts: dict[str, list[float]] = {k: [] for k in ("to_wake", "wake_to_started", "started_to_ready",
                                                              "ready_to_answer", "total")}
             plain: list[float] = []
+            from_pool = 0
+            memory: dict[str, dict[str, list[int]]] = {}
             for _ in range(runs):
                 deadline = time.time() + 120
-                while not (cp.service(svc)["scaled_to_zero"] and cp.processes(svc) == 0):
+                while not (cp.service(svc)["scaled_to_zero"] and cp.processes(svc) == 0
+                           and (warm_pool == "off" or cp.pool_warm())):
                     if time.time() > deadline:
-                        raise RuntimeError(f"{svc} did not go to zero")
+                        raise RuntimeError(f"{svc} did not go to zero (or its warm pool did not warm up)")
                     time.sleep(0.2)
+                for flavour, m in cp.pool_memory().items():
+                    for k, v in m.items():
+                        memory.setdefault(flavour, {}).setdefault(k, []).append(v)
                 since = max([e["id"] for e in cp.api("/events?limit=1")] or [0])
                 t0 = time.time()
                 status = post(f"{gateway}/services/{svc}/v1/models/{name}:predict", body, 120)
                 t1 = time.time()
                 if status != 200:
                     raise RuntimeError(f"{svc}: the request after a cold start answered {status}")
+                from_pool += cp.replica_from_pool(svc)
                 # Events carry the control plane's (virtual) time: map it back to real time.
                 r0 = time.time()
                 virtual_now = cp.api("/top")["time"]
@@ -205,7 +258,10 @@ def from_zero(models: dict[str, Path], runs: int, tmp: Path) -> dict:
                 print(f"  {name} from zero: {t1 - t0:.3f}s, plain start: {plain[-1]:.3f}s", file=sys.stderr,
                       flush=True)
             out[name] = {"from_zero": {k: stats(v) for k, v in parts.items()}, "plain": stats(plain),
-                         "ratio_per_run": stats([z / p for z, p in zip(parts["total"], plain)])}
+                         "ratio_per_run": stats([z / p for z, p in zip(parts["total"], plain)]),
+                         "replicas_from_the_warm_pool": from_pool,
+                         "warm_pool_memory_median_bytes": {f: {k: int(statistics.median(v)) for k, v in m.items()}
+                                                           for f, m in memory.items()}}
     finally:
         try:
             cp.tidal("down")
@@ -218,6 +274,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--models", default="half_plus_two,sentiment")
+    p.add_argument("--warm-pool", choices=("on", "off"), default="on",
+                   help="the control plane's warm pool of model servers (TIDAL_WARM_POOL; default on, as in tidal up)")
+    p.add_argument("--skip-phases", action="store_true", help="only the runs from zero and the plain starts")
+    p.add_argument("--skip-from-zero", action="store_true", help="only the phases (no control plane)")
     p.add_argument("-o", "--output", help="write the result as JSON here too")
     args = p.parse_args()
     names = [m for m in args.models.split(",") if m]
@@ -231,11 +291,15 @@ def main() -> int:
             models[name] = base
         result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                               "platform": platform.platform(), "load_average": os.getloadavg()},
-                  "runs": args.runs, "interpreter": interpreter(args.runs), "models": {}}
+                  "runs": args.runs, "warm_pool": args.warm_pool, "interpreter": interpreter(args.runs),
+                  "models": {name: {} for name in models}}
         for name, base in models.items():
-            print(f"{name}: phases", file=sys.stderr, flush=True)
-            result["models"][name] = {"phases": phases(base, name, args.runs)}
-        for name, measured in from_zero(models, args.runs, tmp).items():
+            if not args.skip_phases:
+                print(f"{name}: phases", file=sys.stderr, flush=True)
+                result["models"][name] = {"phases": phases(base, name, args.runs),
+                                          "warm_phases": warm_phases(base, name, args.runs)}
+        for name, measured in ({} if args.skip_from_zero else from_zero(models, args.runs, tmp,
+                                                                          args.warm_pool)).items():
             result["models"][name].update(measured)
             result["models"][name]["ratio_from_zero_to_plain"] = (
                 measured["from_zero"]["total"]["median"] / measured["plain"]["median"])

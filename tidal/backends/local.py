@@ -17,6 +17,8 @@ import orjson
 
 from tidal.backends.base import (Adoption, CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase, ReplicaRef,
                                  ReplicaStatus, StartedReplica)
+from tidal.backends.warmpool import WarmPool
+from tidal.backends.warmpool_decide import WarmPoolSettings, model_flavour, unfit
 from tidal.http.client import ClientError, HttpClient
 from tidal.logs import child_log_env, child_output, last_line
 
@@ -127,10 +129,12 @@ class SpotTraceReplay:
 
 
 class LocalBackend:
-    """Build with the installation's home; nothing runs until a node or replica is asked for."""
+    """Build with the installation's home; nothing runs until a node or replica is asked for (with a warm
+    pool, its processes start at `adopt()`, the control plane's start)."""
 
     def __init__(self, home_root: Path, *, python: str | None = None, host: str = "127.0.0.1",
-                 gpus: int | None = None, ready_timeout: float = 1.0) -> None:
+                 gpus: int | None = None, ready_timeout: float = 1.0,
+                 warm_pool: WarmPoolSettings | None = None) -> None:
         self.home_root = Path(home_root)
         self.python = python or sys.executable
         self.host = host
@@ -144,6 +148,9 @@ class LocalBackend:
         self._next_gpu = 0
         self._lock = threading.Lock()
         self.provisioner = self  # nodes are slices of this machine: it launches them itself
+        # Model servers started ahead (`tidal.backends.warmpool`); off unless settings are given.
+        self.warm = (WarmPool(self.home_root, self.python, warm_pool, cuda="" if self.gpus else None)
+                     if warm_pool is not None and warm_pool.enabled else None)
 
     # -- nodes: bookkeeping, a zone's spot capacity may refuse a launch
     def set_trace(self, pool: str, directory: str, zones: list[str], start: float) -> None:
@@ -211,15 +218,40 @@ class LocalBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The model server logs to its own file, rotated by size; what it prints outside logging goes beside it.
         env.update(child_log_env(path))
-        with open(child_output(path), "ab") as out:
-            # A session of its own: the replica outlives a control plane killed with SIGKILL and is adopted.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True, close_fds=True)
+        proc = self._from_pool(launch, argv, env, path)
+        if proc is None:
+            with open(child_output(path), "ab") as out:
+                # A session of its own: the replica outlives a control plane killed with SIGKILL and is adopted.
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True, close_fds=True)
         with self._lock:
             self._children[proc.pid] = proc
         start = proc_start_time(proc.pid) or 0
         ref = {"pid": proc.pid, "proc_start": start, "port": port, "grpc_port": grpc_port, "model": launch.model_name}
+        if proc.args[3:4] == ["tidal.server.warm"]:
+            ref["warm"] = True  # for the record: it is identified as any replica is
         return StartedReplica(ref=ref, endpoint=f"{self.host}:{port}")
+
+    def _from_pool(self, launch: ReplicaLaunch, argv: list[str], env: dict[str, str],
+                   path: Path) -> subprocess.Popen | None:
+        """The replica as a warm pool process that took it, or None where it must start cold."""
+        if self.warm is None:
+            return None
+        added = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        cuda = env.get("CUDA_VISIBLE_DEVICES")  # as pinned above, whatever launch.env said
+        settings = {k: v for k, v in launch.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        why = unfit(launch.replica, {**settings, **({"CUDA_VISIBLE_DEVICES": cuda} if cuda is not None else {})},
+                    self.warm.cuda)
+        if why is not None:
+            log.info("replica %s starts cold: %s", launch.replica, why)
+            return None
+        self.warm.start()
+        flavour = model_flavour(launch.model_base_path) if launch.model_base_path else None
+        return self.warm.take(flavour, launch.replica, argv[4:], added, child_output(path))
+
+    def warm_pool_status(self) -> dict:
+        """The warm pool's processes and what they cost in memory ({"enabled": False} when it is off)."""
+        return self.warm.status() if self.warm is not None else {"enabled": False}
 
     def _write_model_config(self, launch: ReplicaLaunch) -> Path:
         """TF Serving's model config (text format): the only way its flags carry a version policy."""
@@ -351,6 +383,8 @@ class LocalBackend:
         return f"process exited ({line[:200]})" if line else "process exited"
 
     def adopt(self, refs: dict[str, ReplicaRef]) -> Adoption:
+        if self.warm is not None:
+            self.warm.start()  # ahead of the first replica (a pool process carries no replica's marker)
         running = frozenset(rid for rid, ref in refs.items() if ref and self._alive(rid, ref))
         known = {rid: refs[rid]["pid"] for rid in running}
         removed = []
@@ -375,6 +409,8 @@ class LocalBackend:
         return out
 
     def close(self) -> None:
+        if self.warm is not None:
+            self.warm.close()
         self._client.close()
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tidal.backends.kubernetes.lease import LeaderElection
 from tidal.backends.local import LocalBackend
+from tidal.backends.warmpool import WarmPoolSettings
 from tidal.capacity.catalog import load_catalog
 from tidal.control.api import Api
 from tidal.control.home import Home
@@ -99,7 +100,7 @@ class ControlPlane:
             self.store.set_meta("clock_factor", repr(factor))
         catalog = load_catalog(self.options.catalog or self.home.catalog_file)
         token = self.home.token(create=True)
-        backend = LocalBackend(self.home.root, host=self.options.host)
+        backend = LocalBackend(self.home.root, host=self.options.host, warm_pool=WarmPoolSettings.from_env(os.environ))
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
         api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
         self._wake = asyncio.Event()
