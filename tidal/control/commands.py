@@ -146,6 +146,15 @@ class CarryOutPool(Command):
 
 
 @dataclass(frozen=True)
+class RefuseLaunch(Command):
+    """A launch accepted earlier that the provider turned out not to honour (a cluster that made no Node for its
+    pods): the pool's policy learns it as a refused launch."""
+    pool: str
+    offering: tuple[str, str, str]  # (instance type, zone, capacity type)
+    event: Event
+
+
+@dataclass(frozen=True)
 class Uncordon(Command):
     node: str
 

@@ -15,9 +15,9 @@ from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, Replic
 from tidal.capacity.executor import Ledger, carry_out
 from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
                                     FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
-                                    NotifyReplica, Outcomes, Preempted, ReplicaExited, Route, Routed, SaveAutoscaler,
-                                    SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon,
-                                    Unroute, Warn)
+                                    NotifyReplica, Outcomes, Preempted, RefuseLaunch, ReplicaExited, Route, Routed,
+                                    SaveAutoscaler, SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica,
+                                    TerminateNode, Uncordon, Unroute, Warn)
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import NotFound
 from tidal.spec import ServiceSpec
@@ -152,8 +152,9 @@ class Executor:
         held = sum(1 for n in self.store.nodes(c.pool) if n.billing == "spot" and n.zone == c.zone
                    and n.state == NodeState.READY) if c.capacity_type == "spot" else 0
         try:
-            provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type, c.gpus),
-                                    held, now)
+            # A provisioner that claims an existing node (a cluster's) names it; the others take Tidal's name.
+            name = provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type,
+                                                      c.gpus), held, now) or name
         except CapacityUnavailable as exc:
             out.refused.append(LaunchRefused(c.pool, (c.instance_type, c.zone, c.capacity_type), now))
             self.event("NodeLaunchFailed", f"nodepool/{c.pool}", str(exc))
@@ -183,6 +184,10 @@ class Executor:
         self.store.update_node(c.node, cordoned=1)
         for rid in c.replicas:
             self.store.update_replica(rid, state=S.NOTIFIED, drain_at=None)
+        self.record(c.event)
+
+    def _RefuseLaunch(self, c: RefuseLaunch, out: Outcomes) -> None:
+        out.refused.append(LaunchRefused(c.pool, c.offering, self.clock.now()))
         self.record(c.event)
 
     def _Uncordon(self, c: Uncordon, out: Outcomes) -> None:

@@ -1,0 +1,112 @@
+"""The cluster step (tidal.control.decide.cluster), a pure decision on a snapshot and a fake `now`: interruption
+signals become notices that replace replicas first, Nodes that left end their claims, and pods that find no
+spot Node for a bounded time count as a refused launch."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidal.control.commands import FailReplica, NotifyNode, NotifyReplica, RefuseLaunch, StopReplica, TerminateNode
+from tidal.control.decide.cluster import ClusterMemory, ClusterView, decide
+from tidal.control.snapshot import Snapshot
+from tidal.control.store import NodeRow, ReplicaRow
+from tidal.spec import NodePoolSpec
+from tidal.states import NodeState, ReplicaState as S
+
+NOW = 1_000.0
+POOL = NodePoolSpec(name="gpu-pool", spot=True, spot_remedy=True, notice_seconds=120, instance_types=["t1"])
+NODES = (
+    NodeRow("spot-a-1", "gpu-pool", "zone-a", "t1", "spot", NodeState.READY, 0.0),
+    NodeRow("spot-b-1", "gpu-pool", "zone-b", "t1", "spot", NodeState.READY, 0.0),
+    NodeRow("od-a-1", "gpu-pool", "zone-a", "t1", "on-demand", NodeState.READY, 0.0),
+    NodeRow("gpu-pool-spot-9", "gpu-pool", "zone-c", "t1", "spot", NodeState.READY, 900.0),  # provisional
+)
+
+
+def snap(*replicas: ReplicaRow, nodes=NODES) -> Snapshot:
+    return Snapshot(now=NOW, pools={"gpu-pool": POOL}, nodes=nodes, replicas=replicas)
+
+
+def rep(rid: str, node: str, state=S.READY) -> ReplicaRow:
+    return ReplicaRow(rid, "bert", "r1", node, state, 0.0)
+
+
+PRESENT = frozenset({"spot-a-1", "spot-b-1", "od-a-1", "other-1"})
+PROVISIONAL = frozenset({"gpu-pool-spot-9"})
+
+
+def view(present=PRESENT, **kw) -> ClusterView:
+    return ClusterView(present, **{"provisional": PROVISIONAL, **kw})
+
+
+def kinds(cmds) -> list[tuple[str, str]]:
+    out = []
+    for c in cmds:
+        key = getattr(c, "replica", None) or getattr(c, "node", None) or getattr(c, "pool", "")
+        out.append((type(c).__name__, key))
+    return out
+
+
+CASES = [
+    pytest.param(snap(rep("r1", "spot-a-1"), rep("r2", "od-a-1")), view(PRESENT), ClusterMemory(), [],
+                 id="quiet-cluster-nothing"),
+    pytest.param(snap(rep("r1", "spot-a-1"), rep("r2", "spot-a-1", S.STARTING)),
+                 view(PRESENT, signals={"spot-a-1": "spot interruption notice (AWS)"}), ClusterMemory(),
+                 [("NotifyNode", "spot-a-1"), ("NotifyReplica", "r1"), ("StopReplica", "r2")],
+                 id="signal-notifies-node-ready-replica-replaced-first-starting-one-stops"),
+    pytest.param(snap(rep("r1", "spot-a-1"), nodes=(NODES[0].__class__(**{**NODES[0].__dict__,
+                                                                            "state": NodeState.NOTIFIED}),)),
+                 view(PRESENT, signals={"spot-a-1": "x"}), ClusterMemory(), [],
+                 id="already-notified-once-only"),
+    pytest.param(snap(rep("r1", "spot-b-1")), view(PRESENT - {"spot-b-1"}), ClusterMemory(),
+                 [("StopReplica", "r1"), ("TerminateNode", "spot-b-1")], id="node-gone-claim-ends"),
+    pytest.param(snap(rep("r1", "od-a-1")),
+                 view(PRESENT, signals={"other-1": "the Node is being deleted"}, pod_nodes={"r1": "other-1"}),
+                 ClusterMemory(), [("NotifyReplica", "r1")], id="pod-on-signalled-node-elsewhere-replaced"),
+    pytest.param(snap(rep("r9", "gpu-pool-spot-9", S.STARTING)),
+                 view(unschedulable={"r9": "0/4 nodes are available"}),
+                 ClusterMemory(), [], id="unschedulable-starts-the-clock"),
+    pytest.param(snap(rep("r9", "gpu-pool-spot-9", S.STARTING)),
+                 view(unschedulable={"r9": "0/4 nodes are available"}),
+                 ClusterMemory({"r9": NOW - 59}), [], id="unschedulable-not-long-enough"),
+    pytest.param(snap(rep("r9", "gpu-pool-spot-9", S.STARTING)),
+                 view(unschedulable={"r9": "0/4 nodes are available"}),
+                 ClusterMemory({"r9": NOW - 60}),
+                 [("FailReplica", "r9"), ("RefuseLaunch", "gpu-pool"), ("TerminateNode", "gpu-pool-spot-9")],
+                 id="unschedulable-bound-reached-refused-launch"),
+    pytest.param(snap(rep("r3", "od-a-1", S.STARTING)),
+                 view(PRESENT, unschedulable={"r3": "Insufficient cpu"}), ClusterMemory({"r3": 0.0}), [],
+                 id="on-demand-unschedulable-is-not-a-spot-refusal"),
+    pytest.param(snap(rep("r9", "gpu-pool-spot-9", S.STARTING)),
+                 view(), ClusterMemory(), [],
+                 id="provisional-node-is-not-gone"),
+]
+
+
+@pytest.mark.parametrize("snapshot,view,memory,expected", CASES)
+def test_cluster_decision(snapshot, view, memory, expected):
+    cmds, _ = decide(snapshot, view, memory, unschedulable_seconds=60, margin_seconds=10)
+    assert kinds(cmds) == expected
+
+
+def test_notice_deadlines_and_refusal_offering():
+    cmds, memory = decide(snap(rep("r1", "spot-a-1")), view(PRESENT, signals={"spot-a-1": "why"}),
+                          ClusterMemory(), 60, 10)
+    notice = next(c for c in cmds if isinstance(c, NotifyNode))
+    assert notice.reclaim_at == NOW + 120 and "why" in notice.event.message
+    assert next(c for c in cmds if isinstance(c, NotifyReplica)).drain_at == NOW + 110
+    waiting = view(unschedulable={"r9": "no node"})
+    starting = snap(rep("r9", "gpu-pool-spot-9", S.STARTING))
+    _, memory = decide(starting, waiting, ClusterMemory(), 60, 10)
+    assert memory.unschedulable_since == {"r9": NOW}
+    later = Snapshot(now=NOW + 60, pools=starting.pools, nodes=starting.nodes, replicas=starting.replicas)
+    cmds, memory = decide(later, waiting, memory, 60, 10)
+    refused = next(c for c in cmds if isinstance(c, RefuseLaunch))
+    assert refused.offering == ("t1", "zone-c", "spot")
+    assert next(c for c in cmds if isinstance(c, FailReplica)).stop
+    assert next(c for c in cmds if isinstance(c, TerminateNode)).force
+    assert memory.unschedulable_since == {}
+    # a pod scheduled meanwhile forgets its clock
+    _, memory = decide(starting, view(), ClusterMemory({"r9": 1.0}), 60, 10)
+    assert memory.unschedulable_since == {}
+    assert not [c for c in cmds if isinstance(c, StopReplica)]

@@ -1,0 +1,92 @@
+"""The control plane on a Kubernetes context: its store (a ConfigMap), the watched Nodes, node pools and backend.
+
+`connect` checks everything it can before anything is written: the kubeconfig works, the namespace exists and
+its Pods may be listed, and the cluster's Nodes carry the provider preset's labels (capacity type and zone).
+Each failure is one line, and nothing is applied in the cluster until all pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from tidal.backends.kubernetes.backend import KubernetesBackend
+from tidal.backends.kubernetes.client import api_client, check_access
+from tidal.backends.kubernetes.contexts import Context
+from tidal.backends.kubernetes.informer import InformerError
+from tidal.backends.kubernetes.nodes import ClusterNodes, NodeView
+from tidal.backends.kubernetes.presets import preset
+from tidal.backends.kubernetes.provisioner import KubernetesProvisioner, cluster_catalog
+from tidal.backends.kubernetes.render import NodeLabels, RenderOptions
+from tidal.backends.kubernetes.state import ClusterStore, StateError
+from tidal.capacity.catalog import Catalog
+from tidal.errors import UserError
+
+
+def check_labels(context: Context, names: NodeLabels, views: dict[str, NodeView]) -> None:
+    """One clear line when the cluster's Nodes do not say spot/on-demand or zone the way the preset expects."""
+    where = f"context {context.name}"
+    if not views:
+        raise UserError(f"{where}: the cluster has no Nodes")
+    if names.on_demand_value and not any(v.billing for v in views.values()):
+        raise UserError(f"{where}: no Node carries {names.capacity_label}={names.spot_value} or "
+                        f"={names.on_demand_value}: is --provider {context.provider} the cluster's provisioner? "
+                        f"(tidal context add ... --provider)")
+    if not any(v.zone for v in views.values()):
+        raise UserError(f"{where}: no Node carries {names.zone_label}: Tidal's node pools place by zone")
+
+
+@dataclass
+class Cluster:
+    """What the control plane uses on a Kubernetes context."""
+    context: Context
+    api: Any
+    store: ClusterStore
+    nodes: ClusterNodes
+    provisioner: KubernetesProvisioner
+    backend: KubernetesBackend
+    base_catalog: Catalog
+    _seen: int = -1
+
+    def catalog(self) -> Catalog | None:
+        """The catalog with the cluster's zones, when the Nodes changed since the last call (else None)."""
+        changes = self.nodes.changes
+        if changes == self._seen:
+            return None
+        self._seen = changes
+        return cluster_catalog(self.base_catalog, self.nodes.views())
+
+    def close(self) -> None:
+        self.backend.close()  # stops the watches and closes the client
+
+
+def connect(context: Context, base_catalog: Catalog) -> Cluster:
+    if not context.is_kubernetes:
+        raise UserError(f"context {context.name} is not a Kubernetes context")
+    names = preset(context.provider)
+    api = api_client(context)
+    nodes = None
+    try:
+        check_access(context, api)
+        from kubernetes import client
+        nodes = ClusterNodes(client.CoreV1Api(api), names, threading.Condition(threading.RLock())).start()
+        try:
+            views = nodes.views()
+        except InformerError as exc:
+            raise UserError(f"context {context.name}: {exc}") from None
+        check_labels(context, names, views)
+        try:
+            store = ClusterStore(api, context.namespace)
+        except StateError as exc:
+            raise UserError(f"context {context.name}: {exc}") from None
+        provisioner = KubernetesProvisioner(nodes, lambda pool: store.get_pool(pool).labels)
+        options = RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image, labels=names)
+        backend = KubernetesBackend(api, context.namespace, lambda name: store.get_service(name).spec, options,
+                                    owns_api=True, provisioner=provisioner)
+    except BaseException:
+        if nodes is not None:
+            nodes.stop()
+        api.close()
+        raise
+    return Cluster(context, api, store, nodes, provisioner, backend, base_catalog)

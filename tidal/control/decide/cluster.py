@@ -1,0 +1,97 @@
+"""A cluster's Nodes (pure): interruption signals become notices, Nodes that left end their claims, and pods that
+stay unschedulable on a spot node count as a refused launch.
+
+Under a Kubernetes backend the pool's nodes are Nodes of the cluster (or provisional ones the cluster's provisioner
+has yet to make); the backend observes them with a watch and hands this step a `ClusterView`. A Node that carries
+an interruption signal is handled like a spot reclaim notice locally (`notices.notify`): its replicas are replaced
+elsewhere at once and keep serving until their replacements are ready, then drain from the gateway before the
+node goes. A replica whose pod runs on a signalled Node, whatever node Tidal placed it on, is replaced the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from tidal.control.commands import (Command, Event, FailReplica, NotifyReplica, RefuseLaunch, StopReplica,
+                                    TerminateNode)
+from tidal.control.decide.notices import notify
+from tidal.control.snapshot import Snapshot
+from tidal.states import NodeState, ReplicaState as S
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    present: frozenset[str]                                     # the cluster's Nodes now
+    signals: Mapping[str, str] = field(default_factory=dict)    # Node -> why it is going
+    provisional: frozenset[str] = frozenset()                   # pool nodes no Node stands for yet
+    pod_nodes: Mapping[str, str] = field(default_factory=dict)  # replica -> the Node its pod runs on
+    unschedulable: Mapping[str, str] = field(default_factory=dict)  # replica -> the scheduler's message
+
+
+@dataclass(frozen=True)
+class ClusterMemory:
+    unschedulable_since: Mapping[str, float] = field(default_factory=dict)
+
+
+def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulable_seconds: float,
+           margin_seconds: float) -> tuple[list[Command], ClusterMemory]:
+    now = snap.now
+    out: list[Command] = []
+    handled: set[str] = set()  # replicas a command here already covers
+    for node in snap.nodes:
+        pool = snap.pools.get(node.pool)
+        if pool is None or node.name in view.provisional or node.state == NodeState.TERMINATED:
+            continue
+        if node.name not in view.present:
+            why = "its Node left the cluster"
+            for r in snap.on(node.name):
+                handled.add(r.id)
+                out.append(StopReplica(r.id, why, Event("ReplicaStopped", f"replica/{r.id}", why)))
+            out.append(TerminateNode(node.name, "the Node left the cluster", Event(
+                "NodeTerminated", f"node/{node.name}",
+                f"the Node left the cluster (lived {now - node.launched_at:.0f}s, {node.billing})"), force=True))
+        elif node.name in view.signals and node.state == NodeState.READY:
+            cmds = notify(snap, node, pool, view.signals[node.name], None, margin_seconds)
+            handled.update(r.id for r in snap.on(node.name))
+            out += cmds
+    # Pods on a signalled Node that Tidal placed elsewhere (a slice's pods land on any Node of its billing and zone).
+    for r in snap.in_state(S.STARTING, S.READY):
+        where = view.pod_nodes.get(r.id)
+        if r.id in handled or where not in view.signals:
+            continue
+        pool = snap.pools.get(snap.node(r.node).pool) if snap.node(r.node) else None
+        notice = pool.notice_seconds if pool is not None else 0.0
+        why = f"its pod's Node {where} is going: {view.signals[where]}"
+        if r.state == S.READY and pool is not None and pool.spot_remedy:
+            out.append(NotifyReplica(r.id, now + max(0.0, notice - margin_seconds)))
+        else:
+            out.append(StopReplica(r.id, why, Event("ReplicaStopped", f"replica/{r.id}", why)))
+        handled.add(r.id)
+    since: dict[str, float] = {}
+    failing: set[str] = set()
+    refused: dict = {}
+    for r in snap.in_state(S.STARTING):
+        node = snap.node(r.node)
+        if r.id in handled or r.id not in view.unschedulable or node is None or node.billing != "spot":
+            continue
+        start = memory.unschedulable_since.get(r.id, now)
+        if now - start < unschedulable_seconds:
+            since[r.id] = start
+            continue
+        why = (f"its pod found no spot Node in {node.zone or 'any zone'} for {now - start:.0f}s "
+               f"({view.unschedulable[r.id]})")
+        out.append(FailReplica(r.id, why, Event("ReplicaFailed", f"replica/{r.id}", f"{why}; replacing it"),
+                               stop=True))
+        out.append(RefuseLaunch(node.pool, (node.instance_type, node.zone, node.billing), Event(
+            "NodeLaunchFailed", f"nodepool/{node.pool}",
+            f"no spot capacity for {node.instance_type} in {node.zone}: the cluster made no Node for a pod "
+            f"in {now - start:.0f}s")))
+        failing.add(r.id)
+        refused.setdefault(node.name, node)
+    for name, node in refused.items():
+        # The claim goes once nothing on it runs or starts: the policy then plans without it.
+        if all(o.id in failing for o in snap.on(name) if o.state in (S.READY, S.STARTING)):
+            out.append(TerminateNode(name, "its launch was refused", Event(
+                "NodeTerminated", f"node/{name}", f"no spot capacity in {node.zone} (claim released)"), force=True))
+    return out, ClusterMemory(since)
