@@ -29,7 +29,7 @@ from tidal.backends.kubernetes.informer import Informer, InformerError
 from tidal.backends.kubernetes.pods import PodView, assign, pod_view, replica_status
 from tidal.backends.kubernetes.render import Placement, RenderOptions
 from tidal.control.decide.cluster import ClusterView
-from tidal.errors import TidalError
+from tidal.errors import NotFound, TidalError
 from tidal.spec import ServiceSpec
 
 if TYPE_CHECKING:
@@ -224,6 +224,33 @@ class KubernetesBackend:
             except Exception as exc:  # noqa: BLE001
                 if getattr(exc, "status", None) != 404:
                     log.warning("%s", describe_failure(exc, f"deleting pod {pod}"))
+        if ref and deployment:
+            self._collect(ref["service"], deployment[:-(len(ref.get("slice", "")) + 1)])
+
+    def _collect(self, service: str, workload: str) -> None:
+        """The last replica of a service the control plane deleted has stopped: its objects go (the Service
+        owns the rest, so the garbage collector removes them)."""
+        with self._lock:
+            if any(s.members for s in self._slices.values() if s.service == service):
+                return
+        try:
+            self.spec_of(service)
+            return  # still wanted (scaled to zero, or a new release on its way)
+        except NotFound:
+            pass
+        except Exception:  # noqa: BLE001 - unknown: keep the objects
+            return
+        try:
+            self.core.delete_namespaced_service(workload, self.ns, propagation_policy="Background",
+                                                _request_timeout=TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "status", None) != 404:
+                log.warning("%s", describe_failure(exc, f"deleting Service {workload}"))
+            return
+        with self._lock:
+            for dep in [d for d, s in self._slices.items() if s.service == service]:
+                self._slices.pop(dep)
+                self._applied.discard(dep)
 
     def _watching(self) -> None:
         self.pods.start()
