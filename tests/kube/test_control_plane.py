@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.kube.cluster import CAPACITY_TYPE, INSTANCE_TYPE, KWOK_LABEL, ZONE
+from tidal.backends.kubernetes.contexts import Context, ContextKind, ContextStore
 from tidal.capacity.policies.ess import EssParams, split
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -59,6 +60,14 @@ class Tidal:
 
     def events(self) -> list[dict]:
         return self.json("events", "--limit", "1000")
+
+
+def use_context(home: Path, context: Context) -> None:
+    """What `tidal context add` and `tidal context use` store (the reference test runs those commands)."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = ContextStore(home, {})
+    store.add(context)
+    store.use(context.name)
 
 
 def wait_for(what: str, cond, timeout: float = 60, interval: float = 0.3):
@@ -229,3 +238,94 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
         wait_for("the service's Deployments gone", lambda: not apps.list_namespaced_deployment(ns).items, 60)
     finally:
         tidal("down", check=False, timeout=60)
+
+
+def test_unschedulable_spot_pods_fall_back_to_on_demand(cluster, tmp_path):
+    """A spot launch the cluster cannot honour (no spot Node with the pool's labels): its pod stays unschedulable,
+    which after a bounded time counts as a refused launch, and ESS compensates with on-demand as it does locally."""
+    kube, core, ns = cluster
+    from kubernetes import client
+    fallback = [("fb-od-a-1", "zone-a", "on-demand")]
+    for name, zone, billing in fallback:
+        body = gpu_node(name, zone, billing)
+        body["metadata"]["labels"]["inference"] = "fallback"
+        core.create_node(body)
+    tidal = Tidal(tmp_path / "home")
+    fb_ns = "tidal-fallback"
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": fb_ns}})
+    wait_for("the namespace's default ServiceAccount", lambda: any(
+        a.metadata.name == "default" for a in core.list_namespaced_service_account(fb_ns).items), 30)
+    try:
+        use_context(tidal.home, Context(name="fb", kind=ContextKind.KUBERNETES, kubeconfig=str(kube.kubeconfig),
+                                        namespace=fb_ns))
+        tidal("up", "--port", "0", "--gateway-port", "0", "--time-factor", "0.05", timeout=90)
+        tidal("nodepool", "create", "fb-pool", "--label", "inference=fallback", "--spot", "--on-demand-percentage",
+              "0", "--compensate-with-on-demand", "--instance-types", GPU_TYPE, "--zones", "zone-a", "--max", "4")
+        tidal("serve", "tensorflow", "--name=fb", "--model-name=fb", "--selector=inference=fallback", "--gpus=1",
+              "--model-path=s3://models/fb", "--image=tensorflow/serving:2.16.1")
+
+        def on_demand_ready():
+            for p in core.list_namespaced_pod(fb_ns, label_selector="serviceName=fb").items:
+                ready = any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())
+                if ready and p.spec.node_name == "fb-od-a-1":
+                    return p
+            return None
+        wait_for("the replica runs on on-demand after the spot launch was refused", on_demand_ready, 60)
+        events = [(e["kind"], e["message"]) for e in tidal.events()]
+        assert any(k == "ReplicaFailed" and "found no spot Node in zone-a" in m for k, m in events), events
+        assert any(k == "NodeLaunchFailed" and "no spot capacity" in m for k, m in events), events
+        svc = tidal.json("serve", "get", "fb")
+        assert svc["available"] == 1
+        billing = {n["name"]: n["billing"] for n in tidal.json("nodepool", "get", "fb-pool")["nodes"]
+                   if n["state"] == "ready"}
+        assert billing.get("fb-od-a-1") == "on-demand"
+    finally:
+        tidal("down", check=False, timeout=60)
+        for name, _, _ in fallback:
+            try:
+                core.delete_node(name)
+            except client.ApiException:
+                pass
+        core.delete_namespace(fb_ns)
+
+
+@pytest.fixture
+def no_rights_kubeconfig(cluster, tmp_path):
+    """A ServiceAccount's token with no RoleBinding: it authenticates, and may do nothing in the namespace."""
+    kube, core, ns = cluster
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "nobody"}})
+    token = core.create_namespaced_service_account_token("nobody", ns, {"spec": {"expirationSeconds": 600}})
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    config["users"][0]["user"] = {"token": token.status.token}
+    path = tmp_path / "nobody.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    yield path
+    core.delete_namespaced_service_account("nobody", ns)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("kubeconfig", "does not work"),
+    ("rights", "no rights"),
+    ("provider", "no Node carries eks.amazonaws.com/capacityType"),
+])
+def test_bad_clusters_are_one_line_and_leave_nothing(cluster, tmp_path, request, case, message):
+    kube, core, ns = cluster
+    tidal = Tidal(tmp_path / "home")
+    kubeconfig, provider = str(kube.kubeconfig), "karpenter"
+    if case == "kubeconfig":
+        kubeconfig = str(tmp_path / "broken.kubeconfig")
+        Path(kubeconfig).write_text("apiVersion: v1\nkind: Config\nclusters: [}\n")
+    elif case == "rights":
+        kubeconfig = str(request.getfixturevalue("no_rights_kubeconfig"))
+    else:
+        provider = "eks"
+    use_context(tidal.home, Context(name="bad", kind=ContextKind.KUBERNETES, kubeconfig=kubeconfig, namespace=ns,
+                                    provider=provider))
+    before = {c.metadata.name for c in core.list_namespaced_config_map(ns).items}
+    proc = tidal("up", "--port", "0", "--gateway-port", "0", check=False, timeout=90)
+    assert proc.returncode != 0
+    lines = (proc.stderr + proc.stdout).strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in lines[0], proc.stderr + proc.stdout
+    # nothing half-applied: no state written, no control plane left running
+    assert {c.metadata.name for c in core.list_namespaced_config_map(ns).items} == before
+    assert not (tmp_path / "home" / "address.json").exists()

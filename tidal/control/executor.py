@@ -153,8 +153,9 @@ class Executor:
                    and n.state == NodeState.READY) if c.capacity_type == "spot" else 0
         try:
             # A provisioner that claims an existing node (a cluster's) names it; the others take Tidal's name.
-            name = provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type,
-                                                      c.gpus), held, now) or name
+            claimed = provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type,
+                                                         c.gpus), held, now)
+            name = claimed if isinstance(claimed, str) and claimed else name
         except CapacityUnavailable as exc:
             out.refused.append(LaunchRefused(c.pool, (c.instance_type, c.zone, c.capacity_type), now))
             self.event("NodeLaunchFailed", f"nodepool/{c.pool}", str(exc))
