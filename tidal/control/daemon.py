@@ -140,7 +140,10 @@ class ControlPlane:
         except BaseException:
             await self._stop_gateway(keep_adopted=True)
             raise
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        if self.cluster is not None:  # the cluster's watches wake the loop: a Node's notice is acted on at once
+            self.cluster.follow(lambda: loop.call_soon_threadsafe(self._wake.set))
+        self._loop_task = loop.create_task(self._loop())
 
     def _persisting(self, handle):
         """A state kept in the cluster is written before a change the API accepted is answered."""
@@ -238,10 +241,10 @@ class ControlPlane:
             async with self.reconciler.lock:
                 self.reconciler.shutdown()
         await self._sync()
-        if self.reconciler is not None:
+        if self.cluster is not None:
+            self.cluster.close()  # its watches, then the backend and its client
+        elif self.reconciler is not None:
             self.reconciler.backend.close()
-        elif self.cluster is not None:
-            self.cluster.close()
         if self.store is not None:
             self.store.close()
         for p in (self.home.address_file, self.home.pid_file):

@@ -58,7 +58,8 @@ class KubernetesBackend:
     def __init__(self, api: Any, namespace: str, spec_of: Callable[[str], ServiceSpec],
                  options: RenderOptions | None = None,
                  placement_of: Callable[[ReplicaLaunch], Placement] | None = None, owns_api: bool = False,
-                 provisioner: "KubernetesProvisioner | None" = None) -> None:
+                 provisioner: "KubernetesProvisioner | None" = None,
+                 changed: threading.Condition | None = None) -> None:
         from kubernetes import client, dynamic
         self.api = api
         self.owns_api = owns_api  # close() closes the client only when it was made for this backend
@@ -79,7 +80,7 @@ class KubernetesBackend:
         self._claims: dict[str, str] = {}         # replica -> pod name
         self._applied: set[str] = set()           # Deployments this backend applied (the watch may lag behind)
         # Watches, not polling: pods and Deployments are followed from the first call that needs them.
-        self._changed = threading.Condition(threading.RLock())
+        self._changed = changed or threading.Condition(threading.RLock())
         self.pods = Informer(self.core.list_namespaced_pod, namespace, f"app={render.APP},{render.SLICE_LABEL}",
                              "pods", self._changed)
         self.deployments = Informer(self.apps.list_namespaced_deployment, namespace, f"{render.MANAGED_BY}=tidal",
@@ -324,6 +325,13 @@ class KubernetesBackend:
         with self._changed:
             self._changed.wait_for(lambda: self.changes > after, timeout)
             return self.changes
+
+    def wait_change_any(self, after: int, nodes, timeout: float) -> int:
+        """Like `wait_change`, counting the Nodes' watch too (it shares this backend's condition)."""
+        self._watching()
+        with self._changed:
+            self._changed.wait_for(lambda: self.changes + nodes.changes > after, timeout)
+            return self.changes + nodes.changes
 
     def _port(self, ref: ReplicaRef) -> int:
         try:

@@ -8,8 +8,8 @@ Each failure is one line, and nothing is applied in the cluster until all pass.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from tidal.backends.kubernetes.backend import KubernetesBackend
 from tidal.backends.kubernetes.client import api_client, check_access
@@ -48,6 +48,7 @@ class Cluster:
     backend: KubernetesBackend
     base_catalog: Catalog
     _seen: int = -1
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def catalog(self) -> Catalog | None:
         """The catalog with the cluster's zones, when the Nodes changed since the last call (else None)."""
@@ -57,7 +58,23 @@ class Cluster:
         self._seen = changes
         return cluster_catalog(self.base_catalog, self.nodes.views())
 
+    def follow(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever a watch sees a change (a Node tainted or gone, a pod scheduled or Ready), so the
+        control plane reacts at once rather than at its next pass."""
+        def run() -> None:
+            seen = self.backend.changes + self.nodes.changes
+            while not self._stop.is_set():
+                seen = self.backend.wait_change_any(seen, self.nodes, 5.0)
+                if not self._stop.is_set():
+                    try:
+                        wake()
+                    except RuntimeError:  # the control plane's loop has closed
+                        return
+        self._stop.clear()
+        threading.Thread(target=run, name="cluster-changes", daemon=True).start()
+
     def close(self) -> None:
+        self._stop.set()
         self.backend.close()  # stops the watches and closes the client
 
 
@@ -70,7 +87,8 @@ def connect(context: Context, base_catalog: Catalog) -> Cluster:
     try:
         check_access(context, api)
         from kubernetes import client
-        nodes = ClusterNodes(client.CoreV1Api(api), names, threading.Condition(threading.RLock())).start()
+        changed = threading.Condition(threading.RLock())  # one for every watch: the control plane waits on it
+        nodes = ClusterNodes(client.CoreV1Api(api), names, changed).start()
         try:
             views = nodes.views()
         except InformerError as exc:
@@ -83,7 +101,7 @@ def connect(context: Context, base_catalog: Catalog) -> Cluster:
         provisioner = KubernetesProvisioner(nodes, lambda pool: store.get_pool(pool).labels)
         options = RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image, labels=names)
         backend = KubernetesBackend(api, context.namespace, lambda name: store.get_service(name).spec, options,
-                                    owns_api=True, provisioner=provisioner)
+                                    owns_api=True, provisioner=provisioner, changed=changed)
     except BaseException:
         if nodes is not None:
             nodes.stop()
