@@ -119,6 +119,14 @@ def ready_pods(core, ns: str) -> list:
             if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())]
 
 
+def routed(home: Path) -> set[str]:
+    """The hosts the gateway routes bert-tfserving's requests to (ready replicas), from its routes file."""
+    from tidal.gateway.control import load_routes
+    from tidal.gateway.supervisor import GatewayFiles
+    return {r.host for s in load_routes(GatewayFiles.in_home(home).routes_file) if s.name == "bert-tfserving"
+            for r in s.replicas if r.state == "ready"}
+
+
 def billing_counts(core, ns: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for p in ready_pods(core, ns):
@@ -203,6 +211,10 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
             return victim not in pods_by_node(core, ns) and len(now_ready) == 6
         wait_for("the victim's pod replaced elsewhere and gone from it", moved, 60, interval=0.1)
         assert lowest[0] >= 5  # never below 5 Ready while it moved: the replacement came first
+        # the gateway routes to the 6 Ready pods, and no longer to the one that left the victim
+        wait_for("the gateway routes the new pods only", lambda: routed(tidal.home) == {
+            p.status.pod_ip for p in ready_pods(core, ns)}, 30)
+        assert old_pod.status.pod_ip not in routed(tidal.home)
         events = tidal.events()
         kinds = [(e["kind"], e["object"], e["message"]) for e in events]
         notice = next(i for i, (k, o, _) in enumerate(kinds) if k == "PreemptionNotice" and o == f"node/{victim}")
