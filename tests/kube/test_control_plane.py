@@ -315,9 +315,31 @@ def no_rights_kubeconfig(cluster, tmp_path):
     core.delete_namespaced_service_account("nobody", ns)
 
 
+@pytest.fixture
+def namespaced_kubeconfig(cluster, tmp_path):
+    """A ServiceAccount that may edit its namespace (a RoleBinding to `edit`) and nothing cluster-wide."""
+    from kubernetes import client
+    kube, core, ns = cluster
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "tenant"}})
+    rbac = client.RbacAuthorizationV1Api(kube.api)
+    rbac.create_namespaced_role_binding(ns, {
+        "metadata": {"name": "tenant-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]})
+    token = core.create_namespaced_service_account_token("tenant", ns, {"spec": {"expirationSeconds": 600}})
+    config = yaml.safe_load(kube.kubeconfig.read_text())
+    config["users"][0]["user"] = {"token": token.status.token}
+    path = tmp_path / "tenant.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    yield path
+    rbac.delete_namespaced_role_binding("tenant-edit", ns)
+    core.delete_namespaced_service_account("tenant", ns)
+
+
 @pytest.mark.parametrize("case, message", [
     ("kubeconfig", "does not work"),
     ("rights", "no rights"),
+    ("nodes", "needs get, list and watch on nodes"),
     ("provider", "no Node carries eks.amazonaws.com/capacityType"),
 ])
 def test_bad_clusters_are_one_line_and_leave_nothing(cluster, tmp_path, request, case, message):
@@ -329,6 +351,8 @@ def test_bad_clusters_are_one_line_and_leave_nothing(cluster, tmp_path, request,
         Path(kubeconfig).write_text("apiVersion: v1\nkind: Config\nclusters: [}\n")
     elif case == "rights":
         kubeconfig = str(request.getfixturevalue("no_rights_kubeconfig"))
+    elif case == "nodes":
+        kubeconfig = str(request.getfixturevalue("namespaced_kubeconfig"))
     else:
         provider = "eks"
     use_context(tidal.home, Context(name="bad", kind=ContextKind.KUBERNETES, kubeconfig=kubeconfig, namespace=ns,

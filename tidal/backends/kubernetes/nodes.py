@@ -114,8 +114,8 @@ class ClusterNodes:
         self.informer.start()
         return self
 
-    def views(self, timeout: float | None = None) -> dict[str, NodeView]:
-        objects, _ = self.informer.snapshot() if timeout is None else self.informer.snapshot(timeout)
+    def views(self, fail_fast: bool = False) -> dict[str, NodeView]:
+        objects, _ = self.informer.snapshot(fail_fast=fail_fast)
         return {name: node_view(obj, self.names) for name, obj in objects.items()}
 
     @property

@@ -90,9 +90,10 @@ def connect(context: Context, base_catalog: Catalog) -> Cluster:
         changed = threading.Condition(threading.RLock())  # one for every watch: the control plane waits on it
         nodes = ClusterNodes(client.CoreV1Api(api), names, changed).start()
         try:
-            views = nodes.views()
+            views = nodes.views(fail_fast=True)  # a namespaced user that may not list Nodes: say so now
         except InformerError as exc:
-            raise UserError(f"context {context.name}: {exc}") from None
+            raise UserError(f"context {context.name}: {exc}: the control plane follows the cluster's Nodes "
+                            f"(it needs get, list and watch on nodes)") from None
         check_labels(context, names, views)
         try:
             store = ClusterStore(api, context.namespace)
