@@ -83,3 +83,37 @@ def test_cluster_catalog_uses_the_cluster_zones():
     assert cat.get("t1").zones == ["zone-a", "zone-b"] and cat.get("t1").price("zone-a", "spot") == pytest.approx(0.3)
     assert cat.get("t3").zones == ["zone-a", "zone-b"]  # no Node of it yet: wherever the cluster has zones
     assert cluster_catalog(base, {}) is base
+
+
+class FakeNodes:
+    def __init__(self, views):
+        self.current = views
+
+    def views(self, fail_fast=False):
+        return self.current
+
+
+def test_provisioner_claims_then_goes_provisional():
+    from tidal.backends.base import ReplicaLaunch
+    from tidal.backends.kubernetes.provisioner import KubernetesProvisioner
+    from tidal.backends.kubernetes.render import Placement
+    nodes = FakeNodes(VIEWS)
+    prov = KubernetesProvisioner(nodes, lambda pool: {"inference": "tensorflow"})
+    launch = NodeLaunch("pool-spot-1", "pool", "zone-a", "t1", "spot", 0)
+    assert prov.launch_node(launch, 0, 0.0) == "a"
+    assert prov.launch_node(NodeLaunch("pool-spot-2", "pool", "zone-a", "t1", "spot", 0), 1, 0.0) == "b"
+    # no free spot Node left in zone-a: accepted as provisional, under Tidal's name (the cluster may make one)
+    assert prov.launch_node(NodeLaunch("pool-spot-3", "pool", "zone-a", "t1", "spot", 0), 2, 0.0) == "pool-spot-3"
+    assert prov.is_provisional("pool-spot-3") and not prov.is_provisional("a")
+    replica = ReplicaLaunch("r1", "bert", "pool-spot-3", "bert", "s3://m", "latest", 0)
+    assert prov.placement(replica) == Placement("spot", "zone-a")
+    prov.terminate_node("a")  # released: the next launch claims it again
+    assert prov.launch_node(NodeLaunch("pool-spot-4", "pool", "zone-a", "t1", "spot", 0), 2, 0.0) == "a"
+    with pytest.raises(ValueError, match="not one of Tidal's"):
+        prov.placement(ReplicaLaunch("r2", "bert", "elsewhere", "bert", "s3://m", "latest", 0))
+    # after a restart: the store's nodes are claimed again; one no Node stands for is provisional
+    again = KubernetesProvisioner(nodes, lambda pool: {})
+    again.adopt_node(NodeLaunch("b", "pool", "zone-a", "t1", "spot", 0))
+    again.adopt_node(NodeLaunch("pool-spot-3", "pool", "zone-a", "t1", "spot", 0))
+    assert not again.is_provisional("b") and again.is_provisional("pool-spot-3")
+    assert again.spot_capacity("pool", "zone-a", 0.0) is None
