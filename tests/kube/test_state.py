@@ -37,6 +37,12 @@ def test_state_round_trip_and_one_writer(kube_cluster, namespace):
     assert names == {"spot-a-1": NodeState.READY, "spot-a-1@20": NodeState.TERMINATED}
     assert again.sync()
 
+    # finished rows beyond the newest few are trimmed when written
+    again.MAX_FINISHED = 1
+    again.update_node("spot-a-1", state=NodeState.TERMINATED, terminated_at=40.0)
+    assert again.sync()
+    assert [n.name for n in again.nodes(include_terminated=True)] == ["spot-a-1"]
+
     # the first store read an older version: its write is refused, in one line
     first.set_meta("k", "v")
     with pytest.raises(StateError, match="changed by another control plane") as err:

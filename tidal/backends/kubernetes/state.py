@@ -5,7 +5,8 @@ the ConfigMap `tidal-state` of the context's namespace (gzipped, as binaryData) 
 every change the API accepts, and read back when a control plane starts, so a restarted one (here or in the
 cluster) picks up where the last left off. Each write names the resourceVersion it read: a second control plane
 writing meanwhile is refused (409) and said in one line, never silently overwritten. Nothing secret is in the
-store (volume credentials stay in Tidal's secret store; replica env goes to a Kubernetes Secret).
+store (volume credentials stay in Tidal's secret store; replica env goes to a Kubernetes Secret). The event log
+and the finished rows (stopped replicas, released nodes and so the cost history) keep their newest entries only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from tidal.backends.kubernetes.client import TIMEOUT_S, describe_failure
 from tidal.control.store import SCHEMA, NodeRow, Store
 from tidal.errors import TidalError
-from tidal.states import NodeState
+from tidal.states import NodeState, ReplicaState
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ClusterStore(Store):
     """A Store whose database lives in a ConfigMap; `sync()` writes it when something changed."""
 
     MAX_EVENTS = 2_000  # the event log is bounded tighter than on disk: it travels in the ConfigMap
+    MAX_FINISHED = 1_000  # stopped or failed replicas, terminated nodes (cost history): the newest are kept
 
     def __init__(self, api: Any, namespace: str) -> None:
         from kubernetes import client
@@ -75,6 +77,16 @@ class ClusterStore(Store):
                         (f"{node.name}@{rows[0]['terminated_at'] or 0:.0f}", node.name))
             super().add_node(node)
 
+    def _trim(self) -> None:
+        """Finished rows beyond the newest MAX_FINISHED go, so the state stays far below a ConfigMap's limit."""
+        self._db.execute("DELETE FROM replicas WHERE state IN (?, ?) AND id NOT IN (SELECT id FROM replicas WHERE "
+                         "state IN (?, ?) ORDER BY stopped_at DESC LIMIT ?)",
+                         (ReplicaState.STOPPED, ReplicaState.FAILED, ReplicaState.STOPPED, ReplicaState.FAILED,
+                          self.MAX_FINISHED))
+        self._db.execute("DELETE FROM nodes WHERE state = ? AND name NOT IN (SELECT name FROM nodes WHERE state = ? "
+                         "ORDER BY terminated_at DESC LIMIT ?)",
+                         (NodeState.TERMINATED, NodeState.TERMINATED, self.MAX_FINISHED))
+
     # -- the ConfigMap
     def _read(self) -> bytes | None:
         try:
@@ -99,6 +111,7 @@ class ClusterStore(Store):
             with self._lock:
                 if not self._dirty:
                     return False
+                self._trim()
                 data = gzip.compress(self._db.serialize(), 6)
                 self._dirty = False
             if len(data) > LIMIT_BYTES:
