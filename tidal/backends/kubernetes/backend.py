@@ -301,7 +301,7 @@ class KubernetesBackend:
             return None
         self._watching()
         try:
-            views = self.provisioner.nodes.views()
+            views, deleted = self.provisioner.nodes.snapshot()
             pods, _ = self.pods.snapshot()
         except InformerError as exc:
             raise KubernetesError(str(exc)) from None
@@ -309,7 +309,8 @@ class KubernetesBackend:
         with self._lock:
             claims = {r: by_name[p] for r, p in self._claims.items() if p in by_name}
             provisional = frozenset(n for n, c in self.provisioner.claims.items() if not c.cluster_node)
-        return ClusterView(present=frozenset(views), signals={n: v.signal for n, v in views.items() if v.signal},
+        return ClusterView(present=frozenset(views), deleted=deleted,
+                           signals={n: v.signal for n, v in views.items() if v.signal},
                            provisional=provisional,
                            pod_nodes={r: p.node for r, p in claims.items() if p.node},
                            unschedulable={r: p.unschedulable for r, p in claims.items() if p.unschedulable})

@@ -115,8 +115,12 @@ class ClusterNodes:
         return self
 
     def views(self, fail_fast: bool = False) -> dict[str, NodeView]:
-        objects, _ = self.informer.snapshot(fail_fast=fail_fast)
-        return {name: node_view(obj, self.names) for name, obj in objects.items()}
+        return self.snapshot(fail_fast)[0]
+
+    def snapshot(self, fail_fast: bool = False) -> tuple[dict[str, NodeView], frozenset[str]]:
+        """The Nodes now, and the names the watch has seen deleted."""
+        objects, deleted = self.informer.snapshot(fail_fast=fail_fast)
+        return {name: node_view(obj, self.names) for name, obj in objects.items()}, deleted
 
     @property
     def changes(self) -> int:

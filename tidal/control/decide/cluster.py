@@ -17,12 +17,14 @@ from tidal.control.commands import (Command, Event, FailReplica, NotifyReplica, 
                                     TerminateNode)
 from tidal.control.decide.notices import notify
 from tidal.control.snapshot import Snapshot
+from tidal.control.store import NodeRow
 from tidal.states import NodeState, ReplicaState as S
 
 
 @dataclass(frozen=True)
 class ClusterView:
     present: frozenset[str]                                     # the cluster's Nodes now
+    deleted: frozenset[str] = frozenset()                       # Nodes the watch saw deleted
     signals: Mapping[str, str] = field(default_factory=dict)    # Node -> why it is going
     provisional: frozenset[str] = frozenset()                   # pool nodes no Node stands for yet
     pod_nodes: Mapping[str, str] = field(default_factory=dict)  # replica -> the Node its pod runs on
@@ -55,22 +57,25 @@ def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulab
             cmds = notify(snap, node, pool, view.signals[node.name], None, margin_seconds)
             handled.update(r.id for r in snap.on(node.name))
             out += cmds
-    # Pods on a signalled Node that Tidal placed elsewhere (a slice's pods land on any Node of its billing and zone).
+    # Pods on a signalled or vanished Node that Tidal placed elsewhere (a slice's pods land on any Node of its
+    # billing and zone).
     for r in snap.in_state(S.STARTING, S.READY):
         where = view.pod_nodes.get(r.id)
-        if r.id in handled or where not in view.signals:
+        # A Node the pod names but the watch has not shown yet is new, not gone: only one seen deleted is gone.
+        if r.id in handled or where is None or where not in (view.signals.keys() | view.deleted):
             continue
         pool = snap.pools.get(snap.node(r.node).pool) if snap.node(r.node) else None
         notice = pool.notice_seconds if pool is not None else 0.0
-        why = f"its pod's Node {where} is going: {view.signals[where]}"
-        if r.state == S.READY and pool is not None and pool.spot_remedy:
+        going = where in view.signals
+        why = f"its pod's Node {where} " + (f"is going: {view.signals[where]}" if going else "left the cluster")
+        if going and r.state == S.READY and pool is not None and pool.spot_remedy:
             out.append(NotifyReplica(r.id, now + max(0.0, notice - margin_seconds)))
         else:
             out.append(StopReplica(r.id, why, Event("ReplicaStopped", f"replica/{r.id}", why)))
         handled.add(r.id)
     since: dict[str, float] = {}
     failing: set[str] = set()
-    refused: dict = {}
+    refused: dict[str, tuple[NodeRow, float]] = {}
     for r in snap.in_state(S.STARTING):
         node = snap.node(r.node)
         if r.id in handled or r.id not in view.unschedulable or node is None or node.billing != "spot":
@@ -83,13 +88,14 @@ def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulab
                f"({view.unschedulable[r.id]})")
         out.append(FailReplica(r.id, why, Event("ReplicaFailed", f"replica/{r.id}", f"{why}; replacing it"),
                                stop=True))
+        failing.add(r.id)
+        refused.setdefault(node.name, (node, now - start))
+    for name, (node, waited) in refused.items():
+        # One refusal per node, however many of its pods waited: the policy counts launches, not pods.
         out.append(RefuseLaunch(node.pool, (node.instance_type, node.zone, node.billing), Event(
             "NodeLaunchFailed", f"nodepool/{node.pool}",
             f"no spot capacity for {node.instance_type} in {node.zone}: the cluster made no Node for a pod "
-            f"in {now - start:.0f}s")))
-        failing.add(r.id)
-        refused.setdefault(node.name, node)
-    for name, node in refused.items():
+            f"in {waited:.0f}s")))
         # The claim goes once nothing on it runs or starts: the policy then plans without it.
         if all(o.id in failing for o in snap.on(name) if o.state in (S.READY, S.STARTING)):
             out.append(TerminateNode(name, "its launch was refused", Event(
