@@ -81,7 +81,8 @@ class Executor:
             return
         self.store.update_replica(rep.id, state=S.STARTING, ref=started.ref, endpoint=started.endpoint)
         out.started[rep.id] = started.ref
-        self.record(c.event, endpoint=started.endpoint)
+        # A pod has no address until it runs: the backend reports it with the replica's status.
+        self.record(c.event, endpoint=started.endpoint or "the address its pod gets")
 
     def _MarkReady(self, c: MarkReady, out: Outcomes) -> None:
         self.store.update_replica(c.replica, state=S.READY, ready_at=self.clock.now(), runtime=c.runtime)
