@@ -118,3 +118,15 @@ def test_notice_deadlines_and_refusal_offering():
     _, memory = decide(starting, view(), ClusterMemory({"r9": 1.0}), 60, 10)
     assert memory.unschedulable_since == {}
     assert not [c for c in cmds if isinstance(c, StopReplica)]
+
+
+def test_a_kubernetes_context_without_the_client_is_one_line(monkeypatch):
+    import sys
+
+    from tidal.backends.kubernetes.contexts import Context, ContextKind
+    from tidal.backends.kubernetes.wiring import connect
+    from tidal.capacity.catalog import Catalog
+    from tidal.errors import UserError
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    with pytest.raises(UserError, match=r"pip install 'tidal\[kubernetes\]'"):
+        connect(Context(name="prod", kind=ContextKind.KUBERNETES, namespace="serving"), Catalog([]))

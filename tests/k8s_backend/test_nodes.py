@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from kubernetes.client import V1Node, V1NodeCondition, V1NodeSpec, V1NodeStatus, V1ObjectMeta, V1Taint
 
-from tidal.backends.base import NodeLaunch
-from tidal.backends.kubernetes.nodes import NodeView, interruption, node_view
-from tidal.backends.kubernetes.presets import preset
-from tidal.backends.kubernetes.provisioner import cluster_catalog, free_node
-from tidal.capacity.catalog import Catalog, InstanceType
+pytest.importorskip("kubernetes", reason="the Kubernetes client is missing (pip install tidal[kubernetes])")
+from kubernetes.client import V1Node, V1NodeCondition, V1NodeSpec, V1NodeStatus, V1ObjectMeta, V1Taint  # noqa: E402
+
+from tidal.backends.base import NodeLaunch  # noqa: E402
+from tidal.backends.kubernetes.nodes import NodeView, interruption, node_view  # noqa: E402
+from tidal.backends.kubernetes.presets import preset  # noqa: E402
+from tidal.backends.kubernetes.provisioner import cluster_catalog, free_node  # noqa: E402
+from tidal.capacity.catalog import Catalog, InstanceType  # noqa: E402
 
 
 @pytest.mark.parametrize("taints,conditions,deleting,cordoned,expected", [

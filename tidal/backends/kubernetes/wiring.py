@@ -82,6 +82,11 @@ def connect(context: Context, base_catalog: Catalog) -> Cluster:
     if not context.is_kubernetes:
         raise UserError(f"context {context.name} is not a Kubernetes context")
     names = preset(context.provider)
+    try:
+        import kubernetes  # noqa: F401 - an optional dependency
+    except ImportError:
+        raise UserError(f"context {context.name} is a Kubernetes cluster, and the Kubernetes client is not "
+                        f"installed: pip install 'tidal[kubernetes]'") from None
     api = api_client(context)
     nodes = None
     try:
