@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tidal.control.commands import FailReplica, NotifyNode, NotifyReplica, RefuseLaunch, StopReplica, TerminateNode
-from tidal.control.decide.cluster import ClusterMemory, ClusterView, decide
+from tidal.control.decide.cluster import ClusterMemory, ClusterView, decide, move
 from tidal.control.snapshot import Snapshot
 from tidal.control.store import NodeRow, ReplicaRow
 from tidal.spec import NodePoolSpec
@@ -62,7 +62,7 @@ CASES = [
                  [("StopReplica", "r1"), ("TerminateNode", "spot-b-1")], id="node-gone-claim-ends"),
     pytest.param(snap(rep("r1", "od-a-1")),
                  view(PRESENT, signals={"other-1": "the Node is being deleted"}, pod_nodes={"r1": "other-1"}),
-                 ClusterMemory(), [("NotifyReplica", "r1")], id="pod-on-signalled-node-elsewhere-replaced"),
+                 ClusterMemory(), [("Note", ""), ("NotifyReplica", "r1")], id="pod-on-signalled-node-elsewhere-replaced"),
     pytest.param(snap(rep("r1", "od-a-1")), view(pod_nodes={"r1": "vanished-1"}, deleted=frozenset({"vanished-1"})),
                  ClusterMemory(), [("StopReplica", "r1")], id="pod-on-a-deleted-node-stops-and-is-replaced"),
     pytest.param(snap(rep("r1", "od-a-1")), view(pod_nodes={"r1": "new-1"}), ClusterMemory(), [],
@@ -130,3 +130,19 @@ def test_a_kubernetes_context_without_the_client_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "kubernetes", None)
     with pytest.raises(UserError, match=r"pip install 'tidal\[kubernetes\]'"):
         connect(Context(name="prod", kind=ContextKind.KUBERNETES, namespace="serving"), Catalog([]))
+
+
+@pytest.mark.parametrize("replicas,pod_nodes,expected", [
+    ((rep("r1", "spot-a-1"),), {"r1": "spot-a-1"}, []),
+    # the pods of a slice swapped Nodes: both replicas follow
+    ((rep("r1", "spot-a-1"), rep("r2", "spot-a-2")), {"r1": "spot-a-2", "r2": "spot-a-1"},
+     [("MoveReplica", "r1"), ("MoveReplica", "r2")]),
+    ((rep("r1", "spot-a-1"),), {"r1": "od-a-1"}, []),          # another billing: not its slice, stays
+    ((rep("r1", "spot-a-1"),), {"r1": "unclaimed-1"}, []),     # a Node the pool holds no claim on: stays
+    ((rep("r1", "spot-a-1"),), {}, []),                         # no pod yet
+])
+def test_replicas_follow_their_pods(replicas, pod_nodes, expected):
+    nodes = NODES + (NodeRow("spot-a-2", "gpu-pool", "zone-a", "t1", "spot", NodeState.READY, 0.0),)
+    cmds = move(snap(*replicas, nodes=nodes), view(pod_nodes=pod_nodes))
+    assert kinds(cmds) == expected
+    assert all(c.node == pod_nodes[c.replica] for c in cmds)

@@ -67,6 +67,14 @@ class SetEndpoint(Command):
 
 
 @dataclass(frozen=True)
+class MoveReplica(Command):
+    """The backend reports the replica running on another of the pool's nodes (a pod the cluster's scheduler
+    placed on a Node of the same slice): the store follows."""
+    replica: str
+    node: str
+
+
+@dataclass(frozen=True)
 class NotifyReplica(Command):
     """Its node is going: it serves until its replacement is ready or `drain_at` (None: no deadline)."""
     replica: str

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, ReplicaLaunch
 from tidal.capacity.executor import Ledger, carry_out
 from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
-                                    FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
+                                    FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, MoveReplica, Note, NotifyNode,
                                     NotifyReplica, Outcomes, Preempted, RefuseLaunch, ReplicaExited, Route, Routed,
                                     SaveAutoscaler, SavePolicyState, SetDesired, SetEndpoint, StartReplica, StopReplica,
                                     TerminateNode, Uncordon, Unroute, Warn)
@@ -97,6 +97,9 @@ class Executor:
 
     def _SetEndpoint(self, c: SetEndpoint, out: Outcomes) -> None:
         self.store.update_replica(c.replica, endpoint=c.endpoint)
+
+    def _MoveReplica(self, c: MoveReplica, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, node=c.node)
 
     def _NotifyReplica(self, c: NotifyReplica, out: Outcomes) -> None:
         self.store.update_replica(c.replica, state=S.NOTIFIED, drain_at=c.drain_at)

@@ -131,6 +131,7 @@ class Reconciler:
         seen = view() if view is not None else None
         if seen is None:
             return
+        self._run(cluster.move(self._snapshot(), seen))  # where the pods really are, before notices count them
         cmds, self._cluster = cluster.decide(self._snapshot(), seen, self._cluster,
                                              self.settings.unschedulable_seconds, self.settings.notice_margin_seconds)
         self._run(cmds)

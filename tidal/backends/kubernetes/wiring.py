@@ -63,15 +63,26 @@ class Cluster:
         control plane reacts at once rather than at its next pass."""
         def run() -> None:
             seen = self.backend.changes + self.nodes.changes
+            pods, nodes = self.backend.changes, self._node_key()
             while not self._stop.is_set():
                 seen = self.backend.wait_change_any(seen, self.nodes, 5.0)
-                if not self._stop.is_set():
+                # A kubelet's heartbeat changes its Node every few seconds: only a change Tidal acts on wakes it.
+                now_pods, now_nodes = self.backend.changes, self._node_key()
+                if (now_pods, now_nodes) != (pods, nodes) and not self._stop.is_set():
                     try:
                         wake()
                     except RuntimeError:  # the control plane's loop has closed
                         return
+                pods, nodes = now_pods, now_nodes
         self._stop.clear()
         threading.Thread(target=run, name="cluster-changes", daemon=True).start()
+
+    def _node_key(self) -> frozenset | None:
+        """What Tidal reads of the Nodes: which exist, their capacity type, zone, readiness and signal."""
+        try:
+            return frozenset((n, v.billing, v.zone, v.ready, v.signal) for n, v in self.nodes.views().items())
+        except InformerError:
+            return None
 
     def close(self) -> None:
         self._stop.set()

@@ -1,5 +1,5 @@
-"""A cluster's Nodes (pure): interruption signals become notices, Nodes that left end their claims, and pods that
-stay unschedulable on a spot node count as a refused launch.
+"""A cluster's Nodes (pure): replicas follow their pods' Nodes, interruption signals become notices, Nodes that left
+end their claims, and pods that stay unschedulable on a spot node count as a refused launch.
 
 Under a Kubernetes backend the pool's nodes are Nodes of the cluster (or provisional ones the cluster's provisioner
 has yet to make); the backend observes them with a watch and hands this step a `ClusterView`. A Node that carries
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from tidal.control.commands import (Command, Event, FailReplica, NotifyReplica, RefuseLaunch, StopReplica,
-                                    TerminateNode)
+from tidal.control.commands import (Command, Event, FailReplica, MoveReplica, Note, NotifyReplica, RefuseLaunch,
+                                    StopReplica, TerminateNode)
 from tidal.control.decide.notices import notify
 from tidal.control.snapshot import Snapshot
 from tidal.control.store import NodeRow
@@ -69,6 +69,8 @@ def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulab
         going = where in view.signals
         why = f"its pod's Node {where} " + (f"is going: {view.signals[where]}" if going else "left the cluster")
         if going and r.state == S.READY and pool is not None and pool.spot_remedy:
+            out.append(Note(Event("PreemptionNotice", f"node/{where}",
+                                  f"{view.signals[where]}: replica {r.id}'s pod on it replaced now (spot remedy)")))
             out.append(NotifyReplica(r.id, now + max(0.0, notice - margin_seconds)))
         else:
             out.append(StopReplica(r.id, why, Event("ReplicaStopped", f"replica/{r.id}", why)))
@@ -101,3 +103,17 @@ def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulab
             out.append(TerminateNode(name, "its launch was refused", Event(
                 "NodeTerminated", f"node/{name}", f"no spot capacity in {node.zone} (claim released)"), force=True))
     return out, ClusterMemory(since)
+
+
+def move(snap: Snapshot, view: ClusterView) -> list[Command]:
+    """Replicas whose pod the scheduler put on another node of the same pool, billing and zone (its slice) than
+    the one Tidal placed it on: the store follows, so a notice on a node concerns the replicas really on it."""
+    out: list[Command] = []
+    ready = {n.name: n for n in snap.nodes if n.state == NodeState.READY}
+    for r in snap.in_state(S.STARTING, S.READY):
+        where, placed = view.pod_nodes.get(r.id), snap.node(r.node)
+        there = ready.get(where) if where != r.node else None
+        if there is not None and placed is not None and (there.pool, there.billing, there.zone) == \
+                (placed.pool, placed.billing, placed.zone):
+            out.append(MoveReplica(r.id, there.name))
+    return out
