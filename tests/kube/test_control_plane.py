@@ -219,6 +219,7 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
         kinds = [(e["kind"], e["object"], e["message"]) for e in events]
         notice = next(i for i, (k, o, _) in enumerate(kinds) if k == "PreemptionNotice" and o == f"node/{victim}")
         assert "Karpenter" in kinds[notice][2]
+        assert any(k == "ControlPlaneStarted" and f"Kubernetes context ack (namespace {ns})" in m for k, _, m in kinds)
         drained = next(i for i, (k, _, m) in enumerate(kinds) if i > notice and k in ("ReplicaDraining", "ReplicaDrain",
                                                                                       "ReplicaStopped"))
         assert any(k == "ReplicaReady" for k, _, _ in kinds[notice:drained]), kinds[notice:]

@@ -133,7 +133,9 @@ class ControlPlane:
                 self.store.set_meta("api_port", repr(self.api_server.port))
             self.reconciler.event("ControlPlaneStarted", "control-plane",
                                   f"API http://{self.options.host}:{self.api_server.port}, gateway {gateway_url}, "
-                                  f"time factor {factor:g}")
+                                  f"time factor {factor:g}" + (f", Kubernetes context {self.cluster.context.name} "
+                                                               f"(namespace {self.cluster.context.namespace})"
+                                                               if self.cluster is not None else ""))
             self.home.write_address({"api": f"http://{self.options.host}:{self.api_server.port}",
                                      "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor})
             Path(self.home.pid_file).write_text(f"{os.getpid()}\n")

@@ -19,6 +19,7 @@ from tidal.backends.base import NodeLaunch, ReplicaLaunch
 from tidal.backends.kubernetes.nodes import ClusterNodes, NodeView
 from tidal.backends.kubernetes.render import Placement
 from tidal.capacity.catalog import Catalog, InstanceType
+from tidal.errors import CapacityUnavailable, NotFound
 
 PROVISIONAL = "provisional"
 
@@ -68,8 +69,12 @@ class KubernetesProvisioner:
     def launch_node(self, node: NodeLaunch, spot_held_in_zone: int, now: float) -> str:
         """Claim a free Node of the cluster (its name is the node's), or accept a provisional one."""
         views = self.nodes.views()
+        try:
+            labels = self.pool_labels(node.pool)
+        except NotFound:
+            raise CapacityUnavailable(f"node pool {node.pool} was deleted meanwhile") from None
         with self._lock:
-            name = free_node(views, set(self.claims), node, self.pool_labels(node.pool))
+            name = free_node(views, set(self.claims), node, labels)
             claim = Claim(name or node.name, node.pool, node.billing, node.zone, node.instance_type, name is not None)
             self.claims[claim.node] = claim
             return claim.node
