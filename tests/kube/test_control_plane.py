@@ -1,4 +1,5 @@
-"""The reference procedure on Kubernetes: `tidal up` under a Kubernetes context drives the real test cluster.
+"""The reference procedure on Kubernetes: `tidal up` under a Kubernetes context drives the real test cluster
+(context, nodepool, apply, serve, autoscale, get, top, events, delete through the control plane).
 
 kwok's simulated kubelets run no processes: a pod is Ready when bound, and its IP answers nothing. So no request
 goes through a replica here; the test asserts on the cluster's objects instead (pods Ready on Nodes of the right
@@ -180,16 +181,17 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
         assert "SeCrEt0123456789xyz" not in str(state.to_dict())
         assert not (tmp_path / "home" / "state.db").exists() and not list((tmp_path / "home").glob("*.db"))
 
-        # Step 5: the reference procedure's hpa.yaml, verbatim; then its floor at what 55 QPS would ask.
+        # Step 5: the reference procedure's hpa.yaml, verbatim; then (no load reaches kwok's pods) its floor at
+        # what 55 QPS at a target of 10 would ask, with the same autoscaler through `tidal autoscale`.
         tidal("apply", "-f", str(REPO_ROOT / "examples" / "seed" / "hpa.yaml"))
-        hpa = yaml.safe_load((REPO_ROOT / "examples" / "seed" / "hpa.yaml").read_text())
-        hpa["spec"]["minReplicas"] = 6
-        (tmp_path / "hpa.yaml").write_text(yaml.safe_dump(hpa))
-        tidal("apply", "-f", str(tmp_path / "hpa.yaml"))
+        tidal("autoscale", "bert-tfserving", "--min", "6", "--max", "10", "--target-qps", "10")
         od, spot = split(6, EssParams(on_demand_percentage=30))
         wait_for("6 pods Ready in the 30% on-demand mix", lambda: billing_counts(core, ns) ==
                  {"on-demand": od, "spot": spot} and tidal.json("serve", "get", "bert-tfserving")["available"] == 6,
                  90)
+        top = tidal.json("top")  # Tidal's own view agrees with the cluster's: its nodes are the claimed Nodes
+        assert "bert-tfserving" in json.dumps(top["services"])
+        assert sorted(n["billing"] for n in top["nodes"] if n["state"] == "ready") == ["on-demand"] * od + ["spot"] * spot
         zones = sorted(core.read_node(p.spec.node_name).metadata.labels[ZONE] for p in ready_pods(core, ns)
                        if core.read_node(p.spec.node_name).metadata.labels[CAPACITY_TYPE] == "spot")
         assert zones == ["zone-a", "zone-a", "zone-b", "zone-b"]  # --spot-pools 2: spread over both zones
