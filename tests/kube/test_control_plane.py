@@ -248,6 +248,14 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
         adopted = [e for e in tidal.events() if e["kind"] == "ReplicaAdopted"]
         assert len(adopted) == 6
 
+        # A Node that goes without notice (deleted outright): its replica is replaced as soon as the watch sees it.
+        lost = next(node for node, pods in pods_by_node(core, ns).items() if node)
+        core.delete_node(lost)
+        wait_for("the lost Node's replica replaced", lambda: lost not in pods_by_node(core, ns)
+                 and billing_counts(core, ns) == {"on-demand": od, "spot": spot}, 60)
+        assert any(e["message"].find(f"{lost} left the cluster") >= 0 or (
+            e["object"] == f"node/{lost}" and "left the cluster" in e["message"]) for e in tidal.events())
+
         # Deleting the service removes its objects from the cluster.
         tidal("serve", "delete", "bert-tfserving")
         wait_for("the service's Deployments gone", lambda: not apps.list_namespaced_deployment(ns).items, 60)

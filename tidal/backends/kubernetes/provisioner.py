@@ -7,7 +7,7 @@ empty Node itself). When no such Node is free, the launch is still accepted as a
 placed on it become pods of their (billing, zone) slice that the cluster's provisioner (Karpenter, a cluster
 autoscaler) makes a Node for. If it makes none, those pods stay unschedulable, and after a bounded time
 (tidal.control.decide.cluster) that counts as the launch refused, so the policy falls back exactly as it does
-locally when a zone has no spot capacity.
+locally when a zone has no spot capacity (and an on-demand launch tries the pool's next zone).
 """
 
 from __future__ import annotations

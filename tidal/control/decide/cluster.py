@@ -1,5 +1,5 @@
 """A cluster's Nodes (pure): replicas follow their pods' Nodes, interruption signals become notices, Nodes that left
-end their claims, and pods that stay unschedulable on a spot node count as a refused launch.
+end their claims, and pods that stay unschedulable count as a refused launch (of their node's billing and zone).
 
 Under a Kubernetes backend the pool's nodes are Nodes of the cluster (or provisional ones the cluster's provisioner
 has yet to make); the backend observes them with a watch and hands this step a `ClusterView`. A Node that carries
@@ -80,13 +80,13 @@ def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulab
     refused: dict[str, tuple[NodeRow, float]] = {}
     for r in snap.in_state(S.STARTING):
         node = snap.node(r.node)
-        if r.id in handled or r.id not in view.unschedulable or node is None or node.billing != "spot":
+        if r.id in handled or r.id not in view.unschedulable or node is None:
             continue
         start = memory.unschedulable_since.get(r.id, now)
         if now - start < unschedulable_seconds:
             since[r.id] = start
             continue
-        why = (f"its pod found no spot Node in {node.zone or 'any zone'} for {now - start:.0f}s "
+        why = (f"its pod found no {node.billing} Node in {node.zone or 'any zone'} for {now - start:.0f}s "
                f"({view.unschedulable[r.id]})")
         out.append(FailReplica(r.id, why, Event("ReplicaFailed", f"replica/{r.id}", f"{why}; replacing it"),
                                stop=True))
@@ -96,12 +96,13 @@ def decide(snap: Snapshot, view: ClusterView, memory: ClusterMemory, unschedulab
         # One refusal per node, however many of its pods waited: the policy counts launches, not pods.
         out.append(RefuseLaunch(node.pool, (node.instance_type, node.zone, node.billing), Event(
             "NodeLaunchFailed", f"nodepool/{node.pool}",
-            f"no spot capacity for {node.instance_type} in {node.zone}: the cluster made no Node for a pod "
+            f"no {node.billing} capacity for {node.instance_type} in {node.zone}: the cluster made no Node for a pod "
             f"in {waited:.0f}s")))
         # The claim goes once nothing on it runs or starts: the policy then plans without it.
         if all(o.id in failing for o in snap.on(name) if o.state in (S.READY, S.STARTING)):
             out.append(TerminateNode(name, "its launch was refused", Event(
-                "NodeTerminated", f"node/{name}", f"no spot capacity in {node.zone} (claim released)"), force=True))
+                "NodeTerminated", f"node/{name}", f"no {node.billing} capacity in {node.zone} (claim released)"),
+                force=True))
     return out, ClusterMemory(since)
 
 
