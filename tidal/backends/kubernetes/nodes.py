@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Mapping
 
 from tidal.backends.kubernetes.informer import Informer
@@ -35,7 +36,7 @@ INTERRUPTION_TAINTS: Mapping[str, str] = {
 }
 
 
-class Billing:
+class Billing(StrEnum):
     SPOT = "spot"
     ON_DEMAND = "on-demand"
 
