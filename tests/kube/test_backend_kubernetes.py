@@ -49,10 +49,13 @@ class Harness:
                     pytest.fail(f"timed out after {WAIT_S} s waiting for {what}")
                 seen = backend.wait_change(seen, deadline - time.monotonic())
             return
+        # Watch from the version listed before the check, so a change between the two is not missed.
+        version = self.core.list_namespaced_pod(self.ns).metadata.resource_version
         if done():
             return
         watcher = watch.Watch()
-        for _ in watcher.stream(self.core.list_namespaced_pod, self.ns, timeout_seconds=WAIT_S):
+        for _ in watcher.stream(self.core.list_namespaced_pod, self.ns, resource_version=version,
+                                timeout_seconds=WAIT_S):
             if done():
                 watcher.stop()
                 return

@@ -76,8 +76,9 @@ class Adoption:
 class NodeProvisioner(Protocol):
     """Launches and terminates nodes (absent where the cluster's own provisioner does it)."""
 
-    def launch_node(self, node: NodeLaunch, spot_held_in_zone: int, now: float) -> None:
-        """Create a node, or raise CapacityUnavailable."""
+    def launch_node(self, node: NodeLaunch, spot_held_in_zone: int, now: float) -> str | None:
+        """Create a node, or raise CapacityUnavailable. Returns the node's name when the provisioner names it
+        (a cluster node it claims), None to keep `node.name`."""
 
     def terminate_node(self, name: str) -> None: ...
 

@@ -67,6 +67,14 @@ class SetEndpoint(Command):
 
 
 @dataclass(frozen=True)
+class MoveReplica(Command):
+    """The backend reports the replica running on another of the pool's nodes (a pod the cluster's scheduler
+    placed on a Node of the same slice): the store follows."""
+    replica: str
+    node: str
+
+
+@dataclass(frozen=True)
 class NotifyReplica(Command):
     """Its node is going: it serves until its replacement is ready or `drain_at` (None: no deadline)."""
     replica: str
@@ -143,6 +151,15 @@ class CarryOutPool(Command):
 
     def flat(self) -> list[Command]:
         return [a for group in self.actions for a in group]
+
+
+@dataclass(frozen=True)
+class RefuseLaunch(Command):
+    """A launch accepted earlier that the provider turned out not to honour (a cluster that made no Node for its
+    pods): the pool's policy learns it as a refused launch."""
+    pool: str
+    offering: tuple[str, str, str]  # (instance type, zone, capacity type)
+    event: Event
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class ControlPlane:
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
         self._lock_fd: int | None = None
+        self.cluster = None  # a tidal.backends.kubernetes.wiring.Cluster on a Kubernetes context
 
     def _meta_or(self, key: str, given, default, cast):
         """A setting given now wins and is remembered; else the remembered one; else the default."""
@@ -86,7 +87,10 @@ class ControlPlane:
         os.umask(0o077)  # the database, logs and run files are the owner's alone
         self.home.ensure()
         self._lock_fd = _lock(self.home.pid_file)
-        self.store = Store(self.home.db)
+        catalog = load_catalog(self.options.catalog or self.home.catalog_file)
+        self.cluster = _cluster(self.home, catalog)
+        # On a Kubernetes context the state lives in the cluster (a ConfigMap), not in the home's SQLite file.
+        self.store = self.cluster.store if self.cluster is not None else Store(self.home.db)
         factor = self._meta_or("time_factor", self.options.time_factor, 1.0, float)
         anchors = self.store.get_meta("clock_anchors")
         if anchors is not None and float(self.store.get_meta("clock_factor") or "nan") == factor:
@@ -98,9 +102,12 @@ class ControlPlane:
             clock = ScaledClock(factor, now, max(now, _last_time(self.store)))
             self.store.set_meta("clock_anchors", f"{clock.anchor_real!r},{clock.anchor_virtual!r}")
             self.store.set_meta("clock_factor", repr(factor))
-        catalog = load_catalog(self.options.catalog or self.home.catalog_file)
         token = self.home.token(create=True)
-        backend = LocalBackend(self.home.root, host=self.options.host, warm_pool=WarmPoolSettings.from_env(os.environ))
+        if self.cluster is not None:
+            backend, catalog = self.cluster.backend, self.cluster.catalog() or catalog
+        else:
+            backend = LocalBackend(self.home.root, host=self.options.host,
+                                   warm_pool=WarmPoolSettings.from_env(os.environ))
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
         api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
         self._wake = asyncio.Event()
@@ -120,7 +127,7 @@ class ControlPlane:
             api = Api(self.reconciler, token, gateway_url, self._wake.set, console)
             # Only the names this API serves (and TIDAL_ALLOWED_HOSTS): a page on another site that rebinds
             # its own name to this address gets 421, not the console or the API.
-            self.api_server = HttpServer(api.handle, self.options.host, api_port,
+            self.api_server = HttpServer(self._persisting(api.handle), self.options.host, api_port,
                                          allowed_hosts=HostAllowList.for_bind(self.options.host, env=os.environ))
             try:
                 await self.api_server.start()
@@ -131,14 +138,40 @@ class ControlPlane:
                 self.store.set_meta("api_port", repr(self.api_server.port))
             self.reconciler.event("ControlPlaneStarted", "control-plane",
                                   f"API http://{self.options.host}:{self.api_server.port}, gateway {gateway_url}, "
-                                  f"time factor {factor:g}")
+                                  f"time factor {factor:g}" + (f", Kubernetes context {self.cluster.context.name} "
+                                                               f"(namespace {self.cluster.context.namespace})"
+                                                               if self.cluster is not None else ""))
             self.home.write_address({"api": f"http://{self.options.host}:{self.api_server.port}",
                                      "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor})
             Path(self.home.pid_file).write_text(f"{os.getpid()}\n")
         except BaseException:
             await self._stop_gateway(keep_adopted=True)
             raise
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        if self.cluster is not None:  # the cluster's watches wake the loop: a Node's notice is acted on at once
+            self.cluster.follow(lambda: loop.call_soon_threadsafe(self._wake.set))
+        self._loop_task = loop.create_task(self._loop())
+
+    def _persisting(self, handle):
+        """A state kept in the cluster is written before a change the API accepted is answered."""
+        if self.cluster is None:
+            return handle
+
+        async def persisted(req):
+            response = await handle(req)
+            if req.method not in ("GET", "HEAD"):
+                await self._sync()
+            return response
+        return persisted
+
+    async def _sync(self) -> None:
+        if self.cluster is None:
+            return
+        from tidal.backends.kubernetes.state import StateError
+        try:
+            await asyncio.to_thread(self.store.sync)
+        except StateError as exc:
+            log.error("%s", exc)
 
     def _make_gateway(self, port: int, token: str):
         from tidal.gateway import Gateway
@@ -169,9 +202,12 @@ class ControlPlane:
         clock = self.reconciler.clock
         while not self._stopping:
             try:
+                if self.cluster is not None and (catalog := self.cluster.catalog()) is not None:
+                    self.reconciler.catalog = catalog  # the cluster's Nodes changed: its zones may have
                 await self.reconciler.tick()
             except Exception:  # a bad pass is logged and retried; it must not stop reconciling
                 log.exception("reconcile pass failed")
+            await self._sync()
             self._wake.clear()
             wait = clock.real(self.options.settings.tick_seconds)
             if self.reconciler.burst_tick_seconds is not None:
@@ -206,10 +242,15 @@ class ControlPlane:
             await self.api_server.stop(2.0)
         # The gateway first: it takes no new requests and finishes those in flight, then the replicas go.
         await self._stop_gateway()
-        if stop_replicas and self.reconciler is not None:
+        # On a cluster the pods are the cluster's to keep running: a control plane that stops (a rollout, a
+        # restart) leaves them serving, and the next one adopts them from the state it left in the cluster.
+        if stop_replicas and self.reconciler is not None and self.cluster is None:
             async with self.reconciler.lock:
                 self.reconciler.shutdown()
-        if self.reconciler is not None:
+        await self._sync()
+        if self.cluster is not None:
+            self.cluster.close()  # its watches, then the backend and its client
+        elif self.reconciler is not None:
             self.reconciler.backend.close()
         if self.store is not None:
             self.store.close()
@@ -230,6 +271,16 @@ class ControlPlane:
                 await self.gateway_supervisor.stop()
         elif self.gateway is not None and hasattr(self.gateway, "stop"):
             await self.gateway.stop()
+
+
+def _cluster(home: Home, catalog):
+    """The cluster the current context names (TIDAL_CONTEXT or `tidal context use`); None for this machine."""
+    from tidal.backends.kubernetes.contexts import ContextStore
+    context = ContextStore(home.root, os.environ).current()
+    if not context.is_kubernetes:
+        return None
+    from tidal.backends.kubernetes.wiring import connect
+    return connect(context, catalog)
 
 
 def _last_time(store: Store) -> float:

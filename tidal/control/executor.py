@@ -15,10 +15,10 @@ from tidal.backends.base import Backend, CapacityUnavailable, NodeLaunch, Replic
 from tidal.capacity.executor import Ledger, carry_out
 from tidal.control import releases
 from tidal.control.commands import (CarryOutPool, Command, CreateReplica, DiscardReplica, DrainNode, DrainReplica, Event,
-                                    FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, Note, NotifyNode,
-                                    NotifyReplica, Outcomes, Preempted, PromoteRelease, ReplicaExited, Route, Routed,
-                                    SaveAutoscaler, SavePolicyState, SaveRollout, SetDesired, SetEndpoint, StartReplica,
-                                    StopReplica, TerminateNode, Uncordon, Unroute, Warn)
+                                    FailReplica, LaunchNode, LaunchRefused, MarkEmpty, MarkReady, MoveReplica, Note,
+                                    NotifyNode, NotifyReplica, Outcomes, Preempted, PromoteRelease, RefuseLaunch,
+                                    ReplicaExited, Route, Routed, SaveAutoscaler, SavePolicyState, SaveRollout, SetDesired,
+                                    SetEndpoint, StartReplica, StopReplica, TerminateNode, Uncordon, Unroute, Warn)
 from tidal.control.store import NodeRow, ReplicaRow, Store
 from tidal.errors import NotFound
 from tidal.spec import ServiceSpec
@@ -82,7 +82,8 @@ class Executor:
             return
         self.store.update_replica(rep.id, state=S.STARTING, ref=started.ref, endpoint=started.endpoint)
         out.started[rep.id] = started.ref
-        self.record(c.event, endpoint=started.endpoint)
+        # A pod has no address until it runs: the backend reports it with the replica's status.
+        self.record(c.event, endpoint=started.endpoint or "the address its pod gets")
 
     def _release_spec(self, service: str, key: str) -> ServiceSpec:
         """What a replica of release `key` runs: its service's spec, or during a rollout the canary's."""
@@ -102,6 +103,9 @@ class Executor:
 
     def _SetEndpoint(self, c: SetEndpoint, out: Outcomes) -> None:
         self.store.update_replica(c.replica, endpoint=c.endpoint)
+
+    def _MoveReplica(self, c: MoveReplica, out: Outcomes) -> None:
+        self.store.update_replica(c.replica, node=c.node)
 
     def _NotifyReplica(self, c: NotifyReplica, out: Outcomes) -> None:
         self.store.update_replica(c.replica, state=S.NOTIFIED, drain_at=c.drain_at)
@@ -158,8 +162,10 @@ class Executor:
         held = sum(1 for n in self.store.nodes(c.pool) if n.billing == "spot" and n.zone == c.zone
                    and n.state == NodeState.READY) if c.capacity_type == "spot" else 0
         try:
-            provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type, c.gpus),
-                                    held, now)
+            # A provisioner that claims an existing node (a cluster's) names it; the others take Tidal's name.
+            claimed = provisioner.launch_node(NodeLaunch(name, c.pool, c.zone, c.instance_type, c.capacity_type,
+                                                         c.gpus), held, now)
+            name = claimed if isinstance(claimed, str) and claimed else name
         except CapacityUnavailable as exc:
             out.refused.append(LaunchRefused(c.pool, (c.instance_type, c.zone, c.capacity_type), now))
             self.event("NodeLaunchFailed", f"nodepool/{c.pool}", str(exc))
@@ -189,6 +195,10 @@ class Executor:
         self.store.update_node(c.node, cordoned=1)
         for rid in c.replicas:
             self.store.update_replica(rid, state=S.NOTIFIED, drain_at=None)
+        self.record(c.event)
+
+    def _RefuseLaunch(self, c: RefuseLaunch, out: Outcomes) -> None:
+        out.refused.append(LaunchRefused(c.pool, c.offering, self.clock.now()))
         self.record(c.event)
 
     def _Uncordon(self, c: Uncordon, out: Outcomes) -> None:

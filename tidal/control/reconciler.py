@@ -23,7 +23,8 @@ from tidal.capacity.cost import NodeLife, summarize
 from tidal.capacity.nodepool import pool_zones
 from tidal.control.commands import (Command, DiscardReplica, Event, FailReplica, Note, Outcomes, StopReplica,
                                     TerminateNode)
-from tidal.control.decide import autoscaling, capacity, notices, placement, replicas, rollout, routing, zero
+from tidal.control.decide import (autoscaling, capacity, cluster, notices, placement, replicas, rollout, routing,
+                                  zero)
 from tidal.control.decide.autoscaling import workload_name as _workload_name
 from tidal.control.decide.replicas import (DEFAULT_CPU, DEFAULT_MEMORY_MIB, release_hash,  # noqa: F401 (re-exported)
                                            requests_of)
@@ -63,6 +64,7 @@ class Reconciler:
         self._pools: dict[str, capacity.PoolMemory] = {}
         self.burst_tick_seconds: float | None = None
         self._zero = zero.ZeroMemory()
+        self._cluster = cluster.ClusterMemory()
         # Requests wait at the gateway for a replica: the loop looks again within a tenth of a second.
         self.waiting = False
 
@@ -111,6 +113,7 @@ class Reconciler:
         async with self.lock:
             statuses = await self._observe_replicas()
             self._run(replicas.observed(self._snapshot(), statuses, self.settings))
+            self._cluster_nodes()
             snap = self._snapshot()
             self._run(notices.reclaims(snap, self._spot_capacity(snap), self.settings.notice_margin_seconds))
             self._run(notices.expire(self._snapshot()))
@@ -124,6 +127,17 @@ class Reconciler:
             self._run(replicas.stop_drained(self._snapshot()))
             self._run(capacity.track_empty(self._snapshot()))
             self.sync_gateway()
+
+    def _cluster_nodes(self) -> None:
+        """A backend on a cluster: its Nodes' signals, Nodes gone, and pods that find no Node (decide.cluster)."""
+        view = getattr(self.backend, "cluster_view", None)
+        seen = view() if view is not None else None
+        if seen is None:
+            return
+        self._run(cluster.move(self._snapshot(), seen))  # where the pods really are, before notices count them
+        cmds, self._cluster = cluster.decide(self._snapshot(), seen, self._cluster,
+                                             self.settings.unschedulable_seconds, self.settings.notice_margin_seconds)
+        self._run(cmds)
 
     def settling(self) -> bool:
         """Whether replicas are on their way in or out (the loop then looks again sooner)."""

@@ -16,3 +16,5 @@ class ControlSettings(BaseModel):
     stop_grace_seconds: float = Field(default=30.0, gt=0)     # real seconds before a stopping replica is killed
     unavailable_seconds: float = Field(default=45.0, ge=0)    # an offering that refused a launch is skipped this long
     cold_start_seconds: float = Field(default=0.0, ge=0)      # local nodes are up at once
+    # On a cluster: a pod that finds no spot Node this long counts as that spot launch refused.
+    unschedulable_seconds: float = Field(default=60.0, gt=0)

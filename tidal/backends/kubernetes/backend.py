@@ -8,8 +8,9 @@ count; which pod a Tidal replica is stays Tidal's own bookkeeping (a claim on a 
 that stops is the pod the ReplicaSet deletes, steered there with the pod-deletion-cost annotation.
 
 Every object of a service is owned by its Kubernetes Service (owner references), so deleting that one object
-lets the cluster's garbage collector remove the rest. There is no node provisioner: the cluster's own
-(Karpenter, a cluster autoscaler) makes nodes for pods that do not fit.
+lets the cluster's garbage collector remove the rest. Tidal makes no Nodes: the cluster's own provisioner
+(Karpenter, a cluster autoscaler) does; under the control plane, node pools claim the cluster's Nodes
+(provisioner.py) and the cluster step (tidal.control.decide.cluster) follows them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tidal.backends.base import Adoption, ReplicaLaunch, ReplicaPhase, ReplicaRef, ReplicaStatus, StartedReplica
 from tidal.backends.kubernetes import render
@@ -27,8 +28,12 @@ from tidal.backends.kubernetes.client import FIELD_MANAGER, TIMEOUT_S, describe_
 from tidal.backends.kubernetes.informer import Informer, InformerError
 from tidal.backends.kubernetes.pods import PodView, assign, pod_view, replica_status
 from tidal.backends.kubernetes.render import Placement, RenderOptions
-from tidal.errors import TidalError
+from tidal.control.decide.cluster import ClusterView
+from tidal.errors import NotFound, TidalError
 from tidal.spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from tidal.backends.kubernetes.provisioner import KubernetesProvisioner
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +54,12 @@ class _Slice:
 
 
 class KubernetesBackend:
-    provisioner = None  # the cluster's provisioner makes nodes for pending pods
 
     def __init__(self, api: Any, namespace: str, spec_of: Callable[[str], ServiceSpec],
                  options: RenderOptions | None = None,
-                 placement_of: Callable[[ReplicaLaunch], Placement] | None = None, owns_api: bool = False) -> None:
+                 placement_of: Callable[[ReplicaLaunch], Placement] | None = None, owns_api: bool = False,
+                 provisioner: "KubernetesProvisioner | None" = None,
+                 changed: threading.Condition | None = None) -> None:
         from kubernetes import client, dynamic
         self.api = api
         self.owns_api = owns_api  # close() closes the client only when it was made for this backend
@@ -65,13 +71,16 @@ class KubernetesBackend:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.dynamic = dynamic.DynamicClient(api)
-        self.placement_of = placement_of or self.node_placement
+        # With a provisioner (the control plane's node pools claim the cluster's Nodes), a replica's slice is its
+        # node's; without one (a caller that names cluster Nodes), the Node's own labels say it.
+        self.provisioner = provisioner
+        self.placement_of = placement_of or (provisioner.placement if provisioner else self.node_placement)
         self._lock = threading.Lock()
         self._slices: dict[str, _Slice] = {}      # deployment name -> its replicas
         self._claims: dict[str, str] = {}         # replica -> pod name
         self._applied: set[str] = set()           # Deployments this backend applied (the watch may lag behind)
         # Watches, not polling: pods and Deployments are followed from the first call that needs them.
-        self._changed = threading.Condition(threading.RLock())
+        self._changed = changed or threading.Condition(threading.RLock())
         self.pods = Informer(self.core.list_namespaced_pod, namespace, f"app={render.APP},{render.SLICE_LABEL}",
                              "pods", self._changed)
         self.deployments = Informer(self.apps.list_namespaced_deployment, namespace, f"{render.MANAGED_BY}=tidal",
@@ -216,10 +225,39 @@ class KubernetesBackend:
             except Exception as exc:  # noqa: BLE001
                 if getattr(exc, "status", None) != 404:
                     log.warning("%s", describe_failure(exc, f"deleting pod {pod}"))
+        if ref and deployment:
+            self._collect(ref["service"], deployment[:-(len(ref.get("slice", "")) + 1)])
+
+    def _collect(self, service: str, workload: str) -> None:
+        """The last replica of a service the control plane deleted has stopped: its objects go (the Service
+        owns the rest, so the garbage collector removes them)."""
+        with self._lock:
+            if any(s.members for s in self._slices.values() if s.service == service):
+                return
+        try:
+            self.spec_of(service)
+            return  # still wanted (scaled to zero, or a new release on its way)
+        except NotFound:
+            pass
+        except Exception:  # noqa: BLE001 - unknown: keep the objects
+            return
+        try:
+            self.core.delete_namespaced_service(workload, self.ns, propagation_policy="Background",
+                                                _request_timeout=TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "status", None) != 404:
+                log.warning("%s", describe_failure(exc, f"deleting Service {workload}"))
+            return
+        with self._lock:
+            for dep in [d for d, s in self._slices.items() if s.service == service]:
+                self._slices.pop(dep)
+                self._applied.discard(dep)
 
     def _watching(self) -> None:
         self.pods.start()
         self.deployments.start()
+        if self.provisioner is not None:
+            self.provisioner.nodes.start()
 
     def _list_pods(self) -> tuple[list[PodView], set[str]]:
         """Tidal's pods in the namespace and the Deployments that exist, as the watches see them now."""
@@ -257,6 +295,26 @@ class KubernetesBackend:
                     out[replica] = replica_status(pod, self._port(refs[replica]))
         return out
 
+    def cluster_view(self) -> ClusterView | None:
+        """What the control plane's cluster step reads: the Nodes (watched), their signals, where pods run."""
+        if self.provisioner is None:
+            return None
+        self._watching()
+        try:
+            views, deleted = self.provisioner.nodes.snapshot()
+            pods, _ = self.pods.snapshot()
+        except InformerError as exc:
+            raise KubernetesError(str(exc)) from None
+        by_name = {name: pod_view(p) for name, p in pods.items()}
+        with self._lock:
+            claims = {r: by_name[p] for r, p in self._claims.items() if p in by_name}
+            provisional = frozenset(n for n, c in self.provisioner.claims.items() if not c.cluster_node)
+        return ClusterView(present=frozenset(views), deleted=deleted,
+                           signals={n: v.signal for n, v in views.items() if v.signal},
+                           provisional=provisional,
+                           pod_nodes={r: p.node for r, p in claims.items() if p.node},
+                           unschedulable={r: p.unschedulable for r, p in claims.items() if p.unschedulable})
+
     @property
     def changes(self) -> int:
         """How many changes the watches have seen (to wait for the next with `wait_change`)."""
@@ -268,6 +326,13 @@ class KubernetesBackend:
         with self._changed:
             self._changed.wait_for(lambda: self.changes > after, timeout)
             return self.changes
+
+    def wait_change_any(self, after: int, nodes, timeout: float) -> int:
+        """Like `wait_change`, counting the Nodes' watch too (it shares this backend's condition)."""
+        self._watching()
+        with self._changed:
+            self._changed.wait_for(lambda: self.changes + nodes.changes > after, timeout)
+            return self.changes + nodes.changes
 
     def _port(self, ref: ReplicaRef) -> int:
         try:
@@ -332,5 +397,7 @@ class KubernetesBackend:
     def close(self) -> None:
         self.pods.stop()
         self.deployments.stop()
+        if self.provisioner is not None:
+            self.provisioner.nodes.stop()
         if self.owns_api:
             self.api.close()

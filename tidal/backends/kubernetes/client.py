@@ -26,6 +26,12 @@ def api_client(context: Context):
         raise UserError(f"context {context.name}: {where} does not work: {str(exc).splitlines()[0]}") from None
     except OSError as exc:
         raise UserError(f"context {context.name}: cannot read {context.kubeconfig}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. a file that is not YAML: one line, never a traceback
+        where = context.kubeconfig or "the default kubeconfig"
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(exc, "problem", None) or type(exc).__name__
+        raise UserError(f"context {context.name}: {where} does not work: not a kubeconfig: {what}{at}") from None
 
 
 def in_cluster() -> bool:

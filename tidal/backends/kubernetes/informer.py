@@ -95,10 +95,13 @@ class Informer:
         self._publish(lambda: setattr(self, "_error", message))
         self._stop.wait(1.0)
 
-    def snapshot(self, timeout: float = TIMEOUT_S) -> tuple[dict[str, Any], frozenset[str]]:
-        """The objects now and the names seen deleted; waits for the first list (raises with why it failed)."""
+    def snapshot(self, timeout: float = TIMEOUT_S, fail_fast: bool = False) -> tuple[dict[str, Any], frozenset[str]]:
+        """The objects now and the names seen deleted; waits for the first list (raises with why it failed).
+        `fail_fast`: the first failure of that list is the answer (a check at start), not retried until `timeout`."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._synced or self._stop.is_set(), timeout):
+            answered = self._cond.wait_for(lambda: self._synced or self._stop.is_set() or (fail_fast and self._error),
+                                           timeout)
+            if not answered or not (self._synced or self._stop.is_set()):
                 raise InformerError(self._error or f"listing {self.what}: no answer in {timeout:.0f} s")
             return dict(self._objects), frozenset(self._deleted)
 

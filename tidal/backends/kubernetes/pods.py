@@ -26,6 +26,7 @@ class PodView:
     unschedulable: str = ""    # the scheduler's message while it finds no node
     waiting: str = ""          # "Reason: message" of a container that waits for something that will not come
     reason: str = ""           # the pod's own reason and message (e.g. Evicted, a node lost)
+    node: str = ""             # the Node it is bound to ("" while pending)
 
     def release_of(self, ref: dict) -> bool:
         return self.service == ref.get("service")
@@ -51,7 +52,8 @@ def pod_view(pod: Any) -> PodView:
     created = meta.creation_timestamp.timestamp() if meta.creation_timestamp else 0.0
     return PodView(name=meta.name, service=labels.get("serviceName", ""), slice=labels.get(SLICE_LABEL, ""),
                    phase=status.phase or "Unknown", ready=ready, ip=status.pod_ip, deleting=bool(meta.deletion_timestamp),
-                   created=created, unschedulable=unschedulable, waiting=waiting, reason=reason)
+                   created=created, unschedulable=unschedulable, waiting=waiting, reason=reason,
+                   node=(pod.spec.node_name if pod.spec else None) or "")
 
 
 def assign(replicas: list[str], pods: list[PodView], previous: dict[str, str | None]) -> dict[str, PodView]:

@@ -61,7 +61,7 @@ def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], settings: Contr
         elif rep.state != S.STARTING:
             continue
         elif st.phase is ReplicaPhase.READY:
-            out.append(MarkReady(rep.id, Event("ReplicaReady", obj, f"ready on node {rep.node} (port {rep.port}) "
+            out.append(MarkReady(rep.id, Event("ReplicaReady", obj, f"ready on node {rep.node} (port {_port(st.endpoint) or rep.port}) "
                                                                     f"after {now - rep.created_at:.1f}s"
                                                                     + (f" ({st.runtime})" if st.runtime else "")),
                                  st.runtime))
@@ -74,6 +74,11 @@ def observed(snap: Snapshot, statuses: dict[str, ReplicaStatus], settings: Contr
             out.append(FailReplica(rep.id, "not ready in time", Event(
                 "ReplicaFailed", obj, f"not ready after {settings.start_timeout_seconds:.0f}s; replacing it"), stop=True))
     return out
+
+
+def _port(endpoint: str | None) -> int | None:
+    """The port of where a backend says the replica answers now (a pod's IP and port), if it says."""
+    return int(endpoint.rsplit(":", 1)[1]) if endpoint and ":" in endpoint else None
 
 
 def lifecycle(snap: Snapshot, settings: ControlSettings, memory: ReplicaMemory) -> tuple[list[Command], ReplicaMemory]:
