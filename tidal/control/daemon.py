@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidal.backends.local import LocalBackend
-from tidal.capacity.catalog import load_catalog
+from tidal.capacity.catalog import load_catalog, migrate_pools
 from tidal.control.api import Api
 from tidal.control.home import Home
 from tidal.control.reconciler import ControlSettings, Reconciler
@@ -95,6 +95,7 @@ class ControlPlane:
             self.store.set_meta("clock_anchors", f"{clock.anchor_real!r},{clock.anchor_virtual!r}")
             self.store.set_meta("clock_factor", repr(factor))
         catalog = load_catalog(self.options.catalog or self.home.catalog_file)
+        migrate_pools(self.store, catalog)
         token = self.home.token(create=True)
         backend = LocalBackend(self.home.root, host=self.options.host)
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)

@@ -94,3 +94,4 @@ class PolicyDef:
     initial_state: Callable[[Any, Sequence[str], int], Any]  # (params, zone names, seed) -> state
     decide: Decide
     summary: str
+    by_type: bool = False  # its spot pools are (instance type, zone) pairs, not zones
