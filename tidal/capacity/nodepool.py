@@ -6,22 +6,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tidal.capacity.catalog import Catalog, CapacityType, InstanceType
-from tidal.capacity.policies.types import Observation, Plan, ZoneView
+from tidal.capacity.policies.types import Observation, Plan, ZoneView, offer_key, split_key
 from tidal.scheduling import Resources, nodes_needed
 from tidal.spec import NodePoolSpec
 
 NodeState = Literal["ready", "notified", "terminated"]
-
-
-def offer_key(instance_type: str, zone: str) -> str:
-    """A spot pool of one instance type in one zone, as a policy that spreads over types sees it."""
-    return f"{instance_type}@{zone}"
-
-
-def split_key(key: str) -> tuple[str | None, str]:
-    """(instance type or None, zone) of a spot pool's key: a zone alone, or `offer_key`'s type@zone."""
-    itype, sep, zone = key.rpartition("@")
-    return (itype, zone) if sep else (None, key)
 
 
 def in_key(node: "PoolNode", key: str) -> bool:

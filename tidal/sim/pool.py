@@ -118,6 +118,7 @@ class SimPool:
         ready = dict.fromkeys(self.keys, 0)
         noticed = dict.fromkeys(self.keys, 0)
         od_held = od_ready = 0
+        self.last_noticed = noticed
         by_type = self.by_type
         for n in self.nodes.values():
             if n.billing != "spot":
@@ -134,7 +135,9 @@ class SimPool:
         for (t, z), p in zip(self.offers, prices):
             key = f"{t}@{z}" if by_type else z
             price[key] = min(p, price.get(key, p))
-        preempted, failed = (self._gone, {}) if notice_blind else self.ledger.counts()
+        preempted, failed = self.ledger.counts()
+        if notice_blind:
+            preempted = self._gone
         return Observation(
             target=target,
             zones=tuple(ZoneView(k, held[k], ready[k], preempted.get(k, 0), failed.get(k, 0), noticed[k], price[k])
