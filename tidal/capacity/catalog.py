@@ -173,6 +173,9 @@ def placed_pool(spec, catalog: Catalog):
     update = {"provider": provider, "region": region}
     if "notice_seconds" not in spec.model_fields_set and provider in NOTICE_SECONDS:
         update["notice_seconds"] = NOTICE_SECONDS[provider]  # the provider's own lead unless the pool says
+    from tidal.capacity.policies import POLICIES  # here: the policies import this module's types
+    if spec.policy in POLICIES and POLICIES[spec.policy].acts_on_notice:
+        update["spot_remedy"] = True  # the policy replaces the node at the notice: its replicas move then too
     if all(getattr(spec, k) == v for k, v in update.items()):
         return spec
     return spec.model_copy(update=update)

@@ -33,7 +33,7 @@ POLICIES: dict[str, PolicyDef] = {
                              "a spare sized by the pool's record of losses: none in calm (cheaper, bets on calm)"),
     "tidal-notice": PolicyDef("tidal-notice", notice.NoticeParams, notice.initial_state, notice.decide,
                               "spot over (instance type, zone) pools, replaced when the reclaim notice comes; "
-                              "on-demand only while spot cannot cover", by_type=True),
+                              "on-demand only while spot cannot cover", by_type=True, acts_on_notice=True),
 }
 
 def pool_params(policy: str, fields: dict[str, Any], overrides: dict[str, Any]) -> BaseModel:

@@ -106,3 +106,4 @@ class PolicyDef:
     decide: Decide
     summary: str
     by_type: bool = False  # its spot pools are (instance type, zone) pairs, not zones
+    acts_on_notice: bool = False  # replaces a node when its notice comes: its pools replace the replicas then too
