@@ -69,6 +69,9 @@ class Catalog:
     def __init__(self, types: Iterable[InstanceType]) -> None:
         self.types: dict[str, InstanceType] = {t.name: t for t in types}
         self._views: dict[tuple[str, str], Catalog] = {}
+        # A catalog does not change once built: the views and orders the decisions ask for each tick are kept.
+        self._pools: dict[tuple, Catalog] = {}
+        self._offerings: dict[tuple, list[Offering]] = {}
 
     @cached_property
     def places(self) -> list[tuple[str, str]]:
@@ -94,6 +97,12 @@ class Catalog:
     def for_pool(self, pool) -> "Catalog":
         """The types a pool may launch: those of its provider and region (a pool stored before pools had a region
         gets the one its types or zones name, else the catalog's first)."""
+        key = (pool.provider, pool.region, tuple(pool.instance_types), tuple(pool.zones))
+        if key not in self._pools:
+            self._pools[key] = self._for_pool(pool)
+        return self._pools[key]
+
+    def _for_pool(self, pool) -> "Catalog":
         try:
             return self.in_region(*self.place_of(pool.provider, pool.region, pool.instance_types, pool.zones))
         except InvalidArgument:
@@ -144,6 +153,13 @@ class Catalog:
         cost-optimized: ascending vCPU unit price (ESS's COST_OPTIMIZED); priority: the
         order the types were listed in, then zone order; balance: by zone, then price.
         """
+        key = (tuple(instance_types), tuple(zones), capacity_type, order)
+        if key not in self._offerings:
+            self._offerings[key] = self._ordered(instance_types, zones, capacity_type, order)
+        return list(self._offerings[key])
+
+    def _ordered(self, instance_types: list[str], zones: list[str], capacity_type: CapacityType,
+                 order: str) -> list[Offering]:
         names = instance_types or sorted(self.types)
         out: list[Offering] = []
         for rank, name in enumerate(names):

@@ -162,10 +162,12 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
     spot = [n for n in live if n.billing == "spot"]
     wanted = dict(zip(zones, plan.spot))
     by_type = any("@" in z for z in zones)
-    keys = list(zones) + sorted({offer_key(n.instance_type, n.zone) if by_type else n.zone for n in spot} - set(zones))
-    for key in keys:
+    groups: dict[str, list[PoolNode]] = {}
+    for n in spot:
+        groups.setdefault(offer_key(n.instance_type, n.zone) if by_type else n.zone, []).append(n)
+    for key in list(zones) + sorted(set(groups) - set(zones)):
         want = wanted.get(key, 0)
-        have = [n for n in spot if in_key(n, key)]
+        have = groups.get(key, [])
         itype, zone = split_key(key)
         if want > len(have):
             offer = (itype, zone) if itype is not None and (itype, zone, "spot") not in unavailable \

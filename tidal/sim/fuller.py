@@ -117,11 +117,12 @@ def notice_capacity(capacity: np.ndarray, notice_ticks: int) -> np.ndarray:
 
 
 def optimal_repeat(capacity: np.ndarray, prices: np.ndarray, settings: FullerSettings,
-                   time_limit_seconds: float = 120.0) -> RepeatResult:
-    """The offline optimum of one repeat (a lower bound on any policy's cost at 100% availability)."""
+                   time_limit_seconds: float = 120.0, gap: float = 0.0) -> RepeatResult:
+    """The offline optimum of one repeat (a lower bound on any policy's cost at 100% availability; with `gap`, a
+    solution within that share of it)."""
     p = settings.protocol()
     notice_ticks = int(settings.notice_seconds // settings.tick_seconds)
-    sol = optimal.solve(notice_capacity(capacity, notice_ticks), p, time_limit_seconds, prices=prices)
+    sol = optimal.solve(notice_capacity(capacity, notice_ticks), p, time_limit_seconds, gap, prices=prices)
     d = p.cold_start_ticks
     from tidal.sim.protocol import ready_counts
     ready = ready_counts(sol.spot_held, d).sum(axis=1) + ready_counts(sol.on_demand_held, d)
