@@ -71,6 +71,16 @@ def test_a_noticed_node_is_replaced_before_it_goes(home):
                     "tidal-notice", "--region", "us-east-1", "--instance-types", "m5.large,c5.xlarge", "--max", "6",
                     "--scale-in-after", "60").stdout
     assert "aws us-east-1" in created
+    # The reference procedure's ACK pool: the catalog's first region; a pool that would mix clouds: one line.
+    ack = tidal(home, "nodepool", "create", "ack-pool", "--label", "tier=gpu", "--spot").stdout
+    assert "alibaba cn-hangzhou" in ack
+    assert tidal_json(home, "nodepool", "get", "ack-pool")["spec"]["notice_seconds"] == 300
+    mixed = tidal(home, "nodepool", "create", "mixed", "--spot", "--instance-types",
+                  "g4dn.xlarge,ecs.gn6i-c4g1.xlarge", check=False)
+    assert mixed.returncode != 0 and mixed.stderr.count("\n") == 1 and "Traceback" not in mixed.stderr
+    assert mixed.stderr.startswith("tidal nodepool: error: instance type ecs.gn6i-c4g1.xlarge is in alibaba "
+                                   "cn-hangzhou, not aws us-east-1: a node pool lives in one provider and region"), \
+        mixed.stderr
     pool = tidal_json(home, "nodepool", "get", "aws-pool")
     assert pool["spec"]["notice_seconds"] == 120 and pool["spec"]["spot_remedy"] is True
     tidal(home, "volume", "create", "models", "--url", f"file://{bucket}")
