@@ -156,3 +156,10 @@ def test_the_ledger_counts_by_zone_and_by_type_zone_pool():
     assert ledger.counts() == ({"z": 2, "y": 1, "t1@z": 2}, {"z": 1, "t2@z": 1})
     assert Ledger.from_dict(ledger.to_dict()) == ledger
     assert ledger.decided().counts() == ({}, {})
+
+
+def test_a_live_notice_reaches_the_policy_by_type_and_zone():
+    from tidal.control.commands import Preempted
+    from tidal.control.decide.capacity import feed
+    fed = feed({}, [], [Preempted("p", "us-east-1a", "g5.xlarge"), Preempted("p", "us-east-1b")])
+    assert fed["p"].ledger.counts()[0] == {"us-east-1a": 1, "us-east-1b": 1, "g5.xlarge@us-east-1a": 1}

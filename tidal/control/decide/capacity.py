@@ -142,5 +142,5 @@ def feed(memory: Mapping[str, PoolMemory], refused: list[LaunchRefused],
         out[r.pool] = replace(m, ledger=m.ledger.refusal(Launch(r.pool, zone, instance_type, capacity_type), r.at))
     for p in preempted:
         m = out.get(p.pool, PoolMemory())
-        out[p.pool] = replace(m, ledger=m.ledger.preemption(p.zone))
+        out[p.pool] = replace(m, ledger=m.ledger.preemption(p.zone, 1, p.instance_type))
     return out
