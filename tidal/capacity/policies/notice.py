@@ -125,9 +125,9 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
         spot[best] += 1
         per_zone[zone_of[best]] += 1
     placed = sum(spot)
-    # On-demand: the target no usable pool can take; nodes under notice whose replacement was refused, has no
-    # proven pool to go to, or cannot be ready in time; and what is held, until ready spot covers the target.
-    # A hedge (or the target) that no pool can take now: on-demand stands in for it.
+    # On-demand: the target, or a hedge, that no usable pool can take now; nodes under notice whose replacement
+    # was refused, has no proven pool to go to, or cannot be ready in time; and what is held, until ready spot
+    # covers the target.
     on_demand = max(0, n - placed, want - placed if short or hedge else 0)
     if noticed and (refused_now or not any(proven[i] for i in usable) or (lead < 0 and spare == 0)):
         on_demand = max(on_demand, min(noticed, n - observation.spot_ready))
