@@ -25,8 +25,12 @@ CASES = [
     ("a start spreads over pools and zones, cheapest type first, and hedges the cold start", P,
      obs(held=(0, 0, 0, 0), ready=(0, 0, 0, 0)), 0, (1, 1, 1, 1)),
     # (held counts nodes not under notice: the noticed one is apart)
-    ("a notice: its replacement launches now, in another pool, and one hedge beside it", P,
-     obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 0, (0, 1, 2, 1)),
+    # The replacement goes where capacity has shown itself (a@z2 holds two ready), the hedge to another pool.
+    ("a notice: its replacement launches now, in a proven pool, and one hedge beside it", P,
+     obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 0, (0, 1, 3, 0)),
+    ("with no proven pool left for it, on-demand covers the replacement too", P,
+     obs(target=1, held=(0, 0, 0, 0), ready=(0, 0, 0, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 1,
+     None),
     ("the hedge goes once the noticed node has gone and the replacement is ready", P,
      obs(held=(1, 1, 2, 1), ready=(1, 1, 2, 0)), 0, (1, 0, 2, 0)),
     ("an Alibaba notice leaves time to retry: no hedge", NoticeParams(notice_seconds=300),

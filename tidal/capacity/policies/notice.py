@@ -52,6 +52,7 @@ class PoolMemory:
     retry_at: float = 0.0       # no new launch in the pool before this
     failures: int = 0           # refusals or losses in a row, for the backoff
     lost_at: float | None = None  # the pool's last loss (notice or reclaim) of our nodes
+    refused_at: float | None = None  # the pool's last refusal of a launch: it may be full at what it holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,8 @@ def _learn(observation: Observation, params: NoticeParams, state: NoticeState, n
         if z.lost:
             failures = m.failures + 1
             backoff = min(params.max_backoff_seconds, params.backoff_seconds * 2 ** (failures - 1))
-            m = PoolMemory(now + backoff, failures, now if z.preempted else m.lost_at)
+            m = PoolMemory(now + backoff, failures, now if z.preempted else m.lost_at,
+                           now if z.launch_failed else m.refused_at)
         elif z.ready and m.failures and now >= m.retry_at:
             m = replace(m, failures=0)  # it gave us a node that came up: trusted again
         out.append(m)
@@ -116,12 +118,22 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
         per_zone[zone_of[i]] = per_zone.get(zone_of[i], 0) + c
     # A pool proves it has capacity by holding our nodes up; one that does not (yet) gets one launch at a time,
     # so two launches refused together by an empty pool do not leave a replacement short.
-    proven = [zones[i].ready > 0 and not rank(i)[0] for i in range(len(zones))]
-    for _ in range(max(0, want - sum(spot))):
+    proven = [zones[i].ready > 0 and not rank(i)[0] and
+              (pools[i].refused_at is None or now - pools[i].refused_at >= params.recent_seconds)
+              for i in range(len(zones))]
+    # Replacements with no time to retry, and their hedge, go first where capacity has shown itself (each to
+    # another pool); a replacement that has no such pool left is covered by on-demand as well (`unsure`).
+    urgent = noticed + hedge if lead < params.decision_seconds else 0
+    new = max(0, want - sum(spot))
+    unsure = min(noticed, new) if urgent else 0
+    for k in range(new):
         room = [i for i in usable if proven[i] or zones[i].held or spot[i] == zones[i].held]
         if not room:
             break
-        best = min(room, key=lambda i: (spot[i], per_zone[zone_of[i]], rank(i)))
+        best = min(room, key=lambda i: (k < urgent and not (proven[i] and spot[i] == zones[i].held),
+                                        spot[i], per_zone[zone_of[i]], rank(i)))
+        if k < noticed and urgent and proven[best] and spot[best] == zones[best].held:
+            unsure -= 1
         spot[best] += 1
         per_zone[zone_of[best]] += 1
     placed = sum(spot)
@@ -131,6 +143,7 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
     on_demand = max(0, n - placed, want - placed if short or hedge else 0)
     if noticed and (refused_now or not any(proven[i] for i in usable) or (lead < 0 and spare == 0)):
         on_demand = max(on_demand, min(noticed, n - observation.spot_ready))
+    on_demand = max(on_demand, min(unsure, n - observation.spot_ready))
     on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
     return (Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)),
             NoticeState(tuple(pools), zone_of))
