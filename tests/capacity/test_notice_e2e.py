@@ -81,6 +81,7 @@ def test_a_noticed_node_is_replaced_before_it_goes(home):
     assert mixed.stderr.startswith("tidal nodepool: error: instance type ecs.gn6i-c4g1.xlarge is in alibaba "
                                    "cn-hangzhou, not aws us-east-1: a node pool lives in one provider and region"), \
         mixed.stderr
+    assert "region: aws us-east-1, reclaim notice 120 s" in tidal(home, "nodepool", "get", "aws-pool").stdout
     pool = tidal_json(home, "nodepool", "get", "aws-pool")
     assert pool["spec"]["notice_seconds"] == 120 and pool["spec"]["spot_remedy"] is True
     tidal(home, "volume", "create", "models", "--url", f"file://{bucket}")

@@ -119,6 +119,9 @@ def run(args) -> int:
         if emit(p, args.output):
             return 0
         table(HEADERS, [_summary_row(p)])
+        s = p["spec"]
+        if s.get("region"):
+            print(f"region: {s.get('provider', '')} {s['region']}, reclaim notice {s['notice_seconds']:g} s")
         print()
         table(["NODE", "ZONE", "INSTANCE TYPE", "BILLING", "STATE", "PRICE/H", "LAUNCHED"],
               [[n["name"], n["zone"], n["instance_type"], n["billing"], n["state"],
