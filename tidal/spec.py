@@ -248,6 +248,9 @@ class NodePoolSpec(_Spec):
     name: str = Field(pattern=NAME_RE, max_length=40)
     labels: dict[str, str] = Field(default_factory=dict)
     spot: bool = False
+    # The one provider and region the pool lives in (tidal.capacity.catalog); "" until placed at create.
+    provider: str = Field(default="", pattern=r"^[a-z0-9-]*$", max_length=40)
+    region: str = Field(default="", pattern=r"^[a-z0-9-]*$", max_length=60)
     # A name in tidal.capacity.policies.POLICIES (checked when the pool is created).
     policy: str | None = Field(default=None, pattern=r"^[a-z][-a-z0-9]*$")
     # The policy's own parameters (e.g. tidal's outage_value), over those the pool's fields give it.

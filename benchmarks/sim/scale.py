@@ -1,11 +1,13 @@
 """Scale of the fuller model: 100 services x 10 zones (1,000 zones-by-services) over 24 h, timed.
 
-Usage: .venv/bin/python benchmarks/sim/scale.py [--services 100] [--zones 10] [--hours 24] [--policy tidal]
+Usage: .venv/bin/python benchmarks/sim/scale.py [--services 100] [--zones 10] [--hours 24]
+           [--policies tidal,spothedge,tidal-notice]
 Each service gets its own offset into a synthetic 10-zone on/off trace (8 spot nodes per zone when up), a
 diurnal Poisson request stream (mean 60 requests/s, +-50%), the autoscaler (10 requests/s per replica, 1 to
 20 replicas), 120 s preemption notices, 2% of launches refused on top of capacity, and M/M/c latency.
 The simulator's work grows as ticks x zones x replicas: the time is reported per service-day and per
-zone-service-tick.
+zone-service-tick. With several policies, each runs on the same services, one after another, and a table
+compares them side by side (JSON per policy follows).
 """
 
 from __future__ import annotations
@@ -34,16 +36,29 @@ def main() -> None:
     parser.add_argument("--zones", type=int, default=10)
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--tick", type=float, default=30.0)
-    parser.add_argument("--policy", default="tidal")
+    parser.add_argument("--policies", "--policy", default="tidal,spothedge,tidal-notice")
     args = parser.parse_args()
+    docs = [run(args, policy) for policy in args.policies.split(",")]
+    print(f"| policy | wall s | s per service-day | us per zone-service-tick | availability % | relative cost % |")
+    print("|---|---|---|---|---|---|")
+    for d in docs:
+        print(f"| {d['policy']} | {d['wall_seconds']:.1f} | {d['seconds_per_service_day']:.2f} | "
+              f"{d['microseconds_per_zone_service_tick']:.0f} | {d['availability'] * 100:.2f} | "
+              f"{d['relative_cost'] * 100:.1f} |")
+    print(f"\n{args.services} services x {args.zones} zones, {args.hours:g} h at {args.tick:g} s ticks on "
+          f"{docs[0]['machine']}")
+    print(json.dumps(docs, indent=1))
+
+
+def run(args: argparse.Namespace, policy: str) -> dict:
     trace = world(args.zones)
     with tempfile.TemporaryDirectory() as directory:
         synthetic.write_trace(trace, directory)
         sim_args = argparse.Namespace(
-            traces=directory, policy=args.policy, requests=None, rate=None, burst=None, diurnal="60,0.5", services=args.services,
-            hours=args.hours, tick=args.tick, cold_start=120.0, notice=120.0, launch_failure_rate=0.02,
-            service_time=0.05, concurrency=1, slo=0.25, target_qps=10.0, min_replicas=1, max_replicas=20,
-            on_demand_price=3.0, seed=0, output="json")
+            traces=directory, policy=policy, requests=None, rate=None, burst=None, diurnal="60,0.5",
+            services=args.services, hours=args.hours, tick=args.tick, cold_start=120.0, notice=120.0,
+            launch_failure_rate=0.02, service_time=0.05, concurrency=1, slo=0.25, target_qps=10.0, min_replicas=1,
+            max_replicas=20, on_demand_price=3.0, seed=0, output="json")
         started = time.perf_counter()
         results, seconds = simulate(sim_args)
         wall = time.perf_counter() - started
@@ -55,7 +70,7 @@ def main() -> None:
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                            f"Python {platform.python_version()}"})
     doc.pop("trace")
-    print(json.dumps(doc, indent=1))
+    return doc
 
 
 if __name__ == "__main__":

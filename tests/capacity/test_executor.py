@@ -116,7 +116,7 @@ def test_sim_pool_refuses_over_capacity_and_reclaims_the_newest():
     assert (pool.spot_held(), pool.on_demand_held(), dict(pool.ledger.launch_failed)) == ([2, 1], 1, {"a": 1})
     pool.step(Plan(1, (2, 1)), [2, 1], 30.0)
     assert dict(pool.ledger.launch_failed) == {}
-    pool.capacity = {"a": 1, "b": 1}
+    pool.set_capacity([1, 1])
     taken = pool.reclaim(60.0, notice_seconds=120.0)
     assert len(taken) == 1 and pool.spot_held() == [1, 1] and dict(pool.ledger.preempted) == {"a": 1}
     pool.expire_notices(179.0)

@@ -460,7 +460,7 @@ def test_hedge_is_pure():
 
 def test_registry_names_and_params():
     assert set(POLICIES) == {"on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "spothedge-lean",
-                             "ess", "tidal-hedge", "tidal"}
+                             "ess", "tidal-hedge", "tidal", "tidal-notice"}
     for name, policy in POLICIES.items():
         params = policy.params()
         state = policy.initial_state(params, ["a", "b"], 0)

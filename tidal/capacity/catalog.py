@@ -1,9 +1,12 @@
-"""The instance catalog: types with vCPU, memory, GPUs, zones and on-demand/spot prices, and the offerings a pool may launch."""
+"""The instance catalog, keyed by provider and region: types with vCPU, memory, GPUs, zones and prices, and the
+offerings a pool (which lives in one region) may launch."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Literal
@@ -13,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tidal.errors import InvalidArgument
 
 CapacityType = Literal["spot", "on-demand"]
+
+# How long before a reclaim each provider says so (AWS's two-minute warning, GCP's 30 s preemption notice,
+# Alibaba's about five minutes before release): the default lead of a pool's notices and of the fuller model's.
+NOTICE_SECONDS = {"aws": 120.0, "gcp": 30.0, "alibaba": 300.0}
 
 
 class InstanceType(BaseModel):
@@ -24,10 +31,16 @@ class InstanceType(BaseModel):
     gpu_model: str = ""
     on_demand_price: float = Field(ge=0)  # USD per hour
     spot_prices: dict[str, float] = Field(default_factory=dict)  # zone -> USD per hour
+    provider: str = ""   # the region group it was listed in ("" in a catalog built without regions)
+    region: str = ""
 
     @property
     def zones(self) -> list[str]:
         return sorted(self.spot_prices)
+
+    @property
+    def place(self) -> tuple[str, str]:
+        return self.provider, self.region
 
     def price(self, zone: str, capacity_type: CapacityType) -> float:
         if capacity_type == "on-demand":
@@ -45,15 +58,85 @@ class Offering:
     price_per_vcpu: float
 
 
+def place_text(place: tuple[str, str]) -> str:
+    return " ".join(p for p in place if p) or "the catalog"
+
+
 class Catalog:
+    """Instance types by name (a name is listed in one region only), grouped by (provider, region) in the order
+    the catalog lists them: the first region is a new pool's default."""
+
     def __init__(self, types: Iterable[InstanceType]) -> None:
         self.types: dict[str, InstanceType] = {t.name: t for t in types}
+        self._views: dict[tuple[str, str], Catalog] = {}
+        # A catalog does not change once built: the views and orders the decisions ask for each tick are kept.
+        self._pools: dict[tuple, Catalog] = {}
+        self._offerings: dict[tuple, list[Offering]] = {}
+
+    @cached_property
+    def places(self) -> list[tuple[str, str]]:
+        seen: dict[tuple[str, str], None] = {}
+        for t in self.types.values():
+            seen.setdefault(t.place)
+        return list(seen)
 
     def get(self, name: str) -> InstanceType:
         try:
             return self.types[name]
         except KeyError:
             raise InvalidArgument(f"unknown instance type {name!r} (known: {', '.join(sorted(self.types))})") from None
+
+    def in_region(self, provider: str, region: str) -> "Catalog":
+        """The types of one provider and region (a cached view)."""
+        key = (provider, region)
+        if key not in self._views:
+            self._views[key] = self if self.places == [key] else \
+                Catalog(t for t in self.types.values() if t.place == key)
+        return self._views[key]
+
+    def for_pool(self, pool) -> "Catalog":
+        """The types a pool may launch: those of its provider and region (a pool stored before pools had a region
+        gets the one its types or zones name, else the catalog's first)."""
+        key = (pool.provider, pool.region, tuple(pool.instance_types), tuple(pool.zones))
+        if key not in self._pools:
+            self._pools[key] = self._for_pool(pool)
+        return self._pools[key]
+
+    def _for_pool(self, pool) -> "Catalog":
+        try:
+            return self.in_region(*self.place_of(pool.provider, pool.region, pool.instance_types, pool.zones))
+        except InvalidArgument:
+            # A record from before pools had one region may name types of several (or one no longer listed): it
+            # keeps working in the region of its first known type rather than stopping the control loop.
+            known = [self.types[n].place for n in pool.instance_types if n in self.types]
+            return self.in_region(*(known[0] if known else self.places[0]))
+
+    def place_of(self, provider: str, region: str, instance_types: list[str], zones: list[str]) -> tuple[str, str]:
+        """The (provider, region) a pool with these choices lives in, or one clear line saying why it cannot be
+        (one pool never mixes providers or regions)."""
+        if len(self.places) == 1 and not provider and not region:
+            place = self.places[0]
+        elif region or provider:
+            matches = [p for p in self.places if (not provider or p[0] == provider) and (not region or p[1] == region)]
+            if not matches:
+                known = ", ".join(place_text(p) for p in self.places)
+                raise InvalidArgument(f"no region {place_text((provider, region))!r} in the catalog (known: {known})")
+            if len(matches) > 1 and not region:
+                # A provider alone: its first region that offers the types asked for, else its first.
+                fit = [p for p in matches if all(self.get(n).place == p for n in instance_types)]
+                matches = fit or matches
+            place = matches[0]
+        else:
+            named = [self.get(n).place for n in instance_types]
+            by_zone = [p for p in self.places if zones and
+                       all(any(z in t.spot_prices for t in self.types.values() if t.place == p) for z in zones)]
+            place = named[0] if named else by_zone[0] if by_zone else self.places[0]
+        for name in instance_types:
+            t = self.get(name)
+            if t.place != place:
+                raise InvalidArgument(f"instance type {name} is in {place_text(t.place)}, not "
+                                      f"{place_text(place)}: a node pool lives in one provider and region")
+        return place
 
     def validate_pool(self, instance_types: list[str], zones: list[str]) -> None:
         for name in instance_types:
@@ -70,6 +153,13 @@ class Catalog:
         cost-optimized: ascending vCPU unit price (ESS's COST_OPTIMIZED); priority: the
         order the types were listed in, then zone order; balance: by zone, then price.
         """
+        key = (tuple(instance_types), tuple(zones), capacity_type, order)
+        if key not in self._offerings:
+            self._offerings[key] = self._ordered(instance_types, zones, capacity_type, order)
+        return list(self._offerings[key])
+
+    def _ordered(self, instance_types: list[str], zones: list[str], capacity_type: CapacityType,
+                 order: str) -> list[Offering]:
         names = instance_types or sorted(self.types)
         out: list[Offering] = []
         for rank, name in enumerate(names):
@@ -88,15 +178,79 @@ class Catalog:
         return out
 
 
-def _parse(data: object, source: str) -> list[InstanceType]:
-    if not isinstance(data, dict) or not isinstance(data.get("instance_types"), list):
-        raise InvalidArgument(f"{source}: expected an object with a list 'instance_types'")
+def placed_pool(spec, catalog: Catalog):
+    """A pool spec with its provider and region filled in (at create, and for a record stored without them), after
+    checking its types and zones belong there. Raises InvalidArgument with one line."""
+    provider, region = catalog.place_of(spec.provider, spec.region, spec.instance_types, spec.zones)
+    view = catalog.in_region(provider, region)
+    view.validate_pool(spec.instance_types, spec.zones)
+    if not view.offerings(spec.instance_types, spec.zones, "on-demand"):
+        raise InvalidArgument("the pool's instance types and zones leave no offering to launch")
+    update = {"provider": provider, "region": region}
+    if "notice_seconds" not in spec.model_fields_set and provider in NOTICE_SECONDS:
+        update["notice_seconds"] = NOTICE_SECONDS[provider]  # the provider's own lead unless the pool says
+    from tidal.capacity.policies import POLICIES  # here: the policies import this module's types
+    if spec.policy in POLICIES and POLICIES[spec.policy].acts_on_notice:
+        update["spot_remedy"] = True  # the policy replaces the node at the notice: its replicas move then too
+    if all(getattr(spec, k) == v for k, v in update.items()):
+        return spec
+    return spec.model_copy(update=update)
+
+
+# Zone names as providers write them: AWS us-east-1a, GCP us-central1-a, Alibaba cn-hangzhou-h.
+_ZONE_RULES = ((re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)[a-z]$"), "aws"),
+               (re.compile(r"^([a-z]+-[a-z]+\d+)-[a-z]$"), "gcp"),
+               (re.compile(r"^((?:cn|ap|eu|us|me)-[a-z]+)-[a-z]$"), "alibaba"))
+
+
+def guess_place(zones: Iterable[str]) -> tuple[str, str] | None:
+    """The provider and region zone names say, when they all say the same one (for types listed without)."""
+    found = set()
+    for zone in zones:
+        for rule, provider in _ZONE_RULES:
+            m = rule.match(zone)
+            if m:
+                found.add((provider, m.group(1)))
+                break
+        else:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
+def _types(items: object, source: str, where: str) -> list[InstanceType]:
+    if not isinstance(items, list):
+        raise InvalidArgument(f"{source}: expected a list '{where}instance_types'")
     try:
-        return [InstanceType.model_validate(item) for item in data["instance_types"]]
+        return [InstanceType.model_validate(item) for item in items]
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidArgument(f"{source}: instance_types.{where}: {first['msg']}") from None
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidArgument(f"{source}: {where}instance_types.{loc}: {first['msg']}") from None
+
+
+def _parse(data: object, source: str, known: dict[str, InstanceType]) -> list[InstanceType]:
+    """Types of a catalog file: `regions` (each {provider, region, instance_types}) and/or a flat
+    `instance_types` list (the older form), whose types take their place from their own `provider`/`region`, the
+    type of that name already known, their zone names, or else the first region known."""
+    if not isinstance(data, dict) or not ("regions" in data or "instance_types" in data):
+        raise InvalidArgument(f"{source}: expected an object with a list 'regions' (or 'instance_types')")
+    out: list[InstanceType] = []
+    regions = data.get("regions", [])
+    if not isinstance(regions, list):
+        raise InvalidArgument(f"{source}: 'regions' must be a list")
+    for i, group in enumerate(regions):
+        if not isinstance(group, dict) or not group.get("provider") or not group.get("region"):
+            raise InvalidArgument(f"{source}: regions.{i}: expected provider, region and instance_types")
+        place = {"provider": str(group["provider"]), "region": str(group["region"])}
+        out += [t.model_copy(update=place) for t in _types(group.get("instance_types"), source, f"regions.{i}.")]
+    if "instance_types" in data:
+        first = next(iter(known.values())).place if known else out[0].place if out else ("", "")
+        for t in _types(data["instance_types"], source, ""):
+            if not (t.provider and t.region):
+                place = known[t.name].place if t.name in known else guess_place(t.zones) or first
+                t = t.model_copy(update={"provider": place[0], "region": place[1]})
+            out.append(t)
+    return out
 
 
 def default_catalog_data() -> dict:
@@ -104,13 +258,30 @@ def default_catalog_data() -> dict:
 
 
 def load_catalog(user_file: str | Path | None = None) -> Catalog:
-    """The shipped catalog, with a user file's types added or overriding by name."""
-    types = {t.name: t for t in _parse(default_catalog_data(), "default catalog")}
+    """The shipped catalog, with a user file's regions and types added (a type overrides the one of its name)."""
+    types = {t.name: t for t in _parse(default_catalog_data(), "default catalog", {})}
     if user_file is not None and Path(user_file).exists():
         try:
             data = json.loads(Path(user_file).read_text())
         except (OSError, ValueError) as exc:
             raise InvalidArgument(f"cannot read catalog {user_file}: {exc}") from None
-        for t in _parse(data, str(user_file)):
+        for t in _parse(data, str(user_file), types):
             types[t.name] = t
     return Catalog(types.values())
+
+
+def migrate_pools(store, catalog: Catalog) -> list[str]:
+    """Pools stored before a pool had a provider and region get the one their types or zones name (else the
+    catalog's first), written back once; a record that cannot be placed (types of several regions) is left as it
+    was and keeps running in its first type's region. Returns the pools written."""
+    done = []
+    for spec in store.list_pools():
+        if spec.provider and spec.region:
+            continue
+        try:
+            placed = placed_pool(spec.model_copy(update={"notice_seconds": spec.notice_seconds}), catalog)
+        except InvalidArgument:
+            continue
+        store.update_pool(placed)
+        done.append(spec.name)
+    return done

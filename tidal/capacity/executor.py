@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from tidal.capacity.catalog import Catalog
-from tidal.capacity.nodepool import Drain, Launch, PoolNode, Terminate, plan_decisions
+from tidal.capacity.nodepool import Drain, Launch, PoolNode, Terminate, offer_key, plan_decisions
 from tidal.capacity.policies.types import Plan
 from tidal.errors import CapacityUnavailable
 from tidal.spec import NodePoolSpec
@@ -33,20 +33,33 @@ class Ledger:
     preempted: Mapping[str, int] = field(default_factory=dict)      # zone -> spot nodes reclaimed since the last decision
     launch_failed: Mapping[str, int] = field(default_factory=dict)  # zone -> spot launches refused since then
     unavailable: Mapping[Offer, float] = field(default_factory=dict)  # offering -> when it was last refused
+    # The same counts by (type, zone) pool (`offer_key`), for a policy that spreads spot over types.
+    offers_preempted: Mapping[str, int] = field(default_factory=dict)
+    offers_failed: Mapping[str, int] = field(default_factory=dict)
 
-    def preemption(self, zone: str, count: int = 1) -> "Ledger":
-        return replace(self, preempted={**self.preempted, zone: self.preempted.get(zone, 0) + count})
+    def preemption(self, zone: str, count: int = 1, instance_type: str | None = None) -> "Ledger":
+        out = replace(self, preempted={**self.preempted, zone: self.preempted.get(zone, 0) + count})
+        if instance_type is None:
+            return out
+        key = offer_key(instance_type, zone)
+        return replace(out, offers_preempted={**self.offers_preempted, key: self.offers_preempted.get(key, 0) + count})
 
     def refusal(self, launch: Launch, now: float) -> "Ledger":
-        failed = dict(self.launch_failed)
+        failed, offers = dict(self.launch_failed), dict(self.offers_failed)
         if launch.capacity_type == "spot":
+            key = offer_key(launch.instance_type, launch.zone)
             failed[launch.zone] = failed.get(launch.zone, 0) + 1
-        return replace(self, launch_failed=failed,
+            offers[key] = offers.get(key, 0) + 1
+        return replace(self, launch_failed=failed, offers_failed=offers,
                        unavailable={**self.unavailable, (launch.instance_type, launch.zone, launch.capacity_type): now})
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(preempted, launch_failed) by zone and by (type, zone) pool, as `nodepool.observe` looks them up."""
+        return {**self.preempted, **self.offers_preempted}, {**self.launch_failed, **self.offers_failed}
 
     def decided(self) -> "Ledger":
         """After a decision has seen the losses: counting starts again."""
-        return replace(self, preempted={}, launch_failed={})
+        return replace(self, preempted={}, launch_failed={}, offers_preempted={}, offers_failed={})
 
     def skipped(self, now: float, unavailable_seconds: float) -> frozenset[Offer]:
         """Offerings refused within the last `unavailable_seconds`: launches try the pool's next offering."""
@@ -57,16 +70,20 @@ class Ledger:
         return self if len(kept) == len(self.unavailable) else replace(self, unavailable=kept)
 
     def to_dict(self) -> dict:
-        return {"preempted": dict(self.preempted), "launch_failed": dict(self.launch_failed),
+        return {"preempted": {**self.preempted, **self.offers_preempted},
+                "launch_failed": {**self.launch_failed, **self.offers_failed},
                 "unavailable": [[*k, t] for k, t in self.unavailable.items()]}
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> "Ledger":
         if not data:
             return cls()
-        return cls({str(k): int(v) for k, v in (data.get("preempted") or {}).items()},
-                   {str(k): int(v) for k, v in (data.get("launch_failed") or {}).items()},
-                   {(str(a), str(b), str(c)): float(t) for a, b, c, t in data.get("unavailable") or ()})
+        def split(counts: Mapping | None, offers: bool) -> dict[str, int]:
+            return {str(k): int(v) for k, v in (counts or {}).items() if ("@" in str(k)) == offers}
+        pre, failed = data.get("preempted"), data.get("launch_failed")
+        return cls(split(pre, False), split(failed, False),
+                   {(str(a), str(b), str(c)): float(t) for a, b, c, t in data.get("unavailable") or ()},
+                   split(pre, True), split(failed, True))
 
 
 @dataclass(frozen=True)

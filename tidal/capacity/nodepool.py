@@ -6,11 +6,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tidal.capacity.catalog import Catalog, CapacityType, InstanceType
-from tidal.capacity.policies.types import Observation, Plan, ZoneView
+from tidal.capacity.policies.types import Observation, Plan, ZoneView, offer_key, split_key
 from tidal.scheduling import Resources, nodes_needed
 from tidal.spec import NodePoolSpec
 
 NodeState = Literal["ready", "notified", "terminated"]
+
+
+def in_key(node: "PoolNode", key: str) -> bool:
+    itype, zone = split_key(key)
+    return node.zone == zone and (itype is None or node.instance_type == itype)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ def resources_of(t: InstanceType) -> Resources:
 def node_type_for(pool: NodePoolSpec, catalog: Catalog, requests: list[Resources],
                   capacity_type: CapacityType = "spot") -> InstanceType | None:
     """The first type, in the pool's multi-zone order, that holds the largest pending replica."""
+    catalog = catalog.for_pool(pool)
     offers = catalog.offerings(pool.instance_types, pool.zones, capacity_type, pool.multi_zone)
     for offer in offers:
         t = catalog.get(offer.instance_type)
@@ -88,6 +94,7 @@ def demand(pool: NodePoolSpec, nodes: list[PoolNode], pending: list[Resources], 
     `scale_in_after_seconds` (cluster-autoscaler's unneeded time), so a dip in load
     does not throw capacity away, while the policy's mix follows the real need.
     """
+    catalog = catalog.for_pool(pool)
     live = live_nodes(nodes)
     busy = [n for n in live if n.empty_since is None]
     expired = [n for n in live if n.empty_since is not None and now - n.empty_since >= pool.scale_in_after_seconds]
@@ -119,6 +126,7 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
     (ESS swapping a compensating on-demand node back to spot), the busy node is
     drained: its replicas move to the empty node, and it goes once empty.
     """
+    catalog = catalog.for_pool(pool)
     live = live_nodes(nodes)
     decisions: list[Launch | Terminate | Drain] = []
     terminated: set[str] = set()
@@ -150,18 +158,24 @@ def plan_decisions(pool: NodePoolSpec, plan: Plan, zones: list[str], nodes: list
     elif plan.on_demand < len(od):
         shrink(od, len(od) - plan.on_demand, "the plan holds fewer on-demand nodes")
 
-    # Spot, zone by zone; spot nodes in zones the plan does not name are excess.
+    # Spot, pool by pool (a zone, or a type in a zone); spot nodes in pools the plan does not name are excess.
     spot = [n for n in live if n.billing == "spot"]
     wanted = dict(zip(zones, plan.spot))
-    for zone in list(zones) + sorted({n.zone for n in spot} - set(zones)):
-        want = wanted.get(zone, 0)
-        have = [n for n in spot if n.zone == zone]
+    by_type = any("@" in z for z in zones)
+    groups: dict[str, list[PoolNode]] = {}
+    for n in spot:
+        groups.setdefault(offer_key(n.instance_type, n.zone) if by_type else n.zone, []).append(n)
+    for key in list(zones) + sorted(set(groups) - set(zones)):
+        want = wanted.get(key, 0)
+        have = groups.get(key, [])
+        itype, zone = split_key(key)
         if want > len(have):
-            offer = _first_offer(pool, catalog, "spot", zone, node_type, unavailable)
+            offer = (itype, zone) if itype is not None and (itype, zone, "spot") not in unavailable \
+                else None if itype is not None else _first_offer(pool, catalog, "spot", zone, node_type, unavailable)
             if offer is not None:
                 decisions += [Launch(pool.name, zone, offer[0], "spot")] * (want - len(have))
         elif want < len(have):
-            shrink(have, len(have) - want, f"the plan holds fewer spot nodes in {zone}")
+            shrink(have, len(have) - want, f"the plan holds fewer spot nodes in {key}")
 
     remaining = [n for n in live if n.name not in terminated]
     launches = sum(1 for d in decisions if isinstance(d, Launch))
@@ -193,9 +207,10 @@ def shedding(plan: Plan, zones: list[str], nodes: list[PoolNode]) -> set[str]:
     if len(od) > plan.on_demand:
         out.update(od)
     wanted = dict(zip(zones, plan.spot))
-    for zone in {n.zone for n in live if n.billing == "spot"}:
-        have = [n.name for n in live if n.billing == "spot" and n.zone == zone]
-        if len(have) > wanted.get(zone, 0):
+    by_type = any("@" in z for z in zones)
+    for key in {offer_key(n.instance_type, n.zone) if by_type else n.zone for n in live if n.billing == "spot"}:
+        have = [n.name for n in live if n.billing == "spot" and in_key(n, key)]
+        if len(have) > wanted.get(key, 0):
             out.update(have)
     return out
 
@@ -221,12 +236,15 @@ def _at_least(t: InstanceType, ref: InstanceType) -> bool:
     return t.vcpu >= ref.vcpu and t.memory_gib >= ref.memory_gib and t.gpus >= ref.gpus
 
 
-def pool_zones(pool: NodePoolSpec, catalog: Catalog) -> list[str]:
-    """The zones where the pool can get spot nodes, in its multi-zone order of preference."""
+def pool_zones(pool: NodePoolSpec, catalog: Catalog, by_type: bool = False) -> list[str]:
+    """The zones where the pool can get spot nodes, in its multi-zone order of preference; `by_type`: each
+    (instance type, zone) pair as its own spot pool (`offer_key`), for a policy that spreads over types."""
+    catalog = catalog.for_pool(pool)
     seen: list[str] = []
     for o in catalog.offerings(pool.instance_types, pool.zones, "spot", pool.multi_zone):
-        if o.zone not in seen:
-            seen.append(o.zone)
+        key = offer_key(o.instance_type, o.zone) if by_type else o.zone
+        if key not in seen:
+            seen.append(key)
     return seen
 
 
@@ -235,13 +253,15 @@ def observe(pool: NodePoolSpec, catalog: Catalog, nodes: list[PoolNode], target:
             node_type: str | None, preempted: dict[str, int], launch_failed: dict[str, int],
             cold_start_seconds: float, now: float) -> Observation:
     """The policy's view of a live pool: counts per zone from the nodes table, losses since the last decision."""
+    catalog = catalog.for_pool(pool)
+
     def is_ready(n: PoolNode) -> bool:
         return now - n.launched_at >= cold_start_seconds
 
     views = []
     for zone in zones:
-        held = [n for n in nodes if n.billing == "spot" and n.zone == zone and n.state == "ready"]
-        noticed = sum(1 for n in nodes if n.billing == "spot" and n.zone == zone and n.state == "notified")
+        held = [n for n in nodes if n.billing == "spot" and in_key(n, zone) and n.state == "ready"]
+        noticed = sum(1 for n in nodes if n.billing == "spot" and in_key(n, zone) and n.state == "notified")
         views.append(ZoneView(name=zone, held=len(held), ready=sum(1 for n in held if is_ready(n)),
                               preempted=preempted.get(zone, 0), launch_failed=launch_failed.get(zone, 0),
                               noticed=noticed, price=_zone_price(pool, catalog, zone, node_type)))
@@ -253,7 +273,10 @@ def observe(pool: NodePoolSpec, catalog: Catalog, nodes: list[PoolNode], target:
                        on_demand_ready=sum(1 for n in od if is_ready(n)), on_demand_price=od_price)
 
 
-def _zone_price(pool: NodePoolSpec, catalog: Catalog, zone: str, node_type: str | None) -> float:
+def _zone_price(pool: NodePoolSpec, catalog: Catalog, key: str, node_type: str | None) -> float:
+    itype, zone = split_key(key)
+    if itype is not None:
+        return catalog.get(itype).price(zone, "spot")
     offers = [o for o in catalog.offerings(pool.instance_types, pool.zones, "spot", pool.multi_zone) if o.zone == zone]
     preferred = [o.price for o in offers if o.instance_type == node_type]
     return min(preferred or [o.price for o in offers] or [0.0])

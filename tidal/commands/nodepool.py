@@ -39,13 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--spot-remedy", action="store_true", help="replace a spot node as soon as its reclaim notice comes")
     p.add_argument("--multi-zone", choices=["cost-optimized", "balance", "priority"], default="priority",
                    help="how nodes spread over zones (ESS's multi-zone policy)")
-    p.add_argument("--instance-types", default="", help="T1,T2 from the catalog")
-    p.add_argument("--zones", default="", help="Z1,Z2")
+    p.add_argument("--provider", default="", help="the cloud the pool lives in (default: the catalog's first, "
+                                                  "or the one its instance types or zones are in)")
+    p.add_argument("--region", default="", help="the region the pool lives in, e.g. cn-hangzhou, us-east-1 "
+                                                "(default: as --provider); a pool never mixes regions")
+    p.add_argument("--instance-types", default="", help="T1,T2,T3 from the catalog, all in the pool's region "
+                                                        "(default: every type there)")
+    p.add_argument("--zones", default="", help="Z1,Z2 of the pool's region (default: all of them)")
     p.add_argument("--min", type=int, default=0, dest="min_nodes", help="fewest nodes")
     p.add_argument("--max", type=int, default=10, dest="max_nodes", help="most nodes")
     p.add_argument("--scale-in-after", type=float, default=600.0,
                    help="seconds a node stays empty before it goes (default 600)")
-    p.add_argument("--notice", type=float, default=120.0, help="spot reclaim notice in seconds (default 120)")
+    p.add_argument("--notice", type=float, default=None,
+                   help="spot reclaim notice in seconds (default: the provider's: AWS 120, GCP 30, Alibaba 300)")
     p.add_argument("--spot-trace", default="", help="a spot-availability trace directory replayed against the pool")
     add_output(p)
     p = sub.add_parser("list", help="list node pools")
@@ -72,8 +78,10 @@ def _spec(args) -> dict:
             "compensate_with_on_demand": args.compensate_with_on_demand, "spot_remedy": args.spot_remedy,
             "multi_zone": args.multi_zone, "instance_types": args.instance_types, "zones": args.zones,
             "min_nodes": args.min_nodes, "max_nodes": args.max_nodes,
-            "scale_in_after_seconds": args.scale_in_after, "notice_seconds": args.notice,
-            "spot_trace": args.spot_trace}
+            "scale_in_after_seconds": args.scale_in_after, "spot_trace": args.spot_trace}
+    for key, value in (("provider", args.provider), ("region", args.region), ("notice_seconds", args.notice)):
+        if value not in ("", None):
+            body[key] = value
     if args.policy:
         body["policy"] = args.policy
     if args.policy_param:
@@ -97,7 +105,8 @@ def run(args) -> int:
         p = api.post("/nodepools", _spec(args))
         if not emit(p, args.output):
             s = p["spec"]
-            print(f"node pool {p['name']} created: labels {labels_text(p['labels'])}, policy {s['policy']}, "
+            print(f"node pool {p['name']} created in {s.get('provider', '')} {s.get('region', '')}: labels "
+                  f"{labels_text(p['labels'])}, policy {s['policy']}, "
                   f"{'spot' if s['spot'] else 'on-demand'}, {s['min_nodes']}-{s['max_nodes']} nodes")
         return 0
     if args.action == "list":
@@ -110,6 +119,9 @@ def run(args) -> int:
         if emit(p, args.output):
             return 0
         table(HEADERS, [_summary_row(p)])
+        s = p["spec"]
+        if s.get("region"):
+            print(f"region: {s.get('provider', '')} {s['region']}, reclaim notice {s['notice_seconds']:g} s")
         print()
         table(["NODE", "ZONE", "INSTANCE TYPE", "BILLING", "STATE", "PRICE/H", "LAUNCHED"],
               [[n["name"], n["zone"], n["instance_type"], n["billing"], n["state"],

@@ -270,6 +270,7 @@ class LaunchRefused:
 class Preempted:
     pool: str
     zone: str
+    instance_type: str | None = None  # for a policy that spreads over (type, zone) pools
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tidal.backends.kubernetes.lease import LeaderElection
 from tidal.backends.local import LocalBackend
 from tidal.backends.warmpool import WarmPoolSettings
-from tidal.capacity.catalog import load_catalog
+from tidal.capacity.catalog import load_catalog, migrate_pools
 from tidal.control.api import Api
 from tidal.control.home import Home
 from tidal.control.reconciler import ControlSettings, Reconciler
@@ -108,6 +108,7 @@ class ControlPlane:
         else:
             backend = LocalBackend(self.home.root, host=self.options.host,
                                    warm_pool=WarmPoolSettings.from_env(os.environ))
+        migrate_pools(self.store, catalog)  # pools stored before they had a region are placed in one, once
         gw_port = self._meta_or("gateway_port", self.options.gateway_port, DEFAULT_GATEWAY_PORT, int)
         api_port = self._meta_or("api_port", self.options.api_port, DEFAULT_API_PORT, int)
         self._wake = asyncio.Event()

@@ -207,7 +207,7 @@ class Executor:
     def _NotifyNode(self, c: NotifyNode, out: Outcomes) -> None:
         now = self.clock.now()
         self.store.update_node(c.node, state=NodeState.NOTIFIED, notified_at=now, reclaim_at=c.reclaim_at)
-        out.preempted.append(Preempted(c.pool, c.zone))
+        out.preempted.append(Preempted(c.pool, c.zone, self.store.get_node(c.node).instance_type))
         self.record(c.event)
 
     def _MarkEmpty(self, c: MarkEmpty, out: Outcomes) -> None:

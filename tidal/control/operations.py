@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tidal.capacity.catalog import placed_pool
 from tidal.capacity.policies import POLICIES, pool_params
 from tidal.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidal.spec import Admission, NodePoolSpec, ServiceSpec, VolumeSpec
@@ -234,10 +235,7 @@ class Operations:
             pool_params(spec.policy, spec.model_dump(), spec.policy_params)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
-        catalog = self.core.catalog
-        catalog.validate_pool(spec.instance_types, spec.zones)
-        if not any(True for _ in catalog.offerings(spec.instance_types, spec.zones, "on-demand")):
-            raise InvalidArgument("the pool's instance types and zones leave no offering to launch")
+        spec = placed_pool(spec, self.core.catalog)  # one provider and region, its types and zones checked there
         if spec.spot_trace:
             from tidal.sim.traces import load_spot_traces
             load_spot_traces(spec.spot_trace)  # a bad trace fails the create, not the loop

@@ -9,7 +9,8 @@ import orjson
 
 from tidal.errors import UserError
 from tidal.sim.protocol import TraceResult
-from tidal.sim.spot import NAMES, SpotRun, capacities, check_params, evaluate
+from tidal.capacity.catalog import NOTICE_SECONDS
+from tidal.sim.spot import MODELS, NAMES, SpotRun, capacities, check_params, evaluate
 
 
 SPOT_EXAMPLES = """examples:
@@ -17,6 +18,8 @@ SPOT_EXAMPLES = """examples:
   tidal simulate spot --traces aws2 --policy all -o json
   tidal simulate spot --traces aws1 --policy tidal-hedge --param outage_value=40 --repeats 30
   tidal simulate spot --traces ./my-traces --policy tidal --target 4 --cold-start 180
+  tidal simulate spot --traces aws1 --model fuller --provider gcp --policy tidal-notice
+  tidal simulate spot --traces ./typed-traces --model fuller --notice 90 --launch-failure-rate 0.02 --policy all
 """
 
 EXAMPLES = SPOT_EXAMPLES + """  tidal simulate serve --traces aws1 --policy tidal --diurnal 60,0.5 --hours 24
@@ -46,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spot.add_argument("--on-demand-price", type=float, default=3.0, help="per replica-tick; spot costs 1")
     spot.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                       help="a policy parameter, e.g. outage_value=40 for tidal-hedge (repeatable)")
+    spot.add_argument("--model", choices=MODELS, default="protocol",
+                      help="protocol: SpotHedge's (no notices, one type); fuller: reclaim notices, (type, zone) "
+                           "pools, refused launches, moving prices")
+    spot.add_argument("--provider", choices=sorted(NOTICE_SECONDS), default="aws",
+                      help="the fuller model's notice lead: aws 120 s, gcp 30 s, alibaba 300 s")
+    spot.add_argument("--notice", type=float, default=None, metavar="SECONDS",
+                      help="the fuller model's notice lead, instead of the provider's")
+    spot.add_argument("--launch-failure-rate", type=float, default=0.0, metavar="SHARE",
+                      help="the fuller model's spot launches refused at random, on top of capacity (0 to 1)")
     spot.add_argument("-o", "--output", choices=("table", "json"), default="table",
                       help="json: one object per policy (a list of them with --policy all)")
     spot.epilog = SPOT_EXAMPLES
@@ -85,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--param {item!r}: expected KEY=VALUE, e.g. outage_value=40")
         params.append((key.strip(), value.strip()))
     run_ = SpotRun(args.target, args.overprovision, args.cold_start, args.tick, args.ticks, args.repeats,
-                   args.seed, args.on_demand_price, tuple(params))
-    run_.settings()
+                   args.seed, args.on_demand_price, tuple(params), args.model, args.provider, args.notice,
+                   args.launch_failure_rate)
+    run_.fuller() if args.model == "fuller" else run_.settings()
     check_params(names, run_)
     loaded = capacities(args.traces, run_)
     from tidal.sim.workload_cli import progress_display
@@ -102,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
         doc = as_json(results[0]) if len(results) == 1 else [as_json(r) for r in results]
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
     else:
-        print(f"trace {args.traces}: {len(loaded[0].zones)} zones, N={args.target}, {args.ticks} ticks of "
-              f"{args.tick:g} s, cold start {args.cold_start:g} s, {args.repeats} repeats")
+        model = "" if args.model == "protocol" else \
+            f", fuller model: {run_.fuller().notice_seconds:g} s notices, {args.launch_failure_rate:g} launches refused"
+        print(f"trace {args.traces}: {len(loaded[0].zones)} {'pools' if loaded[0].instance_types else 'zones'}, "
+              f"N={args.target}, {args.ticks} ticks of {args.tick:g} s, cold start {args.cold_start:g} s, "
+              f"{args.repeats} repeats{model}")
         print(table(results))
     return 0
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from tidal.autoscaling import HPAState, Metrics, decide as hpa_decide, parse_hpa
 from tidal.autoscaling.metrics import ready_pods
-from tidal.capacity.policies.types import Observation, PolicyDef, ZoneView
+from tidal.capacity.policies.types import PolicyDef
 from tidal.sim import queueing
 from tidal.sim.pool import SimPool
 
@@ -101,11 +101,11 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
     n_zones, ticks = capacity.shape[0], len(arrivals)
     rng = np.random.default_rng(seed)
     prices = [s.spot_price] * n_zones if spot_prices is None else list(spot_prices)
-    pool = SimPool(zones, prices, s.on_demand_price, s.scale_in_after_seconds)
+    pool = SimPool(zones, prices, s.on_demand_price, s.scale_in_after_seconds, by_type=policy.by_type)
     if s.launch_failure_rate > 0:
         pool.refuse = lambda launch: launch.capacity_type == "spot" and rng.random() < s.launch_failure_rate
     price_of = dict(zip(zones, prices))
-    state = policy.initial_state(params, list(zones), seed)
+    state = policy.initial_state(params, list(pool.keys), seed)
     spec = hpa_spec(s)
     hpa_state, desired, next_sync = HPAState(), s.min_replicas, 0.0
     window_ticks = max(1, int(round(s.qps_window_seconds / s.tick_seconds)))
@@ -118,7 +118,7 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
         now = t * s.tick_seconds
         ready_at = now - s.cold_start_seconds
         pool.expire_notices(now)
-        pool.capacity = dict(zip(zones, capacity[:, t].tolist()))
+        pool.set_capacity(capacity[:, t].tolist())
         # The provider reclaims its newest nodes first and says so `notice_seconds` ahead.
         total_preempted += len(pool.reclaim(now, s.notice_seconds))
         lo = max(0, t - window_ticks)
@@ -128,18 +128,7 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
                                         hpa_state, desired, now)
             desired, next_sync = rec.desired_replicas, now + s.sync_period_seconds
         pool.place(desired, now)
-        ledger, nodes = pool.ledger, list(pool.nodes.values())
-        views = []
-        for z in zones:
-            spot = [n for n in nodes if n.billing == "spot" and n.zone == z]
-            held = [n for n in spot if n.state == "ready"]
-            views.append(ZoneView(z, len(held), sum(1 for n in held if n.launched_at <= ready_at),
-                                  ledger.preempted.get(z, 0), ledger.launch_failed.get(z, 0),
-                                  len(spot) - len(held), price_of[z]))
-        od = [n for n in nodes if n.billing == "on-demand"]
-        obs = Observation(target=desired, zones=tuple(views), on_demand_held=len(od),
-                          on_demand_ready=sum(1 for n in od if n.launched_at <= ready_at),
-                          on_demand_price=s.on_demand_price)
+        obs = pool.observation(desired, now, s.cold_start_seconds, prices)
         plan, state = policy.decide(obs, params, state, now)
         pool.step(plan, capacity[:, t].tolist(), now)
         total_failed += sum(pool.ledger.launch_failed.values())

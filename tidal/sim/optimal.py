@@ -27,18 +27,19 @@ class OptimalSolution:
 
 
 def solve(capacity: np.ndarray, settings: ProtocolSettings, time_limit_seconds: float = 120.0,
-          gap: float = 0.0) -> OptimalSolution:
-    """`capacity` is zones x ticks. Returns held counts per tick."""
+          gap: float = 0.0, prices: np.ndarray | None = None) -> OptimalSolution:
+    """`capacity` is zones x ticks (spot pools x ticks); `prices`, the same shape, the spot price of each pool at
+    each tick (default: the settings' one price). Returns held counts per tick."""
     import pulp  # imported here: only the `optimal` baseline needs the solver
 
     with warnings.catch_warnings():
         # PuLP 3 announces its 4.0 API; the calls used here work in both.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _solve(pulp, capacity, settings, time_limit_seconds, gap)
+        return _solve(pulp, capacity, settings, time_limit_seconds, gap, prices)
 
 
 def _solve(pulp, capacity: np.ndarray, settings: ProtocolSettings, time_limit_seconds: float,
-           gap: float) -> OptimalSolution:
+           gap: float, prices: np.ndarray | None = None) -> OptimalSolution:
 
     n_zones, ticks = capacity.shape
     d, n = settings.cold_start_ticks, settings.target
@@ -50,7 +51,8 @@ def _solve(pulp, capacity: np.ndarray, settings: ProtocolSettings, time_limit_se
     o = {t: pulp.LpVariable(f"o_{t}", 0, n, cat="Integer") for t in range(ticks)}
     r = {(z, t): pulp.LpVariable(f"r_{z}_{t}", 0, n) for z in range(n_zones) for t in range(d, ticks)}
     q = {t: pulp.LpVariable(f"q_{t}", 0, n) for t in range(d, ticks)}
-    prob += (pulp.lpSum(settings.spot_price * s[z, t] for z in range(n_zones) for t in range(d, ticks))
+    price = np.full(capacity.shape, settings.spot_price) if prices is None else prices
+    prob += (pulp.lpSum(float(price[z, t]) * s[z, t] for z in range(n_zones) for t in range(d, ticks))
              + pulp.lpSum(settings.on_demand_price * o[t] for t in range(d, ticks)))
     for t in range(d, ticks):
         for back in range(d + 1):

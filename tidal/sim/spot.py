@@ -1,21 +1,25 @@
-"""Running a named capacity policy (or the offline optimum) on a trace directory under the SpotHedge protocol."""
+"""Running a named capacity policy (or the offline optimum) on a trace directory under the SpotHedge protocol, or
+under the fuller model (`tidal.sim.fuller`: notices, (type, zone) pools, refused launches, moving prices)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from tidal.capacity.policies import POLICIES
 from tidal.errors import UserError
-from tidal.sim import optimal, traces
+from tidal.capacity.catalog import NOTICE_SECONDS
+from tidal.sim import fuller, optimal, traces
+from tidal.sim.fuller import FullerSettings
 from tidal.sim.protocol import ProtocolSettings, RepeatResult, TraceResult, run_repeat
 
 OPTIMAL = "optimal"
 NAMES = ("on-demand", "spot-only", "even-spread", "round-robin", "spothedge", "spothedge-lean", "ess", "tidal-hedge",
-         "tidal", OPTIMAL)
+         "tidal", "tidal-notice", OPTIMAL)
+MODELS = ("protocol", "fuller")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,20 @@ class SpotRun:
     seed: int = 0
     on_demand_price: float = 3.0
     params: tuple[tuple[str, str], ...] = ()   # --param KEY=VALUE: a policy's own parameters
+    model: str = "protocol"                    # or "fuller"
+    provider: str = "aws"                      # the fuller model's notice lead, unless notice_seconds says
+    notice_seconds: float | None = None
+    launch_failure_rate: float = 0.0           # the fuller model's random refusals of spot launches
+
+    def fuller(self) -> FullerSettings:
+        p = self.settings()
+        if self.provider not in NOTICE_SECONDS:
+            raise UserError(f"unknown --provider {self.provider!r} (choose from {', '.join(NOTICE_SECONDS)})")
+        if not 0 <= self.launch_failure_rate < 1 or (self.notice_seconds is not None and self.notice_seconds < 0):
+            raise UserError("--launch-failure-rate must be in [0, 1) and --notice non-negative")
+        notice = NOTICE_SECONDS[self.provider] if self.notice_seconds is None else self.notice_seconds
+        return FullerSettings(p.target, p.cold_start_ticks, p.tick_seconds, notice, self.launch_failure_rate,
+                              p.on_demand_price)
 
     def settings(self) -> ProtocolSettings:
         if self.tick_seconds <= 0 or self.cold_start_seconds < 0 or self.target < 1 or self.ticks < 1:
@@ -50,6 +68,8 @@ def policy_params(name: str, run: SpotRun) -> Any:
         given["cold_start_seconds"] = run.cold_start_seconds
     if "decision_seconds" in fields:
         given["decision_seconds"] = run.tick_seconds
+    if "notice_seconds" in fields and run.model == "fuller":
+        given["notice_seconds"] = run.fuller().notice_seconds
     given.update({key: value for key, value in run.params if key in fields})
     try:
         return policy.params(**given)
@@ -78,6 +98,8 @@ def evaluate(trace_dir: str, name: str, run: SpotRun, loaded: tuple | None = Non
         raise UserError(f"unknown policy {name!r} (choose from {', '.join(NAMES)}, or all)")
     if run.repeats < 1:
         raise UserError("--repeats must be at least 1")
+    if run.model == "fuller":
+        return _evaluate_fuller(trace_dir, name, run)
     settings = run.settings()
     trace, caps = loaded or capacities(trace_dir, run)
     if name == OPTIMAL:
@@ -87,3 +109,15 @@ def evaluate(trace_dir: str, name: str, run: SpotRun, loaded: tuple | None = Non
         results = tuple(run_repeat(c, trace.zones, POLICIES[name], params, run.seed + i, settings)
                         for i, c in enumerate(caps))
     return TraceResult(trace_dir, name, results)
+
+
+def _evaluate_fuller(trace_dir: str, name: str, run: SpotRun) -> TraceResult:
+    settings = run.fuller()
+    trace = traces.load_spot_traces(trace_dir)
+    if trace.on_demand_price is not None:
+        settings = replace(settings, on_demand_price=trace.on_demand_price)
+    windows = fuller.windows(trace, run.tick_seconds, run.ticks, run.repeats, run.seed)
+    if name == OPTIMAL:
+        return TraceResult(trace_dir, name, tuple(fuller.optimal_repeat(c, p, settings) for c, p in windows))
+    return TraceResult(trace_dir, name, tuple(fuller.run_trace(windows, fuller.offers_of(trace), POLICIES[name],
+                                                               policy_params(name, run), settings, run.seed)))

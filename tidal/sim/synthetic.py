@@ -51,12 +51,77 @@ def constant_trace(zones: int, value: int, points: int = 3200, gap_seconds: floa
 
 
 def write_trace(trace: SpotTrace, directory: str) -> str:
-    """Write a trace as the protocol's files (one JSON per zone) so the CLI can read it."""
+    """Write a trace as the protocol's files (one JSON per series) so the CLI can read it; a typed trace's files
+    name their instance type and zone, and carry their prices."""
     os.makedirs(directory, exist_ok=True)
-    for zone, data in zip(trace.zones, trace.data):
-        with open(os.path.join(directory, f"{zone}.json"), "w") as f:
-            json.dump({"metadata": {"gap_seconds": trace.gap_seconds}, "data": [int(x) for x in data]}, f)
+    for i, (name, data) in enumerate(zip(trace.zones, trace.data)):
+        meta: dict = {"gap_seconds": trace.gap_seconds}
+        if trace.instance_types:
+            meta.update(instance_type=trace.instance_types[i], zone=trace.series_zones[i])
+        if trace.on_demand_price is not None:
+            meta["on_demand_price"] = trace.on_demand_price
+        doc: dict = {"metadata": meta, "data": [int(x) for x in data]}
+        if trace.prices:
+            doc["prices"] = [round(float(x), 4) for x in trace.prices[i]]
+        with open(os.path.join(directory, f"{name}.json"), "w") as f:
+            json.dump(doc, f)
     return directory
+
+
+@dataclass(frozen=True)
+class CorrelatedPools:
+    """Spot pools of several instance types in several zones whose interruptions are correlated as measured
+    clouds show them: mostly a whole (type, zone) pool at once, sometimes a whole zone (every type) or a whole
+    type (every zone) at once. Each pool alternates up (`up_capacity` nodes, some points partial) and down with
+    geometric periods; shocks take a zone or a type down for `shock_points` on average. Spot prices move per
+    pool: a mean-reverting log walk around the type's base price, and up by `scarce_premium` while the pool is
+    short (capacity and price move together)."""
+    types: tuple[str, ...] = ("t1", "t2", "t3")
+    zones: int = 3
+    points: int = 3200
+    gap_seconds: float = 300.0
+    mean_up_points: float = 100.0
+    mean_down_points: float = 20.0
+    up_capacity: int = 4
+    partial: float = 0.05
+    zone_shock: float = 0.004      # per zone per point: every type of the zone goes down
+    type_shock: float = 0.002      # per type per point: the type goes down in every zone
+    shock_points: float = 4.0
+    base_prices: tuple[float, ...] = (1.0, 1.15, 1.3)   # spot, where on-demand costs `on_demand_price`
+    on_demand_price: float = 3.0
+    volatility: float = 0.03       # of the log price per point
+    scarce_premium: float = 0.3
+
+
+def correlated_trace(spec: CorrelatedPools, seed: int, name: str = "correlated") -> SpotTrace:
+    rng = np.random.default_rng(seed)
+    n_types, n_zones, points = len(spec.types), spec.zones, spec.points
+    pools = n_types * n_zones
+    up = rng.random(pools) < spec.mean_up_points / (spec.mean_up_points + spec.mean_down_points)
+    zone_left = np.zeros(n_zones, dtype=np.int64)
+    type_left = np.zeros(n_types, dtype=np.int64)
+    data = np.zeros((pools, points), dtype=np.int64)
+    prices = np.zeros((pools, points))
+    base = np.log(np.array([spec.base_prices[i % len(spec.base_prices)] for i in range(n_types)]).repeat(n_zones))
+    walk = np.zeros(pools)
+    zone_of = np.tile(np.arange(n_zones), n_types)
+    type_of = np.arange(n_types).repeat(n_zones)
+    for t in range(points):
+        up ^= rng.random(pools) < np.where(up, 1 / spec.mean_up_points, 1 / spec.mean_down_points)
+        zone_left = np.where((zone_left == 0) & (rng.random(n_zones) < spec.zone_shock),
+                             rng.geometric(1 / spec.shock_points, n_zones), np.maximum(0, zone_left - 1))
+        type_left = np.where((type_left == 0) & (rng.random(n_types) < spec.type_shock),
+                             rng.geometric(1 / spec.shock_points, n_types), np.maximum(0, type_left - 1))
+        level = np.where(rng.random(pools) < spec.partial, rng.integers(1, max(2, spec.up_capacity), pools),
+                         spec.up_capacity)
+        cap = np.where(up & (zone_left[zone_of] == 0) & (type_left[type_of] == 0), level, 0)
+        data[:, t] = cap
+        walk = 0.95 * walk + rng.normal(0.0, spec.volatility, pools)
+        prices[:, t] = np.minimum(np.exp(base + walk) * (1 + spec.scarce_premium * (cap < spec.up_capacity)),
+                                  spec.on_demand_price)
+    names = tuple(f"{spec.types[type_of[i]]}@zone-{zone_of[i]}" for i in range(pools))
+    return SpotTrace(name, names, spec.gap_seconds, tuple(data), tuple(spec.types[i] for i in type_of),
+                     tuple(f"zone-{z}" for z in zone_of), tuple(prices), spec.on_demand_price)
 
 
 

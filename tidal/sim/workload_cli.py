@@ -95,7 +95,8 @@ def simulate(args: argparse.Namespace, progress=None) -> tuple[list[FleetResult]
     policy = POLICIES[args.policy]
     fields = policy.params.model_fields
     params = policy.params(**{k: v for k, v in (("cold_start_seconds", args.cold_start),
-                                                 ("decision_seconds", args.tick)) if k in fields})
+                                                 ("decision_seconds", args.tick),
+                                                 ("notice_seconds", args.notice)) if k in fields})
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     results = []

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tidal.capacity.policies import (ess, even_spread, hedge, on_demand, round_robin, spot_only, spothedge,
+from tidal.capacity.policies import (ess, even_spread, hedge, notice, on_demand, round_robin, spot_only, spothedge,
                                      spothedge_lean, tidal)
 from tidal.capacity.policies.types import Observation, Plan, PolicyDef, ZoneView
 
@@ -31,6 +31,9 @@ POLICIES: dict[str, PolicyDef] = {
                        "serving"),
     "tidal-hedge": PolicyDef("tidal-hedge", hedge.HedgeParams, hedge.initial_state, hedge.decide,
                              "a spare sized by the pool's record of losses: none in calm (cheaper, bets on calm)"),
+    "tidal-notice": PolicyDef("tidal-notice", notice.NoticeParams, notice.initial_state, notice.decide,
+                              "spot over (instance type, zone) pools, replaced when the reclaim notice comes; "
+                              "on-demand only while spot cannot cover", by_type=True, acts_on_notice=True),
 }
 
 def pool_params(policy: str, fields: dict[str, Any], overrides: dict[str, Any]) -> BaseModel:

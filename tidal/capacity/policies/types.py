@@ -36,6 +36,17 @@ from typing import Any, Callable, Protocol, Sequence
 from pydantic import BaseModel
 
 
+def offer_key(instance_type: str, zone: str) -> str:
+    """A spot pool of one instance type in one zone, as a policy that spreads over types sees it."""
+    return f"{instance_type}@{zone}"
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    """(instance type or None, zone) of a spot pool's key: a zone alone, or `offer_key`'s type@zone."""
+    itype, sep, zone = key.rpartition("@")
+    return (itype, zone) if sep else (None, key)
+
+
 @dataclass(frozen=True, slots=True)
 class ZoneView:
     name: str
@@ -94,3 +105,5 @@ class PolicyDef:
     initial_state: Callable[[Any, Sequence[str], int], Any]  # (params, zone names, seed) -> state
     decide: Decide
     summary: str
+    by_type: bool = False  # its spot pools are (instance type, zone) pairs, not zones
+    acts_on_notice: bool = False  # replaces a node when its notice comes: its pools replace the replicas then too

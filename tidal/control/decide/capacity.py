@@ -74,8 +74,8 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
     wants = [requests_of(snap.services[r.service].spec) for r in snap.in_state(S.PENDING)
              if r.service in snap.services and matches(snap.services[r.service].spec.selector, pool.labels)]
     d = demand(pool, nodes, wants, catalog, now)
-    zones = tuple(pool_zones(pool, catalog))
     policy = POLICIES[pool.policy]
+    zones = tuple(pool_zones(pool, catalog, policy.by_type))
     params = pool_params(pool.policy, pool.model_dump(), pool.policy_params)
     state = mem.state
     if mem.zones != zones:
@@ -84,8 +84,8 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
         if why:
             out.append(Warn(f"node pool {pool.name}: {why}"))
     ledger = mem.ledger.expire(now, settings.unavailable_seconds)
-    obs = observe(pool, catalog, nodes, d.target, list(zones), d.node_type, dict(ledger.preempted),
-                  dict(ledger.launch_failed), settings.cold_start_seconds, now)
+    obs = observe(pool, catalog, nodes, d.target, list(zones), d.node_type, *ledger.counts(),
+                  settings.cold_start_seconds, now)
     plan, new_state = policy.decide(obs, params, state, now)
     if new_state != mem.state or mem.zones != zones:
         out.append(SavePolicyState(pool.name, encode_state(pool.policy, zones, new_state)))
@@ -142,5 +142,5 @@ def feed(memory: Mapping[str, PoolMemory], refused: list[LaunchRefused],
         out[r.pool] = replace(m, ledger=m.ledger.refusal(Launch(r.pool, zone, instance_type, capacity_type), r.at))
     for p in preempted:
         m = out.get(p.pool, PoolMemory())
-        out[p.pool] = replace(m, ledger=m.ledger.preemption(p.zone))
+        out[p.pool] = replace(m, ledger=m.ledger.preemption(p.zone, 1, p.instance_type))
     return out
