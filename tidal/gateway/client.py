@@ -13,7 +13,8 @@ table is sent when it is back; `services()` answers from the mirror. Reads:
   HPA's scale-down stabilization then holds; a burst-mode panic does not end early).
   With no rate read yet it raises `GatewayUnreachable`, a `NotFound`, which the
   reconciler reads as "no traffic yet" (the HPA's 5 min scale-down window holds).
-- `stats` raises `GatewayUnreachable`: callers show no traffic figures.
+- `stats` and `signals` raise `GatewayUnreachable`: callers show no traffic figures, and the
+  autoscaler reads the gateway's signals as missing metrics (the HPA holds).
 A restarted gateway starts with empty QPS windows: rates climb back over the window.
 """
 
@@ -30,7 +31,8 @@ import orjson
 
 from tidal.errors import AlreadyExists, Internal, NotFound
 from tidal.gateway.config import GatewaySettings, QueueSettings, ReplicaEndpoint, ReplicaState, ServiceConfig
-from tidal.gateway.control import QPS, ROUTES, STATS, check_claims
+from tidal.gateway.control import QPS, ROUTES, SIGNALS, STATS, check_claims
+from tidal.gateway.metrics import GatewaySignals
 from tidal.gateway.proxy import ReplicaStats, ServiceStats
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,10 @@ class GatewayClient:
         value = float(data["qps"])
         self._last_qps[key] = value
         return value
+
+    def signals(self, service: str, window_seconds: float) -> GatewaySignals:
+        self._service(service)
+        return GatewaySignals(**self._get(SIGNALS, {"service": service, "window": repr(float(window_seconds))}))
 
     def stats(self, service: str) -> ServiceStats:
         self._service(service)

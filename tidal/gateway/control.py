@@ -32,7 +32,8 @@ ROUTES = PREFIX + "routes"
 HELLO = PREFIX + "hello"
 QPS = PREFIX + "qps"
 STATS = PREFIX + "stats"
-_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET"}  # a path's methods, for 405's Allow
+SIGNALS = PREFIX + "signals"  # the autoscaler's gateway signals over a window (rate, concurrency, queue, p90)
+_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET", SIGNALS: "GET"}  # a path's methods, for 405's Allow
 
 
 class RouteDocument(BaseModel):
@@ -132,6 +133,8 @@ class ControlEndpoints:
                 return self._put_routes(req.body)
             if req.path == QPS and req.method == "GET":
                 return _json({"qps": self.gateway.qps(query.get("service", ""), float(query.get("window", "")))})
+            if req.path == SIGNALS and req.method == "GET":
+                return _json(self.gateway.signals(query.get("service", ""), float(query.get("window", ""))).to_dict())
             if req.path == STATS and req.method == "GET":
                 return Response(200, orjson.dumps(self.gateway.stats(query.get("service", "")).to_dict(),
                                                   option=orjson.OPT_NON_STR_KEYS))
