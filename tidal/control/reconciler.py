@@ -121,6 +121,8 @@ class Reconciler:
             self._place()
             self._scale_pools()
             self._place()
+            self._run(placement.move_to_spot(self._snapshot(), self.catalog,
+                                             {name: m.shedding for name, m in self._pools.items()}))
             self._run(replicas.stop_drained(self._snapshot()))
             self._run(capacity.track_empty(self._snapshot()))
             self.sync_gateway()

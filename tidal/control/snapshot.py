@@ -13,6 +13,8 @@ from tidal.states import NodeState, ReplicaState
 
 # Failed replicas this recent count for a service's back-off.
 FAILURE_WINDOW_SECONDS = 600.0
+# Nodes noticed and gone this recently mark their zone as losing capacity (spot-aware scale-in).
+LOSS_WINDOW_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Snapshot:
     failed: tuple[ReplicaRow, ...] = ()          # failed within FAILURE_WINDOW_SECONDS
     autoscalers: Mapping[str, Autoscaler] = field(default_factory=dict)
     policy_states: Mapping[str, str | None] = field(default_factory=dict)  # pool -> stored record
+    lost: tuple[NodeRow, ...] = ()               # terminated within LOSS_WINDOW_SECONDS after a notice
 
     def node(self, name: str | None) -> NodeRow | None:
         return next((n for n in self.nodes if n.name == name), None) if name else None
@@ -69,4 +72,7 @@ def take(store: Store, now: float, *, autoscalers: bool = False, policy_states: 
         failed=tuple(store.replicas(states=(ReplicaState.FAILED,), stopped_since=now - FAILURE_WINDOW_SECONDS)),
         autoscalers=MappingProxyType(scalers),
         policy_states=MappingProxyType({p: store.get_pool_state(p) for p in pools} if policy_states else {}),
+        lost=tuple(n for n in store.nodes(include_terminated=True)
+                   if n.state == NodeState.TERMINATED and n.notified_at is not None
+                   and now - n.notified_at < LOSS_WINDOW_SECONDS),
     )
