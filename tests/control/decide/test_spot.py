@@ -19,9 +19,9 @@ NOTICED = replace(node("spot-n", zone="z-b"), state=NodeState.NOTIFIED, reclaim_
 GONE_IN_A = replace(node("spot-gone", zone="z-a"), state=NodeState.TERMINATED, notified_at=NOW - 300)
 
 
-def world(reps, desired, nodes=NODES, lost=(), base=1):
-    s = snap(services=[service("s", desired=desired)], pools=[pool(on_demand_base=base)], nodes=nodes,
-             replicas=reps)
+def world(reps, desired, nodes=NODES, lost=(), base=1, percentage=0):
+    s = snap(services=[service("s", desired=desired)],
+             pools=[pool(on_demand_base=base, spot=True, on_demand_percentage=percentage)], nodes=nodes, replicas=reps)
     return replace(s, lost=tuple(lost))
 
 
@@ -61,21 +61,26 @@ def test_pending_and_starting_still_go_before_ready_ones():
 
 
 MOVE_CASES = [
-    # (id, replicas (id, node, state), desired, base, moved ids)
-    ("spot has room: the replica above the base moves (one per pass)",
-     [("r1", "od-2", S.READY), ("r2", "od-2", S.READY)], 2, 1, ["r2"]),
-    ("within the base: it stays", [("r1", "od-1", S.READY)], 1, 1, []),
-    ("base of two: od-2 is base too, nothing moves", [("r1", "od-2", S.READY)], 1, 2, []),
+    # (id, replicas (id, node, state), desired, base, on-demand percentage, moved ids)
+    # 4 nodes, base 1: the ratio wants 1 + ceil(3 x pct / 100) on-demand; 2 are on-demand.
+    ("0%: od-2 stands in for spot, and spot has room: its newest replica moves (one per pass)",
+     [("r1", "od-2", S.READY), ("r2", "od-2", S.READY)], 2, 1, 0, ["r2"]),
+    ("30%: 1 + ceil(0.9) = 2 on-demand wanted: od-2 is the ratio's, it stays",
+     [("r1", "od-2", S.READY)], 1, 1, 30, []),
+    ("within the base: it stays", [("r1", "od-1", S.READY)], 1, 1, 0, []),
+    ("base of two: od-2 is base too, nothing moves", [("r1", "od-2", S.READY)], 1, 2, 0, []),
     ("the service is scaling (a replica starting): not now",
-     [("r1", "od-2", S.READY), ("r2", "spot-a", S.STARTING)], 2, 1, []),
-    ("already moving one (notified): not another", [("r1", "od-2", S.READY), ("r2", "od-2", S.NOTIFIED)], 1, 1, []),
+     [("r1", "od-2", S.READY), ("r2", "spot-a", S.STARTING)], 2, 1, 0, []),
+    ("already moving one (notified): not another",
+     [("r1", "od-2", S.READY), ("r2", "od-2", S.NOTIFIED)], 1, 1, 0, []),
 ]
 
 
 @pytest.mark.parametrize("case", MOVE_CASES, ids=[c[0] for c in MOVE_CASES])
 def test_replicas_move_back_to_spot(case):
-    _, reps, desired, base, moved = case
-    s = world([replica(rid, st, n, created_at=float(rid[1:])) for rid, n, st in reps], desired, base=base)
+    _, reps, desired, base, percentage, moved = case
+    s = world([replica(rid, st, n, created_at=float(rid[1:])) for rid, n, st in reps], desired, base=base,
+              percentage=percentage)
     cmds = placement.move_to_spot(s, CAT, {})
     assert [c.replica for c in cmds if isinstance(c, NotifyReplica)] == moved
     assert all(c.drain_at is None for c in cmds if isinstance(c, NotifyReplica))  # drains once replaced
@@ -85,8 +90,8 @@ def test_no_move_when_spot_is_full_or_at_risk():
     # cpu.large has 8 vCPU; a replica asks 1 by default. Spot nodes filled with 8 replicas each have no room.
     fill = [replica(f"f{k}{i}", S.READY, n, service="other") for k, n in enumerate(("spot-a", "spot-b"))
             for i in range(8)]
-    s = snap(services=[service("s", desired=1), service("other", desired=16)], pools=[pool(on_demand_base=1)],
-             nodes=NODES, replicas=[replica("r1", S.READY, "od-2")] + fill)
+    s = snap(services=[service("s", desired=1), service("other", desired=16)],
+             pools=[pool(on_demand_base=1, spot=True, on_demand_percentage=0)], nodes=NODES, replicas=[replica("r1", S.READY, "od-2")] + fill)
     assert placement.move_to_spot(s, CAT, {}) == []
     s = world([replica("r1", S.READY, "od-2")], 1, nodes=NODES[:2] + [NOTICED])
     assert placement.move_to_spot(s, CAT, {}) == []

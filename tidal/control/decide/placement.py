@@ -21,7 +21,7 @@ from tidal.capacity.catalog import Catalog
 from tidal.capacity.nodepool import resources_of
 from tidal.control.commands import Command, Event, Note, NotifyReplica, StartReplica
 from tidal.control.decide.replicas import requests_of
-from tidal.control.decide.spot import Risk, above_base, risks
+from tidal.control.decide.spot import Risk, above_base, on_demand_surplus, risks
 from tidal.control.snapshot import Snapshot
 from tidal.scheduling import NodeInfo, ReplicaRequest, Resources, schedule
 from tidal.states import NodeState, ReplicaState as S
@@ -115,11 +115,14 @@ def _free(snap: Snapshot, catalog: Catalog) -> dict[str, Resources]:
 
 
 def move_to_spot(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str]]) -> list[Command]:
-    """Spot is back: a ready replica on on-demand above its pool's base moves to a spot node with room (not at
-    risk, not being shed). It is marked as leaving (notified, no deadline): its replacement starts, placed on
+    """Spot is back: a ready replica on on-demand beyond its pool's ratio rules (base plus its percentage: the
+    on-demand that stood in for spot) moves to a spot node with room (not at risk, not being shed). It is marked as leaving (notified, no deadline): its replacement starts, placed on
     spot first, and it drains once the replacement is ready, so the service never has fewer replicas serving.
     One move per service per pass, and none while the service is scaling or already moving."""
     risk = risks(snap)
+    surplus = on_demand_surplus(snap)
+    if not surplus:
+        return []
     shed = frozenset().union(*shedding.values()) if shedding else frozenset()
     free = _free(snap, catalog)
     out: list[Command] = []
@@ -129,7 +132,7 @@ def move_to_spot(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozen
         if len(live) != svc.desired or any(r.state != S.READY for r in reps):
             continue  # scaling, starting, draining or already moving: not now
         need = requests_of(svc.spec)
-        movable = [r for r in live if risk.get(r.node) == Risk.ON_DEMAND_ABOVE_BASE]
+        movable = [r for r in live if r.node in surplus]
         for r in sorted(movable, key=lambda r: (-r.created_at, r.id))[:1]:
             node = snap.node(r.node)
             pool = snap.pools.get(node.pool) if node else None
@@ -144,6 +147,7 @@ def move_to_spot(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozen
             free[target.name] = free[target.name] - need
             out += [NotifyReplica(r.id, None), Note(Event(
                 "ReplicaMoving", f"replica/{r.id}",
-                f"spot is back: moving from on-demand node {r.node} (above the pool's base of "
-                f"{pool.on_demand_base}) to spot; it serves until its replacement is ready"))]
+                f"spot is back: moving from on-demand node {r.node} (beyond the pool's base of "
+                f"{pool.on_demand_base} and {pool.on_demand_percentage}% on-demand) to spot; it serves until its "
+                f"replacement is ready"))]
     return out

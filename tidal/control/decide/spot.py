@@ -12,6 +12,7 @@ Within a class the usual rule holds (not placed, then starting, then the newest)
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import Iterable
 
@@ -41,6 +42,21 @@ def above_base(snap: Snapshot) -> frozenset[str]:
     for pool in snap.pools.values():
         od = sorted((n for n in snap.pool_nodes(pool.name) if n.billing != "spot"), key=lambda n: (n.launched_at, n.name))
         out.update(n.name for n in od[pool.on_demand_base:])
+    return frozenset(out)
+
+
+def on_demand_surplus(snap: Snapshot) -> frozenset[str]:
+    """On-demand nodes beyond what each pool's ratio rules ask for (base + its percentage of the rest, rounded up,
+    as ESS counts): on-demand that stands in for spot, the newest first. These are what moves back to spot."""
+    out: set[str] = set()
+    for pool in snap.pools.values():
+        if not pool.spot:
+            continue
+        nodes = snap.pool_nodes(pool.name, (NodeState.READY,))
+        od = sorted((n for n in nodes if n.billing != "spot"), key=lambda n: (-n.launched_at, n.name))
+        above = max(0, len(nodes) - pool.on_demand_base)
+        wanted = min(len(nodes), pool.on_demand_base) + math.ceil(above * pool.on_demand_percentage / 100)
+        out.update(n.name for n in od[:max(0, len(od) - wanted)])
     return frozenset(out)
 
 
