@@ -103,12 +103,15 @@ def seed_history(home: Path, start_hour: float, speed: float) -> None:
             break
         h = forecast.observe(h, t, rate((k * 15 / 3600.0) % 24))
     h = forecast.observe_cold_start(h, 1.5 * speed)  # about 1.5 real seconds, in the day's seconds
-    for _ in range(20):  # the control plane writes the record too: until ours is the one kept
+    for _ in range(20):
         memory = store.get_autoscaler_state("hpt") or AutoscalerMemory()
-        if memory.forecast is not None and memory.forecast.daily:
-            return
         store.set_autoscaler_state("hpt", memory.model_copy(update={"forecast": h}))
-        time.sleep(0.5)
+        # The control plane reads and writes the record at every pass: ours is kept once a pass has read it.
+        time.sleep(2.0)
+        kept = store.get_autoscaler_state("hpt")
+        if kept is not None and kept.forecast is not None and \
+                sum(x is not None for x in kept.forecast.daily) >= len(kept.forecast.daily) - 2:
+            return
     raise RuntimeError("could not seed the forecast history")
 
 
@@ -168,9 +171,10 @@ def run_mode(mode: str, base: Path, start_hour: float, hours: float, speed: floa
         port = int(gateway.rsplit(":", 1)[1])
         if mode == "predictive":
             seed_history(home, start_hour, speed)
-        wall0 = time.time()
+        store = Store(home / "state.db")
+        wall0, v_start = time.time(), virtual_now(store)
         results = asyncio.run(replay(port, f"/services/hpt/v1/models/{MODEL}:predict", arrivals(start_hour, hours, speed)))
-        wall = time.time() - wall0
+        wall, v_end = time.time() - wall0, virtual_now(store)
         events = json.loads(tidal(home, "events", "-o", "json"))
         _, rows = replicas_over_time(home / "state.db")
     finally:
@@ -178,20 +182,26 @@ def run_mode(mode: str, base: Path, start_hour: float, hours: float, speed: floa
             tidal(home, "down", timeout=120)
         except Exception as exc:  # noqa: BLE001 - report, the numbers are in
             print(f"{mode}: tidal down: {exc}", file=sys.stderr)
-    # The run's span in the day's (virtual) seconds: wall seconds times the speed.
-    start_v = min((c for c, _, _ in rows), default=0.0)
-    end_v = max([c for c, _, _ in rows] + [s for _, s, _ in rows if s is not None], default=start_v)
+    # Replica-seconds of the replay only (the control plane's clock, in the day's seconds), by node billing.
     by_billing: dict[str, float] = {}
     for created, stopped, bill in rows:
-        by_billing[bill] = by_billing.get(bill, 0.0) + ((stopped if stopped is not None else end_v) - created)
+        span = min(stopped if stopped is not None else v_end, v_end) - max(created, v_start)
+        if span > 0:
+            by_billing[bill] = by_billing.get(bill, 0.0) + span
+    # Replicas held (pending to draining), every 5 minutes of the day.
+    held = [(start_hour + (t - v_start) / 3600.0,
+             sum(1 for created, stopped, _ in rows if created <= t and (stopped is None or stopped > t)))
+            for t in [v_start + k * 300.0 for k in range(int((v_end - v_start) / 300.0) + 1)]]
     ok = sum(1 for _, _, s in results if s == 200)
     fast = sum(1 for _, lat, s in results if s == 200 and lat <= 0.2)
-    kinds = [e["kind"] for e in events]
+    kinds = [e["kind"] for e in events if v_start <= e["time"] <= v_end]  # what happened during the replay
     return {"mode": mode, "requests": len(results), "answered": ok, "lost": len(results) - ok,
             "within_200ms": fast, "within_200ms_pct": round(100.0 * fast / max(1, len(results)), 2),
             "replica_seconds": {k: round(v) for k, v in sorted(by_billing.items())},
             "replica_seconds_total": round(sum(by_billing.values())), "cold_starts": kinds.count("ReplicaReady"),
             "wakes_from_zero": kinds.count("ScaleFromZero"), "wall_s": round(wall, 1),
+            "replayed_day_seconds": round(v_end - v_start),
+            "replicas_over_time": [(round(h, 3), n) for h, n in held],
             "latency_by_hour": _by_hour(results, start_hour, speed)}
 
 
@@ -211,12 +221,17 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=False)
-    hs = [result["start_hour"] + i / 10 for i in range(int(result["hours"] * 10))]
+    fig, (a, c, b) = plt.subplots(3, 1, figsize=(9, 10), sharex=False)
+    hs = [result["start_hour"] + i / 20 for i in range(int(result["hours"] * 20))]
     a.plot(hs, [rate(h) for h in hs], color="black")
     a.set_ylabel("requests/s")
-    a.set_xlabel("hour of the day")
-    a.set_title(f"the day's trace, replayed at {result['speed']:g}x")
+    a.set_title(f"the day's trace, replayed at {result['speed']:g}x through the gateway and real replicas")
+    for m in result["modes"]:
+        pts = m["replicas_over_time"]
+        c.step([h for h, _ in pts], [n for _, n in pts], where="post", label=m["mode"])
+    c.set_ylabel("replicas held")
+    c.set_xlabel("hour of the day")
+    c.legend(ncol=5, fontsize=8)
     modes = [m["mode"] for m in result["modes"]]
     x = range(len(modes))
     bills = sorted({k for m in result["modes"] for k in m["replica_seconds"]})
