@@ -268,7 +268,7 @@ def main() -> int:
         out = {"speed": speed, "start_hour": start_hour, "hours": hours, "cpus": os.cpu_count(), "modes": []}
         for mode in args.modes.split(","):
             r = run_mode(mode, base, start_hour, hours, speed)
-            print(json.dumps({k: v for k, v in r.items() if k != "latency_by_hour"}), flush=True)
+            print(json.dumps({k: v for k, v in r.items() if k not in ("latency_by_hour", "replicas_over_time")}), flush=True)
             out["modes"].append(r)
     Path(args.output).write_text(json.dumps(out, indent=1))
     plot(out, Path(args.plot))
