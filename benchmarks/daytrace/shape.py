@@ -27,15 +27,16 @@ def rate(h: float) -> float:
     return diurnal(h) + extra
 
 
-def arrivals(start_hour: float, hours: float, speed: float) -> list[float]:
+def arrivals(start_hour: float, hours: float, speed: float, step: float = 0.005) -> list[float]:
     """Send times (real seconds from the start) for a replay of `hours` of the day from `start_hour` at `speed`x:
-    hour start_hour + h is reached at h * 3600 / speed real seconds; the rate is per real second."""
-    out, t, end = [], 0.0, hours * 3600.0 / speed
-    while t < end:
-        r = rate(start_hour + t * speed / 3600.0)
-        if r <= 0:
-            t += 0.05  # idle: look again a little later
-            continue
-        out.append(t)
-        t += 1.0 / r
+    hour start_hour + h is reached at h * 3600 / speed real seconds; the rate is per real second. A request
+    leaves each time the rate's integral grows by one (deterministic, and exact for slowly changing rates)."""
+    out, acc, k, end = [], 0.0, 0, hours * 3600.0 / speed
+    while k * step < end:
+        t = k * step
+        acc += rate(start_hour + t * speed / 3600.0) * step
+        while acc >= 1.0:
+            out.append(t)
+            acc -= 1.0
+        k += 1
     return out
