@@ -72,7 +72,6 @@ def take(store: Store, now: float, *, autoscalers: bool = False, policy_states: 
         failed=tuple(store.replicas(states=(ReplicaState.FAILED,), stopped_since=now - FAILURE_WINDOW_SECONDS)),
         autoscalers=MappingProxyType(scalers),
         policy_states=MappingProxyType({p: store.get_pool_state(p) for p in pools} if policy_states else {}),
-        lost=tuple(n for n in store.nodes(include_terminated=True)
-                   if n.state == NodeState.TERMINATED and n.notified_at is not None
-                   and now - n.notified_at < LOSS_WINDOW_SECONDS),
+        lost=tuple(n for n in store.nodes(include_terminated=True, noticed_since=now - LOSS_WINDOW_SECONDS)
+                   if n.state == NodeState.TERMINATED),
     )

@@ -104,3 +104,17 @@ def test_the_replacement_is_placed_on_spot_before_dear_on_demand():
                      node("od-3", billing="on-demand", launched_at=3.0), node("spot-b", zone="z-b")], base=0)
     cmds, _ = placement.place(s, CAT, {}, placement.PlacementMemory(), can_grow=False)
     assert [c.node for c in cmds if hasattr(c, "node")] == ["spot-b"]
+
+
+def test_the_snapshot_keeps_nodes_lost_within_the_window(tmp_path):
+    from tidal.control.snapshot import take
+    from tidal.control.store import Store
+    store = Store(tmp_path / "state.db")
+    store.add_node(replace(node("gone-recently"), state=NodeState.TERMINATED, notified_at=NOW - 600,
+                           terminated_at=NOW - 480))
+    store.add_node(replace(node("gone-long-ago"), state=NodeState.TERMINATED, notified_at=NOW - 1000,
+                           terminated_at=NOW - 880))
+    store.add_node(replace(node("scaled-in"), state=NodeState.TERMINATED, terminated_at=NOW - 10))
+    store.add_node(node("alive"))
+    s = take(store, NOW)
+    assert [n.name for n in s.lost] == ["gone-recently"] and [n.name for n in s.nodes] == ["alive"]
