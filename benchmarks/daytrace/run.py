@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -115,8 +116,9 @@ def seed_history(home: Path, start_hour: float, speed: float) -> None:
     raise RuntimeError("could not seed the forecast history")
 
 
-async def replay(url_port: int, path: str, sends: list[float]) -> list[tuple[float, float, int]]:
-    """Open loop: (send time, latency, status) per request; status 0 when no answer came."""
+async def replay(url_port: int, path: str, sends: list[float], end: float) -> list[tuple[float, float, int]]:
+    """Open loop: (send time, latency, status) per request; status 0 when no answer came. Lasts until `end`
+    (real seconds from the start) even when the trace's last request came earlier (an idle evening)."""
     client = HttpClient()
     loop = asyncio.get_running_loop()
     out: list[tuple[float, float, int]] = []
@@ -138,6 +140,7 @@ async def replay(url_port: int, path: str, sends: list[float]) -> list[tuple[flo
             await asyncio.sleep(delay)
         tasks.append(loop.create_task(one(at)))
     await asyncio.gather(*tasks)
+    await asyncio.sleep(max(0.0, start + end - loop.time()))
     client.close()
     return out
 
@@ -173,7 +176,8 @@ def run_mode(mode: str, base: Path, start_hour: float, hours: float, speed: floa
             seed_history(home, start_hour, speed)
         store = Store(home / "state.db")
         wall0, v_start = time.time(), virtual_now(store)
-        results = asyncio.run(replay(port, f"/services/hpt/v1/models/{MODEL}:predict", arrivals(start_hour, hours, speed)))
+        results = asyncio.run(replay(port, f"/services/hpt/v1/models/{MODEL}:predict", arrivals(start_hour, hours, speed),
+                                    hours * 3600.0 / speed))
         wall, v_end = time.time() - wall0, virtual_now(store)
         events = json.loads(tidal(home, "events", "-o", "json"))
         _, rows = replicas_over_time(home / "state.db")
@@ -182,6 +186,8 @@ def run_mode(mode: str, base: Path, start_hour: float, hours: float, speed: floa
             tidal(home, "down", timeout=120)
         except Exception as exc:  # noqa: BLE001 - report, the numbers are in
             print(f"{mode}: tidal down: {exc}", file=sys.stderr)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(bucket, ignore_errors=True)
     # Replica-seconds of the replay only (the control plane's clock, in the day's seconds), by node billing.
     by_billing: dict[str, float] = {}
     for created, stopped, bill in rows:
