@@ -257,6 +257,18 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def table(result: dict) -> str:
+    """The RESULTS.md table, from the data."""
+    rows = ["| mode | replica-hours (on-demand + spot) | answered within 200 ms | lost | cold starts | wakes from zero |",
+            "|---|---|---|---|---|---|"]
+    for m in result["modes"]:
+        rs = m["replica_seconds"]
+        rows.append(f"| {m['mode']} | {m['replica_seconds_total'] / 3600:.1f} ({rs.get('on-demand', 0) / 3600:.1f} + "
+                    f"{rs.get('spot', 0) / 3600:.1f}) | {m['within_200ms_pct']:.2f}% of {m['requests']} | {m['lost']} | "
+                    f"{m['cold_starts']} | {m['wakes_from_zero']} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="07:00-11:00 at 120x (two minutes of replay per mode)")
@@ -266,7 +278,11 @@ def main() -> int:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("-o", "--output", default=str(Path(__file__).with_name("result.json")))
     p.add_argument("--plot", default=str(Path(__file__).with_name("daytrace.png")))
+    p.add_argument("--table", metavar="RESULT_JSON", help="print the Markdown table of a result file and exit")
     args = p.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     speed, start_hour, hours = (120.0, 7.0, 4.0) if args.quick else (args.speed, args.start_hour, args.hours)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / MODEL
