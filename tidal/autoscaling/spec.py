@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from tidal.autoscaling.quantity import Quantity
+from tidal.autoscaling.schedule import CronWindow, parse_schedule
 from tidal.errors import InvalidArgument
 
 
@@ -257,6 +258,18 @@ ZERO_ANNOTATIONS = {"idle_seconds": "autoscaling.tidal.dev/idle-seconds",
                     "queue_wait_seconds": "autoscaling.tidal.dev/queue-wait-seconds"}
 
 
+class PredictiveSettings(_Model):
+    """Scale ahead of the request rate forecast from the service's own history (daily and weekly seasonality),
+    by the measured cold start. Only raises the floor; needs a QPS metric with an AverageValue target."""
+
+    enabled: bool = False
+    slot_seconds: Annotated[float, Field(ge=60, le=3600)] = 900.0
+
+
+SCHEDULE_ANNOTATION = "autoscaling.tidal.dev/schedule"
+PREDICTIVE_ANNOTATION = "autoscaling.tidal.dev/predictive"
+
+
 class HPASpec(_Model):
     """One autoscaler: the v2 HorizontalPodAutoscaler spec with defaults, plus Tidal's settings."""
 
@@ -270,6 +283,9 @@ class HPASpec(_Model):
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
     burst: BurstSettings = Field(default_factory=BurstSettings)
     zero: ZeroSettings = Field(default_factory=ZeroSettings)
+    # Cron windows that raise the minimum (autoscaling.tidal.dev/schedule), and the forecast's floor.
+    schedule: tuple[CronWindow, ...] = ()
+    predictive: PredictiveSettings = Field(default_factory=PredictiveSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -422,13 +438,19 @@ def parse_hpa(document: Any, *, burst: BurstSettings | None = None,
         first = e.errors()[0]
         raise InvalidArgument(f"metadata.annotations.{ZERO_ANNOTATIONS[str(first['loc'][0])]}: "
                               f"{first['msg']} (got {zero[str(first['loc'][0])]!r})") from None
-    for ours in ("name", "namespace", "controller", "burst", "zero"):
+    schedule = parse_schedule(str(annotations.get(SCHEDULE_ANNOTATION) or ""))
+    flag = str(annotations.get(PREDICTIVE_ANNOTATION, "")).strip().lower()
+    if flag not in ("", "true", "false"):
+        raise InvalidArgument(f"metadata.annotations.{PREDICTIVE_ANNOTATION}: expected true or false, got {flag!r}")
+    for ours in ("name", "namespace", "controller", "burst", "zero", "schedule", "predictive"):
         if ours in spec:
             raise InvalidArgument(f"spec.{ours}: unknown field")
     spec["name"] = str(metadata.get("name", ""))
     spec["namespace"] = str(metadata.get("namespace") or "default")
     spec["burst"] = burst
     spec["zero"] = zero_settings
+    spec["schedule"] = schedule
+    spec["predictive"] = PredictiveSettings(enabled=flag == "true")
     spec["controller"] = controller or ControllerSettings()
     try:
         return HPASpec.model_validate(spec)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import Callable
 
+from tidal.autoscaling.scrape import Scraper
 from tidal.backends.base import Backend, NodeLaunch, ReplicaLaunch
 from tidal.capacity.catalog import Catalog
 from tidal.capacity.cost import NodeLife, summarize
@@ -65,6 +66,7 @@ class Reconciler:
         self.burst_tick_seconds: float | None = None
         self._zero = zero.ZeroMemory()
         self._cluster = cluster.ClusterMemory()
+        self.scraper = Scraper()  # replicas' Prometheus metrics, for HPAs that name one
         # Requests wait at the gateway for a replica: the loop looks again within a tenth of a second.
         self.waiting = False
 
@@ -117,13 +119,15 @@ class Reconciler:
             snap = self._snapshot()
             self._run(notices.reclaims(snap, self._spot_capacity(snap), self.settings.notice_margin_seconds))
             self._run(notices.expire(self._snapshot()))
-            self._autoscale()
+            self._autoscale(await self._scrape())
             self._roll()
             cmds, self._replicas = replicas.lifecycle(self._snapshot(), self.settings, self._replicas)
             self._run(cmds)
             self._place()
             self._scale_pools()
             self._place()
+            self._run(placement.move_to_spot(self._snapshot(), self.catalog,
+                                             {name: m.shedding for name, m in self._pools.items()}))
             self._run(replicas.stop_drained(self._snapshot()))
             self._run(capacity.track_empty(self._snapshot()))
             self.sync_gateway()
@@ -166,10 +170,15 @@ class Reconciler:
                         out[(pool.name, n.zone)] = provisioner.spot_capacity(pool.name, n.zone, snap.now)
         return out
 
-    def _autoscale(self) -> None:
+    async def _scrape(self) -> dict:
+        targets = autoscaling.scrape_targets(self._snapshot(autoscalers=True))
+        return {name: await self.scraper.scrape(endpoints, wanted) for name, (wanted, endpoints) in targets.items()}
+
+    def _autoscale(self, scraped: dict | None = None) -> None:
         snap = self._snapshot(autoscalers=True)
         window = self.settings.qps_window_seconds
         qps: dict[tuple[str, float], float] = {}
+        signals = {}
         for name, scaler in snap.autoscalers.items():
             spec, _ = autoscaling.parse(scaler.document)
             if spec is None:
@@ -178,11 +187,14 @@ class Reconciler:
                 rate = self._gateway_qps(name, w)
                 if rate is not None:
                     qps[(name, w)] = rate
-        result = autoscaling.decide(snap, qps, self._autoscaling, window, self._real)
+            if autoscaling.reads_gateway_signals(spec):
+                signals[name] = self._gateway_signals(name, autoscaling.hpa_window(window, self._real))
+        result = autoscaling.decide(snap, qps, self._autoscaling, window, self._real, gateway=signals,
+                                    scraped=scraped)
         self._autoscaling = result.memory
         self.burst_tick_seconds = result.burst_tick_seconds
         self._run(result.commands)
-        self._scale_to_zero(snap)
+        self._scale_to_zero(snap, result.floors)
 
     def _roll(self) -> None:
         """Rollouts: guards and steps, on the gateway's counts of each release since the current step began."""
@@ -203,11 +215,18 @@ class Reconciler:
         except NotFound:
             return None
 
-    def _scale_to_zero(self, snap: Snapshot) -> None:
+    def _gateway_signals(self, service: str, window: float):
+        """None (missing metrics: the HPA holds) while the gateway cannot be reached or has not routed it."""
+        try:
+            return self.gateway.signals(service, window)
+        except NotFound:  # GatewayUnreachable is one
+            return None
+
+    def _scale_to_zero(self, snap: Snapshot, floors: dict[str, int] | None = None) -> None:
         specs = {}
         for name, scaler in snap.autoscalers.items():
             spec, _ = autoscaling.parse(scaler.document)
-            if zero.scales_to_zero(spec):
+            if zero.scales_to_zero(spec) and not (floors or {}).get(name):  # a window or forecast holds it up
                 specs[name] = spec
         activity = {name: self._activity(name) for name in specs}
         self.waiting = any(a is not None and a.queued > 0 for a in activity.values())

@@ -15,6 +15,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tidal.autoscaling.burst import BurstState
+from tidal.autoscaling.forecast import History
 from tidal.autoscaling.hpa import HPAState, ScaleEvent, TimestampedRecommendation
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,13 @@ class AutoscalerStatus(BaseModel):
 
 
 class AutoscalerMemory(BaseModel):
-    """The HPA's recommendation history and the burst decider's panic state, kept across restarts."""
+    """The HPA's recommendation history, the burst decider's panic state and the request rate's seasonal history
+    (predictive scaling), kept across restarts."""
     model_config = ConfigDict(extra="ignore", frozen=True)
     version: int = VERSION
     hpa: HPAState = HPAState()
     burst: Optional[BurstState] = None
+    forecast: Optional[History] = None
 
 
 def _migrate_memory(data: dict) -> dict:

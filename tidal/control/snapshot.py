@@ -14,6 +14,8 @@ from tidal.states import NodeState, ReplicaState
 
 # Failed replicas this recent count for a service's back-off.
 FAILURE_WINDOW_SECONDS = 600.0
+# Nodes noticed and gone this recently mark their zone as losing capacity (spot-aware scale-in).
+LOSS_WINDOW_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Snapshot:
     autoscalers: Mapping[str, Autoscaler] = field(default_factory=dict)
     policy_states: Mapping[str, str | None] = field(default_factory=dict)  # pool -> stored record
     rollouts: Mapping[str, releases.Rollout] = field(default_factory=dict)  # service -> its (last) rollout
+    lost: tuple[NodeRow, ...] = ()               # terminated within LOSS_WINDOW_SECONDS after a notice
 
     def releases(self, service: str) -> list[releases.Release]:
         svc = self.services[service]
@@ -76,6 +79,8 @@ def take(store: Store, now: float, *, autoscalers: bool = False, policy_states: 
         autoscalers=MappingProxyType(scalers),
         policy_states=MappingProxyType({p: store.get_pool_state(p) for p in pools} if policy_states else {}),
         rollouts=MappingProxyType(_rollouts(store, services)),
+        lost=tuple(n for n in store.nodes(include_terminated=True, noticed_since=now - LOSS_WINDOW_SECONDS)
+                   if n.state == NodeState.TERMINATED),
     )
 
 

@@ -340,13 +340,17 @@ class Store:
             raise NotFound(f"node {name!r} not found")
         return _node(rows[0])
 
-    def nodes(self, pool: str | None = None, *, include_terminated: bool = False) -> list[NodeRow]:
+    def nodes(self, pool: str | None = None, *, include_terminated: bool = False,
+              noticed_since: float | None = None) -> list[NodeRow]:
         sql, args = "SELECT * FROM nodes WHERE 1=1", []
         if pool is not None:
             sql += " AND pool=?"
             args.append(pool)
         if not include_terminated:
             sql += " AND state != 'terminated'"
+        if noticed_since is not None:  # nodes that had a reclaim notice at or after this time
+            sql += " AND notified_at >= ?"
+            args.append(noticed_since)
         return [_node(r) for r in self._q(sql + " ORDER BY launched_at, name", tuple(args))]
 
     # -- replicas

@@ -13,7 +13,8 @@ table is sent when it is back; `services()` answers from the mirror. Reads:
   HPA's scale-down stabilization then holds; a burst-mode panic does not end early).
   With no rate read yet it raises `GatewayUnreachable`, a `NotFound`, which the
   reconciler reads as "no traffic yet" (the HPA's 5 min scale-down window holds).
-- `stats` raises `GatewayUnreachable`: callers show no traffic figures.
+- `stats` and `signals` raise `GatewayUnreachable`: callers show no traffic figures, and the
+  autoscaler reads the gateway's signals as missing metrics (the HPA holds).
 A restarted gateway starts with empty QPS windows: rates climb back over the window.
 """
 
@@ -31,7 +32,8 @@ import orjson
 from tidal.errors import AlreadyExists, Internal, NotFound
 from tidal.gateway.config import (GatewaySettings, QueueSettings, ReleaseSplit, ReplicaEndpoint, ReplicaState,
                                   ServiceConfig)
-from tidal.gateway.control import QPS, RELEASES, ROUTES, STATS, check_claims
+from tidal.gateway.control import QPS, RELEASES, ROUTES, SIGNALS, STATS, check_claims
+from tidal.gateway.metrics import GatewaySignals
 from tidal.gateway.proxy import ReplicaStats, ServiceStats
 from tidal.gateway.releases import ReleaseStats
 
@@ -172,6 +174,10 @@ class GatewayClient:
         value = float(data["qps"])
         self._last_qps[key] = value
         return value
+
+    def signals(self, service: str, window_seconds: float) -> GatewaySignals:
+        self._service(service)
+        return GatewaySignals(**self._get(SIGNALS, {"service": service, "window": repr(float(window_seconds))}))
 
     def stats(self, service: str) -> ServiceStats:
         self._service(service)

@@ -33,7 +33,9 @@ HELLO = PREFIX + "hello"
 QPS = PREFIX + "qps"
 STATS = PREFIX + "stats"
 RELEASES = PREFIX + "releases"
-_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET", RELEASES: "GET"}  # a path's methods, for 405's Allow
+SIGNALS = PREFIX + "signals"  # the autoscaler's gateway signals over a window (rate, concurrency, queue, p90)
+_ALLOW = {HELLO: "GET", ROUTES: "GET, PUT", QPS: "GET", STATS: "GET", RELEASES: "GET",
+          SIGNALS: "GET"}  # a path's methods, for 405's Allow
 
 
 class RouteDocument(BaseModel):
@@ -136,6 +138,8 @@ class ControlEndpoints:
             if req.path == RELEASES and req.method == "GET":
                 found = self.gateway.release_stats(query.get("service", ""), float(query.get("window", "")))
                 return _json({"releases": [r.to_dict() for r in found]})
+            if req.path == SIGNALS and req.method == "GET":
+                return _json(self.gateway.signals(query.get("service", ""), float(query.get("window", ""))).to_dict())
             if req.path == STATS and req.method == "GET":
                 return Response(200, orjson.dumps(self.gateway.stats(query.get("service", "")).to_dict(),
                                                   option=orjson.OPT_NON_STR_KEYS))

@@ -25,7 +25,7 @@ from tidal.errors import NotFound
 from tidal.gateway.balancing import choose
 from tidal.gateway.config import (GatewaySettings, QueueSettings, ReleaseSplit, ReplicaEndpoint, ReplicaState,
                                   ServiceConfig)
-from tidal.gateway.metrics import RequestMetrics, make_registry, render
+from tidal.gateway.metrics import GatewaySignals, RequestMetrics, make_registry, render, signals
 from tidal.gateway.queue import WaitQueue
 from tidal.gateway.releases import Releases, ReleaseStats, UnknownRelease
 from tidal.gateway.routing import RouteSpec, RouteTable, build_table, resolve
@@ -288,6 +288,12 @@ class Gateway:
         rel = self._service(service).releases
         return [] if rel is None else rel.stats(self._clock.monotonic(), window_seconds)
 
+    def signals(self, service: str, window_seconds: float) -> GatewaySignals:
+        """The autoscaler's gateway signals for `service` over the last `window_seconds`."""
+        svc = self._service(service)
+        return signals(svc.window, self._clock.monotonic(), window_seconds, in_flight=svc.metrics.in_flight,
+                       queued=svc.queue.waiting, ready=len(svc.ready))
+
     def stats(self, service: str) -> ServiceStats:
         svc = self._service(service)
         now = self._clock.monotonic()
@@ -484,7 +490,7 @@ class Gateway:
         now = self._clock.monotonic()
         for svc in list(self._services.values()):
             windows = {w: svc.window.rate(now, w) for w in REPORTED_WINDOWS if w <= svc.window.max_window_seconds}
-            yield svc.name, svc.metrics, [(r.id, r.metrics) for r in svc.replicas.values()], windows
+            yield svc.name, svc.metrics, [(r.id, r.metrics) for r in svc.replicas.values()], windows, svc.queue.waiting
 
 
 def _deadline(svc: _Service) -> Response:

@@ -1,8 +1,13 @@
-"""A time-bucketed request counter: rate, error rate and latency quantiles over a sliding window.
+"""A time-bucketed request counter: rate, error rate, concurrency and latency quantiles over a sliding window.
 
 The caller passes `now` (monotonic seconds) to every call, so the counter is a pure
 function of what was recorded and when; tests step a fake clock. Buckets live in a
 ring sized for the longest window, so recording is O(1) and memory is bounded.
+
+Concurrency (requests in flight on average) is Little's law over the window: the
+seconds that requests finished in the window spent in the gateway, divided by the
+window. It costs one addition per request, where sampling the in-flight count would
+cost a timer or a clock read per change.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ _LAT_BINS = tuple(_LAT_MIN * 2 ** (i / 4) for i in range(84))
 
 @dataclass(frozen=True)
 class WindowSummary:
-    """What happened in one window: requests per second, 5xx per second, latency quantiles (seconds)."""
+    """What happened in one window: requests per second, 5xx per second, latency quantiles (seconds), and the
+    average number of requests in flight."""
 
     window_seconds: float
     requests: float
@@ -27,12 +33,14 @@ class WindowSummary:
     error_qps: float
     p50: float | None
     p99: float | None
+    p90: float | None = None
+    concurrency: float = 0.0
 
 
 class WindowedCounter:
     """Counts completed requests into `bucket_seconds` buckets covering up to `max_window_seconds`."""
 
-    __slots__ = ("bucket", "started", "_n", "_epoch", "_count", "_errors", "_hist")
+    __slots__ = ("bucket", "started", "_n", "_epoch", "_count", "_errors", "_hist", "_busy")
 
     def __init__(self, started: float, *, bucket_seconds: float = 1.0, max_window_seconds: float = 300.0) -> None:
         if bucket_seconds <= 0 or max_window_seconds < bucket_seconds:
@@ -45,6 +53,7 @@ class WindowedCounter:
         self._count = [0] * self._n
         self._errors = [0] * self._n
         self._hist: list[list[int] | None] = [None] * self._n
+        self._busy = [0.0] * self._n  # seconds spent in the gateway by the requests finished in the bucket
 
     @property
     def max_window_seconds(self) -> float:
@@ -58,7 +67,9 @@ class WindowedCounter:
             self._count[slot] = 0
             self._errors[slot] = 0
             self._hist[slot] = None
+            self._busy[slot] = 0.0
         self._count[slot] += 1
+        self._busy[slot] += latency
         if error:
             self._errors[slot] += 1
         hist = self._hist[slot]
@@ -104,15 +115,25 @@ class WindowedCounter:
                 total += self._count[slot] * w
         return total / self._span(now, window)
 
+    def concurrency(self, now: float, window: float) -> float:
+        """Requests in flight on average over the last `window` seconds (Little's law)."""
+        self._check(window)
+        busy = 0.0
+        for slot, idx, w in self._weights(now, window):
+            if self._epoch[slot] == idx:
+                busy += self._busy[slot] * w
+        return busy / self._span(now, window)
+
     def summary(self, now: float, window: float) -> WindowSummary:
         self._check(window)
-        total = errors = 0.0
+        total = errors = busy = 0.0
         merged = [0] * (len(_LAT_BINS) + 1)
         for slot, idx, w in self._weights(now, window):
             if self._epoch[slot] != idx:
                 continue
             total += self._count[slot] * w
             errors += self._errors[slot] * w
+            busy += self._busy[slot] * w
             hist = self._hist[slot]
             if hist is not None and w > 0:
                 # Quantiles use whole buckets: a fraction of a histogram is not meaningful.
@@ -121,7 +142,7 @@ class WindowedCounter:
                         merged[i] += c
         span = self._span(now, window)
         return WindowSummary(window, total, total / span, errors / span,
-                             quantile(merged, 0.5), quantile(merged, 0.99))
+                             quantile(merged, 0.5), quantile(merged, 0.99), quantile(merged, 0.9), busy / span)
 
 
 def quantile(hist: list[int], q: float) -> float | None:

@@ -7,7 +7,9 @@ share a node with another replica of its service, or go to a node its pool is
 shrinking (it would be drained off again), while the pool still has room below
 its maximum, stays pending until the capacity step has seen it once,
 so the pool's demand launches a node for it (at the maximum, or once the capacity
-step has had its chance, it shares).
+step has had its chance, it shares). On-demand nodes above their pool's base are
+placed on after spot and base nodes, and `move_to_spot` moves replicas off them to
+spot nodes with room once spot is back (a surge: the replacement starts first).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Mapping
 
 from tidal.capacity.catalog import Catalog
 from tidal.capacity.nodepool import resources_of
-from tidal.control.commands import Command, Event, Note, StartReplica
+from tidal.control.commands import Command, Event, Note, NotifyReplica, StartReplica
 from tidal.control.decide.replicas import requests_of
+from tidal.control.decide.spot import Risk, above_base, on_demand_surplus, risks
 from tidal.control.snapshot import Snapshot
 from tidal.scheduling import NodeInfo, ReplicaRequest, Resources, schedule
 from tidal.states import NodeState, ReplicaState as S
@@ -44,6 +47,7 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
     if not pending:
         return [], PlacementMemory()
     shed = frozenset().union(*shedding.values()) if shedding else frozenset()
+    dear = above_base(snap)
     infos, pool_of = [], {}
     for n in snap.nodes:
         t, pool = catalog.types.get(n.instance_type), snap.pools.get(n.pool)
@@ -52,7 +56,7 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
         pool_of[n.name] = n.pool
         infos.append(NodeInfo(n.name, pool.labels, resources_of(t),
                               schedulable=n.state == NodeState.READY and not n.cordoned,
-                              preferred=n.name not in shed, zone=n.zone))
+                              preferred=n.name not in shed and n.name not in dear, zone=n.zone))
     used: dict[str, Resources] = {}
     placed: dict[str, dict[str, int]] = {}
     leaving: dict[str, set[str]] = {}
@@ -93,3 +97,57 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
                               f"no node with labels {spec.selector or '{}'} has room for {req.gpus} GPU, "
                               f"{req.cpu:g} CPU, {req.memory_mib:g} MiB: pending (the pool scales out if it can)")))
     return out, PlacementMemory(frozenset(noted), frozenset(held), frozenset(waited))
+
+
+def _free(snap: Snapshot, catalog: Catalog) -> dict[str, Resources]:
+    """What each ready, uncordoned node has left after the replicas bound to it."""
+    used: dict[str, Resources] = {}
+    for r in snap.replicas:
+        spec = snap.services.get(r.service)
+        if r.node and spec is not None and r.state != S.PENDING:
+            used[r.node] = used.get(r.node, Resources()) + requests_of(spec.spec)
+    out = {}
+    for n in snap.nodes:
+        t = catalog.types.get(n.instance_type)
+        if t is not None and n.state == NodeState.READY and not n.cordoned:
+            out[n.name] = resources_of(t) - used.get(n.name, Resources())
+    return out
+
+
+def move_to_spot(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str]]) -> list[Command]:
+    """Spot is back: a ready replica on on-demand beyond its pool's ratio rules (base plus its percentage: the
+    on-demand that stood in for spot) moves to a spot node with room (not at risk, not being shed). It is marked as leaving (notified, no deadline): its replacement starts, placed on
+    spot first, and it drains once the replacement is ready, so the service never has fewer replicas serving.
+    One move per service per pass, and none while the service is scaling or already moving."""
+    risk = risks(snap)
+    surplus = on_demand_surplus(snap)
+    if not surplus:
+        return []
+    shed = frozenset().union(*shedding.values()) if shedding else frozenset()
+    free = _free(snap, catalog)
+    out: list[Command] = []
+    for name, svc in snap.services.items():
+        reps = snap.of(name)
+        live = [r for r in reps if r.state in S.LIVE]
+        if len(live) != svc.desired or any(r.state != S.READY for r in reps):
+            continue  # scaling, starting, draining or already moving: not now
+        need = requests_of(svc.spec)
+        movable = [r for r in live if r.node in surplus]
+        for r in sorted(movable, key=lambda r: (-r.created_at, r.id))[:1]:
+            node = snap.node(r.node)
+            pool = snap.pools.get(node.pool) if node else None
+            if pool is None:
+                continue
+            spot = [n for n in snap.pool_nodes(pool.name, (NodeState.READY,))
+                    if n.billing == "spot" and risk.get(n.name) == Risk.SPOT and n.name not in shed
+                    and n.name in free and need.fits_in(free[n.name])]
+            if not spot:
+                continue
+            target = spot[0]
+            free[target.name] = free[target.name] - need
+            out += [NotifyReplica(r.id, None), Note(Event(
+                "ReplicaMoving", f"replica/{r.id}",
+                f"spot is back: moving from on-demand node {r.node} (beyond the pool's base of "
+                f"{pool.on_demand_base} and {pool.on_demand_percentage}% on-demand) to spot; it serves until its "
+                f"replacement is ready"))]
+    return out

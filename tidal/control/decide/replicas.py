@@ -10,6 +10,7 @@ from tidal.control import releases
 from tidal.control.commands import (Command, CreateReplica, DiscardReplica, DrainReplica, Event, FailReplica,
                                     MarkReady, Note, ReplicaExited, SetEndpoint, StopReplica)
 from tidal.control.settings import ControlSettings
+from tidal.control.decide.spot import scale_in_order
 from tidal.control.snapshot import FAILURE_WINDOW_SECONDS, Snapshot
 from tidal.control.store import ReplicaRow
 from tidal.scheduling import Resources
@@ -111,9 +112,9 @@ def lifecycle(snap: Snapshot, settings: ControlSettings, memory: ReplicaMemory) 
                     noted.discard(name)
             out += [CreateReplica(name, rel.spec.workload, rel.key)] * max(0, missing)
             if len(live) > rel.replicas:
-                # Remove the least useful first: not placed, then still starting, then the newest ready.
-                order = {S.PENDING: 0, S.STARTING: 1, S.READY: 2}
-                victims = sorted(live, key=lambda r: (order[r.state], -r.created_at, r.id))[:len(live) - rel.replicas]
+                # Remove the least useful first: not placed, then still starting, then ready ones by their
+                # capacity's risk and price (tidal.control.decide.spot), the newest first.
+                victims = scale_in_order(snap, live)[:len(live) - rel.replicas]
                 out += [_drain(r, f"scaled in to {rel.replicas}", now, settings) for r in victims]
             ready_current += sum(1 for r in live if r.state == S.READY)
         # Rolling update: an old replica goes once the new ones can carry the service; a rolled-back canary's
