@@ -253,5 +253,10 @@ def test_the_console_shows_a_rollouts_releases_weights_guards_and_progress(tmp_p
         "sentiment-202406011200", 90, "sentiment-202406080900", 10)
     assert canary["ready"] == canary["replicas"] == 1 and canary["model_path"] == "/models/sentiment-2"
     assert canary["counts"] == {"requests": 100, "errors": 0, "p90_ms": 15.0, "classes": {"0": 52, "1": 48}}
+    # Each release is sized on its share, at least one each: the service's card counts what both are sized to.
+    assert canary["wanted"] == 1 and stable["wanted"] >= 1
+    card = doc(resp)["service"]["replicas"]
+    assert card["desired"] == stable["wanted"] + canary["wanted"]
+    assert card["ready"] <= card["desired"]
     kinds = [e["kind"] for e in doc(resp)["events"]]
     assert "RolloutStarted" in kinds and "RolloutStep" in kinds

@@ -109,11 +109,22 @@ class ControlPlaneProvider:
             name=name, model=row.spec.model_name or name, version=str(row.spec.version),
             runtime=", ".join(engines) or row.spec.type,
             endpoint=endpoint,
-            replicas=ReplicaCounts(desired=row.desired, ready=sum(1 for r in mine if r.state in _READY)),
+            replicas=ReplicaCounts(desired=self._desired(name, row.desired),
+                                   ready=sum(1 for r in mine if r.state in _READY)),
             qps=qps or 0.0, latency_ms=Latency(p50=p50, p99=p99),
             cost_per_hour=round(cost, 6), on_demand_cost_per_hour=round(od_cost, 6),
             scaled_to_zero=row.desired == 0 and self._last_reason(name) == "ScaledToZero", queued=queued)
         return summary, spot, od
+
+    def _desired(self, name: str, desired: int) -> int:
+        """During a rollout each release is sized on its share (at least one each): the sum of those sizes."""
+        read = getattr(self.read, "rollout", None)  # a read model from before rollouts has none
+        found = read(name) if read is not None else None
+        from tidal.control.releases import ACTIVE
+        if found is None or found["phase"] not in ACTIVE:
+            return desired
+        sized = [rel.get("wanted") for rel in found["releases"]]
+        return sum(sized) if all(w is not None for w in sized) else desired
 
     def _last_reason(self, name: str) -> str | None:
         found = self.read.autoscaler(name)

@@ -111,6 +111,7 @@ class Release(BaseModel):
     weight: int = Field(ge=0, le=100)
     replicas: NonNegativeInt = 0
     ready: NonNegativeInt = 0
+    wanted: Optional[NonNegativeInt] = None  # the replicas the release is sized to, on its share of the traffic
     counts: Optional[ReleaseCounts] = None
 
 

@@ -102,4 +102,5 @@ class StoreReadModel:
                 counts = self._gateway.release_stats(service, min(300.0, max(1.0, self._clock.now() - since)))
             except NotFound:
                 counts = None
-        return view(r, self._store.replicas(service), counts)
+        svc = self.service(service)
+        return view(r, self._store.replicas(service), counts, svc.desired if svc is not None else None)

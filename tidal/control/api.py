@@ -138,7 +138,7 @@ class Api:
         name = out["name"]
         r = self.rollouts.current(name)
         counts = self.r.release_counts(r, self.r.clock.now()) if r is not None and r.active else None
-        out["rollout"] = rollout_view(r, self.store.replicas(name), counts)
+        out["rollout"] = rollout_view(r, self.store.replicas(name), counts, out.get("desired"))
         return out
 
     def _nodes(self) -> dict:

@@ -15,7 +15,7 @@ from tidal.control.commands import Command, Event, SaveRollout
 from tidal.control.decide import rollout as decide
 from tidal.control.decide.replicas import release_hash
 from tidal.control.operations import Done, decode
-from tidal.control.releases import Phase, Rollout, RolloutRequest, load, parse_weights
+from tidal.control.releases import Phase, Rollout, RolloutRequest, load, parse_weights, releases
 from tidal.errors import FailedPrecondition, InvalidArgument, NotFound
 from tidal.spec import Admission, ServiceSpec
 from tidal.states import ReplicaState
@@ -114,11 +114,13 @@ class Rollouts:
                               f"their requests, then stop")
 
 
-def view(r: Rollout | None, replicas: list, counts: list | None) -> dict | None:
-    """The API's `rollout` of a service: phase, progress, each release's weight, replicas and guard counts."""
+def view(r: Rollout | None, replicas: list, counts: list | None, desired: int | None = None) -> dict | None:
+    """The API's `rollout` of a service: phase, progress, each release's weight, replicas (and, given the
+    service's desired count, the replicas each release is sized to) and guard counts."""
     if r is None:
         return None
     by = {s.release: s for s in counts or ()}
+    sized = {} if desired is None else {rel.key: rel.replicas for rel in releases(r.stable, desired, r)}
     out = []
     for spec, weight in ((r.stable, 100 - r.weight), (r.canary, r.weight)):
         key = release_hash(spec)
@@ -128,6 +130,7 @@ def view(r: Rollout | None, replicas: list, counts: list | None) -> dict | None:
                     "weight": weight if r.active else (100 if spec is (r.canary if r.phase == Phase.PROMOTED
                                                                        else r.stable) else 0),
                     "replicas": len(mine), "ready": sum(1 for x in mine if x.state == ReplicaState.READY),
+                    "wanted": sized.get(key),
                     "counts": s.to_dict() if s is not None else None})
     return {"phase": str(r.phase), "progress": r.progress(), "stable": r.stable.release, "canary": r.canary.release,
             "weight": r.weight, "mirror": r.mirror, "steps": list(r.steps), "step": r.step,
