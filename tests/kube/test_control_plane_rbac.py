@@ -1,7 +1,7 @@
 """The exported RBAC is what the control plane really needs: `tidal up` on a Kubernetes context whose credentials
 are the exported ServiceAccount's drives a service through its life (serve with volume credentials, scale, a
-spot Node interrupted, delete, a restart that adopts) without one refusal, and that account still may not read
-Secrets, delete Nodes or touch another namespace."""
+spot Node interrupted, a restart that adopts, a canary rolled back, delete) without one refusal, and that
+account still may not read Secrets, delete Nodes or touch another namespace."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from tidal.backends.kubernetes.contexts import Context, ContextKind
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
-NODES = [("rbac-spot-a-1", "zone-a", "spot"), ("rbac-spot-a-2", "zone-a", "spot"), ("rbac-spot-a-3", "zone-a", "spot"),
-         ("rbac-od-a-1", "zone-a", "on-demand")]
+# One GPU each: 3 replicas, a replacement for the interrupted one, and the canary beside them.
+NODES = [(f"rbac-spot-a-{i}", "zone-a", "spot") for i in (1, 2, 3, 4)] + [("rbac-od-a-1", "zone-a", "on-demand")]
 SECRET = "SeCrEtRbAc0123456789"
 
 
@@ -86,7 +86,7 @@ def test_a_service_s_life_with_the_exported_rbac(kube_cluster, namespace, accoun
     tidal(*up, timeout=90)
     try:
         tidal("nodepool", "create", "rbac-pool", "--label", "inference=rbac", "--spot", "--on-demand-percentage",
-              "0", "--compensate-with-on-demand", "--instance-types", GPU_TYPE, "--zones", "zone-a", "--max", "4",
+              "0", "--compensate-with-on-demand", "--instance-types", GPU_TYPE, "--zones", "zone-a", "--max", "5",
               "--notice", "120")
         # the volume's keys become a Secret the control plane writes (and may never read back)
         pvc = (REPO_ROOT / "examples" / "seed" / "pvc.yaml").read_text()
@@ -130,6 +130,17 @@ def test_a_service_s_life_with_the_exported_rbac(kube_cluster, namespace, accoun
         tidal(*up, timeout=90)
         wait_for("the restarted control plane adopted the replicas",
                  lambda: tidal.json("serve", "get", "rbac")["available"] == 3, 30)
+
+        # a canary release: Deployments and a Service of its own, removed by the rollback
+        tidal("serve", "update", "rbac", "--canary-traffic-percent", "10", "--version", "v2",
+              "--image", "tensorflow/serving:2.17.0")
+        canary = "rbac-v2-tensorflow-serving"
+        wait_for("the canary's pod ready", lambda: any(p.metadata.labels["release"] == "rbac-v2"
+                                                       for p in ready_pods()), 60)
+        tidal("serve", "rollback", "rbac")
+        wait_for("the canary's objects gone", lambda: not [
+            d for d in apps.list_namespaced_deployment(namespace).items if d.metadata.name.startswith(canary)]
+            and canary not in {x.metadata.name for x in core.list_namespaced_service(namespace).items}, 60)
 
         tidal("serve", "delete", "rbac")
         wait_for("the service's Deployments gone", lambda: not apps.list_namespaced_deployment(namespace).items, 60)
