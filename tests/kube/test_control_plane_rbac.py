@@ -160,6 +160,7 @@ def test_a_service_s_life_with_the_exported_rbac(kube_cluster, namespace, accoun
         "another namespace's Pods": lambda: as_sa.list_namespaced_pod("default"),
         "another ConfigMap": lambda: as_sa.read_namespaced_config_map("kube-root-ca.crt", namespace),
         "delete the state": lambda: as_sa.delete_namespaced_config_map("tidal-state", namespace),
+        "delete a Deployment": lambda: apps_sa.delete_namespaced_deployment("x", namespace),
         "create a Pod": lambda: as_sa.create_namespaced_pod(namespace, {
             "metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "x"}]}}),
     }

@@ -334,7 +334,8 @@ def canary_ingress(canary: ServiceSpec, opts: RenderOptions, weight: int) -> dic
     taking `weight` percent of the requests, and every request whose x-tidal-release header names the canary
     (as Tidal's own gateway routes them)."""
     body = ingress(canary, opts)
-    body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}), NGINX + "canary": "true", NGINX + "canary-weight": str(weight),
+    body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}),
+                                       NGINX + "canary": "true", NGINX + "canary-weight": str(weight),
                                        NGINX + "canary-by-header": CANARY_HEADER,
                                        NGINX + "canary-by-header-value": canary.release}
     return body
