@@ -44,3 +44,15 @@ def test_assign(replicas, pods, previous, expected):
 ])
 def test_replica_status(view, status):
     assert replica_status(view, 8501) == status
+
+
+@pytest.mark.parametrize("pod_release, ref, mine", [
+    ("bert-v1", {"service": "s", "release": "bert-v1"}, True),
+    ("bert-v2", {"service": "s", "release": "bert-v1"}, False),   # the canary's pod in the same slice
+    ("bert-v2", {"service": "s"}, True),                          # a ref recorded before releases had their own
+    ("bert-v1", {"service": "other", "release": "bert-v1"}, False),
+])
+def test_a_replica_takes_only_a_pod_of_its_release(pod_release, ref, mine):
+    pod = PodView(name="p", service="s", slice="spot-zone-a", phase="Running", ready=True, ip="10.0.0.1",
+                  deleting=False, created=0.0, release=pod_release)
+    assert pod.release_of(ref) is mine

@@ -187,3 +187,13 @@ def test_owner_references():
     dep = render.deployment(spec(), RenderOptions(), 1, None, owners=[ref])
     assert dep["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "Service", "name": WORKLOAD, "uid": "u-1", "blockOwnerDeletion": True}]
+
+
+@pytest.mark.parametrize("server, exec_form", [
+    ("v1.29.3", True), ("v1.28.5-eks-5e0fdde", True), ("1.25", True),
+    ("v1.30.0", False), ("v1.36.3", False), ("v2.0.0", False), ("", False), ("unknown", False),
+])
+def test_prestop_form_from_the_server_version(server, exec_form):
+    """What a backend for a context renders: the exec form of the preStop sleep before Kubernetes 1.30."""
+    from tidal.backends.kubernetes.render import prestop_exec_for
+    assert prestop_exec_for(server) is exec_form

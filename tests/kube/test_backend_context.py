@@ -68,6 +68,7 @@ def test_a_backend_for_a_context(kube_cluster, namespace):
     try:
         assert backend.provisioner is None and backend.ns == namespace
         assert backend.opts.image == "registry.example.com/tidal:1"
+        assert backend.opts.prestop_exec is False  # the test cluster is 1.30 or newer: preStop sleeps by itself
         assert backend.adopt({}).running == frozenset()
     finally:
         backend.close()

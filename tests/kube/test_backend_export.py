@@ -126,3 +126,57 @@ def test_export_a_service_of_the_running_control_plane(kube_cluster, namespace, 
     for obj in objects:
         resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         resource.create(body=obj, namespace=namespace, dry_run="All")
+
+
+def test_export_a_service_with_a_rollout(kube_cluster, namespace, tmp_path):
+    """A service whose canary is in progress exports both releases and ingress-nginx's canary Ingress; the API
+    server's strict dry run and kubernetes-validate's strict schemas accept every object."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.kube.cluster import REPO_ROOT
+    from tests.kube.test_control_plane_export import strict_dry_run
+
+    env = {**os.environ, "TIDAL_HOME": str(tmp_path / "home")}
+    env.pop("TIDAL_CONTEXT", None)
+
+    def tidal(*argv: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "tidal", *argv], env=env, capture_output=True, text=True,
+                              timeout=60, cwd=REPO_ROOT)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc.stdout
+
+    tidal("up", "--port", "0", "--gateway-port", "0")
+    try:
+        tidal("serve", "tensorflow", "--name=bert", "--version=v1", "--model-path=s3://models/bert/1",
+              "--image=tensorflow/serving:2.16.1", "--replicas=0")
+        tidal("serve", "update", "bert", "--canary-traffic-percent", "20", "--version", "v2",
+              "--model-path", "s3://models/bert/2", "--image", "tensorflow/serving:2.17.0")
+        objects = list(yaml.safe_load_all(tidal("export", "kubernetes", "bert", "-n", namespace,
+                                                "--ingress-host", "bert.example.com")))
+        tidal("serve", "promote", "bert")
+        after = list(yaml.safe_load_all(tidal("export", "kubernetes", "bert", "-n", namespace)))
+    finally:
+        subprocess.run([sys.executable, "-m", "tidal", "down"], env=env, capture_output=True, timeout=90,
+                       cwd=REPO_ROOT)
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("Deployment", "bert-v1-tensorflow-serving"), ("Service", "bert-v1-tensorflow-serving"),
+        ("PodDisruptionBudget", "bert-v1-tensorflow-serving"), ("Ingress", "bert-v1-tensorflow-serving"),
+        ("Deployment", "bert-v2-tensorflow-serving"), ("Service", "bert-v2-tensorflow-serving"),
+        ("PodDisruptionBudget", "bert-v2-tensorflow-serving"), ("Ingress", "bert-v2-tensorflow-serving")]
+    canary = objects[-1]["metadata"]["annotations"]
+    assert canary == {"nginx.ingress.kubernetes.io/canary": "true", "nginx.ingress.kubernetes.io/canary-weight": "20",
+                      "nginx.ingress.kubernetes.io/canary-by-header": "x-tidal-release",
+                      "nginx.ingress.kubernetes.io/canary-by-header-value": "bert-v2"}
+    assert objects[4]["spec"]["template"]["spec"]["containers"][0]["image"] == "tensorflow/serving:2.17.0"
+    # promoted: one release again, the canary's, with no canary Ingress
+    assert [(o["kind"], o["metadata"]["name"]) for o in after if o["kind"] in ("Deployment", "Ingress")] == [
+        ("Deployment", "bert-v2-tensorflow-serving"), ("Ingress", "bert-v2-tensorflow-serving")]
+    assert "annotations" not in after[-1]["metadata"]
+    for obj in objects:
+        assert strict_dry_run(kube_cluster.api, obj, namespace)["metadata"]["name"] == obj["metadata"]["name"]
+    kv = pytest.importorskip("kubernetes_validate")
+    from kubernetes_validate.utils import all_versions
+    for obj in objects:
+        kv.validate(obj, all_versions()[-1], strict=True)

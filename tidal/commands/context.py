@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="context in the kubeconfig (default: its current-context)")
     add.add_argument("--namespace", "-n", required=True, help="namespace of the services' objects")
     add.add_argument("--image", default="", help="image that runs `tidal model-server` in the cluster")
-    add.add_argument("--provider", default="karpenter", choices=["karpenter", "eks", "gke", "aks"],
+    from tidal.backends.kubernetes.presets import DEFAULT_PRESET, PRESETS
+    add.add_argument("--provider", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                      help="how the cluster's nodes say spot or on-demand (default: %(default)s)")
     add.add_argument("--no-check", action="store_true", help="do not contact the cluster now")
     use = sub.add_parser("use", help="make a context the current one")

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from tidal.backends.kubernetes.render import PRESTOP_SLEEP_SINCE  # before 1.30 a preStop hook cannot sleep
 from tidal.errors import UserError
 
 EXAMPLE = """examples:
   tidal export kubernetes -f service.yaml > bert.yaml      # a file with a Service (and its HPA) document
-  tidal export kubernetes bert-tfserving -n serving          # a service of the running control plane
+  tidal export kubernetes bert-tfserving -n serving          # a service of the running control plane (with its
+                                                             # canary during a rollout: ingress-nginx's canary)
   tidal export kubernetes --control-plane -n tidal --image registry.example.com/tidal:1.0 > tidal.yaml
 """
-# Kubernetes releases whose objects differ in what Tidal uses: before 1.30 a preStop hook cannot sleep by itself.
-PRESTOP_SLEEP_SINCE = (1, 30)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,12 +96,40 @@ def from_file(path: str):
     return spec, hpa
 
 
+@dataclass(frozen=True)
+class Canary:
+    """A rollout's canary release as exported: its spec, its share of the requests and its replicas."""
+    spec: object  # ServiceSpec
+    weight: int
+    replicas: int
+
+
+def _view_canary(view: dict, stable, name: str) -> Canary | None:
+    """The canary of the service's rollout while one is in progress: the stable spec with what the canary
+    changed that the view shows (version, image, model path)."""
+    rollout = view.get("rollout") or {}
+    if rollout.get("phase") not in ("progressing", "manual"):
+        return None
+    entry = next((r for r in rollout.get("releases") or () if r.get("name") == rollout.get("canary")), None)
+    if entry is None:
+        return None
+    data = {**stable.model_dump(), "version": entry["version"], "model_path": entry.get("model_path", ""),
+            **({"image": entry["image"]} if entry.get("image") else {})}
+    return Canary(_service_spec(data, f"service {name}'s canary"), int(rollout.get("weight", 0)),
+                  max(int(entry.get("replicas") or 0), 1))
+
+
 def from_control_plane(name: str):
-    """(spec, HPA or None) from the running control plane's view of the service."""
+    """(spec, HPA or None, Canary or None) from the running control plane's view of the service."""
+    spec, hpa, view = _control_plane_view(name)
+    return spec, hpa, _view_canary(view, spec, name)
+
+
+def _control_plane_view(name: str):
     from tidal.commands.common import client
     view = client().get(f"/services/{name}")
     if isinstance(view.get("spec"), dict):  # the whole spec, where the control plane gives it
-        return _service_spec(view["spec"], f"service {name}"), _view_hpa(view, name)
+        return _service_spec(view["spec"], f"service {name}"), _view_hpa(view, name), view
     # Otherwise what the service's view shows (resources and env are not in it).
     data = {"name": view["name"], "version": view["version"], "type": view["type"], "image": view.get("image", ""),
             "gpus": view.get("gpus", 0), "selector": view.get("selector") or {}, "replicas": max(view["desired"], 0),
@@ -108,7 +137,7 @@ def from_control_plane(name: str):
             "model_name": view.get("model_name", ""), "model_path": view.get("model_path", ""),
             "version_policy": view.get("version_policy", "latest"),
             "port": view["ports"]["grpc"], "restful_port": view["ports"]["rest"]}
-    return _service_spec(data, f"service {name}"), _view_hpa(view, name)
+    return _service_spec(data, f"service {name}"), _view_hpa(view, name), view
 
 
 def _view_hpa(view: dict, name: str):
@@ -143,14 +172,14 @@ def _control_plane(args, context) -> int:
 
 def run(args) -> int:
     from tidal.backends.kubernetes.contexts import ContextStore
-    from tidal.backends.kubernetes.render import RenderOptions, manifests
+    from tidal.backends.kubernetes.render import RenderOptions, canary_manifests, manifests
 
     version = kubernetes_version(args.kubernetes_version)
     if args.control_plane:
         return _control_plane(args, ContextStore.from_env().current())
     if bool(args.name) == bool(args.filename):
         raise UserError("give a service NAME or -f FILE (one of them)")
-    spec, hpa = from_file(args.filename) if args.filename else from_control_plane(args.name)
+    spec, hpa, canary = (*from_file(args.filename), None) if args.filename else from_control_plane(args.name)
     user_config = None
     if spec.model_config_file:
         try:
@@ -164,5 +193,7 @@ def run(args) -> int:
                          ingress_host=args.ingress_host, ingress_class=args.ingress_class,
                          prestop_exec=version is not None and version < PRESTOP_SLEEP_SINCE)
     objects = manifests(spec, opts, user_config=user_config, hpa=hpa, with_ingress=True)
+    if canary is not None:  # a rollout in progress: the canary's own objects, and ingress-nginx's canary Ingress
+        objects += canary_manifests(canary.spec, opts, canary.replicas, canary.weight, user_config=user_config)
     print(yaml.safe_dump_all(objects, sort_keys=False).rstrip())
     return 0

@@ -126,7 +126,7 @@ def view(r: Rollout | None, replicas: list, counts: list | None, desired: int | 
         key = release_hash(spec)
         mine = [x for x in replicas if x.release == key and x.state in ReplicaState.ACTIVE]
         s = by.get(spec.release)
-        out.append({"name": spec.release, "version": spec.version, "model_path": spec.model_path,
+        out.append({"name": spec.release, "version": spec.version, "model_path": spec.model_path, "image": spec.image,
                     "weight": weight if r.active else (100 if spec is (r.canary if r.phase == Phase.PROMOTED
                                                                        else r.stable) else 0),
                     "replicas": len(mine), "ready": sum(1 for x in mine if x.state == ReplicaState.READY),

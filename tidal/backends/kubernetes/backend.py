@@ -7,8 +7,12 @@ rolling out a new template, garbage-collecting). Tidal counts a slice's replicas
 count; which pod a Tidal replica is stays Tidal's own bookkeeping (a claim on a pod of its slice), and a replica
 that stops is the pod the ReplicaSet deletes, steered there with the pod-deletion-cost annotation.
 
-Every object of a service is owned by its Kubernetes Service (owner references), so deleting that one object
-lets the cluster's garbage collector remove the rest. Tidal makes no Nodes: the cluster's own provisioner
+Every object of a release is owned by its Kubernetes Service (owner references, the arena-named workload
+`{name}-{version}-tensorflow-serving`), so deleting that one object lets the cluster's garbage collector remove
+the rest. During a rollout a service runs two releases, each from its own spec (tidal.control.releases), so each
+gets its own Service, Deployments per slice and pods; the gateway weighs them. When the last replica of a release
+that is no longer wanted stops (the stable one after a promotion, the canary after a rollback, the old one after
+an update), its Service goes and with it its Deployments. Tidal makes no Nodes: the cluster's own provisioner
 (Karpenter, a cluster autoscaler) does; under the control plane, node pools claim the cluster's Nodes
 (provisioner.py) and the cluster step (tidal.control.decide.cluster) follows them.
 """
@@ -28,6 +32,7 @@ from tidal.backends.kubernetes.client import FIELD_MANAGER, TIMEOUT_S, describe_
 from tidal.backends.kubernetes.informer import Informer, InformerError
 from tidal.backends.kubernetes.pods import PodView, assign, pod_view, replica_status
 from tidal.backends.kubernetes.render import Placement, RenderOptions
+from tidal.control import releases
 from tidal.control.decide.cluster import ClusterView
 from tidal.errors import NotFound, TidalError
 from tidal.spec import ServiceSpec
@@ -51,6 +56,12 @@ class _Slice:
     service: str
     placement: Placement
     members: set[str]
+    workload: str = ""      # its release's Service (the owner): the Deployment's name without the slice
+
+
+def _workload(ref: ReplicaRef) -> str:
+    deployment, piece = ref.get("deployment", ""), ref.get("slice", "")
+    return ref.get("workload") or (deployment[:-(len(piece) + 1)] if piece else deployment)
 
 
 class KubernetesBackend:
@@ -59,12 +70,14 @@ class KubernetesBackend:
                  options: RenderOptions | None = None,
                  placement_of: Callable[[ReplicaLaunch], Placement] | None = None, owns_api: bool = False,
                  provisioner: "KubernetesProvisioner | None" = None,
-                 changed: threading.Condition | None = None) -> None:
+                 changed: threading.Condition | None = None,
+                 rollout_of: Callable[[str], "releases.Rollout | None"] | None = None) -> None:
         from kubernetes import client, dynamic
         self.api = api
         self.owns_api = owns_api  # close() closes the client only when it was made for this backend
         self.ns = namespace
         self.spec_of = spec_of
+        self.rollout_of = rollout_of or (lambda service: None)  # a service's rollout: which spec each release runs
         self.opts = options or RenderOptions(namespace=namespace)
         if self.opts.namespace != namespace:
             raise ValueError("the render options' namespace must be the backend's")
@@ -95,13 +108,14 @@ class KubernetesBackend:
             raise KubernetesError(f"context {context.name} is not a Kubernetes context")
         api = api_client(context)
         try:
-            check_access(context, api)
+            version = check_access(context, api)
         except BaseException:
             api.close()
             raise
         from tidal.backends.kubernetes.presets import preset
         opts = options or RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image,
-                                        labels=preset(context.provider))
+                                        labels=preset(context.provider),
+                                        prestop_exec=render.prestop_exec_for(version))
         return cls(api, context.namespace, spec_of, opts, owns_api=True)
 
     # -- placement --------------------------------------------------------------------------------------------
@@ -169,14 +183,23 @@ class KubernetesBackend:
     def _env_secret(spec: ServiceSpec) -> str:
         return f"{spec.workload}-env"
 
+    def release_spec(self, service: str, release: str) -> ServiceSpec:
+        """The spec release `release` of `service` runs: during a rollout the canary's for the canary."""
+        return releases.release_spec(self.spec_of(service), self.rollout_of(service), release)
+
+    def _wanted(self, service: str) -> set[str]:
+        """The workloads (one per release) `service` runs now: its own, and an active rollout's canary."""
+        spec, rollout = self.spec_of(service), self.rollout_of(service)
+        return {spec.workload} | ({rollout.canary.workload} if rollout is not None and rollout.active else set())
+
     def start_replica(self, launch: ReplicaLaunch) -> StartedReplica:
         self._watching()
-        spec = self.spec_of(launch.service)
+        spec = self.release_spec(launch.service, launch.release)
         placement = self.placement_of(launch)
         owners, config = self._ensure_service(spec, launch.env, launch.model_config_file)
         name = render.deployment_name(spec, placement)
         with self._lock:
-            piece = self._slices.setdefault(name, _Slice(name, spec.name, placement, set()))
+            piece = self._slices.setdefault(name, _Slice(name, spec.name, placement, set(), spec.workload))
             piece.members.add(launch.replica)
             count = len(piece.members)
         opts = self.opts
@@ -193,7 +216,8 @@ class KubernetesBackend:
         with self._lock:
             self._applied.add(name)
         ref = {"namespace": self.ns, "deployment": name, "service": spec.name, "slice": placement.name,
-               "billing": placement.billing, "zone": placement.zone}
+               "billing": placement.billing, "zone": placement.zone, "release": spec.release,
+               "workload": spec.workload}
         return StartedReplica(ref=ref, endpoint="")  # the pod's IP comes with observe_replicas
 
     def _scale(self, deployment: str, count: int) -> None:
@@ -226,17 +250,18 @@ class KubernetesBackend:
                 if getattr(exc, "status", None) != 404:
                     log.warning("%s", describe_failure(exc, f"deleting pod {pod}"))
         if ref and deployment:
-            self._collect(ref["service"], deployment[:-(len(ref.get("slice", "")) + 1)])
+            self._collect(ref["service"], _workload(ref))
 
     def _collect(self, service: str, workload: str) -> None:
-        """The last replica of a service the control plane deleted has stopped: its objects go (the Service
+        """The last replica of a release no longer wanted has stopped (its service deleted, a promoted canary's
+        old stable release, a rolled-back canary, the release before an update): its objects go (the Service
         owns the rest, so the garbage collector removes them)."""
         with self._lock:
-            if any(s.members for s in self._slices.values() if s.service == service):
+            if any(s.members for s in self._slices.values() if s.service == service and s.workload == workload):
                 return
         try:
-            self.spec_of(service)
-            return  # still wanted (scaled to zero, or a new release on its way)
+            if workload in self._wanted(service):
+                return  # still wanted (scaled to zero, or a replica on its way)
         except NotFound:
             pass
         except Exception:  # noqa: BLE001 - unknown: keep the objects
@@ -249,7 +274,7 @@ class KubernetesBackend:
                 log.warning("%s", describe_failure(exc, f"deleting Service {workload}"))
             return
         with self._lock:
-            for dep in [d for d, s in self._slices.items() if s.service == service]:
+            for dep in [d for d, s in self._slices.items() if s.service == service and s.workload == workload]:
                 self._slices.pop(dep)
                 self._applied.discard(dep)
 
@@ -357,7 +382,7 @@ class KubernetesBackend:
                     running.add(replica)
                     piece = self._slices.setdefault(name, _Slice(name, ref["service"],
                                                                  Placement(ref["billing"], ref.get("zone", "")),
-                                                                 set()))
+                                                                 set(), _workload(ref)))
                     piece.members.add(replica)
             counts = {name: len(s.members) for name, s in self._slices.items()}
         removed: list[tuple[str, str]] = []
@@ -380,14 +405,18 @@ class KubernetesBackend:
             raise KubernetesError(describe_failure(exc, f"logs of pod {pod}")) from None
 
     def delete_service(self, name: str) -> None:
-        """Delete the service's Kubernetes Service; the garbage collector removes what it owns."""
-        spec = self.spec_of(name)
-        try:
-            self.core.delete_namespaced_service(spec.workload, self.ns, propagation_policy="Background",
-                                                _request_timeout=TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "status", None) != 404:
-                raise KubernetesError(describe_failure(exc, f"deleting Service {spec.workload}")) from None
+        """Delete the Kubernetes Service of each of the service's releases; the garbage collector removes what
+        they own."""
+        workloads = self._wanted(name)
+        with self._lock:
+            workloads |= {s.workload for s in self._slices.values() if s.service == name and s.workload}
+        for workload in sorted(workloads):
+            try:
+                self.core.delete_namespaced_service(workload, self.ns, propagation_policy="Background",
+                                                    _request_timeout=TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001
+                if getattr(exc, "status", None) != 404:
+                    raise KubernetesError(describe_failure(exc, f"deleting Service {workload}")) from None
         with self._lock:
             self._applied -= {d for d, s in self._slices.items() if s.service == name}
             for dep in [d for d, s in self._slices.items() if s.service == name]:

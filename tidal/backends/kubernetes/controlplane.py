@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidal.backends.kubernetes.lease import DEFAULT_LEASE
+from tidal.backends.kubernetes.state import CONFIG_MAP as STATE_CONFIG_MAP
 
 NAME = "tidal-control-plane"
 GATEWAY = "tidal-gateway"
@@ -28,13 +29,15 @@ USER_ID = 10001         # the image's user (Dockerfile)
 
 # What the backend does, and nothing more: each rule names the calls that need it.
 RULES: tuple[dict, ...] = (
-    # Pods of the slices: the informer's list and watch, a replica's claim (deletion cost) and its stop.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "delete"]},
+    # Pods of the slices: the informer's list and watch (never one by name), a replica's claim (deletion cost) and
+    # its stop.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},               # tidal logs
     # A service's objects, server-side applied: a patch, and a create the first time. The Service owns the rest,
     # so deleting it is the only delete the garbage collector needs.
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "patch", "delete"]},
-    # The Secret with a service's env is written, never read back: no get, no list.
+    # A service's model config and the Secret with its env (the volume's keys among them) are written, never read
+    # back: no get, no list. Tidal's state ConfigMap is created here too (create cannot name its object).
     {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["create", "patch"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["create", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "watch", "create", "patch"]},
@@ -87,9 +90,13 @@ def service_names(service: str, namespace: str) -> list[str]:
 
 
 def rules(opts: ControlPlaneOptions) -> list[dict]:
+    """RULES, and what is read and written by name only: Tidal's state (read at start, replaced on every change,
+    so a restarted control plane picks up where it was) and the Lease."""
+    state = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [STATE_CONFIG_MAP],
+             "verbs": ["get", "update"]}
     lease = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [opts.lease_name],
              "verbs": ["get", "update"]}
-    return [dict(r) for r in RULES] + [lease]
+    return [dict(r) for r in RULES] + [state, lease]
 
 
 def contexts_file(opts: ControlPlaneOptions) -> str:

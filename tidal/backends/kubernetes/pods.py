@@ -27,9 +27,12 @@ class PodView:
     waiting: str = ""          # "Reason: message" of a container that waits for something that will not come
     reason: str = ""           # the pod's own reason and message (e.g. Evicted, a node lost)
     node: str = ""             # the Node it is bound to ("" while pending)
+    release: str = ""          # its release label (NAME-VERSION): during a rollout two share a slice's nodes
 
     def release_of(self, ref: dict) -> bool:
-        return self.service == ref.get("service")
+        """Whether it can be the pod of the replica `ref` names: its service's, and its release's where the ref
+        says one (a ref recorded before releases had Deployments of their own names none)."""
+        return self.service == ref.get("service") and (not ref.get("release") or self.release == ref["release"])
 
 
 def pod_view(pod: Any) -> PodView:
@@ -53,7 +56,7 @@ def pod_view(pod: Any) -> PodView:
     return PodView(name=meta.name, service=labels.get("serviceName", ""), slice=labels.get(SLICE_LABEL, ""),
                    phase=status.phase or "Unknown", ready=ready, ip=status.pod_ip, deleting=bool(meta.deletion_timestamp),
                    created=created, unschedulable=unschedulable, waiting=waiting, reason=reason,
-                   node=(pod.spec.node_name if pod.spec else None) or "")
+                   node=(pod.spec.node_name if pod.spec else None) or "", release=labels.get("release", ""))
 
 
 def assign(replicas: list[str], pods: list[PodView], previous: dict[str, str | None]) -> dict[str, PodView]:

@@ -23,6 +23,8 @@ BILLING_LABEL = "tidal.dev/billing"
 ZONE_LABEL_TIDAL = "tidal.dev/zone"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+# Kubernetes releases whose objects differ in what Tidal uses: before 1.30 a preStop hook cannot sleep by itself.
+PRESTOP_SLEEP_SINCE = (1, 30)
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,33 @@ def ingress(spec: ServiceSpec, opts: RenderOptions, owners: list[dict] | None = 
             "metadata": _meta(spec.workload, spec, opts, owners), "spec": body}
 
 
+CANARY_HEADER = "x-tidal-release"  # the header Tidal's gateway routes a request to a release by
+NGINX = "nginx.ingress.kubernetes.io/"
+
+
+def canary_ingress(canary: ServiceSpec, opts: RenderOptions, weight: int) -> dict:
+    """ingress-nginx's canary: a second Ingress for the same host and path, to the canary release's Service,
+    taking `weight` percent of the requests, and every request whose x-tidal-release header names the canary
+    (as Tidal's own gateway routes them)."""
+    body = ingress(canary, opts)
+    body["metadata"]["annotations"] = {**body["metadata"].get("annotations", {}),
+                                       NGINX + "canary": "true", NGINX + "canary-weight": str(weight),
+                                       NGINX + "canary-by-header": CANARY_HEADER,
+                                       NGINX + "canary-by-header-value": canary.release}
+    return body
+
+
+def canary_manifests(canary: ServiceSpec, opts: RenderOptions, replicas: int, weight: int, *,
+                     user_config: str | None = None) -> list[dict]:
+    """A canary release's own objects beside the stable release's: its ConfigMap, Deployment (arena's name, with
+    the canary's version), Service and PodDisruptionBudget, and the canary Ingress. No HPA: the stable release's
+    autoscaler sizes the service, and the canary keeps its share of it."""
+    config = model_config_text(canary, user_config)
+    out = [config_map(canary, opts, config)] if config is not None else []
+    return out + [deployment(canary, opts, replicas, config), service(canary, opts), disruption_budget(canary, opts),
+                  canary_ingress(canary, opts, weight)]
+
+
 def manifests(spec: ServiceSpec, opts: RenderOptions, *, user_config: str | None = None, hpa=None,
               with_ingress: bool = False) -> list[dict]:
     """Everything `tidal export kubernetes` prints for one service, in the order to apply it."""
@@ -337,3 +366,10 @@ def manifests(spec: ServiceSpec, opts: RenderOptions, *, user_config: str | None
     if with_ingress:
         out.append(ingress(spec, opts))
     return out
+
+
+def prestop_exec_for(server_version: str) -> bool:
+    """Whether a cluster whose API server reports `server_version` ("v1.29.3", "v1.28.5-eks-5e0fdde") needs the
+    exec form of the preStop sleep; an unreadable version is taken as a current release."""
+    m = re.match(r"v?(\d+)\.(\d+)", server_version or "")
+    return bool(m) and (int(m[1]), int(m[2])) < PRESTOP_SLEEP_SINCE

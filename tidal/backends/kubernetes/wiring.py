@@ -18,9 +18,10 @@ from tidal.backends.kubernetes.informer import InformerError
 from tidal.backends.kubernetes.nodes import ClusterNodes, NodeView
 from tidal.backends.kubernetes.presets import preset
 from tidal.backends.kubernetes.provisioner import KubernetesProvisioner, cluster_catalog
-from tidal.backends.kubernetes.render import NodeLabels, RenderOptions
+from tidal.backends.kubernetes.render import NodeLabels, RenderOptions, prestop_exec_for
 from tidal.backends.kubernetes.state import ClusterStore, StateError
 from tidal.capacity.catalog import Catalog
+from tidal.control import releases
 from tidal.errors import UserError
 
 
@@ -101,7 +102,7 @@ def connect(context: Context, base_catalog: Catalog) -> Cluster:
     api = api_client(context)
     nodes = None
     try:
-        check_access(context, api)
+        version = check_access(context, api)
         from kubernetes import client
         changed = threading.Condition(threading.RLock())  # one for every watch: the control plane waits on it
         nodes = ClusterNodes(client.CoreV1Api(api), names, changed).start()
@@ -116,9 +117,11 @@ def connect(context: Context, base_catalog: Catalog) -> Cluster:
         except StateError as exc:
             raise UserError(f"context {context.name}: {exc}") from None
         provisioner = KubernetesProvisioner(nodes, lambda pool: store.get_pool(pool).labels)
-        options = RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image, labels=names)
+        options = RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image, labels=names,
+                                prestop_exec=prestop_exec_for(version))  # before 1.30: exec, not sleep
         backend = KubernetesBackend(api, context.namespace, lambda name: store.get_service(name).spec, options,
-                                    owns_api=True, provisioner=provisioner, changed=changed)
+                                    owns_api=True, provisioner=provisioner, changed=changed,
+                                    rollout_of=lambda name: releases.load(store.get_rollout_record(name), name))
     except BaseException:
         if nodes is not None:
             nodes.stop()
