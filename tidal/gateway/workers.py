@@ -117,7 +117,7 @@ def _window_add(into: WindowedCounter, data: list) -> None:
 
 def snapshot(gateway, release_window: float | None = None) -> dict:
     """This process's counters, per service (and its releases' samples of the last `release_window` seconds)."""
-    now = time.monotonic()
+    now = gateway._clock.monotonic()
     out = {}
     for name, svc in gateway._services.items():
         entry = {"metrics": _metrics_out(svc.metrics), "window": _window_out(svc.window),
