@@ -50,10 +50,11 @@ def _routes(replicas, model: str = "m") -> bytes:
 
 
 class Gateway:
-    def __init__(self, tmp_path: Path, workers: int) -> None:
+    def __init__(self, tmp_path: Path, workers: int, shared: bool = True) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
@@ -64,7 +65,8 @@ class Gateway:
              "--workers", str(workers)],
             cwd=ROOT, pass_fds=(self.sock.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.sock.close()  # the gateway's processes hold it now
-        self.wait_for(lambda: len(self.hello().get("workers", [])) == workers, "the workers to start")
+        self.wait_for(lambda: len(self.hello().get("workers", [])) == (workers if shared else 1),
+                      "the workers to start")
 
     def hello(self) -> dict:
         try:
@@ -101,8 +103,8 @@ class Gateway:
 def gateway2(tmp_path):
     gws: list[Gateway] = []
 
-    def start(workers: int = 2) -> Gateway:
-        gws.append(Gateway(tmp_path, workers))
+    def start(workers: int = 2, shared: bool = True) -> Gateway:
+        gws.append(Gateway(tmp_path, workers, shared))
         return gws[-1]
 
     yield start
@@ -218,3 +220,12 @@ def test_a_killed_worker_is_started_again_and_only_its_requests_in_flight_fail(g
     gw.wait_for(lambda: new in _served_by(gw.port, 10), "the new worker to take requests")
     # The new worker has the routes it was started with.
     assert set(_served_by(gw.port, 40)) == {coordinator, new}
+
+
+def test_a_port_that_cannot_be_shared_is_served_by_one_process(gateway2, replicas):
+    (r0,) = replicas("r0")
+    gw = gateway2(2, shared=False)  # bound without SO_REUSEPORT: no worker can join it
+    assert gw.hello()["workers"] == [gw.hello()["pid"]]
+    gw.put_routes(_routes([r0]))
+    assert set(_served_by(gw.port, 5)) == {gw.hello()["pid"]}
+    assert gw.control("/-/control/stats?service=svc")["requests"] == 5

@@ -65,10 +65,20 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     await gw.start()
     admin_server = None
     if args.workers > 1:
-        admin_server, pool = await _start_workers(args, gw, endpoints, token)
-        if pool is not None:
-            from tidal.gateway.coordinator import Coordinator
-            front = Coordinator(endpoints, pool, token)
+        from tidal.gateway.coordinator import Coordinator
+        admin_server, pool = await _workers(args, gw, endpoints)
+        # In front before any worker starts: a route update from here on reaches the workers started so far,
+        # and each one started later gets the table current at its start.
+        front = Coordinator(endpoints, pool, token)
+        try:
+            await pool.start()
+        except OSError as exc:
+            logging.getLogger("tidal.gateway").error("cannot start the gateway's workers (%s): serving with one "
+                                                     "process", exc.strerror or exc)
+            front = endpoints
+            await pool.stop()
+            await admin_server.stop(1.0)
+            admin_server = pool = None
     logging.getLogger("tidal.gateway").info("gateway (pid %d) serving on %s:%d with %d service(s) from %s",
                                             os.getpid(), args.host, gw.port, len(services), routes_file)
     stop = asyncio.Event()
@@ -87,25 +97,17 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     return f"was stopped by {received[0]} (it drained its requests first)"
 
 
-async def _start_workers(args: argparse.Namespace, gw, endpoints, token: str):
-    """The coordinator's private port for its workers' `/-/` paths, and its workers; (None, None) and a log line
-    when the port cannot be shared (its socket was bound without SO_REUSEPORT): then this process serves alone."""
+async def _workers(args: argparse.Namespace, gw, endpoints):
+    """The coordinator's private port for its workers' `/-/` paths (started), and its workers (not yet)."""
     from tidal.gateway.workers import WorkerPool
     from tidal.http.server import HttpServer, error_response
     admin = HttpServer(lambda req: gw._handle(req) if req.path.startswith("/-/")
                        else error_response(404, "the coordinator's private port answers /-/ paths only"),
                        "127.0.0.1", 0)
     await admin.start()
+    # An OSError from start() when the port cannot be shared (a socket bound without SO_REUSEPORT).
     pool = WorkerPool(args.workers - 1, gw._server._server.sockets[0], lambda: list(endpoints.current.values()),
                       admin_port=admin.port, token_file=args.token_file, host=args.host)
-    try:
-        await pool.start()
-    except OSError as exc:
-        logging.getLogger("tidal.gateway").error("cannot start the gateway's workers (%s): serving with one process",
-                                                 exc.strerror or exc)
-        await pool.stop()
-        await admin.stop(1.0)
-        return None, None
     return admin, pool
 
 
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported before waiting, so that taking over is quick.
     import tidal.gateway.control  # noqa: F401
     import tidal.gateway.proxy  # noqa: F401
+    if args.workers > 1:
+        import tidal.gateway.coordinator  # noqa: F401
     if args.activate_fd is not None:
         args.listen_fd = _await_activation(args.activate_fd)
         if args.listen_fd is None:

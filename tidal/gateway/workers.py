@@ -23,7 +23,6 @@ whose coordinator is gone (its channel closes) drains its requests and exits.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -34,7 +33,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable
 
 import orjson
@@ -187,7 +185,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """The coordinator's workers: `await start()`, `await broadcast_routes(...)`, `await snapshots()`, `await stop()`."""
+    """The coordinator's workers: `await start()`, then `broadcast_routes()` and `snapshots()`; `await stop()`."""
 
     def __init__(self, count: int, listener: socket.socket, routes: Callable[[], list[ServiceConfig]], *,
                  admin_port: int, token_file: str, host: str, python: str = sys.executable) -> None:
