@@ -7,7 +7,8 @@ a standby: imported and idle, it waits on a Unix socket until the control plane 
 the listening socket (SCM_RIGHTS); if the control plane goes first it exits. Taking over
 from a gateway that died then costs milliseconds, not an interpreter's start. Once active
 it loads the routes file first, so it serves at once, with or without a control plane.
-SIGTERM drains the requests in flight, then it exits 0.
+With `--workers N` it coordinates N - 1 more processes on the same port (`tidal.gateway.workers`).
+SIGTERM drains the requests in flight (its workers' too), then it exits 0.
 """
 
 from __future__ import annotations
