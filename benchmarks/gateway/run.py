@@ -2,7 +2,13 @@
 
 Usage (from the repository root, needs `wrk` and `nginx` on PATH):
     .venv/bin/python benchmarks/gateway/run.py [--models tiny,minilm] [--concurrency 1,64]
-        [--duration 10] [--rounds 3] [--markdown]
+        [--duration 10] [--rounds 3] [--workers 1,2] [--markdown]
+
+`--workers 1,2`: the gateway with one process and with two sharing its port (the supervised
+gateway process, `python -m tidal.gateway.process --workers N`, on a socket bound with
+SO_REUSEPORT as its supervisor binds it), each beside nginx with as many worker processes.
+One process is pinned like the single proxy below; more than one runs on `--multi-cpus`
+(default: unpinned, every core, shared with the replica and wrk on a small machine).
 
 Pinning on a 2-core machine (override with --replica-cpus / --proxy-cpus / --wrk-cpus):
 the replica alone on CPU 0; the proxy under test (gateway or nginx, one at a time) and
@@ -31,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-TARGETS = ("direct", "gateway", "nginx")
+
+def targets(workers: list[int]) -> list[str]:
+    return ["direct", *(f"{kind}x{n}" for n in workers for kind in ("gateway", "nginx"))]
 
 
 def free_port() -> int:
@@ -79,7 +87,7 @@ def request_body(model: str) -> bytes:
 
 
 NGINX_CONF = """\
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
@@ -187,10 +195,45 @@ class Procs:
         self.procs.clear()
 
 
+def start_gateway(procs: "Procs", routes: Path, tmp: Path, workers: int, cpus: str) -> tuple[subprocess.Popen, int]:
+    """The supervised gateway process with `workers` processes, on a socket bound as its supervisor binds it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    token = tmp / "token"
+    token.write_text("benchmark-token")
+    token.chmod(0o600)
+    argv = [PY, "-P", "-m", "tidal.gateway.process", "--listen-fd", str(sock.fileno()), "--token-file", str(token),
+            "--routes-file", str(routes), "--workers", str(workers)]
+    try:
+        proc = procs.start(pinned(cpus, argv), tmp / f"gateway-x{workers}.log", pass_fds=(sock.fileno(),))
+        return proc, sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def wait_workers(port: int, workers: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/-/control/hello",
+                                         headers={"Authorization": "Bearer benchmark-token"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if len(json.loads(r.read()).get("workers", [])) == workers:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the gateway did not start {workers} processes within {timeout}s")
+
+
 def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
     name = base.name
-    rport, gport, nport = free_port(), free_port(), free_port()
+    rport = free_port()
     procs = Procs()
+    names = targets(args.workers)
     try:
         server = [PY, "-m", "tidal", "model-server", "--rest_api_port", str(rport), "--rest_api_host", "127.0.0.1",
                   "--port", "0", "--model_name", name, "--model_base_path", str(base),
@@ -207,34 +250,37 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
         procs.start(pinned(args.replica_cpus, server), tmp / f"replica-{model}.log")
         wait_http(f"http://127.0.0.1:{rport}/v2/health/ready")
         routes = tmp / f"routes-{model}.json"
-        routes.write_text(json.dumps({"host": "127.0.0.1", "port": gport, "services": [
+        routes.write_text(json.dumps({"host": "127.0.0.1", "port": 0, "services": [
             {"name": name, "models": [name], "replicas": [{"id": "r0", "port": rport}]}]}))
         proxies = {"direct": None}
-        gateway = [PY, "-m", "tidal", "gateway", "--routes", str(routes)]
-        proxies["gateway"] = procs.start(pinned(args.proxy_cpus, gateway), tmp / f"gateway-{model}.log")
-        wait_http(f"http://127.0.0.1:{gport}/-/healthz")
-        ntmp = tmp / f"nginx-{model}"
-        ntmp.mkdir(exist_ok=True)
-        (ntmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=ntmp, replica_port=rport, port=nport))
-        proxies["nginx"] = procs.start(pinned(args.proxy_cpus, [args.nginx, "-c", str(ntmp / "nginx.conf"), "-p",
-                                                                str(ntmp)]), tmp / f"nginx-{model}.log")
-        wait_http(f"http://127.0.0.1:{nport}/v2/health/ready")
+        path = f"/v1/models/{name}:predict"
+        urls = {"direct": f"http://127.0.0.1:{rport}{path}"}
+        for n in args.workers:
+            cpus = args.proxy_cpus if n == 1 else args.multi_cpus
+            proxies[f"gatewayx{n}"], gport = start_gateway(procs, routes, tmp, n, cpus)
+            wait_workers(gport, n)
+            urls[f"gatewayx{n}"] = f"http://127.0.0.1:{gport}{path}"
+            nport = free_port()
+            ntmp = tmp / f"nginx-{model}-x{n}"
+            ntmp.mkdir(exist_ok=True)
+            (ntmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=ntmp, replica_port=rport, port=nport, workers=n))
+            proxies[f"nginxx{n}"] = procs.start(pinned(cpus, [args.nginx, "-c", str(ntmp / "nginx.conf"), "-p",
+                                                              str(ntmp)]), tmp / f"nginx-{model}-x{n}.log")
+            wait_http(f"http://127.0.0.1:{nport}/v2/health/ready")
+            urls[f"nginxx{n}"] = f"http://127.0.0.1:{nport}{path}"
 
         lua = tmp / f"{model}.lua"
         body_file = tmp / f"{model}.json"
         body_file.write_bytes(request_body(model))
         lua.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
-        path = f"/v1/models/{name}:predict"
-        urls = {"direct": f"http://127.0.0.1:{rport}{path}", "gateway": f"http://127.0.0.1:{gport}{path}",
-                "nginx": f"http://127.0.0.1:{nport}{path}"}
         rows = []
         for conc in args.concurrency:
             body = body_file.read_bytes()
-            for t in TARGETS:  # warm pools, caches and the model's first runs
+            for t in names:  # warm pools, caches and the model's first runs
                 settle(urls["direct"], body)
                 run_wrk(urls[t], lua, conc, 1, args.wrk_cpus)
-            rounds = {t: [] for t in TARGETS}
+            rounds = {t: [] for t in names}
             # MiniLM answers ~10/s on one core: at 64 connections a request waits seconds, so a
             # run must be long enough for many of them to finish.
             if model == "tiny":
@@ -244,7 +290,7 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
             else:
                 duration = max(args.duration, args.minilm_duration)
             for _ in range(args.rounds):
-                for t in TARGETS:
+                for t in names:
                     settle(urls["direct"], body)
                     proxy = proxies[t]
                     cpu0 = tree_cpu_seconds(proxy.pid) if proxy is not None else 0.0
@@ -253,14 +299,14 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
                         res["cpu_us"] = 1e6 * (tree_cpu_seconds(proxy.pid) - cpu0) / max(1.0, res["rps"] * duration)
                     rounds[t].append(res)
             row = {"model": model, "concurrency": conc}
-            for t in TARGETS:
+            for t in names:
                 rs = rounds[t]
                 row[t] = {"rps": statistics.median(r["rps"] for r in rs),
                           "cpu_us": statistics.median(r.get("cpu_us", 0.0) for r in rs),
                           "p50_ms": statistics.median(r["p50_ms"] for r in rs),
                           "p99_ms": statistics.median(r["p99_ms"] for r in rs),
                           "rounds": rs}
-            paired(row)
+            paired(row, names)
             print(json.dumps({k: v if not isinstance(v, dict) else {a: b for a, b in v.items() if a != "rounds"}
                               for k, v in row.items()}), flush=True)
             rows.append(row)
@@ -270,29 +316,38 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | conc | direct req/s | gateway req/s | nginx req/s | gw/direct | gw/nginx "
-             "| direct p50 ms | gateway p50 ms | nginx p50 ms | gw added p50 ms | gateway p99 ms "
-             "| gateway CPU us/request | nginx CPU us/request |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | conc | proxy | processes | req/s | /direct | gateway/nginx | p50 ms | added p50 ms | p99 ms "
+             "| CPU us/request |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        d, g, n = r["direct"], r["gateway"], r["nginx"]
-        lines.append(f"| {r['model']} | {r['concurrency']} | {d['rps']:.0f} | {g['rps']:.0f} | {n['rps']:.0f} "
-                     f"| {r['gw_over_direct']:.0%} | {r['gw_over_nginx']:.0%} | {d['p50_ms']:.3f} | {g['p50_ms']:.3f} "
-                     f"| {n['p50_ms']:.3f} | {r['gw_added_p50_ms']:+.3f} | {g['p99_ms']:.2f} "
-                     f"| {g['cpu_us']:.0f} | {n['cpu_us']:.0f} |")
+        for t in (k for k in r if k == "direct" or k.startswith(("gatewayx", "nginxx"))):
+            v = r[t]
+            kind, _, n = t.rpartition("x")
+            vs_nginx = f"{r['over_nginx'][t]:.0%}" if t in r.get("over_nginx", {}) else ""
+            lines.append(f"| {r['model']} | {r['concurrency']} | {kind} | {n or '-'} | {v['rps']:.0f} "
+                         f"| {r['over_direct'].get(t, 1.0):.0%} | {vs_nginx} | {v['p50_ms']:.3f} "
+                         f"| {r['added_p50_ms'].get(t, 0.0):+.3f} | {v['p99_ms']:.2f} "
+                         f"| {v['cpu_us']:.0f} |" if t != "direct" else
+                         f"| {r['model']} | {r['concurrency']} | direct | - | {v['rps']:.0f} | 100% | | "
+                         f"{v['p50_ms']:.3f} | | {v['p99_ms']:.2f} | |")
     return "\n".join(lines)
 
 
-def paired(row: dict) -> None:
+def paired(row: dict, names: list[str]) -> None:
     """Ratios and differences taken within each round (runs seconds apart), then the median.
 
     On a shared machine the load drifts over minutes; comparing runs of the same round
     cancels most of that drift, which medians of each column alone would not.
     """
-    d, g, n = (row[t]["rounds"] for t in TARGETS)
-    row["gw_over_direct"] = statistics.median(b["rps"] / a["rps"] for a, b in zip(d, g))
-    row["gw_over_nginx"] = statistics.median(b["rps"] / a["rps"] for a, b in zip(n, g))
-    row["gw_added_p50_ms"] = statistics.median(b["p50_ms"] - a["p50_ms"] for a, b in zip(d, g))
+    d = row["direct"]["rounds"]
+    row["over_direct"], row["over_nginx"], row["added_p50_ms"] = {}, {}, {}
+    for t in names[1:]:
+        rs = row[t]["rounds"]
+        row["over_direct"][t] = statistics.median(b["rps"] / a["rps"] for a, b in zip(d, rs))
+        row["added_p50_ms"][t] = statistics.median(b["p50_ms"] - a["p50_ms"] for a, b in zip(d, rs))
+        if t.startswith("gateway"):
+            n = row[t.replace("gateway", "nginx")]["rounds"]
+            row["over_nginx"][t] = statistics.median(b["rps"] / a["rps"] for a, b in zip(n, rs))
 
 
 def main() -> int:
@@ -306,12 +361,15 @@ def main() -> int:
     p.add_argument("--replica-cpus", default="0")
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--wrk-cpus", default="1")
+    p.add_argument("--workers", default="1", help="gateway (and nginx) processes to compare, e.g. 1,2")
+    p.add_argument("--multi-cpus", default="", help="CPUs for a proxy of more than one process (default: all)")
     p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     p.add_argument("--work", help="where models are built and kept (default: a temporary directory)")
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--markdown", action="store_true", help="print the table in Markdown")
     args = p.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.workers = [int(n) for n in args.workers.split(",")]
     for tool in ("wrk", args.nginx):
         if not shutil.which(tool):
             print(f"error: {tool} not found (apt-get install wrk nginx)", file=sys.stderr)

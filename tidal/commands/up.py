@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address the API and the gateway listen on")
     parser.add_argument("--port", type=int, default=None, help="API port (default 8470; 0: any free port)")
     parser.add_argument("--gateway-port", type=int, default=None, help="gateway port (default 8501; 0: any free)")
+    parser.add_argument("--gateway-workers", type=int, default=1,
+                        help="processes serving the gateway's port, sharing it (default 1; at most one per core "
+                             "helps)")
     parser.add_argument("--time-factor", type=float, default=None,
                         help="real seconds per control-plane second (0.05: a 120 s notice lasts 6 s)")
     parser.add_argument("--tick", type=float, default=5.0, help="seconds between reconcile passes (default 5)")
@@ -30,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _forward(args) -> list[str]:
-    out = ["--host", args.host, "--tick", str(args.tick), "--qps-window", str(args.qps_window)]
+    out = ["--host", args.host, "--tick", str(args.tick), "--qps-window", str(args.qps_window),
+           "--gateway-workers", str(args.gateway_workers)]
     for flag, value in (("--port", args.port), ("--gateway-port", args.gateway_port),
                         ("--time-factor", args.time_factor), ("--catalog", args.catalog)):
         if value is not None:
@@ -58,12 +62,16 @@ def _leader_election(args):
 
 def run(args) -> int:
     home = Home.from_env()
+    if not 1 <= args.gateway_workers <= 64:
+        from tidal.errors import UserError
+        raise UserError(f"--gateway-workers must be between 1 and 64, got {args.gateway_workers}")
     if args.leader_elect and not args.foreground:
         from tidal.errors import UserError
         # A candidate may wait for the Lease indefinitely: that is a foreground process's (a pod's) life.
         raise UserError("--leader-elect runs with --foreground (as the control plane's container in a cluster does)")
     if args.foreground:
         options = DaemonOptions(host=args.host, api_port=args.port, gateway_port=args.gateway_port,
+                                gateway_workers=args.gateway_workers,
                                 time_factor=args.time_factor, catalog=args.catalog,
                                 settings=ControlSettings(tick_seconds=args.tick, qps_window_seconds=args.qps_window),
                                 leader_election=_leader_election(args))

@@ -53,6 +53,8 @@ class DaemonOptions(BaseModel):
     time_factor: float | None = Field(default=None, gt=0, le=1000)
     catalog: str | None = None
     gateway_mode: GatewayMode = GatewayMode.PROCESS
+    # Processes serving the gateway's port (`tidal up --gateway-workers`); see tidal.gateway.workers.
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     settings: ControlSettings = Field(default_factory=ControlSettings)
     # Set: act only while holding a Kubernetes Lease (`tidal up --leader-elect`); see `_run_as_leader`.
     leader_election: LeaderElection | None = None
@@ -196,7 +198,8 @@ class ControlPlane:
             return
         from tidal.gateway.supervisor import GatewayFiles, GatewaySupervisor
         self.gateway_supervisor = GatewaySupervisor(GatewayFiles.in_home(self.home.root), self.options.host, port,
-                                                    token, self.gateway, on_event=self.reconciler.event)
+                                                    token, self.gateway, on_event=self.reconciler.event,
+                                                    workers=self.options.gateway_workers)
         await self.gateway_supervisor.start()
 
     async def _loop(self) -> None:

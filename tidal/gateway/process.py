@@ -7,7 +7,8 @@ a standby: imported and idle, it waits on a Unix socket until the control plane 
 the listening socket (SCM_RIGHTS); if the control plane goes first it exits. Taking over
 from a gateway that died then costs milliseconds, not an interpreter's start. Once active
 it loads the routes file first, so it serves at once, with or without a control plane.
-SIGTERM drains the requests in flight, then it exits 0.
+With `--workers N` it coordinates N - 1 more processes on the same port (`tidal.gateway.workers`).
+SIGTERM drains the requests in flight (its workers' too), then it exits 0.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--token-file", required=True, help="the control plane's token (0600): only it may set routes")
     p.add_argument("--routes-file", required=True, help="the routes last given: read at start, rewritten on change")
     p.add_argument("--exit-file", help="where to say why it exits (its supervisor may not be its parent)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT)")
     return p.parse_args(argv)
 
 
@@ -46,9 +49,10 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     routes_file = Path(args.routes_file)
     services = load_routes(routes_file)
     started = time.time()
-    endpoints: ControlEndpoints | None = None
+    front = None  # the control endpoints, or the coordinator in front of them when there are workers
+    pool = None
     gw = Gateway(args.host, sock.getsockname()[1] if sock else args.port, sock=sock,
-                 admin=lambda req: endpoints.handle(req), on_queue=_waker(Path(args.token_file), token))
+                 admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token))
     try:
         apply_routes(gw, {}, services)
     except Exception as exc:  # a damaged file must not keep the gateway down: the control plane sends them again
@@ -57,9 +61,25 @@ async def serve(args: argparse.Namespace, token: str) -> str:
         services = []
         for name in gw.services():
             gw.remove_service(name)
-    endpoints = ControlEndpoints(gw, token, routes_file, services,
-                                 info=lambda: {"started_at": started, "port": gw.port})
+    endpoints = front = ControlEndpoints(gw, token, routes_file, services, info=lambda: {
+        "started_at": started, "port": gw.port, "workers": [os.getpid(), *(pool.pids() if pool else ())]})
     await gw.start()
+    admin_server = None
+    if args.workers > 1:
+        from tidal.gateway.coordinator import Coordinator
+        admin_server, pool = await _workers(args, gw, endpoints)
+        # In front before any worker starts: a route update from here on reaches the workers started so far,
+        # and each one started later gets the table current at its start.
+        front = Coordinator(endpoints, pool, token)
+        try:
+            await pool.start()
+        except OSError as exc:
+            logging.getLogger("tidal.gateway").error("cannot start the gateway's workers (%s): serving with one "
+                                                     "process", exc.strerror or exc)
+            front = endpoints
+            await pool.stop()
+            await admin_server.stop(1.0)
+            admin_server = pool = None
     logging.getLogger("tidal.gateway").info("gateway (pid %d) serving on %s:%d with %d service(s) from %s",
                                             os.getpid(), args.host, gw.port, len(services), routes_file)
     stop = asyncio.Event()
@@ -69,8 +89,27 @@ async def serve(args: argparse.Namespace, token: str) -> str:
         loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig.name), stop.set()))
     await stop.wait()
     # No new requests from here; those in flight finish (up to the drain timeout), then the replicas may go.
-    await gw.stop()
+    if pool is not None:
+        await asyncio.gather(pool.stop(), gw.stop())
+    else:
+        await gw.stop()
+    if admin_server is not None:
+        await admin_server.stop(1.0)
     return f"was stopped by {received[0]} (it drained its requests first)"
+
+
+async def _workers(args: argparse.Namespace, gw, endpoints):
+    """The coordinator's private port for its workers' `/-/` paths (started), and its workers (not yet)."""
+    from tidal.gateway.workers import WorkerPool
+    from tidal.http.server import HttpServer, error_response
+    admin = HttpServer(lambda req: gw._handle(req) if req.path.startswith("/-/")
+                       else error_response(404, "the coordinator's private port answers /-/ paths only"),
+                       "127.0.0.1", 0)
+    await admin.start()
+    # An OSError from start() when the port cannot be shared (a socket bound without SO_REUSEPORT).
+    pool = WorkerPool(args.workers - 1, gw._server._server.sockets[0], lambda: list(endpoints.current.values()),
+                      admin_port=admin.port, token_file=args.token_file, host=args.host)
+    return admin, pool
 
 
 def _waker(token_file: Path, token: str):
@@ -140,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported before waiting, so that taking over is quick.
     import tidal.gateway.control  # noqa: F401
     import tidal.gateway.proxy  # noqa: F401
+    if args.workers > 1:
+        import tidal.gateway.coordinator  # noqa: F401
     if args.activate_fd is not None:
         args.listen_fd = _await_activation(args.activate_fd)
         if args.listen_fd is None:

@@ -73,10 +73,13 @@ def gateway_pids(home: Path) -> list[int]:
     return [int(e) for e in os.listdir("/proc") if e.isdigit() and is_ours(home, int(e))]
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, shared: bool = False) -> socket.socket:
+    """The gateway's listening socket; `shared`: in an SO_REUSEPORT group its workers join (same user only)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(4096)
     except OSError as exc:
@@ -92,8 +95,9 @@ class GatewaySupervisor:
     def __init__(self, files: GatewayFiles, host: str, port: int, token: str, client: GatewayClient, *,
                  on_event: Callable[[str, str, str], None], python: str = sys.executable,
                  start_timeout: float = 20.0, stop_timeout: float = 40.0,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, workers: int = 1) -> None:
         self.files = files
+        self.workers = workers  # processes serving the port (see tidal.gateway.workers)
         self.host = host
         self.port = port  # 0: any free port, the first time
         self.client = client
@@ -187,7 +191,8 @@ class GatewaySupervisor:
         env.pop(REPLICA_ENV, None)
         argv = [self._python, "-P", "-m", "tidal.gateway.process", "--activate-fd", str(theirs.fileno()),
                 "--host", self.host, "--token-file", str(self.files.token_file),
-                "--routes-file", str(self.files.routes_file), "--exit-file", str(self.files.exit_file)]
+                "--routes-file", str(self.files.routes_file), "--exit-file", str(self.files.exit_file),
+                "--workers", str(self.workers)]
         self.files.log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             # It logs to its own file, rotated by size; what it prints outside logging goes beside it.
@@ -213,7 +218,7 @@ class GatewaySupervisor:
     async def _launch(self, restarts: int = 0, last_restart: RestartRecord | None = None) -> None:
         """Hand the listening socket to the standby (a new one if it is gone); it serves the client's routes."""
         if self._listener is None:
-            self._listener = _listen(self.host, self.port)
+            self._listener = _listen(self.host, self.port, shared=self.workers > 1)
         self.port = self._listener.getsockname()[1]
         # The routes the control plane wants now: the new process serves them from its first request.
         save_routes(self.files.routes_file, self.client.routes(), self.host, self.port)
