@@ -1,7 +1,8 @@
 """Tidal's fuller model: a service's replicas on spot and on-demand nodes, driven by requests and the autoscaler.
 
-Beyond the protocol: spot reclaims come with a notice (the node drains, stops
-taking requests, and goes when the notice ends), launches can also fail for
+Beyond the protocol: spot reclaims come with a notice (the node keeps serving
+while its replacement starts, as the live control plane's spot remedy does, and
+goes when the notice ends), launches can also fail for
 reasons other than capacity (the policy backs off), the replica count follows
 the request rate through the autoscaler, and each request's latency comes from
 an M/M/c model of the ready replicas (`tidal.sim.queueing`), so SLO attainment
@@ -47,6 +48,7 @@ class FleetSettings:
     spot_price: float = 1.0               # per node-tick
     on_demand_price: float = 3.0
     scale_in_after_seconds: float = 0.0   # a node without a replica goes at once (a live pool's default is 600)
+    notice_margin_seconds: float = 10.0   # a noticed node stops serving this long before it goes (the control plane's)
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,18 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
         pool.step(plan, capacity[:, t].tolist(), now)
         total_failed += sum(pool.ledger.launch_failed.values())
 
-        # Serving: noticed nodes are drained by the gateway; only ready nodes not under notice take requests.
+        # Serving: ready nodes past their cold start, and, as in the control plane, a noticed node's replica
+        # until a replacement is ready (the shortfall it covers) or its notice is nearly over.
         nodes = list(pool.nodes.values())
-        ready = sum(1 for n in nodes if n.state == "ready" and n.launched_at <= ready_at)
+        ready = noticed = 0
+        for n in nodes:
+            if n.launched_at > ready_at:
+                continue
+            if n.state == "ready":
+                ready += 1
+            elif n.reclaim_at is not None and now < n.reclaim_at - s.notice_margin_seconds:
+                noticed += 1
+        ready += min(noticed, max(0, desired - ready))
         desired_log[t], ready_log[t] = desired, ready
         count = int(arrivals[t])
         if count:
