@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
 GAP = 20.0          # virtual seconds per trace point: 1 real second at TIME_FACTOR 0.05
 OPENS_B = 10        # us-east-1b holds nothing for the first 10 points, so the nodes start in us-east-1a
-RECLAIMS_A = 30     # then us-east-1a's capacity goes to 0 at point 30 (30 real seconds after the pool is made)
+RECLAIMS_A = 22     # then us-east-1a's capacity goes to 0 at point 22 (22 real seconds after the pool is made)
 
 
 def _series(before: int, after: int, at: int, length: int = 600) -> list[int]:
