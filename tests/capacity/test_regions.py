@@ -163,3 +163,31 @@ def test_a_live_notice_reaches_the_policy_by_type_and_zone():
     from tidal.control.decide.capacity import feed
     fed = feed({}, [], [Preempted("p", "us-east-1a", "g5.xlarge"), Preempted("p", "us-east-1b")])
     assert fed["p"].ledger.counts()[0] == {"us-east-1a": 1, "us-east-1b": 1, "g5.xlarge@us-east-1a": 1}
+
+
+def test_a_type_name_in_two_regions_is_refused_in_one_line(tmp_path):
+    # g4dn.xlarge is sold in many AWS regions; nodes and pools name a type by its name alone, so one catalog file
+    # may list a name in one region only, in either of its forms.
+    aws = {"name": "g4dn.xlarge", "vcpu": 4, "memory_gib": 16, "gpus": 1, "on_demand_price": 0.53}
+    for doc in ({"regions": [
+                    {"provider": "aws", "region": "us-east-1",
+                     "instance_types": [{**aws, "spot_prices": {"us-east-1a": 0.2}}]},
+                    {"provider": "aws", "region": "us-west-2",
+                     "instance_types": [{**aws, "spot_prices": {"us-west-2a": 0.2}}]}]},
+                {"instance_types": [{**aws, "provider": "aws", "region": "us-east-1",
+                                     "spot_prices": {"us-east-1a": 0.2}},
+                                    {**aws, "provider": "aws", "region": "us-west-2",
+                                     "spot_prices": {"us-west-2a": 0.2}}]}):
+        user = tmp_path / "catalog.json"
+        user.write_text(json.dumps(doc))
+        with pytest.raises(InvalidArgument) as err:
+            load_catalog(user)
+        line = str(err.value)
+        assert "\n" not in line and line.startswith(f"{user}: instance type g4dn.xlarge is listed in aws us-east-1 "
+                                                    f"and in aws us-west-2: a type name may appear in one region"), line
+    # Under its own name the second region loads, and each pool finds its own.
+    user.write_text(json.dumps({"regions": [{"provider": "aws", "region": "us-west-2", "instance_types": [
+        {**aws, "name": "g4dn.xlarge.us-west-2", "spot_prices": {"us-west-2a": 0.2}}]}]}))
+    cat = load_catalog(user)
+    assert cat.types["g4dn.xlarge"].place == ("aws", "us-east-1")
+    assert placed_pool(spec(instance_types="g4dn.xlarge.us-west-2"), cat).region == "us-west-2"

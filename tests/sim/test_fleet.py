@@ -55,7 +55,7 @@ def test_autoscaler_sizes_the_fleet_and_spot_serves_it():
     assert r.slo_attainment > 0.9
 
 
-def test_notice_keeps_the_node_billed_but_drained_and_failures_are_counted():
+def test_a_noticed_node_serves_and_is_billed_until_its_notice_ends_and_failures_are_counted():
     settings = FleetSettings(tick_seconds=10, cold_start_seconds=20, notice_seconds=60, min_replicas=2)
     ticks = 60
     capacity = _always(1, ticks, 2)
@@ -65,6 +65,8 @@ def test_notice_keeps_the_node_billed_but_drained_and_failures_are_counted():
                     settings)
     assert r.preemptions == 1
     assert r.launch_failures > 0        # the replacement is refused: the zone holds 1 now
-    assert r.ready[29] == 2 and r.ready[30] == 1  # drained at once on the notice
+    # No replacement can start, so the noticed node's replica serves on (as the control plane keeps it) until
+    # the notice's last 10 s (the margin): ticks 30-34 of its 60 s notice; it goes at tick 36.
+    assert r.ready[29] == 2 and list(r.ready[30:35]) == [2] * 5 and r.ready[35] == 1
     # Billed: 2 nodes for ticks 0-29 and the noticed one until its notice ends (60 s = 6 ticks), 1 after.
     assert r.cost == pytest.approx(2 * 30 + 1 * 30 + 6)

@@ -250,6 +250,15 @@ def _parse(data: object, source: str, known: dict[str, InstanceType]) -> list[In
                 place = known[t.name].place if t.name in known else guess_place(t.zones) or first
                 t = t.model_copy(update={"provider": place[0], "region": place[1]})
             out.append(t)
+    # Nodes, pools and the executor name a type by its name alone: a name in two regions would be a different
+    # machine under one name, so it is refused (a pool in the other region lists its own name for it).
+    placed: dict[str, tuple[str, str]] = {}
+    for t in out:
+        other = placed.setdefault(t.name, t.place)
+        if other != t.place:
+            raise InvalidArgument(f"{source}: instance type {t.name} is listed in {place_text(other)} and in "
+                                  f"{place_text(t.place)}: a type name may appear in one region of the catalog "
+                                  f"(give the other region's its own name, e.g. {t.name}.{t.region})")
     return out
 
 
@@ -258,7 +267,8 @@ def default_catalog_data() -> dict:
 
 
 def load_catalog(user_file: str | Path | None = None) -> Catalog:
-    """The shipped catalog, with a user file's regions and types added (a type overrides the one of its name)."""
+    """The shipped catalog, with a user file's regions and types added (a type overrides the one of its name);
+    a file that lists one type name in two regions is refused in one line."""
     types = {t.name: t for t in _parse(default_catalog_data(), "default catalog", {})}
     if user_file is not None and Path(user_file).exists():
         try:

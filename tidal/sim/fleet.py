@@ -1,7 +1,8 @@
 """Tidal's fuller model: a service's replicas on spot and on-demand nodes, driven by requests and the autoscaler.
 
-Beyond the protocol: spot reclaims come with a notice (the node drains, stops
-taking requests, and goes when the notice ends), launches can also fail for
+Beyond the protocol: spot reclaims come with a notice (the node keeps serving
+while its replacement starts, as the live control plane's spot remedy does, and
+goes when the notice ends), launches can also fail for
 reasons other than capacity (the policy backs off), the replica count follows
 the request rate through the autoscaler, and each request's latency comes from
 an M/M/c model of the ready replicas (`tidal.sim.queueing`), so SLO attainment
@@ -16,6 +17,7 @@ gateway-like windowed QPS of the simulated requests.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -47,6 +49,7 @@ class FleetSettings:
     spot_price: float = 1.0               # per node-tick
     on_demand_price: float = 3.0
     scale_in_after_seconds: float = 0.0   # a node without a replica goes at once (a live pool's default is 600)
+    notice_margin_seconds: float = 10.0   # a noticed node stops serving this long before it goes (the control plane's)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
     spec = hpa_spec(s)
     hpa_state, desired, next_sync = HPAState(), s.min_replicas, 0.0
     window_ticks = max(1, int(round(s.qps_window_seconds / s.tick_seconds)))
+    # Plain Python numbers per tick, computed once: a run makes one pass per tick and numpy's per-element
+    # indexing would be most of its time.
+    counts = arrivals.tolist()
+    arrived = [0, *itertools.accumulate(counts)]   # arrived[t]: requests before tick t
+    caps = capacity.T.tolist()
+    pods: dict[int, tuple] = {}                    # ready_pods(n), immutable, by n
     desired_log = np.zeros(ticks, dtype=np.int64)
     ready_log = np.zeros(ticks, dtype=np.int64)
     cost = node_ticks = 0.0
@@ -118,26 +127,38 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
         now = t * s.tick_seconds
         ready_at = now - s.cold_start_seconds
         pool.expire_notices(now)
-        pool.set_capacity(capacity[:, t].tolist())
+        pool.set_capacity(caps[t])
         # The provider reclaims its newest nodes first and says so `notice_seconds` ahead.
         total_preempted += len(pool.reclaim(now, s.notice_seconds))
         lo = max(0, t - window_ticks)
-        qps = float(arrivals[lo:t].sum()) / ((t - lo) * s.tick_seconds) if t > lo else 0.0
+        qps = float(arrived[t] - arrived[lo]) / ((t - lo) * s.tick_seconds) if t > lo else 0.0
         if now >= next_sync:
-            rec, hpa_state = hpa_decide(spec, Metrics(external={"sls_ingress_qps": qps}, pods=ready_pods(desired)),
+            if desired not in pods:
+                pods[desired] = ready_pods(desired)
+            rec, hpa_state = hpa_decide(spec, Metrics(external={"sls_ingress_qps": qps}, pods=pods[desired]),
                                         hpa_state, desired, now)
             desired, next_sync = rec.desired_replicas, now + s.sync_period_seconds
         pool.place(desired, now)
         obs = pool.observation(desired, now, s.cold_start_seconds, prices)
         plan, state = policy.decide(obs, params, state, now)
-        pool.step(plan, capacity[:, t].tolist(), now)
+        pool.step(plan, None, now)  # this tick's capacity, set above
         total_failed += sum(pool.ledger.launch_failed.values())
 
-        # Serving: noticed nodes are drained by the gateway; only ready nodes not under notice take requests.
-        nodes = list(pool.nodes.values())
-        ready = sum(1 for n in nodes if n.state == "ready" and n.launched_at <= ready_at)
+        # Serving: ready nodes past their cold start, and, as in the control plane, a noticed node's replica
+        # until a replacement is ready (the shortfall it covers) or its notice is nearly over.
+        ready = noticed = 0
+        tick_cost = 0.0
+        for n in pool.nodes.values():
+            tick_cost += price_of[n.zone] if n.billing == "spot" else s.on_demand_price
+            if n.launched_at > ready_at:
+                continue
+            if n.state == "ready":
+                ready += 1
+            elif n.reclaim_at is not None and now < n.reclaim_at - s.notice_margin_seconds:
+                noticed += 1
+        ready += min(noticed, max(0, desired - ready))
         desired_log[t], ready_log[t] = desired, ready
-        count = int(arrivals[t])
+        count = int(counts[t])
         if count:
             rate = count / s.tick_seconds
             if ready == 0:
@@ -149,8 +170,8 @@ def run_service(capacity: np.ndarray, zones: Sequence[str], arrivals: np.ndarray
                 if math.isfinite(mean):
                     latency_sum += mean * count
                     served_ok += count
-        cost += sum(price_of[n.zone] if n.billing == "spot" else s.on_demand_price for n in nodes)
-        node_ticks += len(nodes)
+        cost += tick_cost
+        node_ticks += len(pool.nodes)
     total = int(arrivals.sum())
     return FleetResult(
         ticks=ticks, requests=total, slo_attainment=met / total if total else 1.0,

@@ -64,6 +64,7 @@ class SimPool:
         self.refuse = None   # an extra reason to refuse a launch (the fuller model's random failures), or None
         self._next = 0
         self._gone: dict[str, int] = {}  # nodes whose notice ran out since the last decision, by key
+        self._views: dict[tuple, ZoneView] = {}
 
     def set_capacity(self, capacity: Sequence[int]) -> None:
         """This moment's capacity, one per series (the `offers` order)."""
@@ -138,11 +139,19 @@ class SimPool:
         preempted, failed = self.ledger.counts()
         if notice_blind:
             preempted = self._gone
-        return Observation(
-            target=target,
-            zones=tuple(ZoneView(k, held[k], ready[k], preempted.get(k, 0), failed.get(k, 0), noticed[k], price[k])
-                        for k in self.keys),
-            on_demand_held=od_held, on_demand_ready=od_ready, on_demand_price=self.on_demand_price)
+        # ZoneViews are immutable and most ticks repeat the last ones: built once per distinct view.
+        views = self._views
+        if len(views) > 50_000:
+            views.clear()
+        zones = []
+        for k in self.keys:
+            fields = (k, held[k], ready[k], preempted.get(k, 0), failed.get(k, 0), noticed[k], price[k])
+            view = views.get(fields)
+            if view is None:
+                view = views[fields] = ZoneView(*fields)
+            zones.append(view)
+        return Observation(target=target, zones=tuple(zones), on_demand_held=od_held, on_demand_ready=od_ready,
+                           on_demand_price=self.on_demand_price)
 
     def step(self, plan: Plan, capacity: Sequence[int] | None, now: float) -> None:
         """The Plan carried out against this moment's capacity (`offers` order; None: as `set_capacity` left it)."""
@@ -150,11 +159,33 @@ class SimPool:
             self.set_capacity(capacity)
         self.ledger = self.ledger.decided()
         self._gone = {}
-        planned = pool_commands(self.pool, plan, self.keys, list(self.nodes.values()), self.catalog, now,
-                                None if self.typed else NODE_TYPE, self.ledger, self.unavailable_seconds)
-        self.ledger = carry_out(planned, self, self.ledger, now)
+        if not self._settled(plan):
+            planned = pool_commands(self.pool, plan, self.keys, list(self.nodes.values()), self.catalog, now,
+                                    None if self.typed else NODE_TYPE, self.ledger, self.unavailable_seconds)
+            self.ledger = carry_out(planned, self, self.ledger, now)
         if self.unavailable_seconds:
             self.ledger = self.ledger.expire(now, self.unavailable_seconds)
+
+    def _settled(self, plan: Plan) -> bool:
+        """Whether the live nodes already are the Plan, kind by kind, none drained: the executor's diff then
+        holds no command (`plan_decisions` launches, terminates and drains only where a kind's count differs,
+        or a drained node waits), so a long run skips it in the many calm ticks."""
+        counts = dict.fromkeys(self.keys, 0)
+        on_demand = 0
+        by_type = self.by_type
+        for n in self.nodes.values():
+            if n.state != "ready":
+                continue
+            if n.cordoned:
+                return False
+            if n.billing != "spot":
+                on_demand += 1
+                continue
+            key = f"{n.instance_type}@{n.zone}" if by_type else n.zone
+            if key not in counts:
+                return False
+            counts[key] += 1
+        return on_demand == plan.on_demand and tuple(counts.values()) == tuple(plan.spot)
 
     def reclaim(self, now: float, notice_seconds: float | None = None) -> list[PoolNode]:
         """Ready spot nodes above their offering's capacity, newest first, are reclaimed: removed at once when

@@ -96,29 +96,32 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
     hedge = 1 if params.hedge and ((noticed and 0 <= lead < params.decision_seconds) or short) else 0
     want = n + spare + hedge
 
-    def rank(i: int) -> tuple:
-        m = pools[i]
-        return (m.lost_at is not None and now - m.lost_at < params.recent_seconds, zone_of[i] in recent,
-                zones[i].price, i)
+    # Each pool's rank, once per decision (the scale run makes millions of decisions): a recent loss, its zone's
+    # recent loss, the price, the order.
+    ranks = [(m.lost_at is not None and now - m.lost_at < params.recent_seconds, zone_of[i] in recent,
+              zones[i].price, i) for i, m in enumerate(pools)]
+    rank = ranks.__getitem__
 
     usable = [i for i in range(len(zones)) if now >= pools[i].retry_at]
     # Keep what is held beyond `want` only while needed: cold nodes go first, then ready ones, from the
     # worst-ranked pools (a pool that just lost nodes) first.
     spot = [z.held for z in zones]
     extra = sum(spot) - want
-    for cold in (True, False):
-        for i in sorted(range(len(zones)), key=rank, reverse=True):
-            if extra <= 0:
-                break
-            cut = min(extra, spot[i] - zones[i].ready if cold else spot[i])
-            spot[i] -= cut
-            extra -= cut
+    if extra > 0:
+        worst_first = sorted(range(len(zones)), key=rank, reverse=True)
+        for cold in (True, False):
+            for i in worst_first:
+                if extra <= 0:
+                    break
+                cut = min(extra, spot[i] - zones[i].ready if cold else spot[i])
+                spot[i] -= cut
+                extra -= cut
     per_zone: dict[str, int] = {}
     for i, c in enumerate(spot):
         per_zone[zone_of[i]] = per_zone.get(zone_of[i], 0) + c
     # A pool proves it has capacity by holding our nodes up; one that does not (yet) gets one launch at a time,
     # so two launches refused together by an empty pool do not leave a replacement short.
-    proven = [zones[i].ready > 0 and not rank(i)[0] and
+    proven = [zones[i].ready > 0 and not ranks[i][0] and
               (pools[i].refused_at is None or now - pools[i].refused_at >= params.recent_seconds)
               for i in range(len(zones))]
     # Replacements with no time to retry, and their hedge, go first where capacity has shown itself (each to
@@ -131,7 +134,7 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
         if not room:
             break
         best = min(room, key=lambda i: (k < urgent and not (proven[i] and spot[i] == zones[i].held),
-                                        spot[i], per_zone[zone_of[i]], rank(i)))
+                                        spot[i], per_zone[zone_of[i]], ranks[i]))
         if k < noticed and urgent and proven[best] and spot[best] == zones[best].held:
             unsure -= 1
         spot[best] += 1

@@ -31,6 +31,7 @@ survive a scale-in).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Protocol, Sequence
 
 from pydantic import BaseModel
@@ -41,6 +42,7 @@ def offer_key(instance_type: str, zone: str) -> str:
     return f"{instance_type}@{zone}"
 
 
+@lru_cache(maxsize=4096)  # a pure parse of a few keys, asked millions of times by the simulator
 def split_key(key: str) -> tuple[str | None, str]:
     """(instance type or None, zone) of a spot pool's key: a zone alone, or `offer_key`'s type@zone."""
     itype, sep, zone = key.rpartition("@")
