@@ -1,11 +1,13 @@
 """gRPC against REST on the same `tidal model-server`, side by side: requests per second and server CPU per request.
 
     .venv/bin/python benchmarks/tensorflow/grpc_vs_rest.py [--duration 5] [--rounds 3] [--profile PY_SPY]
+        [--grpc-load auto|ghz|python]
         [-- extra model-server flags, e.g. --grpc_max_threads 8]
 
 Same setup as run.py (server pinned to core 0, TensorFlow threads 1/1, load generators on core 1,
-concurrency 64, one row per request): per model and round, a grpc.aio client's Predict and wrk's
-REST predict back to back, so load from other work on the machine hits both alike; prints each
+concurrency 64, one row per request): per model and round, Predict from ghz (a compiled gRPC load
+generator that scripts/ghz.sh builds; a grpc.aio client when it is missing or with --grpc-load python)
+and wrk's REST predict back to back, so load from other work on the machine hits both alike; prints each
 round's gRPC/REST ratio and the median. With --profile, py-spy (its path given) samples the
 server's threads holding the GIL during a further gRPC run and prints where that time goes.
 """
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import run as bench  # noqa: E402
 
 MODELS = ("half_plus_two", "sentiment")
@@ -70,7 +73,15 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", metavar="PY_SPY", help="path of a py-spy binary: profile the server under gRPC")
+    ap.add_argument("--grpc-load", choices=("auto", "ghz", "python"), default="auto",
+                    help="the gRPC load generator: ghz (scripts/ghz.sh builds it) when found, or the Python client")
     args = ap.parse_args(argv)
+    if args.grpc_load != "python":
+        from benchmarks import ghz
+        bench.GRPC_LOAD["ghz"] = ghz.find()
+        if args.grpc_load == "ghz" and bench.GRPC_LOAD["ghz"] is None:
+            ap.error("ghz not found: build it with scripts/ghz.sh (or set TIDAL_GHZ)")
+    print(f"gRPC load: {bench.GRPC_LOAD['ghz'] or 'the Python grpc.aio client'}", flush=True)
     bench.ensure_models()
     bench.OUT.mkdir(parents=True, exist_ok=True)
     server = bench.Server(bench.OUT / "grpc_vs_rest.log", tuple(extra))

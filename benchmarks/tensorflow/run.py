@@ -163,8 +163,12 @@ def wrk(url: str, body: bytes, connections: int, duration: float) -> dict:
             "output": out if "50" not in lat else ""}
 
 
-def grpc_client_worker(address: str, model: str, concurrency: int, duration: float) -> None:
-    """Runs in a pinned subprocess: `concurrency` callers of Predict for `duration` seconds; prints JSON."""
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+GRPC_LOAD = {"ghz": None}  # ghz's path (benchmarks/ghz.py) to load gRPC with it; None: the Python client
+
+
+def predict_body(model: str) -> bytes:
+    """The serialized PredictRequest of one row that every gRPC call of the benchmark sends."""
     sys.path.insert(0, str(REPO))
     from tidal.server import tfs_protos  # the protos without TensorFlow's runtime, as the server loads them
 
@@ -180,9 +184,12 @@ def grpc_client_worker(address: str, model: str, concurrency: int, duration: flo
     else:
         tensor.dtype = pb.types_pb2.DT_FLOAT
         tensor.float_val.append(row)
-    payload = request.SerializeToString()
-    print(json.dumps(grpc_closed_loop(address, "/tensorflow.serving.PredictionService/Predict", payload,
-                                      concurrency, duration)))
+    return request.SerializeToString()
+
+
+def grpc_client_worker(address: str, model: str, concurrency: int, duration: float) -> None:
+    """Runs in a pinned subprocess: `concurrency` callers of Predict for `duration` seconds; prints JSON."""
+    print(json.dumps(grpc_closed_loop(address, PREDICT, predict_body(model), concurrency, duration)))
 
 
 def grpc_closed_loop(address: str, method: str, payload: bytes, concurrency: int, duration: float) -> dict:
@@ -219,6 +226,12 @@ def grpc_closed_loop(address: str, method: str, payload: bytes, concurrency: int
 
 
 def grpc_load(address: str, model: str, concurrency: int, duration: float) -> dict:
+    if GRPC_LOAD["ghz"]:
+        from benchmarks import ghz
+        from tidal.server import tfs_protos
+        protoset = ghz.protoset(tfs_protos.load().prediction_service_pb2.DESCRIPTOR, OUT / "ghz" / "tfs.protoset")
+        return ghz.load(GRPC_LOAD["ghz"], address, PREDICT, predict_body(model), concurrency, duration, protoset,
+                        CLIENT_CORE, OUT / "ghz" / model)
     out = subprocess.run(["taskset", "-c", CLIENT_CORE, sys.executable, __file__, "--grpc-client", address, model,
                           str(concurrency), str(duration)], capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:

@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import ghz  # noqa: E402
 from benchmarks.tensorflow import run as tf_bench  # noqa: E402  (the same server handling, wrk and report)
 
 OUT = REPO / "benchmarks" / "out" / "v2grpc"
@@ -41,6 +42,7 @@ SERVER_CORE = "0"
 CLIENT_CORE = "1"
 SECTION = "## Open Inference Protocol over gRPC"
 APIS = ("v2_rest", "v2_grpc", "tfs_grpc", "v2_grpc_live", "v2_grpc_grpcio")
+CLIENT = {"ghz": None}  # the gRPC load generator: ghz's path, or None for the Python grpc.aio client
 
 
 class Server(tf_bench.Server):
@@ -97,12 +99,25 @@ def grpc_client_worker(address: str, api: str, concurrency: int, duration: float
 
 
 def grpc_load(address: str, api: str, concurrency: int, duration: float) -> dict:
+    if CLIENT["ghz"]:
+        method, body = payload(api)
+        return ghz.load(CLIENT["ghz"], address, method, body, concurrency, duration, protoset(api), CLIENT_CORE,
+                        OUT / "ghz" / api)
     out = subprocess.run(["taskset", "-c", CLIENT_CORE, sys.executable, __file__, "--grpc-client", address, api,
                           str(concurrency), str(duration)], capture_output=True, text=True, timeout=duration + 120,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def protoset(api: str) -> Path:
+    """The service's descriptors for ghz: the Open Inference Protocol's, or TF Serving's PredictionService."""
+    if api == "tfs_grpc":
+        from tidal.server import tfs_protos
+        return ghz.protoset(tfs_protos.load().prediction_service_pb2.DESCRIPTOR, OUT / "ghz" / "tfs.protoset")
+    from tidal.server.protos import open_inference_grpc_pb2 as pb
+    return ghz.protoset(pb.DESCRIPTOR, OUT / "ghz" / "v2.protoset")
 
 
 def measure(server: Server, api: str, concurrency: int, duration: float) -> dict:
@@ -146,6 +161,7 @@ def run(duration: float, rounds: int, concurrency: int) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     build(OUT / "models" / MODEL)
     report = {"machine": tf_bench.machine(), "duration_s": duration, "rounds": rounds, "concurrency": concurrency,
+              "grpc_client": ghz.version(CLIENT["ghz"]) if CLIENT["ghz"] else "python grpc.aio",
               "best": {}, "per_round": [], "v2_adapter_ms": adapter_ms()}
     server = Server(OUT / "server.log")
     # The same model server with grpcio's threaded gRPC server (--grpc_server grpcio), idle but for its own row.
@@ -172,6 +188,14 @@ def run(duration: float, rounds: int, concurrency: int) -> dict:
     return report
 
 
+def client_words(report: dict) -> str:
+    used = report.get("grpc_client", "python grpc.aio")
+    if used.startswith("ghz"):
+        return (f"{used} (a compiled gRPC load generator, built by scripts/ghz.sh; one HTTP/2 connection, as a gRPC "
+                "channel; the calls its stop cuts at the end are not counted as errors)")
+    return "a Python grpc.aio client (ghz not found: scripts/ghz.sh builds it)"
+
+
 def render(report: dict) -> str:
     m, best, c = report["machine"], report["best"], report["concurrency"]
     ratio = best["v2_grpc"]["rps"] / best["v2_rest"]["rps"]
@@ -183,7 +207,7 @@ def render(report: dict) -> str:
     lines = [SECTION, "",
              "The ONNX half_plus_two, one row per request, concurrency "
              f"{c}: the model server pinned to core 0 (onnxruntime at one thread, batching on with its defaults), "
-             "each load generator pinned to core 1: wrk for REST, a Python grpc.aio client sending pre-serialized "
+             f"each load generator pinned to core 1: wrk for REST, {client_words(report)} sending pre-serialized "
              f"requests for gRPC. Best of {report['rounds']} interleaved rounds of {report['duration_s']:g} s.", "",
              "```", f".venv/bin/python benchmarks/v2grpc/run.py --duration {report['duration_s']:g} "
              f"--rounds {report['rounds']} --concurrency {c}", "```", "",
@@ -209,10 +233,13 @@ def render(report: dict) -> str:
               f"cost, takes {cpu['v2_grpc_live']:.3f} ms, against {cpu['v2_grpc_grpcio']:.3f} ms for a whole "
               f"ModelInfer on grpcio's Python server ({100 * cpu['v2_rest'] / cpu['v2_grpc_grpcio']:.0f}% of "
               "REST's rate), which hands every call between its threads and the loop. The V2 adapter's own "
-              f"parse, decode, encode and serialization take {report['v2_adapter_ms']:.3f} ms. At these rates the "
-              "gRPC load generator (Python, one core) is near its own limit: ServerLive, which costs the server "
-              "a quarter of an infer, is answered at about the same rate, so the gRPC rows' requests per second "
-              "understate what the server can do. When other work shares the server's core, a server with many "
+              f"parse, decode, encode and serialization take {report['v2_adapter_ms']:.3f} ms. "
+              + ("" if report.get("grpc_client", "").startswith("ghz") else
+                 "At these rates the gRPC load generator (Python, one core) is near its own limit: ServerLive, "
+                 "which costs the server a quarter of an infer, is answered at about the same rate, so the gRPC "
+                 "rows' requests per second understate what the server can do (ghz, built by scripts/ghz.sh, "
+                 "does not). ")
+              + "When other work shares the server's core, a server with many "
               "runnable threads (grpcio's) gets a larger share of that core than a one-thread loop, so its "
               "requests per second can come out higher while each request costs it several times the CPU: the "
               "CPU per request is the measure to compare.", ""]
@@ -240,7 +267,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept (default 3)")
     ap.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
     ap.add_argument("--render", metavar="JSON", help="only write RESULTS.md from a saved results.json")
+    ap.add_argument("--grpc-load", choices=("auto", "ghz", "python"), default="auto",
+                    help="the gRPC load generator: ghz when found (auto), or the Python grpc.aio client")
     args = ap.parse_args()
+    if args.grpc_load != "python":
+        CLIENT["ghz"] = ghz.find()
+        if args.grpc_load == "ghz" and CLIENT["ghz"] is None:
+            ap.error("ghz not found: build it with scripts/ghz.sh (or set TIDAL_GHZ)")
     if args.render:
         report = json.loads(Path(args.render).read_text())
     else:
