@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.control.test_e2e import tear_down, tidal, tidal_json, wait_for
+from tests.control.test_e2e import home_with_bucket, tidal, tidal_json, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -24,14 +24,8 @@ TIME_FACTOR = 0.05  # the 120 s notice lasts 6 s
 
 @pytest.fixture
 def home(tmp_path, half_plus_two_base):
-    home = (tmp_path / "tidal-home").resolve()
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / MODEL).symlink_to(half_plus_two_base)
-    try:
-        yield home, bucket
-    finally:
-        tear_down(home)
+    with home_with_bucket(tmp_path, half_plus_two_base, MODEL) as found:
+        yield found
 
 
 class Load(threading.Thread):

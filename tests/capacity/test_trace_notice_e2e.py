@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.capacity.test_notice_e2e import MODEL, TIME_FACTOR, Load
-from tests.control.test_e2e import tear_down, tidal, tidal_json, wait_for
+from tests.control.test_e2e import home_with_bucket, tidal, tidal_json, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -25,19 +25,13 @@ def _series(before: int, after: int, at: int, length: int = 600) -> list[int]:
 
 @pytest.fixture
 def home(tmp_path, half_plus_two_base):
-    home = (tmp_path / "tidal-home").resolve()
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / MODEL).symlink_to(half_plus_two_base)
     trace = tmp_path / "trace"
     trace.mkdir()
     # The pool's zones take the trace's files in sorted order: a.json is us-east-1a, b.json us-east-1b.
     for name, data in (("a", _series(4, 0, RECLAIMS_A)), ("b", _series(0, 4, OPENS_B))):
         (trace / f"{name}.json").write_text(json.dumps({"metadata": {"gap_seconds": GAP}, "data": data}))
-    try:
+    with home_with_bucket(tmp_path, half_plus_two_base, MODEL) as (home, bucket):
         yield home, bucket, trace
-    finally:
-        tear_down(home)
 
 
 def test_a_trace_reclaim_is_replaced_before_the_node_goes(home):

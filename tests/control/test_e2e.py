@@ -9,6 +9,7 @@ request without the token is refused; secrets stay out of the database and outpu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,6 +93,20 @@ def home(tmp_path):
     h = (tmp_path / "tidal-home").resolve()
     yield h
     tear_down(h)
+
+
+@contextlib.contextmanager
+def home_with_bucket(tmp_path: Path, model_base: Path, model: str):
+    """A home to start a control plane in and a bucket folder holding `model` (a link to its base), torn down
+    after (`tidal down` and anything a failed test left running)."""
+    home = (tmp_path / "tidal-home").resolve()
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / model).symlink_to(model_base)
+    try:
+        yield home, bucket
+    finally:
+        tear_down(home)
 
 
 def test_reference_procedure_end_to_end(home, tmp_path, sentiment_base):

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .test_e2e import our_processes, tear_down, tidal, tidal_json, wait_for
+from .test_e2e import home_with_bucket, our_processes, tidal, tidal_json, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -40,14 +40,8 @@ def _predict(url: str) -> tuple[int, object, float]:
 
 @pytest.fixture
 def home(tmp_path, half_plus_two_base):
-    home = (tmp_path / "tidal-home").resolve()
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / MODEL).symlink_to(half_plus_two_base)
-    try:
-        yield home, bucket
-    finally:
-        tear_down(home)
+    with home_with_bucket(tmp_path, half_plus_two_base, MODEL) as found:
+        yield found
 
 
 def test_to_zero_and_back_without_losing_a_request(home, monkeypatch):

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from .test_e2e import tear_down, tidal, tidal_json, wait_for
+from .test_e2e import home_with_bucket, tidal, tidal_json, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -23,14 +23,8 @@ BODY = json.dumps({"instances": [float(i % 7) for i in range(20000)]}).encode()
 
 @pytest.fixture
 def home(tmp_path, half_plus_two_base):
-    home = (tmp_path / "tidal-home").resolve()
-    bucket = tmp_path / "bucket"
-    bucket.mkdir()
-    (bucket / MODEL).symlink_to(half_plus_two_base)
-    try:
-        yield home, bucket
-    finally:
-        tear_down(home)
+    with home_with_bucket(tmp_path, half_plus_two_base, MODEL) as found:
+        yield found
 
 
 def test_concurrency_target_scales_out(home):

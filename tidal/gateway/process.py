@@ -159,23 +159,34 @@ def _await_activation(fd: int) -> int | None:
     return fds[0]
 
 
+def read_token(path: str, who: str) -> str | None:
+    """The control token from its file, or None after one line on stderr saying why it cannot be had."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        print(f"{who}: error: cannot read the token file {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    if not token:
+        print(f"{who}: error: the token file {path} is empty", file=sys.stderr)
+        return None
+    return token
+
+
+def event_loop_runner():
+    try:
+        import uvloop
+        return uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return asyncio.run
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        token = Path(args.token_file).read_text().strip()
-    except OSError as exc:
-        print(f"tidal gateway: error: cannot read the token file {args.token_file}: {exc.strerror or exc}",
-              file=sys.stderr)
+    token = read_token(args.token_file, "tidal gateway")
+    if token is None:
         return 2
-    if not token:
-        print(f"tidal gateway: error: the token file {args.token_file} is empty", file=sys.stderr)
-        return 2
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        runner = asyncio.run
+    runner = event_loop_runner()
     # Imported before waiting, so that taking over is quick.
     import tidal.gateway.control  # noqa: F401
     import tidal.gateway.proxy  # noqa: F401

@@ -114,18 +114,11 @@ async def serve(args: argparse.Namespace, token: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    try:
-        token = Path(args.token_file).read_text().strip()
-    except OSError as exc:
-        print(f"tidal gateway worker: error: cannot read the token file {args.token_file}: {exc.strerror or exc}",
-              file=sys.stderr)
+    from tidal.gateway.process import event_loop_runner, read_token
+    token = read_token(args.token_file, "tidal gateway worker")
+    if token is None:
         return 2
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        runner = asyncio.run
-    reason = runner(serve(args, token))
+    reason = event_loop_runner()(serve(args, token))
     logging.getLogger("tidal.gateway").info("gateway worker %d %s", args.index, reason)
     return 0
 
