@@ -10,7 +10,8 @@ from tidal.errors import UserError
 
 EXAMPLE = """examples:
   tidal context add prod --kubernetes --kubeconfig ~/.kube/config --context prod-admin --namespace serving
-  tidal context use prod        # later commands act on the cluster (TIDAL_CONTEXT=NAME for one command)
+  tidal context use prod        # later commands act on the cluster
+  tidal --context prod serve list   # one command on a context (TIDAL_CONTEXT=NAME does the same)
   tidal context use local       # back to this machine (the default)
   tidal context list
 """
@@ -78,7 +79,7 @@ def run(args) -> int:
     if args.action == "use":
         context = store.use(args.name)
         print(f"current context: {context.name}")
-        if os.environ.get(CONTEXT_ENV, "").strip() not in ("", context.name):
+        if not getattr(args, "tidal_context", "") and os.environ.get(CONTEXT_ENV, "").strip() not in ("", context.name):
             print(f"note: {CONTEXT_ENV}={os.environ[CONTEXT_ENV]} overrides it in this shell")
         return 0
     if args.action == "remove":
