@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
@@ -95,6 +96,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="tidal", description="Elastic model serving on spot and on-demand capacity.")
     parser.add_argument("--version", action="version", version=f"tidal {__version__}")
+    parser.add_argument("--context", dest="tidal_context", metavar="NAME", default="",
+                        help="the context this command acts on: local (this machine) or one from `tidal context "
+                             "list` (default: the one `tidal context use` chose; TIDAL_CONTEXT=NAME does the same)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -115,8 +119,40 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
         parser = subs[0].choices[name]
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand's name: the first word that is no option and no value of the global --context."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--context":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+@contextlib.contextmanager
+def _context(name: str):
+    """--context NAME: the same override as TIDAL_CONTEXT, for this command (and the processes it starts)."""
+    if not name:
+        yield
+        return
+    from tidal.backends.kubernetes.contexts import CONTEXT_ENV, ContextStore
+    ContextStore.from_env().get(name)  # an unknown name: one line, before anything acts
+    before = os.environ.get(CONTEXT_ENV)
+    os.environ[CONTEXT_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CONTEXT_ENV, None)
+        else:
+            os.environ[CONTEXT_ENV] = before
+
+
 def _main(argv: list[str]) -> int:
-    command = next((a for a in argv if not a.startswith("-")), None)
+    command = _command(argv)
     parser = build_parser(command if command in COMMANDS else None)
     args, extras = parser.parse_known_args(argv)
     if extras:
@@ -125,7 +161,8 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._module.run(args) or 0)
+        with _context(args.tidal_context.strip()):
+            return int(args._module.run(args) or 0)
     except (UserError, TidalError) as exc:
         print(f"tidal {args.command}: error: {exc}", file=sys.stderr)
         return 2

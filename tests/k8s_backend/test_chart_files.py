@@ -12,7 +12,7 @@ import yaml
 
 from tidal.backends.kubernetes import controlplane
 from tidal.backends.kubernetes.lease import DEFAULT_LEASE
-from tidal.backends.kubernetes.presets import DEFAULT_PRESET, PRESETS
+from tidal.backends.kubernetes.presets import DEFAULT_PRESET, PROVIDERS
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "tidal"
 
@@ -37,7 +37,7 @@ def test_the_chart_knows_every_preset():
     text = (CHART / "templates" / "configmap.yaml").read_text()
     listed = re.search(r'\$providers := list ((?:"[a-z-]+" ?)+)', text)
     assert listed, "the chart's list of providers moved"
-    assert sorted(re.findall(r'"([a-z-]+)"', listed.group(1))) == sorted(PRESETS)
+    assert sorted(re.findall(r'"([a-z-]+)"', listed.group(1))) == sorted(PROVIDERS)
 
 
 def test_the_pod_runs_as_the_image_s_user():

@@ -127,3 +127,20 @@ def test_the_api_answers_to_its_service_s_names():
                  "tidal-control-plane.serving.svc.cluster.local", "10.244.0.7:8470", "localhost:8470"):
         assert allowed.allows(host), host
     assert not allowed.allows("evil.example.com:8470")
+
+
+def test_export_carries_a_custom_provider_s_labels(tmp_path, monkeypatch, capsys):
+    """`tidal export kubernetes --control-plane` from a custom context: the pod's context has the same labels."""
+    monkeypatch.setenv("TIDAL_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TIDAL_CONTEXT", raising=False)
+    assert main(["context", "add", "c", "--kubernetes", "-n", "serving", "--no-check", "--provider", "custom",
+                 "--capacity-label", "example.com/lifecycle", "--spot-value", "spot",
+                 "--spot-taint", "example.com/lifecycle=spot:NoSchedule"]) == 0
+    assert main(["context", "use", "c"]) == 0
+    capsys.readouterr()
+    assert main(["export", "kubernetes", "--control-plane"]) == 0
+    objs = by_kind(list(yaml.safe_load_all(capsys.readouterr().out)))
+    (tmp_path / "contexts.json").write_text(objs["ConfigMap"]["data"]["contexts.json"])
+    context = ContextStore(tmp_path, env={}).current()
+    assert context.node_labels() == ContextStore.from_env().get("c").node_labels()
+    assert context.node_labels().spot_taints[0]["key"] == "example.com/lifecycle"

@@ -76,3 +76,25 @@ def test_a_backend_for_a_context(kube_cluster, namespace):
         KubernetesBackend.for_context(Context(name="local"), {}.__getitem__)
     with pytest.raises(UserError, match="namespace nope does not exist"):
         KubernetesBackend.for_context(context.model_copy(update={"namespace": "nope"}), {}.__getitem__)
+
+
+def test_the_provider_s_labels_are_checked_on_the_cluster(kube_cluster, namespace):
+    """The test cluster's Nodes say spot or on-demand with Karpenter's label: the ack preset finds none of its own
+    (one line), and a custom provider naming that label places by it."""
+    from tidal.backends.kubernetes.contexts import Context, ContextKind
+    from tidal.backends.kubernetes.wiring import connect
+    from tidal.capacity.catalog import load_catalog
+    from tidal.errors import UserError
+
+    context = Context(name="test", kind=ContextKind.KUBERNETES, kubeconfig=str(kube_cluster.kubeconfig),
+                      namespace=namespace, provider="ack")
+    with pytest.raises(UserError, match="no Node carries node.alibabacloud.com/spot-strategy=SpotWithPriceLimit"):
+        connect(context, load_catalog())
+    custom = context.model_copy(update={"provider": "custom", "capacity_label": "karpenter.sh/capacity-type",
+                                        "spot_value": "spot", "on_demand_value": "on-demand"})
+    cluster = connect(Context.model_validate(custom.model_dump()), load_catalog())
+    try:
+        billings = {str(v.billing) for v in cluster.nodes.views().values()}
+        assert billings == {"spot", "on-demand"}
+    finally:
+        cluster.close()

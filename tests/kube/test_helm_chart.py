@@ -74,6 +74,27 @@ def test_chart_renders_what_export_prints(kube_bin, tmp_path, monkeypatch, capsy
         "serving", "gke", "registry.example.com/tidal:1.0")
 
 
+def chart_context(kube_bin, *values: str) -> dict:
+    out = helm(kube_bin, "template", "tidal", str(CHART), "--show-only", "templates/configmap.yaml", *values).stdout
+    return json.loads(yaml.safe_load(out)["data"]["contexts.json"])["contexts"][0]
+
+
+def test_chart_custom_provider_carries_its_labels(kube_bin):
+    """The chart's context for ack and custom is one `tidal context` accepts (the control plane loads it)."""
+    from tidal.backends.kubernetes.contexts import Context
+    assert Context.model_validate(chart_context(kube_bin, "--set", "provider=ack")).node_labels().capacity_label \
+        == "node.alibabacloud.com/spot-strategy"
+    context = Context.model_validate(chart_context(
+        kube_bin, "--set", "provider=custom", "--set", "custom.capacityLabel=example.com/lifecycle",
+        "--set", "custom.spotValue=spot", "--set", "custom.spotTaint=example.com/lifecycle=spot:NoSchedule"))
+    labels = context.node_labels()
+    assert (labels.capacity_label, labels.spot_value, labels.on_demand_value) == ("example.com/lifecycle", "spot", "")
+    assert labels.spot_taints == ({"key": "example.com/lifecycle", "operator": "Equal", "value": "spot",
+                                   "effect": "NoSchedule"},)
+    out = helm(kube_bin, "template", "tidal", str(CHART), "--set", "provider=custom", check=False)
+    assert out.returncode != 0 and "provider custom needs custom.capacityLabel" in out.stderr
+
+
 def test_chart_refuses_an_unknown_provider(kube_bin):
     out = helm(kube_bin, "template", "tidal", str(CHART), "--set", "provider=ack-typo", check=False)
     assert out.returncode != 0 and 'provider "ack-typo" is not one of' in out.stderr

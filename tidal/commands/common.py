@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Iterable
@@ -14,7 +15,25 @@ from tidal.errors import UserError
 
 
 def client() -> ApiClient:
-    return ApiClient.for_home()
+    """The API of the control plane in TIDAL_HOME, once it is the one acting on the context this command chose."""
+    from tidal.control.home import Home
+    home = Home.from_env()
+    if not os.environ.get("TIDAL_API"):
+        same_context(home)
+    return ApiClient.for_home(home)
+
+
+def same_context(home) -> None:
+    """A home runs one control plane, on the context current when it started: a command for another context
+    (--context, TIDAL_CONTEXT, `tidal context use`) gets one line instead of the wrong cluster's answer."""
+    running = (home.read_address() or {}).get("context")
+    if running is None:  # none running (ApiClient says so), or one that predates contexts in its address
+        return
+    from tidal.backends.kubernetes.contexts import ContextStore
+    wanted = ContextStore(home.root, os.environ).current_name()
+    if wanted != running:
+        raise UserError(f"the control plane running here acts on context {running}, not {wanted}: "
+                        f"`tidal --context {running} down`, then `tidal --context {wanted} up`")
 
 
 def add_output(parser, choices=("table", "json", "yaml"), default="table") -> None:

@@ -10,7 +10,8 @@ from tidal.errors import UserError
 
 EXAMPLE = """examples:
   tidal context add prod --kubernetes --kubeconfig ~/.kube/config --context prod-admin --namespace serving
-  tidal context use prod        # later commands act on the cluster (TIDAL_CONTEXT=NAME for one command)
+  tidal context use prod        # later commands act on the cluster
+  tidal --context prod serve list   # one command on a context (TIDAL_CONTEXT=NAME does the same)
   tidal context use local       # back to this machine (the default)
   tidal context list
 """
@@ -28,9 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="context in the kubeconfig (default: its current-context)")
     add.add_argument("--namespace", "-n", required=True, help="namespace of the services' objects")
     add.add_argument("--image", default="", help="image that runs `tidal model-server` in the cluster")
-    from tidal.backends.kubernetes.presets import DEFAULT_PRESET, PRESETS
-    add.add_argument("--provider", default=DEFAULT_PRESET, choices=sorted(PRESETS),
-                     help="how the cluster's nodes say spot or on-demand (default: %(default)s)")
+    from tidal.backends.kubernetes.presets import DEFAULT_PRESET, PROVIDERS
+    add.add_argument("--provider", default=DEFAULT_PRESET, choices=PROVIDERS,
+                     help="how the cluster's nodes say spot or on-demand (default: %(default)s; custom: "
+                          "the label below)")
+    add.add_argument("--capacity-label", default="", metavar="KEY",
+                     help="custom provider: the node label that says spot or on-demand")
+    add.add_argument("--spot-value", default="", metavar="V", help="custom provider: its value on spot nodes")
+    add.add_argument("--on-demand-value", default="", metavar="V",
+                     help="custom provider: its value on on-demand nodes (default: on-demand nodes lack the "
+                          "spot value)")
+    add.add_argument("--spot-taint", default="", metavar="KEY=VALUE:EFFECT",
+                     help="custom provider: the taint spot nodes carry (spot pods tolerate it)")
     add.add_argument("--no-check", action="store_true", help="do not contact the cluster now")
     use = sub.add_parser("use", help="make a context the current one")
     use.add_argument("name", help="a context from `tidal context list`, or local")
@@ -51,10 +61,14 @@ def run(args) -> int:
         try:
             context = Context(name=args.name, kind=ContextKind.KUBERNETES, kubeconfig=kubeconfig,
                               kube_context=args.kube_context, namespace=args.namespace, image=args.image,
-                              provider=args.provider)
+                              provider=args.provider, capacity_label=args.capacity_label,
+                              spot_value=args.spot_value, on_demand_value=args.on_demand_value,
+                              spot_taint=args.spot_taint)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise UserError(f"invalid context {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            where = ".".join(map(str, first["loc"]))
+            msg = first["msg"].removeprefix("Value error, ")
+            raise UserError(f"invalid context {where}: {msg}" if where else f"invalid context: {msg}") from None
         note = ""
         if not args.no_check:
             from tidal.backends.kubernetes.client import check_access
@@ -65,7 +79,7 @@ def run(args) -> int:
     if args.action == "use":
         context = store.use(args.name)
         print(f"current context: {context.name}")
-        if os.environ.get(CONTEXT_ENV, "").strip() not in ("", context.name):
+        if not getattr(args, "tidal_context", "") and os.environ.get(CONTEXT_ENV, "").strip() not in ("", context.name):
             print(f"note: {CONTEXT_ENV}={os.environ[CONTEXT_ENV]} overrides it in this shell")
         return 0
     if args.action == "remove":
@@ -76,7 +90,10 @@ def run(args) -> int:
     contexts = store.list()
     rows = [{"name": c.name, "current": c.name == current, "kind": str(c.kind), "kubeconfig": c.kubeconfig,
              "context": c.kube_context, "namespace": c.namespace, "image": c.image,
-             "provider": c.provider if c.is_kubernetes else ""} for c in contexts]
+             "provider": c.provider if c.is_kubernetes else "",
+             **({"capacity_label": c.capacity_label, "spot_value": c.spot_value,
+                 "on_demand_value": c.on_demand_value, "spot_taint": c.spot_taint} if c.capacity_label else {})}
+            for c in contexts]
     if emit(rows, args.output):
         return 0
     table(["CURRENT", "NAME", "KIND", "NAMESPACE", "KUBECONFIG", "CONTEXT"],

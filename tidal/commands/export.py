@@ -156,6 +156,14 @@ def kubernetes_version(text: str) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
+def _custom_labels(args, context) -> dict[str, str]:
+    """The custom provider's label, values and taint travel with the context the control plane runs in."""
+    if args.provider or not context.is_kubernetes or not context.capacity_label:
+        return {}
+    return {"capacity_label": context.capacity_label, "spot_value": context.spot_value,
+            "on_demand_value": context.on_demand_value, "spot_taint": context.spot_taint}
+
+
 def _control_plane(args, context) -> int:
     from tidal.backends.kubernetes.controlplane import ControlPlaneOptions, manifests
     if args.name or args.filename:
@@ -165,6 +173,7 @@ def _control_plane(args, context) -> int:
     opts = ControlPlaneOptions(namespace=args.namespace or context.namespace or "default",
                                image=args.image or context.image or ControlPlaneOptions.image,
                                provider=args.provider or (context.provider if context.is_kubernetes else "karpenter"),
+                               custom_labels=_custom_labels(args, context),
                                replicas=args.replicas)
     print(yaml.safe_dump_all(manifests(opts), sort_keys=False).rstrip())
     return 0

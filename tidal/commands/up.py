@@ -77,6 +77,8 @@ def run(args) -> int:
                                 leader_election=_leader_election(args))
         return run_foreground(home, options)
     if is_running(home):
+        from tidal.commands.common import same_context
+        same_context(home)  # running on another context: say so, rather than "already running"
         addr = home.read_address() or {}
         print(f"the control plane is already running: API {addr.get('api')}, gateway {addr.get('gateway')}")
         return 0

@@ -35,6 +35,9 @@ def console_url(env: dict | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not os.environ.get("TIDAL_API"):
+        from tidal.commands.common import same_context
+        same_context(Home.from_env())  # the console of the context this command chose, or one line
     url = console_url()
     if args.output == "json":
         sys.stdout.write(orjson.dumps({"url": url}).decode() + "\n")

@@ -145,7 +145,8 @@ class ControlPlane:
                                                                f"(namespace {self.cluster.context.namespace})"
                                                                if self.cluster is not None else ""))
             self.home.write_address({"api": f"http://{self.options.host}:{self.api_server.port}",
-                                     "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor})
+                                     "gateway": gateway_url, "pid": os.getpid(), "time_factor": factor,
+                                     "context": self.cluster.context.name if self.cluster is not None else "local"})
             Path(self.home.pid_file).write_text(f"{os.getpid()}\n")
         except BaseException:
             await self._stop_gateway(keep_adopted=True)

@@ -112,9 +112,8 @@ class KubernetesBackend:
         except BaseException:
             api.close()
             raise
-        from tidal.backends.kubernetes.presets import preset
         opts = options or RenderOptions(namespace=context.namespace, image=context.image or RenderOptions.image,
-                                        labels=preset(context.provider),
+                                        labels=context.node_labels(),
                                         prestop_exec=render.prestop_exec_for(version))
         return cls(api, context.namespace, spec_of, opts, owns_api=True)
 
@@ -126,7 +125,7 @@ class KubernetesBackend:
         labels = node.metadata.labels or {}
         names = self.opts.labels
         value = labels.get(names.capacity_label)
-        if value == names.spot_value:
+        if value in names.spot_values:
             billing = "spot"
         elif value == names.on_demand_value or (not names.on_demand_value and value is None):
             billing = "on-demand"

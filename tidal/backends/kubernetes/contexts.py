@@ -10,12 +10,15 @@ import json
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tidal.errors import NotFound, UserError
 from tidal.files import write_private
+
+if TYPE_CHECKING:
+    from tidal.backends.kubernetes.render import NodeLabels
 
 LOCAL = "local"
 CONTEXT_ENV = "TIDAL_CONTEXT"
@@ -36,13 +39,29 @@ class Context(BaseModel):
     namespace: str = ""
     image: str = ""            # the image that runs `tidal model-server` in the cluster
     provider: str = "karpenter"  # a preset in tidal.backends.kubernetes.presets: how nodes say spot or on-demand
+    # The custom provider's own label, values and spot taint (KEY=VALUE:EFFECT); empty for the presets.
+    capacity_label: str = ""
+    spot_value: str = ""
+    on_demand_value: str = ""
+    spot_taint: str = ""
 
-    @field_validator("provider")
-    @classmethod
-    def _provider(cls, v: str) -> str:
-        from tidal.backends.kubernetes.presets import preset
-        preset(v)
-        return v
+    @model_validator(mode="after")
+    def _provider(self) -> "Context":
+        from tidal.backends.kubernetes.presets import CUSTOM, preset
+        if self.provider != CUSTOM:
+            preset(self.provider)
+            if self.capacity_label or self.spot_value or self.on_demand_value or self.spot_taint:
+                raise ValueError(f"provider {self.provider} is a preset: --capacity-label, --spot-value, "
+                                 f"--on-demand-value and --spot-taint are for --provider custom")
+        self.node_labels()
+        return self
+
+    def node_labels(self) -> "NodeLabels":
+        """How this cluster's nodes say spot or on-demand: the provider's preset, or the custom label."""
+        from tidal.backends.kubernetes.presets import CUSTOM, custom, preset
+        if self.provider == CUSTOM:
+            return custom(self.capacity_label, self.spot_value, self.on_demand_value, self.spot_taint)
+        return preset(self.provider)
 
     @property
     def is_kubernetes(self) -> bool:

@@ -57,6 +57,8 @@ class ControlPlaneOptions:
     image: str = "tidal:latest"
     image_pull_policy: str = "IfNotPresent"
     provider: str = "karpenter"
+    # provider custom: the context's capacity_label, spot_value, on_demand_value and spot_taint
+    custom_labels: dict[str, str] = field(default_factory=dict)
     replicas: int = 1                         # 2: a warm standby that waits for the Lease
     lease_name: str = DEFAULT_LEASE
     lease_seconds: float = 15.0
@@ -103,7 +105,7 @@ def contexts_file(opts: ControlPlaneOptions) -> str:
     """contexts.json as `tidal context` writes it: one Kubernetes context, no kubeconfig (the service account)."""
     return json.dumps({"current": CONTEXT, "contexts": [{
         "name": CONTEXT, "kind": "kubernetes", "kubeconfig": "", "kube_context": "", "namespace": opts.namespace,
-        "image": opts.image, "provider": opts.provider}]}, indent=2) + "\n"
+        "image": opts.image, "provider": opts.provider, **opts.custom_labels}]}, indent=2) + "\n"
 
 
 def deployment(opts: ControlPlaneOptions) -> dict:

@@ -59,7 +59,7 @@ class NodeView:
 
 def billing_of(labels: Mapping[str, str], names: NodeLabels) -> str:
     value = labels.get(names.capacity_label)
-    if value == names.spot_value:
+    if value in names.spot_values:
         return Billing.SPOT
     if value == names.on_demand_value or (not names.on_demand_value and value is None):
         return Billing.ON_DEMAND

@@ -35,6 +35,11 @@ class NodeLabels:
     on_demand_value: str = "on-demand"     # "": on-demand nodes carry no such label (matched as "not spot")
     zone_label: str = ZONE_LABEL
     spot_taints: tuple[dict, ...] = ()  # tolerations spot pods need, e.g. AKS's scalesetpriority=spot:NoSchedule
+    also_spot: tuple[str, ...] = ()     # further values that mean spot (ACK has two spot strategies)
+
+    @property
+    def spot_values(self) -> tuple[str, ...]:
+        return (self.spot_value, *self.also_spot)
 
 
 @dataclass(frozen=True)
@@ -239,11 +244,11 @@ def pod_spec(spec: ServiceSpec, opts: RenderOptions, config: str | None, placeme
 
 def placement_terms(placement: Placement, labels: NodeLabels) -> list[dict]:
     if placement.billing == "spot":
-        terms = [{"key": labels.capacity_label, "operator": "In", "values": [labels.spot_value]}]
+        terms = [{"key": labels.capacity_label, "operator": "In", "values": list(labels.spot_values)}]
     elif labels.on_demand_value:
         terms = [{"key": labels.capacity_label, "operator": "In", "values": [labels.on_demand_value]}]
     else:  # NotIn also matches nodes without the label, which is how these providers mark on-demand ones
-        terms = [{"key": labels.capacity_label, "operator": "NotIn", "values": [labels.spot_value]}]
+        terms = [{"key": labels.capacity_label, "operator": "NotIn", "values": list(labels.spot_values)}]
     if placement.zone:
         terms.append({"key": labels.zone_label, "operator": "In", "values": [placement.zone]})
     return terms

@@ -16,7 +16,6 @@ from tidal.backends.kubernetes.client import api_client, check_access
 from tidal.backends.kubernetes.contexts import Context
 from tidal.backends.kubernetes.informer import InformerError
 from tidal.backends.kubernetes.nodes import ClusterNodes, NodeView
-from tidal.backends.kubernetes.presets import preset
 from tidal.backends.kubernetes.provisioner import KubernetesProvisioner, cluster_catalog
 from tidal.backends.kubernetes.render import NodeLabels, RenderOptions, prestop_exec_for
 from tidal.backends.kubernetes.state import ClusterStore, StateError
@@ -93,7 +92,7 @@ class Cluster:
 def connect(context: Context, base_catalog: Catalog) -> Cluster:
     if not context.is_kubernetes:
         raise UserError(f"context {context.name} is not a Kubernetes context")
-    names = preset(context.provider)
+    names = context.node_labels()
     try:
         import kubernetes  # noqa: F401 - an optional dependency
     except ImportError:
