@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from tidal.autoscaling import burst as burst_mode  # noqa: E402
 from tidal.autoscaling.hpa import HPAState, decide as hpa_decide  # noqa: E402
 from tidal.autoscaling.metrics import Metrics  # noqa: E402
-from tidal.autoscaling.spec import parse_hpa  # noqa: E402
+from tidal.autoscaling.hpafile import parse_hpa  # noqa: E402
 from tidal.gateway import Gateway  # noqa: E402
 from tidal.gateway.config import ReplicaEndpoint  # noqa: E402
 from tidal.http.client import HttpClient  # noqa: E402

@@ -11,7 +11,8 @@ import yaml
 from tidal.autoscaling.burst import BurstState, decide, initial_state, overlay, qps_target
 from tidal.autoscaling.hpa import HPAState, decide as hpa_decide
 from tidal.autoscaling.metrics import Metrics
-from tidal.autoscaling.spec import BurstSettings, parse_hpa
+from tidal.autoscaling.spec import BurstSettings
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.clock import FakeClock
 
 NOW = FakeClock().now()

@@ -9,7 +9,8 @@ import pytest
 
 from tidal.autoscaling.hpa import HPAState, ScaleEvent, TimestampedRecommendation, decide
 from tidal.autoscaling.metrics import Metrics, PodInfo, PodMetric, ready_pods
-from tidal.autoscaling.spec import HPASpec, parse_hpa
+from tidal.autoscaling.spec import HPASpec
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.clock import FakeClock
 
 NOW = FakeClock().now()

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from tidal.autoscaling.hpa import HPAState, decide
 from tidal.autoscaling.metrics import Metrics
-from tidal.autoscaling.spec import parse_hpa
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.clock import FakeClock
 
 loads = st.lists(st.floats(min_value=0, max_value=500, allow_nan=False), min_size=1, max_size=40)

@@ -6,7 +6,7 @@ import pytest
 
 from tidal.autoscaling import forecast
 from tidal.autoscaling.schedule import floor, parse_schedule, parse_window
-from tidal.autoscaling.spec import parse_hpa
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.errors import InvalidArgument
 
 

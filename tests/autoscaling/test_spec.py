@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tidal.autoscaling.quantity import milli_of, parse_quantity
-from tidal.autoscaling.spec import HPASpec, LabelSelector, MetricIdentifier, parse_hpa, qps_service
+from tidal.autoscaling.spec import HPASpec, LabelSelector, MetricIdentifier, qps_service
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.errors import InvalidArgument
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"

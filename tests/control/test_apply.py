@@ -6,7 +6,7 @@ import yaml
 
 from tidal.commands.apply import bind, load_documents
 from tidal.commands.autoscale import hpa_document
-from tidal.autoscaling.spec import parse_hpa
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.errors import UserError
 
 from ..conftest import REPO_ROOT

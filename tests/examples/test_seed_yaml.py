@@ -44,7 +44,7 @@ def test_verbatim_from_seed(name):
 
 
 def test_hpa_versions_mean_the_same():
-    from tidal.autoscaling.spec import parse_hpa
+    from tidal.autoscaling.hpafile import parse_hpa
 
     specs = {name: parse_hpa(_load_all(name)[0]) for name in ("hpa.yaml", "hpa-v2beta2.yaml", "hpa-v2.yaml")}
     assert specs["hpa.yaml"] == specs["hpa-v2beta2.yaml"] == specs["hpa-v2.yaml"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tidal.autoscaling.spec import parse_hpa
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.backends.kubernetes import render
 from tidal.backends.kubernetes.render import NodeLabels, Placement, RenderOptions
 from tidal.spec import ServiceSpec

@@ -17,7 +17,7 @@ it only raises the HPA's minimum, so the reactive rule still scales up on surpri
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter

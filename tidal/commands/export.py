@@ -72,7 +72,7 @@ def _service_spec(data: dict, where: str):
 
 
 def _hpa(document: dict, where: str):
-    from tidal.autoscaling.spec import parse_hpa
+    from tidal.autoscaling.hpafile import parse_hpa
     from tidal.errors import InvalidArgument
     try:
         return parse_hpa(document)

@@ -194,7 +194,7 @@ class Operations:
 
     # -- autoscalers
     def set_autoscaler(self, name: str, request: HpaRequest | Mapping[str, Any]) -> Done:
-        from tidal.autoscaling.spec import parse_hpa
+        from tidal.autoscaling.hpafile import parse_hpa
         req = request if isinstance(request, HpaRequest) else decode(HpaRequest, request)
         self.store.get_service(name)
         spec = parse_hpa(req.document)
@@ -204,7 +204,7 @@ class Operations:
         return Done(name, f"{name}: {spec.min_replicas} to {spec.max_replicas} replicas")
 
     def apply_hpa(self, request: HpaRequest | Mapping[str, Any]) -> HpaBound:
-        from tidal.autoscaling.spec import parse_hpa
+        from tidal.autoscaling.hpafile import parse_hpa
         req = request if isinstance(request, HpaRequest) else decode(HpaRequest, request)
         spec = parse_hpa(req.document)
         target = spec.scale_target_ref.name

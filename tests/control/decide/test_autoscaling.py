@@ -114,7 +114,7 @@ def test_burst_mode_without_a_qps_average_value_says_so_once():
 
 
 def test_windows_are_read_in_real_seconds():
-    from tidal.autoscaling.spec import parse_hpa
+    from tidal.autoscaling.hpafile import parse_hpa
     assert autoscaling.windows(parse_hpa(HPA), 30.0, lambda s: s / 20) == [1.5]
     assert autoscaling.windows(parse_hpa(BURST), 30.0, lambda s: s) == [30.0, 60.0, 6.0]
     assert isinstance(AutoscalerMemory().hpa.recommendations, tuple)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tidal.autoscaling.spec import parse_hpa
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.control.commands import Route, SaveAutoscaler, SetDesired
 from tidal.control.decide import autoscaling, routing, zero
 from tidal.control.decide.zero import Activity, ZeroMemory

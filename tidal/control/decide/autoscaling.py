@@ -25,7 +25,8 @@ from tidal.autoscaling import burst, forecast, schedule
 from tidal.autoscaling.hpa import Recommendation, decide as hpa_decide
 from tidal.autoscaling.metrics import Metrics
 from tidal.autoscaling.signals import gateway_values, metrics_for, replica_metrics, uses_gateway_signals
-from tidal.autoscaling.spec import HPASpec, parse_hpa, qps_service
+from tidal.autoscaling.spec import HPASpec, qps_service
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.gateway.metrics import GatewaySignals
 from tidal.control.commands import Command, Event, Note, SaveAutoscaler, SetDesired
 from tidal.control.decide.zero import floor_of_one

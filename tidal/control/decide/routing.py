@@ -14,7 +14,7 @@ rollout's weights and mirror (tidal.control.releases) as its split.
 
 from __future__ import annotations
 
-from tidal.autoscaling.spec import parse_hpa
+from tidal.autoscaling.hpafile import parse_hpa
 from tidal.control.commands import Command, Endpoint, Route, Unroute
 from tidal.control.snapshot import Snapshot
 from tidal.gateway.config import QueueSettings, ReleaseSplit
