@@ -253,7 +253,7 @@ def plot(result: dict, path: Path) -> None:
         b.bar(x, vals, bottom=bottom, label=bill)
         bottom = [p + v for p, v in zip(bottom, vals)]
     for i, m in enumerate(result["modes"]):
-        b.text(i, bottom[i], f"{m['within_200ms_pct']:.1f}% <200ms\nlost {m['lost']}", ha="center", va="bottom",
+        b.text(i, bottom[i], f"{m['within_200ms_pct']:.2f}% <200ms\nlost {m['lost']}", ha="center", va="bottom",
                fontsize=8)
     b.set_xticks(list(x), modes)
     b.set_ylabel("replica-hours")
