@@ -42,7 +42,7 @@ def main() -> int:
             _replace(_builder("sentiment_tf").build(Path(tmp) / "tf", SENTIMENT_VERSION), TARGET / "sentiment_tf")
         else:
             print("TensorFlow is not installed: tidal/samples/sentiment_tf left as it is", file=sys.stderr)
-    shutil.copyfile(HERE / "seed" / "hpa.yaml", TARGET / "hpa.yaml")
+    shutil.copyfile(HERE / "reference-procedure" / "hpa.yaml", TARGET / "hpa.yaml")
     return 0
 
 

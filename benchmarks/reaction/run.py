@@ -149,7 +149,7 @@ async def burst_controller(gateway: Gateway, spec, service: str, step_at: float,
 
 
 async def run(services: int, warmup: float, after: float, stagger: float) -> dict:
-    spec = parse_hpa(yaml.safe_load((REPO / "examples" / "seed" / "hpa.yaml").read_text()))
+    spec = parse_hpa(yaml.safe_load((REPO / "examples" / "reference-procedure" / "hpa.yaml").read_text()))
     replica = HttpServer(replica_handler, "127.0.0.1", 0)
     await replica.start()
     gateway = Gateway("127.0.0.1", 0)

@@ -95,12 +95,12 @@ def test_restart_with_several_replicas_starts_in_panic():
 
 
 def test_qps_target_of_the_seed_hpa():
-    seed = Path(__file__).resolve().parents[2] / "examples" / "seed" / "hpa.yaml"
+    seed = Path(__file__).resolve().parents[2] / "examples" / "reference-procedure" / "hpa.yaml"
     assert qps_target(parse_hpa(yaml.safe_load(seed.read_text()))) == 10.0
 
 
 def test_overlay_raises_hpa_while_panicking_and_waits_for_a_fresh_hpa_sync():
-    seed = parse_hpa(yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "seed" / "hpa.yaml").read_text()))
+    seed = parse_hpa(yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "reference-procedure" / "hpa.yaml").read_text()))
     hpa_rec, _ = hpa_decide(seed, Metrics(external={"sls_ingress_qps": 2}), HPAState(), 1, NOW)
     panic, _ = decide(ON, TARGET, 3, 40, 1, BurstState(), NOW)
     # panicking at ceil(40 / 10) = 4 > HPA's 1 -> 4

@@ -14,12 +14,12 @@ from tidal.autoscaling.spec import HPASpec, LabelSelector, MetricIdentifier, qps
 from tidal.autoscaling.hpafile import parse_hpa
 from tidal.errors import InvalidArgument
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
+REFERENCE = Path(__file__).resolve().parents[2] / "examples" / "reference-procedure"
 ROUTE = "default-bert-tfserving-202107141745-tensorflow-serving-8501"
 
 
 def load(name: str) -> dict:
-    return yaml.safe_load((SEED / name).read_text())
+    return yaml.safe_load((REFERENCE / name).read_text())
 
 
 def v2(spec: dict, api: str = "autoscaling/v2", **metadata) -> dict:

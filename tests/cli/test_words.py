@@ -96,7 +96,7 @@ def test_machine_paths_are_caught(text, hits):
 def test_the_walk_covers_the_shipped_text():
     rels = {p.relative_to(REPO).as_posix() for p in shipped_files()}
     for expected in ("README.md", "docs/capacity-policy.md", "tidal/cli.py", "benchmarks/RESULTS.md",
-                     "examples/README.md", "examples/seed/hpa-v2.yaml", "tidal/console/static/index.html"):
+                     "examples/README.md", "examples/reference-procedure/hpa-v2.yaml", "tidal/console/static/index.html"):
         assert expected in rels
     assert "tidal/console/static/app.js" not in rels
 

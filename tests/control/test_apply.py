@@ -11,11 +11,11 @@ from tidal.errors import UserError
 
 from ..conftest import REPO_ROOT
 
-SEED_PVC = REPO_ROOT / "examples" / "seed" / "pvc.yaml"
+REFERENCE_PVC = REPO_ROOT / "examples" / "reference-procedure" / "pvc.yaml"
 
 
 def seed_docs(**subs):
-    text = SEED_PVC.read_text()
+    text = REFERENCE_PVC.read_text()
     for k, v in subs.items():
         text = text.replace(k, v)
     return [d for d in yaml.safe_load_all(text) if d]

@@ -131,7 +131,7 @@ def test_reference_procedure_end_to_end(home, tmp_path, sentiment_base):
           "--max", "10", "--scale-in-after", "60", "--notice", "120")
 
     # Step 3: the reference procedure's pvc.yaml with real-looking keys: they go to the 0600 secret store only.
-    pvc = (REPO_ROOT / "examples" / "seed" / "pvc.yaml").read_text()
+    pvc = (REPO_ROOT / "examples" / "reference-procedure" / "pvc.yaml").read_text()
     pvc = (pvc.replace("<Your Bucket>", "seed-bucket").replace("<Your oss url>", "oss-cn-hangzhou.aliyuncs.com")
            .replace("<Your Access Key Id>", "LTAIkeyid0123456789").replace("<Your Access Key Secret>", "SeCrEt0123456789xyz"))
     (tmp_path / "pvc.yaml").write_text(pvc)
@@ -162,7 +162,7 @@ def test_reference_procedure_end_to_end(home, tmp_path, sentiment_base):
     assert [s["name"] for s in listed] == ["bert-tfserving"]
 
     # Step 5: the reference procedure's hpa.yaml, verbatim.
-    tidal(home, "apply", "-f", str(REPO_ROOT / "examples" / "seed" / "hpa.yaml"))
+    tidal(home, "apply", "-f", str(REPO_ROOT / "examples" / "reference-procedure" / "hpa.yaml"))
 
     # Step 8: load (real `tidal bench`, open loop), one spot node preempted under it.
     endpoint = svc["endpoint"]

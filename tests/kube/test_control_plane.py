@@ -152,7 +152,7 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
               "--multi-zone", "cost-optimized", "--spot-pools", "2", "--instance-types", GPU_TYPE,
               "--max", "10", "--scale-in-after", "60", "--notice", "120")
         # Step 3: pvc.yaml, in the cluster (the PVC the pods mount) and in Tidal (the volume's keys).
-        pvc = (REPO_ROOT / "examples" / "seed" / "pvc.yaml").read_text()
+        pvc = (REPO_ROOT / "examples" / "reference-procedure" / "pvc.yaml").read_text()
         pvc = (pvc.replace("<Your Bucket>", "seed-bucket").replace("<Your oss url>", "oss-cn-hangzhou.aliyuncs.com")
                .replace("<Your Access Key Id>", "LTAIkeyid0123456789")
                .replace("<Your Access Key Secret>", "SeCrEt0123456789xyz"))
@@ -183,7 +183,7 @@ def test_reference_procedure_on_kubernetes(cluster, tmp_path):
 
         # Step 5: the reference procedure's hpa.yaml, verbatim; then (no load reaches kwok's pods) its floor at
         # what 55 QPS at a target of 10 would ask, with the same autoscaler through `tidal autoscale`.
-        tidal("apply", "-f", str(REPO_ROOT / "examples" / "seed" / "hpa.yaml"))
+        tidal("apply", "-f", str(REPO_ROOT / "examples" / "reference-procedure" / "hpa.yaml"))
         tidal("autoscale", "bert-tfserving", "--min", "6", "--max", "10", "--target-qps", "10")
         od, spot = split(6, EssParams(on_demand_percentage=30))
         wait_for("6 pods Ready in the 30% on-demand mix", lambda: billing_counts(core, ns) ==

@@ -89,7 +89,7 @@ def test_a_service_s_life_with_the_exported_rbac(kube_cluster, namespace, accoun
               "0", "--compensate-with-on-demand", "--instance-types", GPU_TYPE, "--zones", "zone-a", "--max", "5",
               "--notice", "120")
         # the volume's keys become a Secret the control plane writes (and may never read back)
-        pvc = (REPO_ROOT / "examples" / "seed" / "pvc.yaml").read_text()
+        pvc = (REPO_ROOT / "examples" / "reference-procedure" / "pvc.yaml").read_text()
         pvc = (pvc.replace("<Your Bucket>", "rbac-bucket").replace("<Your oss url>", "oss-cn-hangzhou.aliyuncs.com")
                .replace("<Your Access Key Id>", "LTAIrbac0123456789").replace("<Your Access Key Secret>", SECRET)
                .replace("name: model-pvc", "name: rbac-pvc").replace("claimName: model-pvc", "claimName: rbac-pvc"))

@@ -19,7 +19,7 @@ def _answers(model_path, texts):
 
 def test_shipped_hpa_is_the_reference_procedures():
     with hpa_yaml() as path:
-        assert path.read_bytes() == (EXAMPLES_DIR / "seed" / "hpa.yaml").read_bytes()
+        assert path.read_bytes() == (EXAMPLES_DIR / "reference-procedure" / "hpa.yaml").read_bytes()
 
 
 def test_shipped_onnx_model_answers_as_a_fresh_build(sentiment_base, tmp_path):

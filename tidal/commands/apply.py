@@ -12,8 +12,8 @@ from tidal.commands.volume import credentials_from_env
 from tidal.errors import UserError
 
 EXAMPLE = """examples (the reference procedure's files):
-  tidal apply -f examples/seed/pvc.yaml     # OSS CSI volume -> oss://bucket (akId/akSecret to the secret store)
-  tidal apply -f examples/seed/hpa.yaml     # the HPA on sls_ingress_qps, target 10 per replica, 1 to 10
+  tidal apply -f examples/reference-procedure/pvc.yaml     # OSS CSI volume -> oss://bucket (akId/akSecret to the secret store)
+  tidal apply -f examples/reference-procedure/hpa.yaml     # the HPA on sls_ingress_qps, target 10 per replica, 1 to 10
 """
 
 OSS_DRIVERS = ("ossplugin.csi.alibabacloud.com",)

@@ -1,4 +1,4 @@
-"""Checks the reference procedure's YAML files in examples/seed: verbatim copies of its text, and the HPA in three
+"""Checks the reference procedure's YAML files in examples/reference-procedure: verbatim copies of its text, and the HPA in three
 API versions meaning the same."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import yaml
 
 from tests.conftest import EXAMPLES_DIR
 
-SEED_DIR = EXAMPLES_DIR / "seed"
+REFERENCE_DIR = EXAMPLES_DIR / "reference-procedure"
 # sha256 of the reference procedure's YAML blocks (dedented, its `//` comments made `#`), taken from its text when
 # the files were copied; the text is not part of the repository, so the test pins the digests instead of reading it.
 VERBATIM = {
@@ -20,11 +20,11 @@ VERBATIM = {
 
 
 def _load_all(name: str) -> list[dict]:
-    return list(yaml.safe_load_all((SEED_DIR / name).read_text(encoding="utf-8")))
+    return list(yaml.safe_load_all((REFERENCE_DIR / name).read_text(encoding="utf-8")))
 
 
 def test_all_files_parse():
-    for path in sorted(SEED_DIR.glob("*.yaml")):
+    for path in sorted(REFERENCE_DIR.glob("*.yaml")):
         documents = _load_all(path.name)
         assert documents and all(isinstance(d, dict) and "apiVersion" in d and "kind" in d for d in documents), path
 
@@ -39,8 +39,8 @@ def test_pvc_documents():
 
 
 @pytest.mark.parametrize("name", sorted(VERBATIM))
-def test_verbatim_from_seed(name):
-    assert hashlib.sha256((SEED_DIR / name).read_bytes()).hexdigest() == VERBATIM[name]
+def test_verbatim_from_the_reference_procedure(name):
+    assert hashlib.sha256((REFERENCE_DIR / name).read_bytes()).hexdigest() == VERBATIM[name]
 
 
 def test_hpa_versions_mean_the_same():
