@@ -7,4 +7,6 @@ export TIDAL_EXTRAS="${TIDAL_EXTRAS:-dev,tensorflow}"
 source "$root/scripts/bootstrap.sh"
 source "$root/scripts/system-deps.sh"
 cd "$root"
-exec python -m pytest "$@"
+# Test files spread over the machine's cores (pytest-xdist; one file's tests stay on one worker, so its
+# fixtures are built once); TIDAL_TEST_WORKERS=0 runs everything in this process.
+exec python -m pytest -n "${TIDAL_TEST_WORKERS:-auto}" --dist loadfile "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +12,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO_ROOT / "examples"
+
+
+def pytest_configure(config) -> None:
+    """Child processes get Ctrl-C as a user's would: pytest-xdist's workers ignore SIGINT, and an ignored signal
+    stays ignored across exec, so a `tidal ... --watch` started by a test would never see the test's SIGINT."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def load_example(name: str) -> ModuleType:
