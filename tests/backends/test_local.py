@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tidal.backends.base import CapacityUnavailable, NodeLaunch, ReplicaLaunch, ReplicaPhase
-from tidal.backends.local import LocalBackend, SpotTraceReplay, proc_environ
+from tidal.backends.local import LocalBackend, SpotTraceReplay, free_port, proc_environ
 
 
 @pytest.fixture
@@ -215,3 +215,16 @@ def test_a_ready_replica_says_which_engine_serves_its_model(tmp_path):
         for proc in list(b._children.values()):
             proc.kill()
             proc.wait()
+
+
+def test_replica_ports_are_drawn_below_the_ephemeral_range():
+    """Between the draw and the replica's bind, another process's outgoing connection or bind to port 0 can take a
+    port of the ephemeral range, never one below it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    if low <= 21024:
+        pytest.skip(f"this machine's ephemeral range starts at {low}: no room below it")
+    assert all(20000 <= p < low for p in ports) and len(ports) > 40
+    import socket
+    with socket.socket() as s:  # free when drawn
+        s.bind(("127.0.0.1", ports.pop()))

@@ -226,8 +226,14 @@ def test_down_stops_the_gateway_with_or_without_a_control_plane(deployment):
     wait_for("the replicas exit after down", lambda: not our_processes(home), 30)
     assert not (home / "run" / "gateway.json").exists()
     tidal(home, "up")
-    assert [e["kind"] for e in tidal_json(home, "events", "--limit", "5") if e["kind"].startswith("Gateway")][-1] \
-        == "GatewayStarted"  # a fresh start after `down`, not a restart
+
+    def gateway_events() -> list[str]:
+        return [e["kind"] for e in tidal_json(home, "events", "--limit", "50") if e["kind"].startswith("Gateway")]
+
+    before = len(gateway_events())
+    wait_for("the new control plane records its gateway", lambda: len(gateway_events()) > before or
+             gateway_events()[-1:] == ["GatewayStarted"], 30)
+    assert gateway_events()[-1] == "GatewayStarted"  # a fresh start after `down`, not a restart
     # Without one (killed outright): `down` still stops the gateway it left serving.
     addr = json.loads((home / "address.json").read_text())
     gateway_pid = tidal_json(home, "top")["gateway"]["pid"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -28,7 +29,31 @@ REPLICA_ENV = "TIDAL_REPLICA_ID"
 HOME_ENV = "TIDAL_HOME"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+# Replica ports are drawn below the kernel's ephemeral range: the port is free when drawn and bound by the
+# replica a second later, and in between any process's outgoing connection or bind to port 0 may take a port
+# of the ephemeral range (then the replica cannot bind and exits). Below it, only an explicit bind can.
+_PORTS_FROM = 20000
+_draw = random.Random()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 64) -> int:
+    """A port free on `host` now, below the ephemeral range where the machine has room there."""
+    low = _ephemeral_low()
+    for _ in range(tries if low > _PORTS_FROM + 1024 else 0):
+        port = _draw.randrange(_PORTS_FROM, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -143,6 +168,7 @@ class LocalBackend:
         self.nodes: dict[str, NodeLaunch] = {}
         self.traces: dict[str, SpotTraceReplay] = {}
         self._children: dict[int, subprocess.Popen] = {}
+        self._child_replica: dict[int, str] = {}  # pid -> the replica it was started (or taken) for
         self._client = HttpClient(connect_timeout=0.5, max_idle_per_host=2)
         self._gpu_slots: dict[str, list[int]] = {}
         self._next_gpu = 0
@@ -226,6 +252,7 @@ class LocalBackend:
                                         env=env, start_new_session=True, close_fds=True)
         with self._lock:
             self._children[proc.pid] = proc
+            self._child_replica[proc.pid] = launch.replica
         start = proc_start_time(proc.pid) or 0
         ref = {"pid": proc.pid, "proc_start": start, "port": port, "grpc_port": grpc_port, "model": launch.model_name}
         if proc.args[3:4] == ["tidal.server.warm"]:
@@ -301,6 +328,7 @@ class LocalBackend:
         if proc is not None and proc.poll() is not None:
             with self._lock:
                 self._children.pop(pid, None)
+                self._child_replica.pop(pid, None)
 
     def _kill(self, pid: int) -> None:
         try:
@@ -316,9 +344,14 @@ class LocalBackend:
             return False
         with self._lock:
             proc = self._children.get(pid)
-        if proc is not None and proc.poll() is not None:
-            self._reap(pid)
-            return False
+        if proc is not None:
+            if proc.poll() is not None:
+                self._reap(pid)
+                return False
+            # Our own child, not reaped: its pid is no one else's. (Its environ file is not a proof here: just
+            # after exec, before the kernel has set the new program's environment up, it reads empty.)
+            return self._child_replica.get(pid) == replica and \
+                (not ref.get("proc_start") or proc_start_time(pid) == ref["proc_start"])
         start = proc_start_time(pid)
         if start is None or (ref.get("proc_start") and start != ref["proc_start"]):
             return False
