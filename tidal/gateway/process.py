@@ -8,6 +8,8 @@ the listening socket (SCM_RIGHTS); if the control plane goes first it exits. Tak
 from a gateway that died then costs milliseconds, not an interpreter's start. Once active
 it loads the routes file first, so it serves at once, with or without a control plane.
 With `--workers N` it coordinates N - 1 more processes on the same port (`tidal.gateway.workers`).
+With `--engine edge` it serves a private port instead and coordinates one `tidal-edge` process that
+serves the port with N threads (`tidal.gateway.edge`).
 SIGTERM drains the requests in flight (its workers' too), then it exits 0.
 """
 
@@ -37,22 +39,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--routes-file", required=True, help="the routes last given: read at start, rewritten on change")
     p.add_argument("--exit-file", help="where to say why it exits (its supervisor may not be its parent)")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT)")
+                   help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT); "
+                        "with --engine edge, the edge's threads")
+    p.add_argument("--engine", choices=("python", "edge"), default="python",
+                   help="what serves the port: this process (and its workers), or the compiled edge in front of it")
     return p.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace, token: str) -> str:
     from tidal.gateway.control import ControlEndpoints, apply_routes, load_routes
+    from tidal.gateway.coordinator import Coordinator
     from tidal.gateway.proxy import Gateway
 
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    edge = args.engine == "edge"
+    public = None  # with the edge: the port it serves; this process serves a private one
+    if edge:
+        public = sock if sock is not None else socket.create_server((args.host, args.port), backlog=4096)
+        sock = None
     routes_file = Path(args.routes_file)
     services = load_routes(routes_file)
     started = time.time()
     front = None  # the control endpoints, or the coordinator in front of them when there are workers
     pool = None
-    gw = Gateway(args.host, sock.getsockname()[1] if sock else args.port, sock=sock,
-                 admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token))
+    gw = Gateway("127.0.0.1" if edge else args.host, 0 if edge else sock.getsockname()[1] if sock else args.port,
+                 sock=sock, admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token))
     try:
         apply_routes(gw, {}, services)
     except Exception as exc:  # a damaged file must not keep the gateway down: the control plane sends them again
@@ -65,7 +76,10 @@ async def serve(args: argparse.Namespace, token: str) -> str:
         "started_at": started, "port": gw.port, "workers": [os.getpid(), *(pool.pids() if pool else ())]})
     await gw.start()
     admin_server = None
-    if args.workers > 1:
+    if edge:
+        pool = await _edge(args, gw, endpoints, public)
+        front = Coordinator(endpoints, pool, token)
+    elif args.workers > 1:
         from tidal.gateway.coordinator import Coordinator
         admin_server, pool = await _workers(args, gw, endpoints)
         # In front before any worker starts: a route update from here on reaches the workers started so far,
@@ -110,6 +124,19 @@ async def _workers(args: argparse.Namespace, gw, endpoints):
     pool = WorkerPool(args.workers - 1, gw._server._server.sockets[0], lambda: list(endpoints.current.values()),
                       admin_port=admin.port, token_file=args.token_file, host=args.host)
     return admin, pool
+
+
+async def _edge(args: argparse.Namespace, gw, endpoints, public: socket.socket):
+    """Start `tidal-edge` on the public socket, in front of this process's private port (`gw`'s)."""
+    from tidal.gateway.edge import require_edge
+    from tidal.gateway.workers import WorkerPool
+    private_port = gw.port
+    gw.host, gw.port = args.host, public.getsockname()[1]  # what the gateway is reached at, for its answers
+    pool = WorkerPool(1, public, lambda: list(endpoints.current.values()), admin_port=private_port,
+                      token_file=args.token_file, host=args.host,
+                      edge=(str(require_edge()), args.workers, gw.settings))
+    await pool.start()
+    return pool
 
 
 def _waker(token_file: Path, token: str):
@@ -190,8 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     # Imported before waiting, so that taking over is quick.
     import tidal.gateway.control  # noqa: F401
     import tidal.gateway.proxy  # noqa: F401
-    if args.workers > 1:
-        import tidal.gateway.coordinator  # noqa: F401
+    import tidal.gateway.coordinator  # noqa: F401
+    if args.engine == "edge":
+        from tidal.errors import UserError
+        from tidal.gateway.edge import require_edge
+        try:
+            require_edge()
+        except UserError as exc:
+            print(f"tidal gateway: error: {exc}", file=sys.stderr)
+            _say_why(args.exit_file, f"exited with status 2: {exc}")
+            return 2
     if args.activate_fd is not None:
         args.listen_fd = _await_activation(args.activate_fd)
         if args.listen_fd is None:
