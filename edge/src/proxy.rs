@@ -90,10 +90,16 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>, peer: SocketAddr) ->
     let limit = st.settings.max_body_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return error(413, &format!("request body larger than the limit of {limit} bytes"));
+        Err(e) => {
+            // The rest of the connection cannot be read as requests: answer, then close it.
+            let mut resp = if e.downcast_ref::<LengthLimitError>().is_some() {
+                error(413, &format!("request body larger than the limit of {limit} bytes"))
+            } else {
+                error(400, &format!("malformed HTTP request body: {e}"))
+            };
+            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            return resp;
         }
-        Err(e) => return error(400, &format!("malformed HTTP request body: {e}")),
     };
     match route {
         Some((svc, up)) => forward(&st, svc, &up, &parts, body, peer).await,
