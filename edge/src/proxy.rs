@@ -10,12 +10,13 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
-use hyper::http::{request, response};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
+use hyper::http::request;
 use hyper::{Method, Request, Response};
 
+use crate::client::{Answer, Fail, Upstream};
 use crate::counters::monotonic;
-use crate::table::{eject_seconds, pick, Pool, Replica, Service, ServiceCounters, Settings, Table};
+use crate::table::{eject_seconds, pick, Replica, Service, ServiceCounters, Settings, Table};
 
 pub type Resp = Response<Full<Bytes>>;
 
@@ -32,8 +33,7 @@ pub struct State {
     pub settings: Settings,
     pub table: ArcSwap<Table>,
     /// The coordinator's private port: `/-/` paths and every request the edge does not answer itself.
-    pub admin: Pool,
-    pub admin_base: String,
+    pub admin: Upstream,
     pub id_prefix: String,
     pub ids: AtomicU64,
 }
@@ -107,8 +107,9 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>, peer: SocketAddr) ->
     }
 }
 
-/// The headers sent on: the client's, less hop-by-hop ones, with X-Forwarded-For and X-Request-Id (`_encode`).
-fn upstream_headers(st: &State, parts: &request::Parts, peer: SocketAddr) -> HeaderMap {
+/// The request as sent on, encoded once: the client's headers less hop-by-hop ones, with X-Forwarded-For,
+/// X-Request-Id and Content-Length, then the body (`Gateway._encode`).
+fn encode(st: &State, parts: &request::Parts, path: &str, body: &Bytes, peer: SocketAddr) -> Vec<u8> {
     let named: Vec<String> = parts
         .headers
         .get_all(CONNECTION)
@@ -116,78 +117,56 @@ fn upstream_headers(st: &State, parts: &request::Parts, peer: SocketAddr) -> Hea
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
         .collect();
-    let mut xff = peer.ip().to_string();
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = parts.uri.query() {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<Vec<u8>> = None;
     let mut has_id = false;
-    let mut out = HeaderMap::with_capacity(parts.headers.len() + 2);
     for (k, v) in parts.headers.iter() {
         let name = k.as_str();
         if HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name) {
             continue;
         }
         if name == "x-forwarded-for" {
-            xff = format!("{}, {}", String::from_utf8_lossy(v.as_bytes()), xff);
+            xff = Some(v.as_bytes().to_vec());
             continue;
         }
         has_id |= name == "x-request-id";
-        out.append(k.clone(), v.clone());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if !has_id {
-        let id = format!("{}{}", st.id_prefix, st.ids.fetch_add(1, Ordering::Relaxed) + 1);
-        out.insert("x-request-id", HeaderValue::from_str(&id).expect("hex and digits"));
+        let id = st.ids.fetch_add(1, Ordering::Relaxed) + 1;
+        out.extend_from_slice(format!("x-request-id: {}{id}\r\n", st.id_prefix).as_bytes());
     }
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        out.insert("x-forwarded-for", v);
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = xff {
+        out.extend_from_slice(&prev);
+        out.extend_from_slice(b", ");
     }
+    out.extend_from_slice(format!("{}\r\ncontent-length: {}\r\n\r\n", peer.ip(), body.len()).as_bytes());
+    out.extend_from_slice(body);
     out
 }
 
-fn upstream_request(base: &str, parts: &request::Parts, path: &str, headers: &HeaderMap, body: &Bytes)
-    -> Option<Request<Full<Bytes>>> {
-    let uri = match parts.uri.query() {
-        Some(q) => format!("{base}{path}?{q}"),
-        None => format!("{base}{path}"),
-    };
-    let mut req = Request::new(Full::new(body.clone()));
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri.parse().ok()?;
-    *req.headers_mut() = headers.clone();
-    Some(req)
-}
-
-enum Fail {
-    Connect(String), // nothing was sent
-    Lost(String),    // sent; the connection broke before a whole answer came
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        msg = c.to_string();
-        cur = c.source();
-    }
-    msg
-}
-
-/// One exchange, the answer read whole: the client is passed only complete answers.
-async fn send(client: &Pool, req: Request<Full<Bytes>>) -> Result<(response::Parts, Bytes), Fail> {
-    let resp = client.request(req).await.map_err(|e| {
-        if e.is_connect() { Fail::Connect(root_cause(&e)) } else { Fail::Lost(root_cause(&e)) }
-    })?;
-    let (parts, body) = resp.into_parts();
-    match body.collect().await {
-        Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) => Err(Fail::Lost(format!("connection closed while answering: {}", root_cause(&e)))),
-    }
-}
-
-fn response_from(parts: response::Parts, body: Bytes) -> Resp {
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = parts.status;
+fn response_from(up: Answer) -> Resp {
+    let mut resp = Response::new(Full::new(up.body));
+    *resp.status_mut() = hyper::StatusCode::from_u16(up.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();
-    for (k, v) in parts.headers.iter() {
-        if !HOP_BY_HOP.contains(&k.as_str()) {
-            h.append(k.clone(), v.clone());
+    for (k, v) in up.headers {
+        if HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_maybe_shared(v)) {
+            h.append(name, value);
         }
     }
     if !h.contains_key(CONTENT_TYPE) {
@@ -255,7 +234,7 @@ async fn forward(st: &State, svc: Arc<Service>, path: &str, parts: &request::Par
 
 async fn attempts(st: &State, svc: &Service, path: &str, parts: &request::Parts, body: Bytes, peer: SocketAddr,
                   start: f64) -> Resp {
-    let headers = upstream_headers(st, parts, peer);
+    let request = encode(st, parts, path, &body, peer);
     let mut tried: Vec<Arc<Replica>> = Vec::new();
     let mut last_error = String::new();
     for _ in 0..st.settings.max_attempts {
@@ -268,27 +247,24 @@ async fn attempts(st: &State, svc: &Service, path: &str, parts: &request::Parts,
         if !tried.is_empty() {
             lock(&svc.c).metrics.retries += 1;
         }
-        let Some(req) = upstream_request(&r.base, parts, path, &headers, &body) else {
-            return error(400, &format!("cannot forward the request for path {path:?}"));
-        };
         let sent = now;
         let result = {
             let _out = Outstanding::new(&r);
-            tokio::time::timeout(Duration::from_secs_f64(remaining), send(&r.client, req)).await
+            tokio::time::timeout(Duration::from_secs_f64(remaining), r.client.exchange(&request)).await
         };
         match result {
             Err(_) => {
                 lock(&r.c).metrics.observe(504, monotonic() - sent);
                 return deadline(svc);
             }
-            Ok(Ok((up, bytes))) => {
+            Ok(Ok(up)) => {
                 let mut c = lock(&r.c);
                 c.failures = 0;
-                c.metrics.observe(up.status.as_u16(), monotonic() - sent);
+                c.metrics.observe(up.status, monotonic() - sent);
                 drop(c);
-                return response_from(up, bytes);
+                return response_from(up);
             }
-            Ok(Err(Fail::Connect(msg))) => last_error = format!("connect to {}:{} failed: {msg}", r.host, r.port),
+            Ok(Err(Fail::Connect(msg))) => last_error = msg,
             Ok(Err(Fail::Lost(msg))) => {
                 if !retry_safe(&parts.method, path) {
                     lock(&r.c).metrics.observe(502, monotonic() - sent);
@@ -318,11 +294,8 @@ async fn attempts(st: &State, svc: &Service, path: &str, parts: &request::Parts,
 /// A request the edge does not answer goes to the Python gateway, which answers and counts it.
 async fn fallback(st: &State, parts: &request::Parts, body: Bytes, peer: SocketAddr) -> Resp {
     let path = parts.uri.path();
-    let headers = upstream_headers(st, parts, peer);
-    let Some(req) = upstream_request(&st.admin_base, parts, path, &headers, &body) else {
-        return error(400, &format!("cannot forward the request for path {path:?}"));
-    };
-    let exchange = send(&st.admin, req);
+    let request = encode(st, parts, path, &body, peer);
+    let exchange = st.admin.exchange(&request);
     let result = if path.starts_with("/-/") {
         tokio::time::timeout(ADMIN_TIMEOUT, exchange)
             .await
@@ -331,7 +304,7 @@ async fn fallback(st: &State, parts: &request::Parts, body: Bytes, peer: SocketA
         exchange.await // the Python gateway keeps the deadline (and a queue's wait) itself
     };
     match result {
-        Ok((up, bytes)) => response_from(up, bytes),
+        Ok(up) => response_from(up),
         Err(Fail::Connect(m) | Fail::Lost(m)) => error(503, &format!("the gateway's coordinator did not answer: {m}")),
     }
 }

@@ -5,16 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 
+use crate::client::Upstream;
 use crate::counters::{RequestMetrics, Window};
-
-pub type Pool = Client<HttpConnector, Full<Bytes>>;
 
 /// `tidal.gateway.config.GatewaySettings`, as the coordinator dumps it.
 #[derive(Deserialize, Clone, Debug)]
@@ -54,14 +48,8 @@ pub struct ServiceDoc {
     pub releases: Option<serde_json::Value>,
 }
 
-pub fn pool(settings: &Settings, max_idle: usize) -> Pool {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(Duration::from_secs_f64(settings.connect_timeout_seconds)));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(max_idle)
-        .pool_timer(TokioTimer::new())
-        .build(conn)
+pub fn upstream(settings: &Settings, host: &str, port: u16, max_idle: usize) -> Upstream {
+    Upstream::new(host, port, max_idle, Duration::from_secs_f64(settings.connect_timeout_seconds))
 }
 
 pub struct ReplicaCounters {
@@ -75,9 +63,8 @@ pub struct Replica {
     pub id: String,
     pub host: String,
     pub port: u16,
-    pub base: String, // "http://host:port"
     /// One pool per replica, so a replica that goes takes exactly its connections with it.
-    pub client: Pool,
+    pub client: Upstream,
     pub c: Mutex<ReplicaCounters>,
 }
 
@@ -175,15 +162,10 @@ impl Table {
                 let r = match kept {
                     Some((r, _)) => r.clone(),
                     None => Arc::new(Replica {
-                        base: if ep.host.contains(':') && !ep.host.starts_with('[') {
-                            format!("http://[{}]:{}", ep.host, ep.port)
-                        } else {
-                            format!("http://{}:{}", ep.host, ep.port)
-                        },
+                        client: upstream(settings, &ep.host, ep.port, settings.max_idle_connections_per_replica),
                         id: ep.id,
                         host: ep.host,
                         port: ep.port,
-                        client: pool(settings, settings.max_idle_connections_per_replica),
                         c: Mutex::new(ReplicaCounters {
                             metrics: RequestMetrics::default(),
                             outstanding: 0,
