@@ -7,4 +7,9 @@ export TIDAL_EXTRAS="${TIDAL_EXTRAS:-dev,tensorflow}"
 source "$root/scripts/bootstrap.sh"
 source "$root/scripts/system-deps.sh"
 cd "$root"
+# The gateway's compiled engine, where cargo is: built when missing, rebuilt when its sources changed (the cache
+# is keyed on them), so its tests run; without it they are skipped with the reason.
+if command -v cargo >/dev/null 2>&1; then
+  "$root/scripts/edge.sh" >/dev/null || echo "warning: tidal-edge did not build; its tests will be skipped" >&2
+fi
 exec python -m pytest "$@"

@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1,
                    help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT); "
                         "with --engine edge, the edge's threads")
+    p.add_argument("--settings", help="the gateway's settings as JSON (GatewaySettings; default: its defaults)")
     p.add_argument("--engine", choices=("python", "edge"), default="python",
                    help="what serves the port: this process (and its workers), or the compiled edge in front of it")
     return p.parse_args(argv)
@@ -62,8 +63,11 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     started = time.time()
     front = None  # the control endpoints, or the coordinator in front of them when there are workers
     pool = None
+    from tidal.gateway.config import GatewaySettings
+    settings = GatewaySettings.model_validate_json(args.settings) if args.settings else None
     gw = Gateway("127.0.0.1" if edge else args.host, 0 if edge else sock.getsockname()[1] if sock else args.port,
-                 sock=sock, admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token))
+                 sock=sock, admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token),
+                 settings=settings)
     try:
         apply_routes(gw, {}, services)
     except Exception as exc:  # a damaged file must not keep the gateway down: the control plane sends them again
