@@ -2,7 +2,8 @@
 //! whole answer on a pooled connection (no connection task, no channels in between), like
 //! `tidal.http.client.HttpClient`. It tells apart `Fail::Connect` (nothing was sent) from `Fail::Lost`.
 
-use std::sync::Mutex;
+use std::cell::Cell;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -23,11 +24,28 @@ pub struct Answer {
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 
-/// Keep-alive connections to one address.
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+thread_local! {
+    static THREAD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many serving threads there are (once, before any `Upstream`): each keeps its own idle connections.
+pub fn set_threads(n: usize) {
+    let _ = THREADS.set(n.max(1));
+}
+
+/// This thread's number among the serving threads.
+pub fn set_thread(i: usize) {
+    THREAD.with(|t| t.set(i));
+}
+
+/// Keep-alive connections to one address, one list per serving thread: a connection belongs to the thread
+/// (and its event loop) that opened it.
 pub struct Upstream {
     host: String,
     port: u16,
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Vec<Mutex<Vec<TcpStream>>>,
     max_idle: usize,
     connect_timeout: Duration,
 }
@@ -40,15 +58,20 @@ enum Once {
 impl Upstream {
     pub fn new(host: &str, port: u16, max_idle: usize, connect_timeout: Duration) -> Upstream {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Upstream { host, port, idle: Mutex::new(Vec::new()), max_idle, connect_timeout }
+        let idle = (0..*THREADS.get().unwrap_or(&1)).map(|_| Mutex::new(Vec::new())).collect();
+        Upstream { host, port, idle, max_idle, connect_timeout }
+    }
+
+    fn mine(&self) -> &Mutex<Vec<TcpStream>> {
+        &self.idle[THREAD.with(|t| t.get()) % self.idle.len()]
     }
 
     fn take_idle(&self) -> Option<TcpStream> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        self.mine().lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     fn put_idle(&self, s: TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.mine().lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
             idle.push(s);
         }

@@ -70,13 +70,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One thread: everything on it, with no hand-offs between threads; more: tokio's work-stealing pool.
-    let built = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
-    };
-    let runtime = match built {
+    client::set_threads(args.threads);
+    // This thread: the coordinator's channel and the signals. The requests: `threads` threads, each with an
+    // event loop of its own accepting on the port, like nginx's workers (no hand-offs between threads).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tidal-edge: error: cannot start its runtime: {e}");
@@ -104,7 +101,6 @@ async fn serve(args: Args) -> Result<String, String> {
     let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
     listener.set_nonblocking(true).map_err(|e| io("its listening socket", e))?;
     channel.set_nonblocking(true).map_err(|e| io("its channel", e))?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| io("its listening socket", e))?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (mut rd, wr) = tokio::net::UnixStream::from_std(channel).map_err(|e| io("its channel", e))?.into_split();
 
@@ -125,18 +121,62 @@ async fn serve(args: Args) -> Result<String, String> {
         }
         Some(Err(e)) => eprintln!("WARNING tidal.gateway.edge: {e}; starting with no routes"),
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::with_capacity(args.threads);
+    for i in 0..args.threads {
+        let l = listener.try_clone().map_err(|e| io("its listening socket", e))?;
+        let (st, stop) = (st.clone(), stop_rx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("edge-{i}"))
+            .spawn(move || {
+                client::set_thread(i);
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(accept(l, st, stop)),
+                    Err(e) => eprintln!("ERROR tidal.gateway.edge: thread {i} cannot start its runtime: {e}"),
+                }
+            })
+            .map_err(|e| io("a serving thread", e))?;
+        threads.push(t);
+    }
+    drop(listener);
     eprintln!("INFO tidal.gateway.edge: gateway edge {} (pid {}) serving on port {port} with {} service(s), {} thread(s)",
               args.index, std::process::id(), st.table.load().services.len(), args.threads);
     let mut channel_task = tokio::spawn(channel::answer(st.clone(), rd, wr));
     let mut term = signal(SignalKind::terminate()).map_err(|e| io("SIGTERM", e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| io("SIGINT", e))?;
+    let reason = tokio::select! {
+        _ = term.recv() => "was stopped by SIGTERM",
+        _ = int.recv() => "was stopped by SIGINT",
+        _ = &mut channel_task => "was stopped by its coordinator's exit",
+    };
+    // No new connections from here (the coordinator keeps the socket, so none is refused); the requests in
+    // flight finish, up to the drain timeout, while the channel still answers.
+    let _ = stop_tx.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    Ok(format!("{reason} (it drained its requests first)"))
+}
+
+/// One serving thread: accept on the port until told to stop, then drain its connections.
+async fn accept(listener: std::net::TcpListener, st: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ERROR tidal.gateway.edge: cannot listen: {e}");
+            return;
+        }
+    };
     let http = {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new()).keep_alive(true);
         b
     };
     let graceful = GracefulShutdown::new();
-    let reason = loop {
+    loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -156,15 +196,10 @@ async fn serve(args: Args) -> Result<String, String> {
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
                 tokio::spawn(async move { let _ = conn.await; });
             }
-            _ = term.recv() => break "was stopped by SIGTERM",
-            _ = int.recv() => break "was stopped by SIGINT",
-            _ = &mut channel_task => break "was stopped by its coordinator's exit",
+            _ = stop.changed() => break,
         }
-    };
-    // No new connections from here (the coordinator keeps the socket, so none is refused); the requests in
-    // flight finish, up to the drain timeout.
+    }
     drop(listener);
     let drain = Duration::from_secs_f64(st.settings.drain_timeout_seconds);
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
-    Ok(format!("{reason} (it drained its requests first)"))
 }
