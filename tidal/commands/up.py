@@ -7,6 +7,7 @@ import argparse
 from tidal.control.daemon import DaemonOptions, is_running, run_foreground, spawn_background
 from tidal.control.home import Home
 from tidal.control.reconciler import ControlSettings
+from tidal.gateway.config import GatewayEngine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-workers", type=int, default=1,
                         help="processes serving the gateway's port, sharing it (default 1; at most one per core "
                              "helps)")
-    parser.add_argument("--gateway-engine", choices=("python", "edge"), default="python",
+    parser.add_argument("--gateway-engine", choices=[e.value for e in GatewayEngine],
+                        default=GatewayEngine.PYTHON.value,
                         help="what serves the gateway's port: python (default), or edge, the compiled data plane "
                              "in front of it (build it with scripts/edge.sh); with edge, --gateway-workers sets "
                              "its threads")
@@ -69,7 +71,7 @@ def run(args) -> int:
     if not 1 <= args.gateway_workers <= 64:
         from tidal.errors import UserError
         raise UserError(f"--gateway-workers must be between 1 and 64, got {args.gateway_workers}")
-    if args.gateway_engine == "edge":
+    if args.gateway_engine == GatewayEngine.EDGE.value:
         from tidal.gateway.edge import require_edge
         require_edge()  # one line saying how to build it, before anything starts
     if args.leader_elect and not args.foreground:

@@ -204,7 +204,7 @@ class ControlPlane:
         self.gateway_supervisor = GatewaySupervisor(GatewayFiles.in_home(self.home.root), self.options.host, port,
                                                     token, self.gateway, on_event=self.reconciler.event,
                                                     workers=self.options.gateway_workers,
-                                                    engine=self.options.gateway_engine.value)
+                                                    engine=self.options.gateway_engine)
         await self.gateway_supervisor.start()
 
     async def _loop(self) -> None:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from tidal.errors import UserError
+from tidal.gateway.config import GatewayEngine
 
 EXAMPLE = """\
 example routes file (YAML):
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the file's, else 8501; 0 picks one)")
     parser.add_argument("--log-file", help="log to this file, rotated by size (default: $TIDAL_LOG_FILE, else stderr)")
-    parser.add_argument("--engine", choices=("python", "edge"), default="python",
+    parser.add_argument("--engine", choices=[e.value for e in GatewayEngine], default=GatewayEngine.PYTHON.value,
                         help="python (default), or edge: the compiled data plane in front of the Python gateway "
                              "(build it with scripts/edge.sh)")
     parser.add_argument("--threads", type=int, default=1, help="the edge's threads (with --engine edge; default 1)")
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     port = routes.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
-    if args.engine == "edge":
+    if args.engine == GatewayEngine.EDGE.value:
         return _run_edge(routes, host, port, args.threads)
     try:
         import uvloop
@@ -126,5 +127,5 @@ def _run_edge(routes, host: str, port: int, threads: int) -> int:
         print(f"tidal gateway listening on http://{host}:{sock.getsockname()[1]} ({len(routes.services)} services; "
               f"metrics at /-/metrics; engine edge)", flush=True)
         return process_main(["--listen-fd", str(sock.fileno()), "--host", host, "--token-file", str(token),
-                             "--routes-file", str(routes_file), "--engine", "edge", "--workers", str(threads),
-                             "--settings", routes.settings.model_dump_json()])
+                             "--routes-file", str(routes_file), "--engine", GatewayEngine.EDGE.value,
+                             "--workers", str(threads), "--settings", routes.settings.model_dump_json()])

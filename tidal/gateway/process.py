@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from tidal.gateway.config import GatewayEngine
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tidal.gateway.process",
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT); "
                         "with --engine edge, the edge's threads")
     p.add_argument("--settings", help="the gateway's settings as JSON (GatewaySettings; default: its defaults)")
-    p.add_argument("--engine", choices=("python", "edge"), default="python",
+    p.add_argument("--engine", choices=[e.value for e in GatewayEngine], default=GatewayEngine.PYTHON.value,
                    help="what serves the port: this process (and its workers), or the compiled edge in front of it")
     return p.parse_args(argv)
 
@@ -53,7 +55,7 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     from tidal.gateway.proxy import Gateway
 
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
-    edge = args.engine == "edge"
+    edge = args.engine == GatewayEngine.EDGE.value
     public = None  # with the edge: the port it serves; this process serves a private one
     if edge:
         public = sock if sock is not None else socket.create_server((args.host, args.port), backlog=4096)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     import tidal.gateway.control  # noqa: F401
     import tidal.gateway.proxy  # noqa: F401
     import tidal.gateway.coordinator  # noqa: F401
-    if args.engine == "edge":
+    if args.engine == GatewayEngine.EDGE.value:
         from tidal.errors import UserError
         from tidal.gateway.edge import require_edge
         try:
