@@ -172,7 +172,9 @@ async fn accept(listener: std::net::TcpListener, st: Arc<State>, mut stop: tokio
     };
     let http = {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new()).keep_alive(true);
+        // Heads larger than this (request line and headers) or with more headers get 431, as from the Python
+        // gateway's server (its limits are 32 KiB and 100 headers; the edge's buffer is 64 KiB).
+        b.timer(TokioTimer::new()).keep_alive(true).max_buf_size(64 * 1024).max_headers(100);
         b
     };
     let graceful = GracefulShutdown::new();

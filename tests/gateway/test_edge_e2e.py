@@ -110,7 +110,7 @@ def test_bad_input_gets_its_answer_and_the_edge_stays_up(edge, replicas):
     asyncio.run(edge.start())
     pid = edge.edge_pid()
     assert _raw(edge.port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    assert _raw(edge.port, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 500_000 + b"\r\n\r\n") \
+    assert _raw(edge.port, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 2_000_000 + b"\r\n\r\n") \
         .startswith(b"HTTP/1.1 431 ")
     answer = _raw(edge.port, b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
                              b"Connection: close\r\nContent-Length: 0\r\n\r\n")
