@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -38,9 +39,12 @@ class EdgeGateway:
     """`python -m tidal.gateway.process --engine edge` on a socket bound as its supervisor binds it; the route
     table is set through its control endpoints and read back merged, as the control plane does."""
 
-    def __init__(self, tmp: Path, threads: int = 1) -> None:
+    def __init__(self, tmp: Path, threads: int = 1, env: dict | None = None, processes: int = 2) -> None:
+        # `processes`: how many the gateway runs once started (its coordinator and the edge).
         self._tmp = tmp
         self._threads = threads
+        self._env = dict(os.environ, **(env or {}))
+        self._processes = processes
         self._services: dict[str, dict] = {}
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -59,11 +63,11 @@ class EdgeGateway:
             [sys.executable, "-P", "-m", "tidal.gateway.process", "--listen-fd", str(sock.fileno()),
              "--token-file", str(token), "--routes-file", str(self._tmp / "routes.json"), "--engine", "edge",
              "--workers", str(self._threads)],
-            cwd=ROOT, pass_fds=(sock.fileno(),), stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+            cwd=ROOT, pass_fds=(sock.fileno(),), stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=self._env)
         sock.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if len(self.hello().get("workers", [])) == 2:
+            if len(self.hello().get("workers", [])) == self._processes:
                 self._put()
                 return
             assert self.proc.poll() is None, self.log.read_text()

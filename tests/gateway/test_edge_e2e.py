@@ -140,6 +140,24 @@ def test_a_killed_edge_is_started_again_and_waiting_connections_are_answered(edg
     assert {int(d["headers"]["x-request-id"].split("-")[0], 16) for _, d in answers} == {workers[1]}
 
 
+def test_an_edge_that_cannot_start_leaves_the_port_to_the_python_gateway(tmp_path, replicas):
+    (r0,) = replicas("r0")
+    broken = tmp_path / "tidal-edge"
+    broken.write_bytes(b"not a program")
+    broken.chmod(0o755)
+    gw = EdgeGateway(tmp_path, env={EDGE_ENV: str(broken)}, processes=1)
+    gw.set_service("svc", [ReplicaEndpoint(id="r0", port=r0.port)])
+    asyncio.run(gw.start())
+    try:
+        assert gw.hello()["workers"] == [gw.hello()["pid"]]
+        status, doc = _get(gw.port)
+        assert status == 200 and doc["replica"] == "r0"
+        assert gw.stats("svc").requests == 1
+    finally:
+        asyncio.run(gw.stop())
+    assert "cannot start the gateway's edge" in gw.log.read_text()
+
+
 def test_the_edge_engine_without_its_binary_is_one_line(tmp_path):
     (tmp_path / "token").write_text("t")
     env = dict(os.environ, **{EDGE_ENV: str(tmp_path / "no-such-binary")})

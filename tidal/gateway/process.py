@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from tidal.gateway.config import GatewayEngine
+from tidal.gateway.config import GatewayEngine, GatewaySettings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +65,6 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     started = time.time()
     front = None  # the control endpoints, or the coordinator in front of them when there are workers
     pool = None
-    from tidal.gateway.config import GatewaySettings
     settings = GatewaySettings.model_validate_json(args.settings) if args.settings else None
     gw = Gateway("127.0.0.1" if edge else args.host, 0 if edge else sock.getsockname()[1] if sock else args.port,
                  sock=sock, admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token),
@@ -81,12 +80,25 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     endpoints = front = ControlEndpoints(gw, token, routes_file, services, info=lambda: {
         "started_at": started, "port": gw.port, "workers": [os.getpid(), *(pool.pids() if pool else ())]})
     await gw.start()
-    admin_server = None
+    admin_server = public_server = None
     if edge:
-        pool = await _edge(args, gw, endpoints, public)
-        front = Coordinator(endpoints, pool, token)
+        from tidal.errors import UserError
+        try:
+            pool = _edge(args, gw, endpoints, public)
+            front = Coordinator(endpoints, pool, token)
+            await pool.start()
+        except (OSError, UserError) as exc:  # the binary went (or cannot run): the port is served all the same
+            logging.getLogger("tidal.gateway").error("cannot start the gateway's edge (%s): the Python gateway "
+                                                     "serves the port", getattr(exc, "strerror", None) or exc)
+            front = endpoints
+            if pool is not None:
+                await pool.stop()
+            pool = None
+            from tidal.http.server import HttpServer
+            public_server = HttpServer(gw._handle, args.host, gw.port, max_body=gw.settings.max_body_bytes,
+                                       sock=public)
+            await public_server.start()
     elif args.workers > 1:
-        from tidal.gateway.coordinator import Coordinator
         admin_server, pool = await _workers(args, gw, endpoints)
         # In front before any worker starts: a route update from here on reaches the workers started so far,
         # and each one started later gets the table current at its start.
@@ -109,6 +121,8 @@ async def serve(args: argparse.Namespace, token: str) -> str:
         loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig.name), stop.set()))
     await stop.wait()
     # No new requests from here; those in flight finish (up to the drain timeout), then the replicas may go.
+    if public_server is not None:
+        await public_server.stop(gw.settings.drain_timeout_seconds)
     if pool is not None:
         await asyncio.gather(pool.stop(), gw.stop())
     else:
@@ -132,8 +146,8 @@ async def _workers(args: argparse.Namespace, gw, endpoints):
     return admin, pool
 
 
-async def _edge(args: argparse.Namespace, gw, endpoints, public: socket.socket):
-    """Start `tidal-edge` on the public socket, in front of this process's private port (`gw`'s)."""
+def _edge(args: argparse.Namespace, gw, endpoints, public: socket.socket):
+    """`tidal-edge` for the public socket, in front of this process's private port (`gw`'s); not yet started."""
     from tidal.gateway.edge import require_edge
     from tidal.gateway.workers import WorkerPool
     private_port = gw.port
@@ -141,7 +155,6 @@ async def _edge(args: argparse.Namespace, gw, endpoints, public: socket.socket):
     pool = WorkerPool(1, public, lambda: list(endpoints.current.values()), admin_port=private_port,
                       token_file=args.token_file, host=args.host,
                       edge=(str(require_edge()), args.workers, gw.settings))
-    await pool.start()
     return pool
 
 
