@@ -57,8 +57,11 @@ pub fn snapshot(st: &State) -> Value {
             replicas.insert(r.id.clone(), json!([c.metrics.to_json(), c.outstanding, c.ejected_until]));
         }
         let c = lock(&svc.c);
-        out.insert(name.clone(), json!({"metrics": c.metrics.to_json(), "window": c.window.to_json(),
-                                        "queued": 0, "replicas": replicas}));
+        out.insert(
+            name.clone(),
+            json!({"metrics": c.metrics.to_json(), "window": c.window.to_json(),
+                                        "queued": 0, "replicas": replicas}),
+        );
     }
     Value::Object(out)
 }

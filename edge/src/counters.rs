@@ -4,9 +4,8 @@
 use serde_json::{json, Value};
 
 /// Upper bounds (seconds) of the Prometheus latency histograms; +Inf is implied.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+const LATENCY_BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 /// The windowed counter's latency bins: 50 us times 2^(i/4), 84 of them (plus one above).
 const LAT_BINS: usize = 84;
 

@@ -139,8 +139,13 @@ async fn serve(args: Args) -> Result<String, String> {
         threads.push(t);
     }
     drop(listener);
-    eprintln!("INFO tidal.gateway.edge: gateway edge {} (pid {}) serving on port {port} with {} service(s), {} thread(s)",
-              args.index, std::process::id(), st.table.load().services.len(), args.threads);
+    eprintln!(
+        "INFO tidal.gateway.edge: gateway edge {} (pid {}) serving on port {port} with {} service(s), {} thread(s)",
+        args.index,
+        std::process::id(),
+        st.table.load().services.len(),
+        args.threads
+    );
     let mut channel_task = tokio::spawn(channel::answer(st.clone(), rd, wr));
     let mut term = signal(SignalKind::terminate()).map_err(|e| io("SIGTERM", e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| io("SIGINT", e))?;

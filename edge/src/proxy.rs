@@ -22,8 +22,18 @@ pub type Resp = Response<Full<Bytes>>;
 
 /// RFC 9110 7.6.1: meaningful for one connection only, never forwarded; Content-Length is recomputed.
 const HOP_BY_HOP: [&str; 12] = [
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "content-length", "expect",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
 ];
 const INFERENCE_SUFFIXES: [&str; 4] = [":predict", ":classify", ":regress", "/infer"];
 /// How long a `/-/` request may take at the coordinator (the Python worker's limit too).
@@ -59,7 +69,11 @@ pub fn retry_safe(method: &Method, path: &str) -> bool {
 
 /// Python's `{x:g}` for the deadlines the messages name.
 fn fmt_g(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e16 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 && x.abs() < 1e16 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 pub async fn handle(st: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
@@ -223,8 +237,14 @@ fn deadline(svc: &Service) -> Resp {
     error(504, &format!("service '{}' did not answer within its deadline of {}s", svc.name, fmt_g(svc.deadline)))
 }
 
-async fn forward(st: &State, svc: Arc<Service>, path: &str, parts: &request::Parts, body: Bytes, peer: SocketAddr)
-    -> Resp {
+async fn forward(
+    st: &State,
+    svc: Arc<Service>,
+    path: &str,
+    parts: &request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Resp {
     let start = monotonic();
     let mut flight = Flight::new(&svc, start);
     let resp = attempts(st, &svc, path, parts, body, peer, start).await;
@@ -232,8 +252,15 @@ async fn forward(st: &State, svc: Arc<Service>, path: &str, parts: &request::Par
     resp
 }
 
-async fn attempts(st: &State, svc: &Service, path: &str, parts: &request::Parts, body: Bytes, peer: SocketAddr,
-                  start: f64) -> Resp {
+async fn attempts(
+    st: &State,
+    svc: &Service,
+    path: &str,
+    parts: &request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+    start: f64,
+) -> Resp {
     let request = encode(st, parts, path, &body, peer);
     let mut tried: Vec<Arc<Replica>> = Vec::new();
     let mut last_error = String::new();
@@ -268,8 +295,10 @@ async fn attempts(st: &State, svc: &Service, path: &str, parts: &request::Parts,
             Ok(Err(Fail::Lost(msg))) => {
                 if !retry_safe(&parts.method, path) {
                     lock(&r.c).metrics.observe(502, monotonic() - sent);
-                    return error(502, &format!("replica {} of service '{}' failed while answering: {msg}",
-                                               r.id, svc.name));
+                    return error(
+                        502,
+                        &format!("replica {} of service '{}' failed while answering: {msg}", r.id, svc.name),
+                    );
                 }
                 last_error = format!("replica {}: {msg}", r.id);
             }
@@ -285,8 +314,14 @@ async fn attempts(st: &State, svc: &Service, path: &str, parts: &request::Parts,
         tried.push(r);
     }
     if !last_error.is_empty() {
-        return error(503, &format!("no replica of service '{}' could be reached ({} tried); last error: {last_error}",
-                                   svc.name, tried.len()));
+        return error(
+            503,
+            &format!(
+                "no replica of service '{}' could be reached ({} tried); last error: {last_error}",
+                svc.name,
+                tried.len()
+            ),
+        );
     }
     error(503, &format!("service '{}' has no ready replica", svc.name))
 }

@@ -243,8 +243,7 @@ pub fn eject_seconds(base: f64, failures: u32) -> f64 {
 
 /// The replica for the next attempt: a ready one not tried yet, healthy ones first, least outstanding.
 pub fn pick(svc: &Service, tried: &[Arc<Replica>], now: f64) -> Option<Arc<Replica>> {
-    let cands: Vec<&Arc<Replica>> =
-        svc.ready.iter().filter(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r))).collect();
+    let cands: Vec<&Arc<Replica>> = svc.ready.iter().filter(|r| !tried.iter().any(|t| Arc::ptr_eq(t, r))).collect();
     if cands.is_empty() {
         return None;
     }
