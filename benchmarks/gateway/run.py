@@ -1,5 +1,9 @@
 """Gateway benchmark: one replica reached directly, through the Tidal gateway, and through nginx, with wrk.
 
+The gateway runs with each engine asked for (`--engines python,edge`): the Python gateway, and the
+compiled edge in front of it (`--engine edge`, built by scripts/edge.sh; skipped with a note when
+its binary is missing). The edge's CPU is read like the others': the gateway process and its children.
+
 Usage (from the repository root, needs `wrk` and `nginx` on PATH):
     .venv/bin/python benchmarks/gateway/run.py [--models tiny,minilm] [--concurrency 1,64]
         [--duration 10] [--rounds 3] [--workers 1,2] [--markdown]
@@ -38,8 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
-def targets(workers: list[int]) -> list[str]:
-    return ["direct", *(f"{kind}x{n}" for n in workers for kind in ("gateway", "nginx"))]
+def targets(workers: list[int], engines: list[str]) -> list[str]:
+    kinds = [{"python": "gateway", "edge": "edge"}[e] for e in engines] + ["nginx"]
+    return ["direct", *(f"{kind}x{n}" for n in workers for kind in kinds)]
 
 
 def free_port() -> int:
@@ -195,8 +200,10 @@ class Procs:
         self.procs.clear()
 
 
-def start_gateway(procs: "Procs", routes: Path, tmp: Path, workers: int, cpus: str) -> tuple[subprocess.Popen, int]:
-    """The supervised gateway process with `workers` processes, on a socket bound as its supervisor binds it."""
+def start_gateway(procs: "Procs", routes: Path, tmp: Path, workers: int, cpus: str,
+                  engine: str = "python") -> tuple[subprocess.Popen, int]:
+    """The supervised gateway process with `workers` processes (the edge: threads), on a socket bound as its
+    supervisor binds it."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -206,9 +213,9 @@ def start_gateway(procs: "Procs", routes: Path, tmp: Path, workers: int, cpus: s
     token.write_text("benchmark-token")
     token.chmod(0o600)
     argv = [PY, "-P", "-m", "tidal.gateway.process", "--listen-fd", str(sock.fileno()), "--token-file", str(token),
-            "--routes-file", str(routes), "--workers", str(workers)]
+            "--routes-file", str(routes), "--workers", str(workers), "--engine", engine]
     try:
-        proc = procs.start(pinned(cpus, argv), tmp / f"gateway-x{workers}.log", pass_fds=(sock.fileno(),))
+        proc = procs.start(pinned(cpus, argv), tmp / f"gateway-{engine}-x{workers}.log", pass_fds=(sock.fileno(),))
         return proc, sock.getsockname()[1]
     finally:
         sock.close()
@@ -233,7 +240,7 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
     name = base.name
     rport = free_port()
     procs = Procs()
-    names = targets(args.workers)
+    names = targets(args.workers, args.engines)
     try:
         server = [PY, "-m", "tidal", "model-server", "--rest_api_port", str(rport), "--rest_api_host", "127.0.0.1",
                   "--port", "0", "--model_name", name, "--model_base_path", str(base),
@@ -257,9 +264,11 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
         urls = {"direct": f"http://127.0.0.1:{rport}{path}"}
         for n in args.workers:
             cpus = args.proxy_cpus if n == 1 else args.multi_cpus
-            proxies[f"gatewayx{n}"], gport = start_gateway(procs, routes, tmp, n, cpus)
-            wait_workers(gport, n)
-            urls[f"gatewayx{n}"] = f"http://127.0.0.1:{gport}{path}"
+            for engine in args.engines:
+                kind = {"python": "gateway", "edge": "edge"}[engine]
+                proxies[f"{kind}x{n}"], gport = start_gateway(procs, routes, tmp, n, cpus, engine)
+                wait_workers(gport, n if engine == "python" else 2)  # the edge: its coordinator and the edge
+                urls[f"{kind}x{n}"] = f"http://127.0.0.1:{gport}{path}"
             nport = free_port()
             ntmp = tmp / f"nginx-{model}-x{n}"
             ntmp.mkdir(exist_ok=True)
@@ -316,20 +325,21 @@ def bench_model(model: str, base: Path, args, tmp: Path) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | conc | proxy | processes | req/s | /direct | gateway/nginx | p50 ms | added p50 ms | p99 ms "
-             "| CPU us/request |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | conc | proxy | processes | req/s | /direct | /nginx | p50 ms | added p50 ms | p99 ms "
+             "| CPU us/request | CPU /nginx |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        for t in (k for k in r if k == "direct" or k.startswith(("gatewayx", "nginxx"))):
+        for t in (k for k in r if k == "direct" or k.startswith(("gatewayx", "edgex", "nginxx"))):
             v = r[t]
             kind, _, n = t.rpartition("x")
             vs_nginx = f"{r['over_nginx'][t]:.0%}" if t in r.get("over_nginx", {}) else ""
+            cpu_nginx = f"{r['cpu_over_nginx'][t]:.2f}" if t in r.get("cpu_over_nginx", {}) else ""
             lines.append(f"| {r['model']} | {r['concurrency']} | {kind} | {n or '-'} | {v['rps']:.0f} "
                          f"| {r['over_direct'].get(t, 1.0):.0%} | {vs_nginx} | {v['p50_ms']:.3f} "
                          f"| {r['added_p50_ms'].get(t, 0.0):+.3f} | {v['p99_ms']:.2f} "
-                         f"| {v['cpu_us']:.0f} |" if t != "direct" else
+                         f"| {v['cpu_us']:.0f} | {cpu_nginx} |" if t != "direct" else
                          f"| {r['model']} | {r['concurrency']} | direct | - | {v['rps']:.0f} | 100% | | "
-                         f"{v['p50_ms']:.3f} | | {v['p99_ms']:.2f} | |")
+                         f"{v['p50_ms']:.3f} | | {v['p99_ms']:.2f} | | |")
     return "\n".join(lines)
 
 
@@ -345,9 +355,11 @@ def paired(row: dict, names: list[str]) -> None:
         rs = row[t]["rounds"]
         row["over_direct"][t] = statistics.median(b["rps"] / a["rps"] for a, b in zip(d, rs))
         row["added_p50_ms"][t] = statistics.median(b["p50_ms"] - a["p50_ms"] for a, b in zip(d, rs))
-        if t.startswith("gateway"):
-            n = row[t.replace("gateway", "nginx")]["rounds"]
+        if t.startswith(("gateway", "edge")):
+            n = row["nginx" + t[t.index("x"):]]["rounds"]
             row["over_nginx"][t] = statistics.median(b["rps"] / a["rps"] for a, b in zip(n, rs))
+            row.setdefault("cpu_over_nginx", {})[t] = statistics.median(
+                b["cpu_us"] / a["cpu_us"] for a, b in zip(n, rs) if a.get("cpu_us"))
 
 
 def main() -> int:
@@ -362,6 +374,7 @@ def main() -> int:
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--wrk-cpus", default="1")
     p.add_argument("--workers", default="1", help="gateway (and nginx) processes to compare, e.g. 1,2")
+    p.add_argument("--engines", default="python,edge", help="gateway engines to compare: python, edge or both")
     p.add_argument("--multi-cpus", default="", help="CPUs for a proxy of more than one process (default: all)")
     p.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     p.add_argument("--work", help="where models are built and kept (default: a temporary directory)")
@@ -370,6 +383,13 @@ def main() -> int:
     args = p.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.workers = [int(n) for n in args.workers.split(",")]
+    args.engines = [e for e in args.engines.split(",") if e]
+    if "edge" in args.engines:
+        from tidal.gateway.edge import find_edge
+        if find_edge() is None:
+            print("note: the tidal-edge binary is not built (scripts/edge.sh); benchmarking the Python gateway only",
+                  file=sys.stderr)
+            args.engines.remove("edge")
     for tool in ("wrk", args.nginx):
         if not shutil.which(tool):
             print(f"error: {tool} not found (apt-get install wrk nginx)", file=sys.stderr)

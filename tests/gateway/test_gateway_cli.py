@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.gateway.conftest import ROOT
+from tests.gateway.engines import ENGINES
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +40,13 @@ def test_missing_routes_file(tmp_path):
     assert p.returncode == 2 and "cannot read routes file" in err
 
 
-def test_serves_the_routes_file_and_stops_on_sigterm(tmp_path, replicas):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_serves_the_routes_file_and_stops_on_sigterm(tmp_path, replicas, engine):
     (r0,) = replicas("r0")
     f = tmp_path / "routes.json"
     f.write_text(json.dumps({"services": [{"name": "hpt", "models": ["half_plus_two"],
                                             "replicas": [{"id": "r0", "port": r0.port}]}]}))
-    p = _tidal("--routes", str(f), "--port", "0")
+    p = _tidal("--routes", str(f), "--port", "0", "--engine", engine)
     try:
         assert select.select([p.stdout], [], [], 20)[0], "the gateway did not start"
         line = p.stdout.readline()

@@ -1,4 +1,7 @@
-"""The gateway in front of real replica processes: routing, pass-through, failover, drain, 503, 504, metrics."""
+"""The gateway in front of real replica processes: routing, pass-through, failover, drain, 503, 504, metrics.
+
+Each test runs against both engines: the Python gateway in this process, and the compiled edge in front of
+the supervised gateway process (skipped when its binary is not built)."""
 
 import asyncio
 
@@ -9,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tidal.gateway import Gateway, GatewaySettings, ReplicaEndpoint
 from tidal.http.client import HttpClient
 
+from .engines import ENGINES, EdgeGateway
+
 pytestmark = pytest.mark.e2e
 PREDICT = b'{"instances": [1.0, 2.0, 5.0]}'
 
@@ -17,8 +22,15 @@ def _eps(procs, state="ready"):
     return [ReplicaEndpoint(id=p.id, port=p.port, state=state) for p in procs]
 
 
-async def _gateway(procs, **settings) -> Gateway:
-    gw = Gateway("127.0.0.1", 0, settings=GatewaySettings(**settings))
+@pytest.fixture(params=ENGINES)
+def make_gateway(request, tmp_path):
+    def make(**kw):
+        return EdgeGateway(tmp_path) if request.param == "edge" else Gateway("127.0.0.1", 0, **kw)
+    return make
+
+
+async def _gateway(make, procs) -> Gateway:
+    gw = make(settings=GatewaySettings())
     gw.set_service("hpt", _eps(procs), models=["half_plus_two"])
     await gw.start()
     return gw
@@ -32,11 +44,11 @@ async def _get(client, gw, path, body=b"", method="POST", headers=None, host=Non
         f"Content-Length: {len(body)}\r\n\r\n".encode() + body, 10.0)
 
 
-def test_routing_and_pass_through(replicas):
+def test_routing_and_pass_through(replicas, make_gateway):
     procs = replicas("r0", "r1")
 
     async def main():
-        gw = await _gateway(procs)
+        gw = await _gateway(make_gateway, procs)
         c = HttpClient()
         try:
             r = await _get(c, gw, "/v1/models/half_plus_two:predict", PREDICT)
@@ -83,11 +95,11 @@ async def _load(gw, stop: asyncio.Event, results: list, workers: int, sleep: str
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
-def test_killing_a_replica_mid_load_loses_no_request(replicas):
+def test_killing_a_replica_mid_load_loses_no_request(replicas, make_gateway):
     procs = replicas("r0", "r1")
 
     async def main():
-        gw = await _gateway(procs)
+        gw = await _gateway(make_gateway, procs)
         stop, results = asyncio.Event(), []
         load = asyncio.create_task(_load(gw, stop, results, workers=16))
         await asyncio.sleep(0.7)
@@ -111,11 +123,11 @@ def test_killing_a_replica_mid_load_loses_no_request(replicas):
     assert st.errors == 0 and st.requests == len(results)
 
 
-def test_drain_finishes_in_flight_and_takes_no_new_requests(replicas):
+def test_drain_finishes_in_flight_and_takes_no_new_requests(replicas, make_gateway):
     procs = replicas("r0", "r1")
 
     async def main():
-        gw = await _gateway(procs)
+        gw = await _gateway(make_gateway, procs)
         c1, c2 = HttpClient(), HttpClient()
         try:
             # Hold one slow request on each replica (the second goes to the idle one).
@@ -143,11 +155,11 @@ def test_drain_finishes_in_flight_and_takes_no_new_requests(replicas):
     asyncio.run(main())
 
 
-def test_no_ready_replica_is_503_and_deadline_is_504(replicas):
+def test_no_ready_replica_is_503_and_deadline_is_504(replicas, make_gateway):
     procs = replicas("r0", "r1")
 
     async def main():
-        gw = await _gateway(procs)
+        gw = await _gateway(make_gateway, procs)
         c = HttpClient()
         try:
             for p in procs:
@@ -178,11 +190,11 @@ def test_no_ready_replica_is_503_and_deadline_is_504(replicas):
     asyncio.run(main())
 
 
-def test_metrics_stats_and_qps(replicas):
+def test_metrics_stats_and_qps(replicas, make_gateway):
     procs = replicas("r0", "r1")
 
     async def main():
-        gw = await _gateway(procs)
+        gw = await _gateway(make_gateway, procs)
         c = HttpClient()
         try:
             for _ in range(40):
@@ -215,20 +227,24 @@ def test_metrics_stats_and_qps(replicas):
     asyncio.run(main())
 
 
-def test_replica_dying_mid_answer(replicas):
+def test_replica_dying_mid_answer(replicas, make_gateway):
     procs = replicas("r0", "r1", "r2")
 
     async def main():
-        # rand() = 0: between idle replicas the first listed (r0) is chosen.
-        gw = Gateway("127.0.0.1", 0, rand=lambda: 0.0)
+        # rand() = 0: between idle replicas the first listed (r0) is chosen (the edge chooses at random).
+        gw = make_gateway(rand=lambda: 0.0)
         gw.set_service("hpt", _eps(procs[:2]), models=["half_plus_two"])
         gw.set_service("solo", _eps(procs[2:]))
         await gw.start()
         c = HttpClient()
         try:
             # Inference: the half answer from r0 never reaches the client; r1 answers instead.
-            r = await _get(c, gw, "/v1/models/half_plus_two:predict", PREDICT, headers=[("x-die-on", "r0")])
-            assert r.status == 200 and r.json()["replica"] == "r1"
+            for _ in range(30):  # until r0 is chosen (and dies)
+                r = await _get(c, gw, "/v1/models/half_plus_two:predict", PREDICT, headers=[("x-die-on", "r0")])
+                assert r.status == 200 and r.json()["replica"] == "r1"
+                if procs[0].proc.poll() is not None:
+                    break
+            assert procs[0].proc.poll() is not None
             assert gw.stats("hpt").retries == 1
             # Not inference and not idempotent: it may have run, so it is not repeated.
             r = await _get(c, gw, "/services/solo/v2/repository/models/m/load", b"{}", headers=[("x-die-on", "r2")])
@@ -239,11 +255,11 @@ def test_replica_dying_mid_answer(replicas):
     asyncio.run(main())
 
 
-def test_client_leaving_cancels_the_upstream_request(replicas):
+def test_client_leaving_cancels_the_upstream_request(replicas, make_gateway):
     procs = replicas("r0")
 
     async def main():
-        gw = await _gateway(procs)
+        gw = await _gateway(make_gateway, procs)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
             writer.write(b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\nx-sleep: 5\r\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.control.test_e2e import tear_down, tidal, wait_for
+from tests.gateway.engines import ENGINES
 from tidal.gateway.supervisor import gateway_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -46,8 +47,11 @@ def home(tmp_path):
     tear_down(h)
 
 
-def test_workers_under_supervision_take_over_and_go_down(home):
-    tidal(home, "up", "--port", "0", "--gateway-port", "0", "--tick", "1", "--gateway-workers", "2")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_workers_under_supervision_take_over_and_go_down(home, engine):
+    # With the edge: the coordinator and one edge process (with two threads).
+    tidal(home, "up", "--port", "0", "--gateway-port", "0", "--tick", "1", "--gateway-workers", "2",
+          "--gateway-engine", engine)
     first = wait_for("the gateway runs two processes", lambda: (h := _hello(home)) and len(h["workers"]) == 2 and h,
                      20, 0.1)
     coordinator, worker = first["workers"]

@@ -7,6 +7,7 @@ import argparse
 from tidal.control.daemon import DaemonOptions, is_running, run_foreground, spawn_background
 from tidal.control.home import Home
 from tidal.control.reconciler import ControlSettings
+from tidal.gateway.config import GatewayEngine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-workers", type=int, default=1,
                         help="processes serving the gateway's port, sharing it (default 1; at most one per core "
                              "helps)")
+    parser.add_argument("--gateway-engine", choices=[e.value for e in GatewayEngine],
+                        default=GatewayEngine.PYTHON.value,
+                        help="what serves the gateway's port: python (default), or edge, the compiled data plane "
+                             "in front of it (build it with scripts/edge.sh); with edge, --gateway-workers sets "
+                             "its threads")
     parser.add_argument("--time-factor", type=float, default=None,
                         help="real seconds per control-plane second (0.05: a 120 s notice lasts 6 s)")
     parser.add_argument("--tick", type=float, default=5.0, help="seconds between reconcile passes (default 5)")
@@ -34,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _forward(args) -> list[str]:
     out = ["--host", args.host, "--tick", str(args.tick), "--qps-window", str(args.qps_window),
-           "--gateway-workers", str(args.gateway_workers)]
+           "--gateway-workers", str(args.gateway_workers), "--gateway-engine", args.gateway_engine]
     for flag, value in (("--port", args.port), ("--gateway-port", args.gateway_port),
                         ("--time-factor", args.time_factor), ("--catalog", args.catalog)):
         if value is not None:
@@ -65,13 +71,16 @@ def run(args) -> int:
     if not 1 <= args.gateway_workers <= 64:
         from tidal.errors import UserError
         raise UserError(f"--gateway-workers must be between 1 and 64, got {args.gateway_workers}")
+    if args.gateway_engine == GatewayEngine.EDGE.value:
+        from tidal.gateway.edge import require_edge
+        require_edge()  # one line saying how to build it, before anything starts
     if args.leader_elect and not args.foreground:
         from tidal.errors import UserError
         # A candidate may wait for the Lease indefinitely: that is a foreground process's (a pod's) life.
         raise UserError("--leader-elect runs with --foreground (as the control plane's container in a cluster does)")
     if args.foreground:
         options = DaemonOptions(host=args.host, api_port=args.port, gateway_port=args.gateway_port,
-                                gateway_workers=args.gateway_workers,
+                                gateway_workers=args.gateway_workers, gateway_engine=args.gateway_engine,
                                 time_factor=args.time_factor, catalog=args.catalog,
                                 settings=ControlSettings(tick_seconds=args.tick, qps_window_seconds=args.qps_window),
                                 leader_election=_leader_election(args))

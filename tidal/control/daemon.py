@@ -30,6 +30,7 @@ from tidal.control.reconciler import ControlSettings, Reconciler
 from tidal.control.store import Store
 from tidal.control.timescale import ScaledClock
 from tidal.errors import FailedPrecondition
+from tidal.gateway.config import GatewayEngine
 from tidal.http.hosts import HostAllowList
 from tidal.http.server import HttpServer
 from tidal.logs import child_log_env, child_output, last_line
@@ -55,6 +56,8 @@ class DaemonOptions(BaseModel):
     gateway_mode: GatewayMode = GatewayMode.PROCESS
     # Processes serving the gateway's port (`tidal up --gateway-workers`); see tidal.gateway.workers.
     gateway_workers: int = Field(default=1, ge=1, le=64)
+    # What serves the gateway's port (`tidal up --gateway-engine`); see tidal.gateway.edge.
+    gateway_engine: GatewayEngine = GatewayEngine.PYTHON
     settings: ControlSettings = Field(default_factory=ControlSettings)
     # Set: act only while holding a Kubernetes Lease (`tidal up --leader-elect`); see `_run_as_leader`.
     leader_election: LeaderElection | None = None
@@ -200,7 +203,8 @@ class ControlPlane:
         from tidal.gateway.supervisor import GatewayFiles, GatewaySupervisor
         self.gateway_supervisor = GatewaySupervisor(GatewayFiles.in_home(self.home.root), self.options.host, port,
                                                     token, self.gateway, on_event=self.reconciler.event,
-                                                    workers=self.options.gateway_workers)
+                                                    workers=self.options.gateway_workers,
+                                                    engine=self.options.gateway_engine)
         await self.gateway_supervisor.start()
 
     async def _loop(self) -> None:

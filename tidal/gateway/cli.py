@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from tidal.errors import UserError
+from tidal.gateway.config import GatewayEngine
 
 EXAMPLE = """\
 example routes file (YAML):
@@ -34,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the file's, else 8501; 0 picks one)")
     parser.add_argument("--log-file", help="log to this file, rotated by size (default: $TIDAL_LOG_FILE, else stderr)")
+    parser.add_argument("--engine", choices=[e.value for e in GatewayEngine], default=GatewayEngine.PYTHON.value,
+                        help="python (default), or edge: the compiled data plane in front of the Python gateway "
+                             "(build it with scripts/edge.sh)")
+    parser.add_argument("--threads", type=int, default=1, help="the edge's threads (with --engine edge; default 1)")
 
 
 def load_routes(path: str):
@@ -81,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     port = routes.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
+    if args.engine == GatewayEngine.EDGE.value:
+        return _run_edge(routes, host, port, args.threads)
     try:
         import uvloop
         runner = uvloop.run
@@ -92,3 +99,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"tidal gateway: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_edge(routes, host: str, port: int, threads: int) -> int:
+    """The supervised gateway process with the edge in front, serving the file's services; its control endpoints
+    take a token made here and known to no one, so the routes stay the file's."""
+    import secrets
+    import socket
+    import tempfile
+
+    from tidal.gateway.control import save_routes
+    from tidal.gateway.edge import require_edge
+    from tidal.gateway.process import main as process_main
+    require_edge()
+    if not 1 <= threads <= 256:
+        raise UserError(f"--threads must be between 1 and 256, got {threads}")
+    try:
+        sock = socket.create_server((host, port), backlog=4096)
+    except OSError as exc:
+        print(f"tidal gateway: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    with sock, tempfile.TemporaryDirectory(prefix="tidal-gateway-") as tmp:
+        token, routes_file = Path(tmp) / "token", Path(tmp) / "routes.json"
+        token.write_text(secrets.token_hex(16))
+        token.chmod(0o600)
+        save_routes(routes_file, routes.services, host, sock.getsockname()[1])
+        print(f"tidal gateway listening on http://{host}:{sock.getsockname()[1]} ({len(routes.services)} services; "
+              f"metrics at /-/metrics; engine edge)", flush=True)
+        return process_main(["--listen-fd", str(sock.fileno()), "--host", host, "--token-file", str(token),
+                             "--routes-file", str(routes_file), "--engine", GatewayEngine.EDGE.value,
+                             "--workers", str(threads), "--settings", routes.settings.model_dump_json()])

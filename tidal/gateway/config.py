@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ReplicaState = Literal["ready", "draining"]
+
+
+class GatewayEngine(str, Enum):
+    """What serves the gateway's port: the Python gateway alone, or the compiled edge in front of it."""
+
+    PYTHON = "python"
+    EDGE = "edge"  # `tidal-edge` answers the common case, the Python gateway the rest (see tidal.gateway.edge)
+
+
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 

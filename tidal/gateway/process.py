@@ -8,6 +8,8 @@ the listening socket (SCM_RIGHTS); if the control plane goes first it exits. Tak
 from a gateway that died then costs milliseconds, not an interpreter's start. Once active
 it loads the routes file first, so it serves at once, with or without a control plane.
 With `--workers N` it coordinates N - 1 more processes on the same port (`tidal.gateway.workers`).
+With `--engine edge` it serves a private port instead and coordinates one `tidal-edge` process that
+serves the port with N threads (`tidal.gateway.edge`).
 SIGTERM drains the requests in flight (its workers' too), then it exits 0.
 """
 
@@ -24,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from tidal.gateway.config import GatewayEngine, GatewaySettings
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tidal.gateway.process",
@@ -37,22 +41,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--routes-file", required=True, help="the routes last given: read at start, rewritten on change")
     p.add_argument("--exit-file", help="where to say why it exits (its supervisor may not be its parent)")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT)")
+                   help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT); "
+                        "with --engine edge, the edge's threads")
+    p.add_argument("--settings", help="the gateway's settings as JSON (GatewaySettings; default: its defaults)")
+    p.add_argument("--engine", choices=[e.value for e in GatewayEngine], default=GatewayEngine.PYTHON.value,
+                   help="what serves the port: this process (and its workers), or the compiled edge in front of it")
     return p.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace, token: str) -> str:
     from tidal.gateway.control import ControlEndpoints, apply_routes, load_routes
+    from tidal.gateway.coordinator import Coordinator
     from tidal.gateway.proxy import Gateway
 
     sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    edge = args.engine == GatewayEngine.EDGE.value
+    public = None  # with the edge: the port it serves; this process serves a private one
+    if edge:
+        public = sock if sock is not None else socket.create_server((args.host, args.port), backlog=4096)
+        sock = None
     routes_file = Path(args.routes_file)
     services = load_routes(routes_file)
     started = time.time()
     front = None  # the control endpoints, or the coordinator in front of them when there are workers
     pool = None
-    gw = Gateway(args.host, sock.getsockname()[1] if sock else args.port, sock=sock,
-                 admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token))
+    settings = GatewaySettings.model_validate_json(args.settings) if args.settings else None
+    gw = Gateway("127.0.0.1" if edge else args.host, 0 if edge else sock.getsockname()[1] if sock else args.port,
+                 sock=sock, admin=lambda req: front.handle(req), on_queue=_waker(Path(args.token_file), token),
+                 settings=settings)
     try:
         apply_routes(gw, {}, services)
     except Exception as exc:  # a damaged file must not keep the gateway down: the control plane sends them again
@@ -64,9 +80,25 @@ async def serve(args: argparse.Namespace, token: str) -> str:
     endpoints = front = ControlEndpoints(gw, token, routes_file, services, info=lambda: {
         "started_at": started, "port": gw.port, "workers": [os.getpid(), *(pool.pids() if pool else ())]})
     await gw.start()
-    admin_server = None
-    if args.workers > 1:
-        from tidal.gateway.coordinator import Coordinator
+    admin_server = public_server = None
+    if edge:
+        from tidal.errors import UserError
+        try:
+            pool = _edge(args, gw, endpoints, public)
+            front = Coordinator(endpoints, pool, token)
+            await pool.start()
+        except (OSError, UserError) as exc:  # the binary went (or cannot run): the port is served all the same
+            logging.getLogger("tidal.gateway").error("cannot start the gateway's edge (%s): the Python gateway "
+                                                     "serves the port", getattr(exc, "strerror", None) or exc)
+            front = endpoints
+            if pool is not None:
+                await pool.stop()
+            pool = None
+            from tidal.http.server import HttpServer
+            public_server = HttpServer(gw._handle, args.host, gw.port, max_body=gw.settings.max_body_bytes,
+                                       sock=public)
+            await public_server.start()
+    elif args.workers > 1:
         admin_server, pool = await _workers(args, gw, endpoints)
         # In front before any worker starts: a route update from here on reaches the workers started so far,
         # and each one started later gets the table current at its start.
@@ -89,6 +121,8 @@ async def serve(args: argparse.Namespace, token: str) -> str:
         loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig.name), stop.set()))
     await stop.wait()
     # No new requests from here; those in flight finish (up to the drain timeout), then the replicas may go.
+    if public_server is not None:
+        await public_server.stop(gw.settings.drain_timeout_seconds)
     if pool is not None:
         await asyncio.gather(pool.stop(), gw.stop())
     else:
@@ -110,6 +144,18 @@ async def _workers(args: argparse.Namespace, gw, endpoints):
     pool = WorkerPool(args.workers - 1, gw._server._server.sockets[0], lambda: list(endpoints.current.values()),
                       admin_port=admin.port, token_file=args.token_file, host=args.host)
     return admin, pool
+
+
+def _edge(args: argparse.Namespace, gw, endpoints, public: socket.socket):
+    """`tidal-edge` for the public socket, in front of this process's private port (`gw`'s); not yet started."""
+    from tidal.gateway.edge import require_edge
+    from tidal.gateway.workers import WorkerPool
+    private_port = gw.port
+    gw.host, gw.port = args.host, public.getsockname()[1]  # what the gateway is reached at, for its answers
+    pool = WorkerPool(1, public, lambda: list(endpoints.current.values()), admin_port=private_port,
+                      token_file=args.token_file, host=args.host,
+                      edge=(str(require_edge()), args.workers, gw.settings))
+    return pool
 
 
 def _waker(token_file: Path, token: str):
@@ -190,8 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     # Imported before waiting, so that taking over is quick.
     import tidal.gateway.control  # noqa: F401
     import tidal.gateway.proxy  # noqa: F401
-    if args.workers > 1:
-        import tidal.gateway.coordinator  # noqa: F401
+    import tidal.gateway.coordinator  # noqa: F401
+    if args.engine == GatewayEngine.EDGE.value:
+        from tidal.errors import UserError
+        from tidal.gateway.edge import require_edge
+        try:
+            require_edge()
+        except UserError as exc:
+            print(f"tidal gateway: error: {exc}", file=sys.stderr)
+            _say_why(args.exit_file, f"exited with status 2: {exc}")
+            return 2
     if args.activate_fd is not None:
         args.listen_fd = _await_activation(args.activate_fd)
         if args.listen_fd is None:

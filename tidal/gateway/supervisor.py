@@ -28,6 +28,7 @@ from tidal.backends.local import REPLICA_ENV, proc_environ, proc_start_time
 from tidal.errors import FailedPrecondition
 from tidal.files import write_private
 from tidal.gateway.client import GatewayClient, connect_host
+from tidal.gateway.config import GatewayEngine
 from tidal.gateway.control import HELLO, save_routes
 from tidal.gateway.supervision import RestartRecord, RunRecord, StartAction, describe_exit, plan_start, restart_delay
 from tidal.http.client import ClientError, HttpClient
@@ -95,9 +96,11 @@ class GatewaySupervisor:
     def __init__(self, files: GatewayFiles, host: str, port: int, token: str, client: GatewayClient, *,
                  on_event: Callable[[str, str, str], None], python: str = sys.executable,
                  start_timeout: float = 20.0, stop_timeout: float = 40.0,
-                 wall: Callable[[], float] = time.time, workers: int = 1) -> None:
+                 wall: Callable[[], float] = time.time, workers: int = 1,
+                 engine: GatewayEngine = GatewayEngine.PYTHON) -> None:
         self.files = files
         self.workers = workers  # processes serving the port (see tidal.gateway.workers)
+        self.engine = engine  # EDGE: the compiled data plane in front (see tidal.gateway.edge)
         self.host = host
         self.port = port  # 0: any free port, the first time
         self.client = client
@@ -192,7 +195,7 @@ class GatewaySupervisor:
         argv = [self._python, "-P", "-m", "tidal.gateway.process", "--activate-fd", str(theirs.fileno()),
                 "--host", self.host, "--token-file", str(self.files.token_file),
                 "--routes-file", str(self.files.routes_file), "--exit-file", str(self.files.exit_file),
-                "--workers", str(self.workers)]
+                "--workers", str(self.workers), "--engine", self.engine.value]
         self.files.log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             # It logs to its own file, rotated by size; what it prints outside logging goes beside it.

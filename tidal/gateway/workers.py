@@ -37,7 +37,7 @@ from typing import Callable
 
 import orjson
 
-from tidal.gateway.config import ServiceConfig
+from tidal.gateway.config import GatewaySettings, ServiceConfig
 from tidal.gateway.metrics import RequestMetrics
 from tidal.gateway.window import WindowedCounter
 
@@ -188,8 +188,12 @@ class WorkerPool:
     """The coordinator's workers: `await start()`, then `broadcast_routes()` and `snapshots()`; `await stop()`."""
 
     def __init__(self, count: int, listener: socket.socket, routes: Callable[[], list[ServiceConfig]], *,
-                 admin_port: int, token_file: str, host: str, python: str = sys.executable) -> None:
+                 admin_port: int, token_file: str, host: str, python: str = sys.executable,
+                 edge: tuple[str, int, GatewaySettings] | None = None) -> None:
+        # `edge`: (binary, threads, settings): one `tidal-edge` process serving the listener itself, in the
+        # place of Python workers (see tidal.gateway.edge); the coordinator then serves no public traffic.
         self.count = count  # besides the coordinator
+        self._edge = edge
         self._listener = listener
         self._routes = routes
         self._admin_port = admin_port
@@ -209,13 +213,21 @@ class WorkerPool:
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch(w)))
 
     async def _spawn(self, w: _Worker) -> None:
-        sock = reuseport_socket(self._listener)
+        # The edge accepts on the listener itself (the coordinator keeps it open and never accepts on it, so
+        # connections wait in its queue while the edge restarts); a Python worker joins the port's group.
+        sock = self._listener.dup() if self._edge is not None else reuseport_socket(self._listener)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env.pop("TIDAL_GATEWAY_HOME", None)  # the coordinator's marker: a worker is the coordinator's, not the home's
-        argv = [self._python, "-P", "-m", "tidal.gateway.worker", "--listen-fd", str(sock.fileno()),
-                "--channel-fd", str(theirs.fileno()), "--admin-port", str(self._admin_port),
-                "--token-file", self._token_file, "--host", self._host, "--index", str(w.index)]
+        if self._edge is not None:
+            from tidal.gateway.edge import edge_argv
+            binary, threads, settings = self._edge
+            argv = edge_argv(binary, listen_fd=sock.fileno(), channel_fd=theirs.fileno(), admin_port=self._admin_port,
+                             threads=threads, index=w.index, settings=settings)
+        else:
+            argv = [self._python, "-P", "-m", "tidal.gateway.worker", "--listen-fd", str(sock.fileno()),
+                    "--channel-fd", str(theirs.fileno()), "--admin-port", str(self._admin_port),
+                    "--token-file", self._token_file, "--host", self._host, "--index", str(w.index)]
         try:
             w.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
                                       pass_fds=(sock.fileno(), theirs.fileno()), close_fds=True)
