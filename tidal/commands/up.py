@@ -21,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes serving the gateway's port, sharing it (default 1; at most one per core "
                              "helps)")
     parser.add_argument("--gateway-engine", choices=[e.value for e in GatewayEngine],
-                        default=GatewayEngine.PYTHON.value,
-                        help="what serves the gateway's port: python (default), or edge, the compiled data plane "
-                             "in front of it (build it with scripts/edge.sh); with edge, --gateway-workers sets "
-                             "its threads")
+                        default=GatewayEngine.AUTO.value,
+                        help="what serves the gateway's port: python, or edge, the compiled data plane in front "
+                             "of it (build it with scripts/edge.sh); auto (default): edge where it is built from "
+                             "this source tree, else python; with edge, --gateway-workers sets its threads")
     parser.add_argument("--time-factor", type=float, default=None,
                         help="real seconds per control-plane second (0.05: a 120 s notice lasts 6 s)")
     parser.add_argument("--tick", type=float, default=5.0, help="seconds between reconcile passes (default 5)")
@@ -71,6 +71,9 @@ def run(args) -> int:
     if not 1 <= args.gateway_workers <= 64:
         from tidal.errors import UserError
         raise UserError(f"--gateway-workers must be between 1 and 64, got {args.gateway_workers}")
+    if args.gateway_engine == GatewayEngine.AUTO.value:
+        from tidal.gateway.edge import auto_edge
+        args.gateway_engine = (GatewayEngine.EDGE if auto_edge() else GatewayEngine.PYTHON).value
     if args.gateway_engine == GatewayEngine.EDGE.value:
         from tidal.gateway.edge import require_edge
         require_edge()  # one line saying how to build it, before anything starts

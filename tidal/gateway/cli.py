@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default: the file's, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the file's, else 8501; 0 picks one)")
     parser.add_argument("--log-file", help="log to this file, rotated by size (default: $TIDAL_LOG_FILE, else stderr)")
-    parser.add_argument("--engine", choices=[e.value for e in GatewayEngine], default=GatewayEngine.PYTHON.value,
+    parser.add_argument("--engine", choices=[GatewayEngine.PYTHON.value, GatewayEngine.EDGE.value],
+                        default=GatewayEngine.PYTHON.value,
                         help="python (default), or edge: the compiled data plane in front of the Python gateway "
                              "(build it with scripts/edge.sh)")
     parser.add_argument("--threads", type=int, default=1, help="the edge's threads (with --engine edge; default 1)")

@@ -15,6 +15,7 @@ class GatewayEngine(str, Enum):
 
     PYTHON = "python"
     EDGE = "edge"  # `tidal-edge` answers the common case, the Python gateway the rest (see tidal.gateway.edge)
+    AUTO = "auto"  # edge where this source tree's edge is built (`tidal.gateway.edge.auto_edge`), else python
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

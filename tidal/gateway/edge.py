@@ -11,6 +11,7 @@ every other request to the coordinator's private port, where it is answered and 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -34,6 +35,35 @@ def edge_path(env: dict | None = None) -> Path:
 def find_edge(env: dict | None = None) -> Path | None:
     path = edge_path(env)
     return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def _sources_key(sources: Path) -> str | None:
+    """The key `scripts/edge.sh` stores beside the binary it built from `sources` (a hash of them), or None."""
+    try:
+        files = [sources / "Cargo.toml", sources / "Cargo.lock",
+                 *sorted(sources.glob("src/**/*.rs"), key=lambda f: str(f.relative_to(sources)).encode())]
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.read_bytes())
+    except OSError:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def auto_edge(env: dict | None = None, sources: Path | None = None) -> Path | None:
+    """The binary for the `auto` engine: one built from this source tree's edge/ (its key matches), else None.
+
+    A binary the sources no longer match (built before an update) or one beside an installed package with no
+    sources to check it against is not used by `auto`; `--gateway-engine edge` still takes it."""
+    path = find_edge(env)
+    sources = Path(__file__).resolve().parents[2] / "edge" if sources is None else sources
+    if path is None or not (sources / "Cargo.toml").is_file():
+        return None
+    try:
+        built = path.with_name(path.name + ".key").read_text().strip()
+    except OSError:
+        return None
+    return path if built == _sources_key(sources) else None
 
 
 def require_edge(env: dict | None = None) -> Path:

@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="processes serving the port (this one and workers - 1 more, sharing it with SO_REUSEPORT); "
                         "with --engine edge, the edge's threads")
     p.add_argument("--settings", help="the gateway's settings as JSON (GatewaySettings; default: its defaults)")
-    p.add_argument("--engine", choices=[e.value for e in GatewayEngine], default=GatewayEngine.PYTHON.value,
+    p.add_argument("--engine", choices=[GatewayEngine.PYTHON.value, GatewayEngine.EDGE.value],
+                   default=GatewayEngine.PYTHON.value,
                    help="what serves the port: this process (and its workers), or the compiled edge in front of it")
     return p.parse_args(argv)
 
