@@ -26,7 +26,10 @@ CASES = [
      obs(held=(0, 0, 0, 0), ready=(0, 0, 0, 0)), 0, (1, 1, 1, 1)),
     # (held counts nodes not under notice: the noticed one is apart)
     # The replacement goes where capacity has shown itself (a@z2 holds two ready), the hedge to another pool.
-    ("a notice: its replacement launches now, in a proven pool, and one hedge beside it", P,
+    ("a notice: its replacement launches now, in a proven pool, and one hedge beside it; on-demand stands in (the "
+     "pool may be full at what it holds, and a refusal would leave no time to retry)", P,
+     obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 1, (0, 1, 3, 0)),
+    ("without that insurance, spot alone", NoticeParams(insure=False),
      obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 0, (0, 1, 3, 0)),
     ("with no proven pool left for it, on-demand covers the replacement too", P,
      obs(target=1, held=(0, 0, 0, 0), ready=(0, 0, 0, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 1,

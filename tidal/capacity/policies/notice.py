@@ -17,11 +17,10 @@ about five minutes), and interruptions come together by (type, zone). So:
   doubles while it keeps doing so (`backoff_seconds` .. `max_backoff_seconds`);
 - on-demand only while spot cannot cover: for the target that no usable pool
   can take; for nodes under notice where a replacement was refused or there is
-  no pool left to try; and, where a refused launch would leave no time to
-  retry, for every node of the target not ready on spot while its launch is
-  cold (a pool holding our nodes may be full at exactly what it holds: the
-  policy cannot see its capacity). On-demand held stays until ready spot
-  covers the target, then goes (spot again).
+  no pool left to try, or, where a refused replacement would leave no time
+  to retry, at the notice (a pool holding our nodes may be full at exactly
+  what it holds: the policy cannot see its capacity). On-demand held stays
+  until ready spot covers the target, then goes (spot again).
 
 Pure: it sees the Observation (past and present) and an explicit `now`.
 """
@@ -48,8 +47,8 @@ class NoticeParams(BaseModel):
     backoff_seconds: float = Field(default=60.0, gt=0)
     max_backoff_seconds: float = Field(default=1800.0, gt=0)
     recent_seconds: float = Field(default=900.0, ge=0, description="how long a loss marks its pool and zone")
-    insure: bool = Field(default=True, description="on-demand stands in while a launch that has no time to retry "
-                                                   "is cold, even in a pool that has shown capacity")
+    insure: bool = Field(default=True, description="on-demand stands in for a noticed node while its replacement "
+                                                   "has no time to retry, even in a pool that has shown capacity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +151,10 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
     if noticed and (refused_now or not any(proven[i] for i in usable) or (lead < 0 and spare == 0)):
         on_demand = max(on_demand, min(noticed, n - observation.spot_ready))
     # A pool that holds our nodes may be full at exactly that (capacity that moves a node at a time often is):
-    # where a refusal leaves no time to retry, on-demand covers what is not ready on spot until it is.
-    on_demand = max(on_demand, min(n if params.insure and urgent else unsure, n - observation.spot_ready))
+    # where a refused replacement leaves no time to retry, on-demand covers the noticed nodes until spot is ready.
+    if params.insure and noticed and lead < params.decision_seconds:
+        unsure = noticed
+    on_demand = max(on_demand, min(unsure, n - observation.spot_ready))
     on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
     return (Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)),
             NoticeState(tuple(pools), zone_of))
