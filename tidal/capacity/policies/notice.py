@@ -149,8 +149,8 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
         # A replacement is sure where the pool has shown room for it: it held as many of ours since it last lost
         # or refused (a pool holding our nodes may be full at exactly that, as capacity that moves a node at a
         # time often is; the policy cannot see capacity, only what it was given).
-        if k < noticed and urgent and proven[best] and spot[best] == zones[best].held and \
-                (not params.insure or spot[best] < pools[best].peak):
+        if k < (urgent if params.insure else noticed) and urgent and proven[best] and \
+                spot[best] == zones[best].held and (not params.insure or spot[best] < pools[best].peak):
             unsure -= 1
         spot[best] += 1
         per_zone[zone_of[best]] += 1
@@ -161,10 +161,11 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
     on_demand = max(0, n - placed, want - placed if short or hedge else 0)
     if noticed and (refused_now or not any(proven[i] for i in usable) or (lead < 0 and spare == 0)):
         on_demand = max(on_demand, min(noticed, n - observation.spot_ready))
-    on_demand = max(on_demand, min(unsure, n - observation.spot_ready))
-    # Short of the target with launches refused (a start where most pools are empty): on-demand for what no
-    # accepted launch covers, rather than probing the untried pools one at a time while the target waits.
-    if short and refused_now:
+    on_demand = max(on_demand, min(max(0, unsure), n - observation.spot_ready))
+    # Short of the target with launches refused and no pool that has shown capacity (a start where most pools are
+    # empty): on-demand for what no accepted launch covers, rather than probing the untried pools one at a time
+    # while the target waits. Where a proven pool is left, spot is retried there.
+    if short and refused_now and not any(proven[i] for i in usable):
         on_demand = max(on_demand, n - observation.spot_held)
     on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
     return (Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)),
