@@ -167,7 +167,8 @@ class Catalog:
         """Whether a region lists every one of these types and offers every one of these zones (of its types)."""
         if any((place[0], place[1], n) not in self.entries for n in instance_types):
             return False
-        here = [t for t in self.entries.values() if t.place == place and (not instance_types or t.name in instance_types)]
+        here = [t for t in self.entries.values()
+                if t.place == place and (not instance_types or t.name in instance_types)]
         return all(any(z in t.spot_prices for t in here) for z in zones)
 
     def validate_pool(self, instance_types: list[str], zones: list[str]) -> None:
