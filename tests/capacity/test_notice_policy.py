@@ -26,7 +26,10 @@ CASES = [
      obs(held=(0, 0, 0, 0), ready=(0, 0, 0, 0)), 0, (1, 1, 1, 1)),
     # (held counts nodes not under notice: the noticed one is apart)
     # The replacement goes where capacity has shown itself (a@z2 holds two ready), the hedge to another pool.
-    ("a notice: its replacement launches now, in a proven pool, and one hedge beside it", P,
+    ("a notice: its replacement launches now, in a proven pool, and one hedge beside it; on-demand stands in (the "
+     "pool may be full at what it holds, and a refusal would leave no time to retry)", P,
+     obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 1, (0, 1, 3, 0)),
+    ("without that insurance, spot alone", NoticeParams(insure=False),
      obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 0, (0, 1, 3, 0)),
     ("with no proven pool left for it, on-demand covers the replacement too", P,
      obs(target=1, held=(0, 0, 0, 0), ready=(0, 0, 0, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), 1,
@@ -75,3 +78,22 @@ def test_a_pool_that_lost_nodes_backs_off_then_is_tried_again():
 
 def test_it_is_registered_as_spreading_over_types():
     assert POLICIES["tidal-notice"].by_type and not POLICIES["tidal"].by_type
+
+
+def test_a_replacement_is_insured_until_its_pool_has_shown_room_for_it():
+    # a@z2 held three of ours before; now two: the replacement fits what it has shown, no on-demand beside it.
+    state = initial_state(P, KEYS, 0)
+    _, state = decide(obs(held=(0, 0, 3, 0)), P, state, 1000.0)
+    assert state.pools[2].peak == 3
+    plan, _ = decide(obs(held=(0, 0, 2, 0), noticed=(1, 0, 0, 0), preempted=(1, 0, 0, 0)), P, state, 1030.0)
+    assert plan.spot[2] == 3 and plan.on_demand == 0
+    # A pool that refused a launch is full at what it holds: its room is forgotten.
+    _, state = decide(obs(held=(0, 0, 2, 0), failed=(0, 0, 1, 0)), P, state, 1060.0)
+    assert state.pools[2].peak == 2
+
+
+def test_refused_launches_short_of_the_target_get_on_demand_at_once():
+    # A start where most pools are empty: one launch was accepted, the others refused.
+    plan, _ = decide(obs(held=(1, 0, 0, 0), ready=(0, 0, 0, 0), failed=(0, 1, 1, 1)), P, initial_state(P, KEYS, 0),
+                     1000.0)
+    assert plan.on_demand == 2

@@ -165,29 +165,78 @@ def test_a_live_notice_reaches_the_policy_by_type_and_zone():
     assert fed["p"].ledger.counts()[0] == {"us-east-1a": 1, "us-east-1b": 1, "g5.xlarge@us-east-1a": 1}
 
 
-def test_a_type_name_in_two_regions_is_refused_in_one_line(tmp_path):
-    # g4dn.xlarge is sold in many AWS regions; nodes and pools name a type by its name alone, so one catalog file
-    # may list a name in one region only, in either of its forms.
-    aws = {"name": "g4dn.xlarge", "vcpu": 4, "memory_gib": 16, "gpus": 1, "on_demand_price": 0.53}
-    for doc in ({"regions": [
-                    {"provider": "aws", "region": "us-east-1",
-                     "instance_types": [{**aws, "spot_prices": {"us-east-1a": 0.2}}]},
-                    {"provider": "aws", "region": "us-west-2",
-                     "instance_types": [{**aws, "spot_prices": {"us-west-2a": 0.2}}]}]},
-                {"instance_types": [{**aws, "provider": "aws", "region": "us-east-1",
-                                     "spot_prices": {"us-east-1a": 0.2}},
-                                    {**aws, "provider": "aws", "region": "us-west-2",
-                                     "spot_prices": {"us-west-2a": 0.2}}]}):
-        user = tmp_path / "catalog.json"
-        user.write_text(json.dumps(doc))
-        with pytest.raises(InvalidArgument) as err:
-            load_catalog(user)
-        line = str(err.value)
-        assert "\n" not in line and line.startswith(f"{user}: instance type g4dn.xlarge is listed in aws us-east-1 "
-                                                    f"and in aws us-west-2: a type name may appear in one region"), line
-    # Under its own name the second region loads, and each pool finds its own.
-    user.write_text(json.dumps({"regions": [{"provider": "aws", "region": "us-west-2", "instance_types": [
-        {**aws, "name": "g4dn.xlarge.us-west-2", "spot_prices": {"us-west-2a": 0.2}}]}]}))
+TWO_REGIONS = {"regions": [
+    {"provider": "aws", "region": "us-west-2", "instance_types": [
+        {"name": "g4dn.xlarge", "vcpu": 4, "memory_gib": 16, "gpus": 1, "on_demand_price": 0.526,
+         "spot_prices": {"us-west-2a": 0.19, "us-west-2b": 0.21}}]},
+    {"provider": "alibaba", "region": "cn-shanghai", "instance_types": [
+        {"name": "ecs.gn6i-c4g1.xlarge", "vcpu": 4, "memory_gib": 15, "gpus": 1, "on_demand_price": 1.9,
+         "spot_prices": {"cn-shanghai-e": 0.5, "cn-shanghai-f": 0.55}}]}]}
+
+
+def test_a_type_name_listed_in_two_regions_is_two_types_each_pool_finds_its_own(tmp_path):
+    # g4dn.xlarge is sold in us-east-1 (shipped) and us-west-2 (this file), ecs.gn6i-c4g1.xlarge in cn-hangzhou and
+    # cn-shanghai: types are keyed by (provider, region, name), so each region keeps its own zones and prices.
+    user = tmp_path / "catalog.json"
+    user.write_text(json.dumps(TWO_REGIONS))
     cat = load_catalog(user)
-    assert cat.types["g4dn.xlarge"].place == ("aws", "us-east-1")
-    assert placed_pool(spec(instance_types="g4dn.xlarge.us-west-2"), cat).region == "us-west-2"
+    assert cat.places_of("g4dn.xlarge") == [("aws", "us-east-1"), ("aws", "us-west-2")]
+    assert cat.places_of("ecs.gn6i-c4g1.xlarge") == [("alibaba", "cn-hangzhou"), ("alibaba", "cn-shanghai")]
+    for fields, place, zones, on_demand in (
+            ({"region": "us-west-2", "instance_types": "g4dn.xlarge"}, ("aws", "us-west-2"),
+             {"us-west-2a", "us-west-2b"}, 0.526),
+            ({"instance_types": "g4dn.xlarge", "zones": "us-west-2a"}, ("aws", "us-west-2"), {"us-west-2a"}, 0.526),
+            ({"instance_types": "g4dn.xlarge"}, ("aws", "us-east-1"), None, CAT.get("g4dn.xlarge").on_demand_price),
+            ({"region": "cn-shanghai", "instance_types": "ecs.gn6i-c4g1.xlarge"}, ("alibaba", "cn-shanghai"),
+             {"cn-shanghai-e", "cn-shanghai-f"}, 1.9),
+            ({"region": "cn-hangzhou", "instance_types": "ecs.gn6i-c4g1.xlarge"}, ("alibaba", "cn-hangzhou"),
+             set(CAT.get("ecs.gn6i-c4g1.xlarge").zones), CAT.get("ecs.gn6i-c4g1.xlarge").on_demand_price)):
+        pool = placed_pool(spec(**fields), cat)
+        assert (pool.provider, pool.region) == place, fields
+        view = cat.for_pool(pool)
+        assert view.get(pool.instance_types[0]).place == place and view.get(pool.instance_types[0]).on_demand_price \
+            == on_demand
+        offers = view.offerings(pool.instance_types, pool.zones, "spot")
+        assert offers and (zones is None or {o.zone for o in offers} == zones)
+        # What the control plane launches for the pool is in its region, at its region's price.
+        zone_keys = pool_zones(pool, cat)
+        launches = plan_decisions(pool, Plan(1, (1,) + (0,) * (len(zone_keys) - 1)), zone_keys, [], cat, 0.0)
+        assert launches and all(view.get(d.instance_type).place == place for d in launches)
+        assert {d.zone for d in launches if d.capacity_type == "spot"} <= set(view.get(pool.instance_types[0]).zones)
+    # A node's type is found in the region its zone belongs to (what its cost is counted at).
+    assert cat.lookup("g4dn.xlarge", "us-west-2b").spot_prices["us-west-2b"] == 0.21
+    assert cat.lookup("g4dn.xlarge", "us-east-1a").place == ("aws", "us-east-1")
+    assert cat.lookup("g4dn.xlarge").place == ("aws", "us-east-1") and cat.lookup("nope") is None
+    from tidal.capacity.cost import NodeLife, node_cost
+    west = node_cost(NodeLife("n1", "g4dn.xlarge", "us-west-2b", "spot", 0.0, 3600.0), cat, 3600.0)
+    assert (west.cost, west.on_demand_cost) == (0.21, 0.526)
+    # Mixing is still refused in one line, naming both regions of the name.
+    with pytest.raises(InvalidArgument) as err:
+        placed_pool(spec(region="cn-shanghai", instance_types="g4dn.xlarge"), cat)
+    assert str(err.value) == ("instance type g4dn.xlarge is in aws us-east-1 and aws us-west-2, not alibaba "
+                              "cn-shanghai: a node pool lives in one provider and region")
+
+
+def test_a_pool_stored_before_regions_with_a_name_in_two_regions_is_placed_by_its_zones(tmp_path):
+    user = tmp_path / "catalog.json"
+    user.write_text(json.dumps(TWO_REGIONS))
+    cat = load_catalog(user)
+    store = Store(tmp_path / "state.db")
+    store.create_pool(NodePoolSpec(name="west", instance_types=["g4dn.xlarge"], zones=["us-west-2a"]), 0.0)
+    store.create_pool(NodePoolSpec(name="east", instance_types=["g4dn.xlarge"]), 0.0)
+    assert migrate_pools(store, cat) == ["east", "west"]
+    got = {p.name: p for p in store.list_pools()}
+    assert (got["west"].region, got["east"].region) == ("us-west-2", "us-east-1")
+
+
+def test_a_flat_catalog_file_overrides_a_name_in_the_region_its_zones_say(tmp_path):
+    # The older flat form has no region: a type of a name already listed in two regions overrides the listing
+    # its zone names say, and leaves the other alone.
+    user = tmp_path / "catalog.json"
+    user.write_text(json.dumps({**TWO_REGIONS, "instance_types": [
+        {"name": "g4dn.xlarge", "vcpu": 4, "memory_gib": 16, "gpus": 1, "on_demand_price": 0.5,
+         "spot_prices": {"us-west-2a": 0.15}}]}))
+    cat = load_catalog(user)
+    west = cat.in_region("aws", "us-west-2").get("g4dn.xlarge")
+    assert west.on_demand_price == 0.5 and west.zones == ["us-west-2a"]
+    assert cat.in_region("aws", "us-east-1").get("g4dn.xlarge") == CAT.get("g4dn.xlarge")

@@ -63,11 +63,19 @@ def place_text(place: tuple[str, str]) -> str:
 
 
 class Catalog:
-    """Instance types by name (a name is listed in one region only), grouped by (provider, region) in the order
-    the catalog lists them: the first region is a new pool's default."""
+    """Instance types keyed by (provider, region, name), grouped by (provider, region) in the order the catalog
+    lists them: the first region is a new pool's default. One name may be listed in several regions (the same
+    machine, priced per region); within a region a name is one type. `types` and `get` answer by name: in a
+    region's view (`in_region`, `for_pool`) that is the region's type, in the whole catalog the first listing
+    (`lookup` finds the one a zone belongs to)."""
 
     def __init__(self, types: Iterable[InstanceType]) -> None:
-        self.types: dict[str, InstanceType] = {t.name: t for t in types}
+        self.entries: dict[tuple[str, str, str], InstanceType] = {}
+        for t in types:
+            self.entries[(t.provider, t.region, t.name)] = t
+        self.types: dict[str, InstanceType] = {}
+        for t in self.entries.values():
+            self.types.setdefault(t.name, t)
         self._views: dict[tuple[str, str], Catalog] = {}
         # A catalog does not change once built: the views and orders the decisions ask for each tick are kept.
         self._pools: dict[tuple, Catalog] = {}
@@ -76,9 +84,13 @@ class Catalog:
     @cached_property
     def places(self) -> list[tuple[str, str]]:
         seen: dict[tuple[str, str], None] = {}
-        for t in self.types.values():
+        for t in self.entries.values():
             seen.setdefault(t.place)
         return list(seen)
+
+    def places_of(self, name: str) -> list[tuple[str, str]]:
+        """The regions that list a type name, in catalog order."""
+        return [t.place for t in self.entries.values() if t.name == name]
 
     def get(self, name: str) -> InstanceType:
         try:
@@ -86,12 +98,20 @@ class Catalog:
         except KeyError:
             raise InvalidArgument(f"unknown instance type {name!r} (known: {', '.join(sorted(self.types))})") from None
 
+    def lookup(self, name: str, zone: str = "") -> InstanceType | None:
+        """The listing of `name` that offers `zone` (a node's type in its own region), else its first; None when
+        the catalog does not list the name."""
+        first = self.types.get(name)
+        if first is None or not zone or zone in first.spot_prices:
+            return first
+        return next((t for t in self.entries.values() if t.name == name and zone in t.spot_prices), first)
+
     def in_region(self, provider: str, region: str) -> "Catalog":
         """The types of one provider and region (a cached view)."""
         key = (provider, region)
         if key not in self._views:
             self._views[key] = self if self.places == [key] else \
-                Catalog(t for t in self.types.values() if t.place == key)
+                Catalog(t for t in self.entries.values() if t.place == key)
         return self._views[key]
 
     def for_pool(self, pool) -> "Catalog":
@@ -108,7 +128,7 @@ class Catalog:
         except InvalidArgument:
             # A record from before pools had one region may name types of several (or one no longer listed): it
             # keeps working in the region of its first known type rather than stopping the control loop.
-            known = [self.types[n].place for n in pool.instance_types if n in self.types]
+            known = [p for n in pool.instance_types for p in self.places_of(n)]
             return self.in_region(*(known[0] if known else self.places[0]))
 
     def place_of(self, provider: str, region: str, instance_types: list[str], zones: list[str]) -> tuple[str, str]:
@@ -122,21 +142,34 @@ class Catalog:
                 known = ", ".join(place_text(p) for p in self.places)
                 raise InvalidArgument(f"no region {place_text((provider, region))!r} in the catalog (known: {known})")
             if len(matches) > 1 and not region:
-                # A provider alone: its first region that offers the types asked for, else its first.
-                fit = [p for p in matches if all(self.get(n).place == p for n in instance_types)]
-                matches = fit or matches
+                # A provider alone: its first region that offers the types (and zones) asked for, else its first.
+                matches = [p for p in matches if self._offers(p, instance_types, zones)] or matches
             place = matches[0]
         else:
-            named = [self.get(n).place for n in instance_types]
-            by_zone = [p for p in self.places if zones and
-                       all(any(z in t.spot_prices for t in self.types.values() if t.place == p) for z in zones)]
-            place = named[0] if named else by_zone[0] if by_zone else self.places[0]
+            # The first region that lists every type named and offers every zone named (a type name may be
+            # listed in several regions: the zones then say which).
+            for name in instance_types:
+                self.get(name)
+            fit = [p for p in self.places if self._offers(p, instance_types, zones)]
+            named = [p for p in self.places_of(instance_types[0]) if self._offers(p, instance_types, [])] \
+                if instance_types else []
+            place = fit[0] if fit else named[0] if named else \
+                self.places_of(instance_types[0])[0] if instance_types else self.places[0]
         for name in instance_types:
-            t = self.get(name)
-            if t.place != place:
-                raise InvalidArgument(f"instance type {name} is in {place_text(t.place)}, not "
-                                      f"{place_text(place)}: a node pool lives in one provider and region")
+            if (place[0], place[1], name) not in self.entries:
+                self.get(name)
+                where = " and ".join(place_text(p) for p in self.places_of(name))
+                raise InvalidArgument(f"instance type {name} is in {where}, not {place_text(place)}: a node pool "
+                                      f"lives in one provider and region")
         return place
+
+    def _offers(self, place: tuple[str, str], instance_types: list[str], zones: list[str]) -> bool:
+        """Whether a region lists every one of these types and offers every one of these zones (of its types)."""
+        if any((place[0], place[1], n) not in self.entries for n in instance_types):
+            return False
+        here = [t for t in self.entries.values()
+                if t.place == place and (not instance_types or t.name in instance_types)]
+        return all(any(z in t.spot_prices for t in here) for z in zones)
 
     def validate_pool(self, instance_types: list[str], zones: list[str]) -> None:
         for name in instance_types:
@@ -228,10 +261,11 @@ def _types(items: object, source: str, where: str) -> list[InstanceType]:
         raise InvalidArgument(f"{source}: {where}instance_types.{loc}: {first['msg']}") from None
 
 
-def _parse(data: object, source: str, known: dict[str, InstanceType]) -> list[InstanceType]:
+def _parse(data: object, source: str, known: dict[str, list[tuple[str, str]]]) -> list[InstanceType]:
     """Types of a catalog file: `regions` (each {provider, region, instance_types}) and/or a flat
     `instance_types` list (the older form), whose types take their place from their own `provider`/`region`, the
-    type of that name already known, their zone names, or else the first region known."""
+    region their zone names say, the first region already listing that name, or else the first region known. `known`:
+    the places already listing each name, first first."""
     if not isinstance(data, dict) or not ("regions" in data or "instance_types" in data):
         raise InvalidArgument(f"{source}: expected an object with a list 'regions' (or 'instance_types')")
     out: list[InstanceType] = []
@@ -244,21 +278,13 @@ def _parse(data: object, source: str, known: dict[str, InstanceType]) -> list[In
         place = {"provider": str(group["provider"]), "region": str(group["region"])}
         out += [t.model_copy(update=place) for t in _types(group.get("instance_types"), source, f"regions.{i}.")]
     if "instance_types" in data:
-        first = next(iter(known.values())).place if known else out[0].place if out else ("", "")
+        first = next(iter(known.values()))[0] if known else out[0].place if out else ("", "")
         for t in _types(data["instance_types"], source, ""):
             if not (t.provider and t.region):
-                place = known[t.name].place if t.name in known else guess_place(t.zones) or first
+                listed = known.get(t.name)
+                place = guess_place(t.zones) or (listed[0] if listed else first)
                 t = t.model_copy(update={"provider": place[0], "region": place[1]})
             out.append(t)
-    # Nodes, pools and the executor name a type by its name alone: a name in two regions would be a different
-    # machine under one name, so it is refused (a pool in the other region lists its own name for it).
-    placed: dict[str, tuple[str, str]] = {}
-    for t in out:
-        other = placed.setdefault(t.name, t.place)
-        if other != t.place:
-            raise InvalidArgument(f"{source}: instance type {t.name} is listed in {place_text(other)} and in "
-                                  f"{place_text(t.place)}: a type name may appear in one region of the catalog "
-                                  f"(give the other region's its own name, e.g. {t.name}.{t.region})")
     return out
 
 
@@ -267,16 +293,19 @@ def default_catalog_data() -> dict:
 
 
 def load_catalog(user_file: str | Path | None = None) -> Catalog:
-    """The shipped catalog, with a user file's regions and types added (a type overrides the one of its name);
-    a file that lists one type name in two regions is refused in one line."""
-    types = {t.name: t for t in _parse(default_catalog_data(), "default catalog", {})}
+    """The shipped catalog, with a user file's regions and types added (a type overrides the one of its name in
+    its region; one name may be listed in several regions)."""
+    types = {(t.provider, t.region, t.name): t for t in _parse(default_catalog_data(), "default catalog", {})}
     if user_file is not None and Path(user_file).exists():
         try:
             data = json.loads(Path(user_file).read_text())
         except (OSError, ValueError) as exc:
             raise InvalidArgument(f"cannot read catalog {user_file}: {exc}") from None
-        for t in _parse(data, str(user_file), types):
-            types[t.name] = t
+        known: dict[str, list[tuple[str, str]]] = {}
+        for t in types.values():
+            known.setdefault(t.name, []).append(t.place)
+        for t in _parse(data, str(user_file), known):
+            types[(t.provider, t.region, t.name)] = t
     return Catalog(types.values())
 
 

@@ -62,7 +62,7 @@ class CostSummary:
 def node_cost(life: NodeLife, catalog: Catalog, now: float) -> NodeCost:
     end = life.terminated_at if life.terminated_at is not None else now
     seconds = max(0.0, end - life.launched_at)
-    t = catalog.types.get(life.instance_type)
+    t = catalog.lookup(life.instance_type, life.zone)  # the type as listed in the region of the node's zone
     if t is None:  # a type since removed from the catalog: its cost is unknown, not zero-by-accident
         return NodeCost(life.name, life.billing, seconds, float("nan"), float("nan"))
     price = t.price(life.zone, life.billing)

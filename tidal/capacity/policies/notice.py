@@ -16,9 +16,13 @@ about five minutes), and interruptions come together by (type, zone). So:
 - a pool that refuses a launch or takes nodes is left alone for a backoff that
   doubles while it keeps doing so (`backoff_seconds` .. `max_backoff_seconds`);
 - on-demand only while spot cannot cover: for the target that no usable pool
-  can take, and, where a replacement was refused or there is no pool left to
-  try, for nodes under notice; on-demand held stays until ready spot covers the
-  target, then goes (spot again).
+  can take, or that refused launches left uncovered; for nodes under notice
+  whose replacement was refused or has no pool left to try; and, where a
+  refused replacement would leave no time to retry, at the notice, unless the
+  replacement's pool has shown room for it (held as many of ours since it
+  last lost or refused: a pool holding our nodes may be full at exactly what
+  it holds, and the policy cannot see capacity). On-demand held stays until
+  ready spot covers the target, then goes (spot again).
 
 Pure: it sees the Observation (past and present) and an explicit `now`.
 """
@@ -45,6 +49,9 @@ class NoticeParams(BaseModel):
     backoff_seconds: float = Field(default=60.0, gt=0)
     max_backoff_seconds: float = Field(default=1800.0, gt=0)
     recent_seconds: float = Field(default=900.0, ge=0, description="how long a loss marks its pool and zone")
+    insure: bool = Field(default=True, description="on-demand stands in for a noticed node whose replacement has "
+                                                   "no time to retry and goes to a pool that has not shown room "
+                                                   "for it (held as many since its last loss or refusal)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,7 @@ class PoolMemory:
     failures: int = 0           # refusals or losses in a row, for the backoff
     lost_at: float | None = None  # the pool's last loss (notice or reclaim) of our nodes
     refused_at: float | None = None  # the pool's last refusal of a launch: it may be full at what it holds
+    peak: int = 0               # the most of ours it has held since it last lost or refused: room shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +80,12 @@ def _learn(observation: Observation, params: NoticeParams, state: NoticeState, n
             failures = m.failures + 1
             backoff = min(params.max_backoff_seconds, params.backoff_seconds * 2 ** (failures - 1))
             m = PoolMemory(now + backoff, failures, now if z.preempted else m.lost_at,
-                           now if z.launch_failed else m.refused_at)
-        elif z.ready and m.failures and now >= m.retry_at:
-            m = replace(m, failures=0)  # it gave us a node that came up: trusted again
+                           now if z.launch_failed else m.refused_at, z.held)
+        else:
+            if z.ready and m.failures and now >= m.retry_at:
+                m = replace(m, failures=0)  # it gave us a node that came up: trusted again
+            if z.held > m.peak:
+                m = replace(m, peak=z.held)
         out.append(m)
     return out
 
@@ -135,7 +146,11 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
             break
         best = min(room, key=lambda i: (k < urgent and not (proven[i] and spot[i] == zones[i].held),
                                         spot[i], per_zone[zone_of[i]], ranks[i]))
-        if k < noticed and urgent and proven[best] and spot[best] == zones[best].held:
+        # A replacement is sure where the pool has shown room for it: it held as many of ours since it last lost
+        # or refused (a pool holding our nodes may be full at exactly that, as capacity that moves a node at a
+        # time often is; the policy cannot see capacity, only what it was given).
+        if k < (urgent if params.insure else noticed) and urgent and proven[best] and \
+                spot[best] == zones[best].held and (not params.insure or spot[best] < pools[best].peak):
             unsure -= 1
         spot[best] += 1
         per_zone[zone_of[best]] += 1
@@ -146,7 +161,12 @@ def decide(observation: Observation, params: NoticeParams, state: NoticeState,
     on_demand = max(0, n - placed, want - placed if short or hedge else 0)
     if noticed and (refused_now or not any(proven[i] for i in usable) or (lead < 0 and spare == 0)):
         on_demand = max(on_demand, min(noticed, n - observation.spot_ready))
-    on_demand = max(on_demand, min(unsure, n - observation.spot_ready))
+    on_demand = max(on_demand, min(max(0, unsure), n - observation.spot_ready))
+    # Short of the target with launches refused and no pool that has shown capacity (a start where most pools are
+    # empty): on-demand for what no accepted launch covers, rather than probing the untried pools one at a time
+    # while the target waits. Where a proven pool is left, spot is retried there.
+    if short and refused_now and not any(proven[i] for i in usable):
+        on_demand = max(on_demand, n - observation.spot_held)
     on_demand = max(on_demand, min(observation.on_demand_held, n - observation.spot_ready))
     return (Plan(on_demand=max(0, min(n, on_demand)), spot=tuple(spot)),
             NoticeState(tuple(pools), zone_of))

@@ -97,7 +97,7 @@ def _pool(snap: Snapshot, catalog: Catalog, pool: NodePoolSpec, mem: PoolMemory,
     actions: list[tuple[Command, ...]] = []
     for dec in planned.commands:
         if isinstance(dec, Launch):
-            t = catalog.get(dec.instance_type)
+            t = catalog.for_pool(pool).get(dec.instance_type)  # the pool's region's listing of the name
             price = t.price(dec.zone, dec.capacity_type)
             # What the zone holds is counted by the executor at launch: earlier launches may have been refused.
             actions.append((LaunchNode(pool.name, dec.zone, dec.instance_type, dec.capacity_type, t.gpus,
