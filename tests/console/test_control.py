@@ -213,7 +213,7 @@ class _ZeroRead:
         from types import SimpleNamespace
         return SimpleNamespace(queued=3, qps={}, p50={}, p99={})
 
-    def instance_type(self, name):
+    def instance_type(self, name, zone=""):
         return None
 
 

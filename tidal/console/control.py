@@ -68,7 +68,7 @@ class ControlPlaneProvider:
 
     def _prices(self, node) -> tuple[float, float]:
         """(price now, on-demand price) per hour of a node's instance type; 0 for a type not in the catalog."""
-        t = self.read.instance_type(node.instance_type)
+        t = self.read.instance_type(node.instance_type, node.zone)
         if t is None:
             return 0.0, 0.0
         return t.price(node.zone, node.billing), t.on_demand_price
@@ -231,7 +231,7 @@ class ControlPlaneProvider:
         for pool in self.read.pools():
             nodes = []
             for n in self.read.nodes(pool.name):
-                t = self.read.instance_type(n.instance_type)
+                t = self.read.instance_type(n.instance_type, n.zone)
                 on = [r for r in snap["replicas"] if r.node == n.name and r.state in _PLACED]
                 cpu = mem = 0.0
                 for r in on:

@@ -34,7 +34,7 @@ class ReadModel(Protocol):
 
     def stats(self, service: str) -> Optional[object]: ...  # the gateway's ServiceStats, None when unknown
 
-    def instance_type(self, name: str) -> Optional[object]: ...  # the catalog's InstanceType (prices), or None
+    def instance_type(self, name: str, zone: str = "") -> Optional[object]: ...  # prices in the zone's region, or None
 
     def rollout(self, service: str) -> Optional[dict]: ...  # tidal.control.rollouts.view of its rollout, or None
 
@@ -86,8 +86,8 @@ class StoreReadModel:
         except NotFound:
             return None
 
-    def instance_type(self, name: str):
-        return self._catalog.types.get(name)
+    def instance_type(self, name: str, zone: str = ""):
+        return self._catalog.lookup(name, zone)
 
     def rollout(self, service: str) -> Optional[dict]:
         from tidal.control.releases import load

@@ -203,7 +203,7 @@ class Api:
         cost = self.r.cost(name)
         prices = {}
         for n in nodes:
-            t = self.r.catalog.types.get(n.instance_type)
+            t = self.r.catalog.lookup(n.instance_type, n.zone)
             prices[n.name] = t.price(n.zone, n.billing) if t else None
         return {"name": spec.name, "labels": spec.labels,
                 "nodes": [node_view(n, prices[n.name]) for n in nodes],
@@ -263,7 +263,7 @@ class Api:
                              "scaled_to_zero": s["desired"] == 0 and (last or {}).get("reason") == "ScaledToZero"})
         nodes = []
         for n in self.store.nodes():
-            t = self.r.catalog.types.get(n.instance_type)
+            t = self.r.catalog.lookup(n.instance_type, n.zone)
             nodes.append(node_view(n, t.price(n.zone, n.billing) if t else None))
         describe = getattr(self.r.gateway, "describe", None)  # the gateway process: pid, up since, restarts
         return {"time": self.r.clock.now(), "services": services, "nodes": nodes, "cost": self.r.cost().as_dict(),

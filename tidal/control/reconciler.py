@@ -88,7 +88,7 @@ class Reconciler:
         """After a restart: keep replicas that still run, mark the gone ones failed; the backend removes strays."""
         provisioner = self.backend.provisioner
         for node in self.store.nodes():
-            t = self.catalog.types.get(node.instance_type)
+            t = self.catalog.lookup(node.instance_type, node.zone)
             if provisioner is not None:
                 provisioner.adopt_node(NodeLaunch(node.name, node.pool, node.zone, node.instance_type, node.billing,
                                                   t.gpus if t else 0))

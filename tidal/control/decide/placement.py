@@ -50,7 +50,7 @@ def place(snap: Snapshot, catalog: Catalog, shedding: Mapping[str, frozenset[str
     dear = above_base(snap)
     infos, pool_of = [], {}
     for n in snap.nodes:
-        t, pool = catalog.types.get(n.instance_type), snap.pools.get(n.pool)
+        t, pool = catalog.lookup(n.instance_type, n.zone), snap.pools.get(n.pool)
         if t is None or pool is None:
             continue
         pool_of[n.name] = n.pool
@@ -108,7 +108,7 @@ def _free(snap: Snapshot, catalog: Catalog) -> dict[str, Resources]:
             used[r.node] = used.get(r.node, Resources()) + requests_of(spec.spec)
     out = {}
     for n in snap.nodes:
-        t = catalog.types.get(n.instance_type)
+        t = catalog.lookup(n.instance_type, n.zone)
         if t is not None and n.state == NodeState.READY and not n.cordoned:
             out[n.name] = resources_of(t) - used.get(n.name, Resources())
     return out
