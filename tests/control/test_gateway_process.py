@@ -214,6 +214,7 @@ def test_a_killed_gateway_is_back_within_two_seconds(deployment):
     assert third["last_restart"]["reason"].startswith(f"process {second['pid']} was killed by SIGKILL")
     text = tidal(home, "top").stdout
     assert f"gateway: pid {third['pid']}" in text and "restarts" in text and "was killed by SIGKILL" in text
+    assert f"engine {third['engine']}" in text and third["engine"] in ("python", "edge")
     events = [e["message"] for e in tidal_json(home, "events", "--limit", "50") if e["kind"] == "GatewayRestarted"]
     assert len(events) >= 2 and f"process {second['pid']} was killed by SIGKILL" in events[-1]
 

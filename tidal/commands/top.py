@@ -30,7 +30,7 @@ def gateway_line(g: dict | None, now: float) -> str | None:
         return f"gateway: {g.get('url')}: not running"
     up = max(0.0, now - g["up_since"])
     line = (f"gateway: pid {g['pid']} at {g['url']}, up since {time.strftime('%H:%M:%S', time.localtime(g['up_since']))} "
-            f"({up:.0f}s), restarts {g['restarts']}")
+            f"({up:.0f}s), restarts {g['restarts']}") + (f", engine {g['engine']}" if g.get("engine") else "")
     last = g.get("last_restart")
     if last:
         line += f"; last restart at {time.strftime('%H:%M:%S', time.localtime(last['time']))}: {last['reason']}"

@@ -183,7 +183,8 @@ class GatewaySupervisor:
         last = rec.last_restart if rec else None
         return {"mode": "process", "url": f"http://{self.host}:{self.port}", "pid": rec.pid if rec else None,
                 "up_since": rec.started_at if rec else None, "restarts": rec.restarts if rec else 0,
-                "last_restart": last.model_dump() if last else None, "reachable": self.client.reachable}
+                "last_restart": last.model_dump() if last else None, "reachable": self.client.reachable,
+                "engine": self.engine.value}
 
     # -- inside
     def _spawn_standby(self) -> None:
