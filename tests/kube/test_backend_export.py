@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
+from tests.kube.cluster import REPO_ROOT
 from tidal.cli import main
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,6 +43,14 @@ spec:
       targetAverageValue: 10
 """
 
+
+
+def run_tidal(env: dict, *argv: str) -> str:
+    """`tidal ARGV` in a child process with `env`; its output, or the test fails with its error."""
+    proc = subprocess.run([sys.executable, "-m", "tidal", *argv], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc.stdout
 
 @pytest.mark.parametrize("image", ["", "image: tensorflow/serving:2.16.1"])
 def test_exported_objects_pass_server_side_dry_run(kube_cluster, namespace, tmp_path, monkeypatch, capsys, image):
@@ -91,20 +103,13 @@ def test_export_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
 def test_export_a_service_of_the_running_control_plane(kube_cluster, namespace, tmp_path):
     """`tidal export kubernetes NAME` against a real control plane (`tidal up`), then the API server's dry run."""
     import os
-    import subprocess
-    import sys
-
-    from tests.kube.cluster import REPO_ROOT
 
     env = {**os.environ, "TIDAL_HOME": str(tmp_path / "home")}
     env.pop("TIDAL_CONTEXT", None)
     (tmp_path / "bucket").mkdir()
 
     def tidal(*argv: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "tidal", *argv], env=env, capture_output=True, text=True,
-                              timeout=60, cwd=REPO_ROOT)
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        return proc.stdout
+        return run_tidal(env, *argv)
 
     tidal("up", "--port", "0", "--gateway-port", "0")
     try:
@@ -132,20 +137,14 @@ def test_export_a_service_with_a_rollout(kube_cluster, namespace, tmp_path):
     """A service whose canary is in progress exports both releases and ingress-nginx's canary Ingress; the API
     server's strict dry run and kubernetes-validate's strict schemas accept every object."""
     import os
-    import subprocess
-    import sys
 
-    from tests.kube.cluster import REPO_ROOT
     from tests.kube.test_control_plane_export import strict_dry_run
 
     env = {**os.environ, "TIDAL_HOME": str(tmp_path / "home")}
     env.pop("TIDAL_CONTEXT", None)
 
     def tidal(*argv: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "tidal", *argv], env=env, capture_output=True, text=True,
-                              timeout=60, cwd=REPO_ROOT)
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        return proc.stdout
+        return run_tidal(env, *argv)
 
     tidal("up", "--port", "0", "--gateway-port", "0")
     try:
